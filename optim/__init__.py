@@ -1,0 +1,21 @@
+"""adaserve's learning library: online logistic regression over sparse rows with lazy
+per-coordinate optimizers, compiled with numba. No web code; usable alone from a notebook."""
+
+from optim.batch import Batch
+from optim.errors import AdaserveError, BatchError, ConfigError
+from optim.hashing import FeatureHasher, murmurhash3_32
+from optim.model import LearnResult, OnlineLogisticRegression
+from optim.optimizers import REGISTRY, get_optimizer
+
+__all__ = [
+    "REGISTRY",
+    "AdaserveError",
+    "Batch",
+    "BatchError",
+    "ConfigError",
+    "FeatureHasher",
+    "LearnResult",
+    "OnlineLogisticRegression",
+    "get_optimizer",
+    "murmurhash3_32",
+]

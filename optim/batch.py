@@ -1,0 +1,261 @@
+"""A validated CSR batch: what a learner eats.
+
+``Batch`` holds ``indptr``, ``indices``, ``values``, optional ``labels`` (0/1) and optional importance
+``weights``. Every constructor validates everything before the batch exists, so a learner never sees
+half-valid input, and duplicate coordinates inside a row are summed (as ``scipy.sparse`` does) so the
+gradient of a coordinate is taken once per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+import scipy.sparse as sp
+
+from optim.errors import BatchError
+from optim.hashing import FeatureHasher
+
+
+@nb.njit(nogil=True, cache=True)
+def _rows_canonical(indptr: np.ndarray, indices: np.ndarray) -> bool:
+    for i in range(indptr.shape[0] - 1):
+        for p in range(indptr[i] + 1, indptr[i + 1]):
+            if indices[p] <= indices[p - 1]:
+                return False
+    return True
+
+
+@nb.njit(nogil=True, cache=True)
+def _sum_duplicates(
+    indptr: np.ndarray, indices: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out_indptr = np.zeros_like(indptr)
+    out_indices = np.empty_like(indices)
+    out_values = np.empty_like(values)
+    n = 0
+    for i in range(indptr.shape[0] - 1):
+        start, stop = indptr[i], indptr[i + 1]
+        order = np.argsort(indices[start:stop], kind="mergesort")
+        row_start = n
+        for q in order:
+            j = indices[start + q]
+            if n > row_start and out_indices[n - 1] == j:
+                out_values[n - 1] += values[start + q]
+            else:
+                out_indices[n] = j
+                out_values[n] = values[start + q]
+                n += 1
+        out_indptr[i + 1] = n
+    return out_indptr, out_indices[:n].copy(), out_values[:n].copy()
+
+
+def _row_of(indptr: np.ndarray, position: int) -> int:
+    return int(np.searchsorted(indptr, position, side="right") - 1)
+
+
+def _first_bad(mask: np.ndarray) -> int | None:
+    bad = np.flatnonzero(mask)
+    return int(bad[0]) if bad.size else None
+
+
+def _numeric(name: str, data: object, row_of: callable) -> np.ndarray:  # type: ignore[valid-type]
+    """``data`` as a 1-D float64 array, or a BatchError naming the first non-numeric entry."""
+    if isinstance(data, np.ndarray) and data.dtype.kind in "biuf":
+        arr = data.astype(np.float64, copy=False)
+    else:
+        seq = list(data) if not isinstance(data, np.ndarray) else data.tolist()  # type: ignore[call-overload]
+        for p, item in enumerate(seq):
+            if isinstance(item, str) or not isinstance(item, int | float | np.number | bool):
+                raise BatchError(
+                    f"must be numeric, got {item!r} at position {p}", row=row_of(p), field=name
+                )
+        arr = np.asarray(seq, dtype=np.float64)
+    if arr.ndim != 1:
+        raise BatchError(f"must be one-dimensional, got shape {arr.shape}", field=name)
+    bad = _first_bad(~np.isfinite(arr))
+    if bad is not None:
+        raise BatchError(
+            f"must be finite, got {arr[bad]!r} at position {bad}", row=row_of(bad), field=name
+        )
+    return arr
+
+
+def _integral(name: str, data: object, row_of: callable) -> np.ndarray:  # type: ignore[valid-type]
+    if isinstance(data, np.ndarray) and data.dtype.kind in "iu" and data.ndim == 1:
+        return data.astype(np.int64, copy=False)
+    arr = _numeric(name, data, row_of)
+    bad = _first_bad(arr != np.floor(arr))
+    if bad is not None:
+        raise BatchError(
+            f"must be integers, got {arr[bad]!r} at position {bad}", row=row_of(bad), field=name
+        )
+    if arr.size and (arr.max() >= 2**62 or arr.min() <= -(2**62)):
+        bad = _first_bad(np.abs(arr) >= 2**62)
+        raise BatchError(f"out of range at position {bad}", row=row_of(bad), field=name)
+    return arr.astype(np.int64)
+
+
+def _labels(data: object, n_rows: int) -> np.ndarray:
+    seq = data.tolist() if isinstance(data, np.ndarray) else list(data)  # type: ignore[call-overload]
+    if len(seq) != n_rows:
+        raise BatchError(f"has {len(seq)} entries for {n_rows} rows", field="labels")
+    out = np.empty(n_rows, dtype=np.float64)
+    for i, y in enumerate(seq):
+        if isinstance(y, bool | np.bool_):
+            out[i] = float(y)
+        elif isinstance(y, int | float | np.integer | np.floating) and y in (0, 1, -1):
+            out[i] = 1.0 if y == 1 else 0.0
+        else:
+            raise BatchError(f"must be 0/1, -1/+1 or a boolean, got {y!r}", row=i, field="labels")
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """A validated CSR batch. Build it with one of the ``from_*`` constructors."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    labels: np.ndarray | None
+    weights: np.ndarray | None
+    dim: int
+    feature_names: Mapping[str, int] | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return self.indptr.shape[0] - 1
+
+    @property
+    def nnz(self) -> int:
+        return self.indices.shape[0]
+
+    @classmethod
+    def from_arrays(
+        cls,
+        indptr: object,
+        indices: object,
+        values: object,
+        labels: object | None = None,
+        weights: object | None = None,
+        *,
+        dim: int,
+        require_labels: bool = False,
+    ) -> Batch:
+        """Validate raw CSR arrays (lists or numpy arrays)."""
+        indptr_arr = _integral("indptr", indptr, lambda p: p - 1 if p > 0 else None)
+        if indptr_arr.size == 0:
+            raise BatchError("must have at least one entry (0 for an empty batch)", field="indptr")
+        if indptr_arr[0] != 0:
+            raise BatchError(f"must start at 0, got {indptr_arr[0]}", field="indptr")
+        bad = _first_bad(np.diff(indptr_arr) < 0)
+        if bad is not None:
+            raise BatchError(
+                f"must not decrease: indptr[{bad + 1}]={indptr_arr[bad + 1]} < "
+                f"indptr[{bad}]={indptr_arr[bad]}",
+                row=bad,
+                field="indptr",
+            )
+
+        def row_of(p: int) -> int:
+            return _row_of(indptr_arr, p)
+
+        indices_arr = _integral("indices", indices, row_of)
+        values_arr = _numeric("values", values, row_of)
+        if indices_arr.shape[0] != values_arr.shape[0]:
+            raise BatchError(
+                f"indices has {indices_arr.shape[0]} entries but values has {values_arr.shape[0]}",
+                field="values",
+            )
+        if indptr_arr[-1] != indices_arr.shape[0]:
+            raise BatchError(
+                f"must end at the number of non-zeros ({indices_arr.shape[0]}), "
+                f"got {indptr_arr[-1]}",
+                field="indptr",
+            )
+        bad = _first_bad((indices_arr < 0) | (indices_arr >= dim))
+        if bad is not None:
+            raise BatchError(
+                f"index {indices_arr[bad]} at position {bad} is outside [0, {dim})",
+                row=row_of(bad),
+                field="indices",
+            )
+        n_rows = indptr_arr.shape[0] - 1
+        labels_arr = None if labels is None else _labels(labels, n_rows)
+        if labels_arr is None and require_labels:
+            raise BatchError("are required to learn", field="labels")
+        weights_arr = None
+        if weights is not None:
+            weights_arr = _numeric("weights", weights, lambda p: p)
+            if weights_arr.shape[0] != n_rows:
+                raise BatchError(
+                    f"has {weights_arr.shape[0]} entries for {n_rows} rows", field="weights"
+                )
+            bad = _first_bad(weights_arr < 0)
+            if bad is not None:
+                raise BatchError(
+                    f"must be >= 0, got {weights_arr[bad]!r}", row=bad, field="weights"
+                )
+        if not _rows_canonical(indptr_arr, indices_arr):
+            indptr_arr, indices_arr, values_arr = _sum_duplicates(
+                indptr_arr, indices_arr, values_arr
+            )
+        return cls(indptr_arr, indices_arr, values_arr, labels_arr, weights_arr, int(dim))
+
+    @classmethod
+    def from_scipy(
+        cls,
+        matrix: sp.spmatrix | sp.sparray,
+        labels: object | None = None,
+        weights: object | None = None,
+        *,
+        dim: int,
+        require_labels: bool = False,
+    ) -> Batch:
+        """Validate a ``scipy.sparse`` matrix or array (any format; converted to CSR)."""
+        if not sp.issparse(matrix):
+            raise BatchError(
+                f"must be a scipy.sparse matrix, got {type(matrix).__name__}", field="X"
+            )
+        csr = sp.csr_array(matrix)
+        if csr.ndim != 2 or csr.shape[1] > dim:
+            raise BatchError(f"has {csr.shape[1]} columns but the model has dim={dim}", field="X")
+        return cls.from_arrays(
+            csr.indptr,
+            csr.indices,
+            csr.data,
+            labels,
+            weights,
+            dim=dim,
+            require_labels=require_labels,
+        )
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Sequence[Mapping[str, object]],
+        labels: object | None = None,
+        weights: object | None = None,
+        *,
+        hasher: FeatureHasher,
+        require_labels: bool = False,
+    ) -> Batch:
+        """Hash rows of named features (``{"IQ": 120, "city": "paris"}``) into a batch."""
+        if isinstance(rows, Mapping | str):
+            raise BatchError("must be a list of rows", field="rows")
+        indptr, indices, values, keys = hasher.hash_rows(rows)
+        batch = cls.from_arrays(
+            indptr, indices, values, labels, weights, dim=hasher.dim, require_labels=require_labels
+        )
+        return Batch(
+            batch.indptr,
+            batch.indices,
+            batch.values,
+            batch.labels,
+            batch.weights,
+            batch.dim,
+            dict(zip(keys, indices.tolist(), strict=True)),
+        )

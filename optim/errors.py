@@ -1,0 +1,40 @@
+"""The exceptions of the learning library.
+
+Every problem with user input raises a subclass of :class:`AdaserveError` (itself a ``ValueError``)
+whose message names where the problem is and why, so the service can turn it into a 4xx body as is.
+"""
+
+from __future__ import annotations
+
+
+class AdaserveError(ValueError):
+    """Base class: bad input to the learning library."""
+
+    def __init__(self, reason: str, *, field: str | None = None, row: int | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        self.row = row
+        where = []
+        if row is not None:
+            where.append(f"row {row}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
+
+    @property
+    def where(self) -> dict[str, int | str]:
+        """Location of the problem as a JSON-friendly dict (``row`` and/or ``field``)."""
+        out: dict[str, int | str] = {}
+        if self.row is not None:
+            out["row"] = self.row
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+class BatchError(AdaserveError):
+    """A batch of rows is malformed; nothing of it was learned."""
+
+
+class ConfigError(AdaserveError):
+    """A model or optimizer setting is unknown or out of range."""

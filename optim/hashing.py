@@ -1,0 +1,155 @@
+"""Feature hashing: MurmurHash3 (x86, 32-bit) of a feature's UTF-8 name, modulo the dimension.
+
+A numeric value ``{"IQ": 120}`` is feature ``IQ`` with value 120; a string value
+``{"city": "paris"}`` is feature ``city=paris`` with value 1. The same names give the same
+coordinates in training, prediction and inspection, so a coordinate can be looked up by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numba as nb
+import numpy as np
+
+from optim.errors import BatchError, ConfigError
+
+_MASK32 = np.uint64(0xFFFFFFFF)
+
+
+@nb.njit(inline="always")
+def _rotl32(x: np.uint64, r: int) -> np.uint64:
+    return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & _MASK32
+
+
+@nb.njit(inline="always")
+def _mix_block(k: np.uint64) -> np.uint64:
+    k = (k * np.uint64(0xCC9E2D51)) & _MASK32
+    k = _rotl32(k, 15)
+    return (k * np.uint64(0x1B873593)) & _MASK32
+
+
+@nb.njit(nogil=True, cache=True)
+def _murmur3_32(data: np.ndarray, start: int, stop: int, seed: int) -> np.uint64:
+    h = np.uint64(seed) & _MASK32
+    length = stop - start
+    n_blocks = length // 4
+    for b in range(n_blocks):
+        p = start + 4 * b
+        k = (
+            np.uint64(data[p])
+            | (np.uint64(data[p + 1]) << np.uint64(8))
+            | (np.uint64(data[p + 2]) << np.uint64(16))
+            | (np.uint64(data[p + 3]) << np.uint64(24))
+        )
+        h ^= _mix_block(k)
+        h = _rotl32(h, 13)
+        h = (h * np.uint64(5) + np.uint64(0xE6546B64)) & _MASK32
+    tail = start + 4 * n_blocks
+    rest = length & 3
+    if rest:
+        k = np.uint64(0)
+        if rest == 3:
+            k ^= np.uint64(data[tail + 2]) << np.uint64(16)
+        if rest >= 2:
+            k ^= np.uint64(data[tail + 1]) << np.uint64(8)
+        k ^= np.uint64(data[tail])
+        h ^= _mix_block(k)
+    h ^= np.uint64(length)
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x85EBCA6B)) & _MASK32
+    h ^= h >> np.uint64(13)
+    h = (h * np.uint64(0xC2B2AE35)) & _MASK32
+    h ^= h >> np.uint64(16)
+    return h
+
+
+@nb.njit(nogil=True, cache=True)
+def _hash_many(data: np.ndarray, offsets: np.ndarray, seed: int, dim: int) -> np.ndarray:
+    out = np.empty(offsets.shape[0] - 1, dtype=np.int64)
+    for i in range(out.shape[0]):
+        out[i] = np.int64(_murmur3_32(data, offsets[i], offsets[i + 1], seed) % np.uint64(dim))
+    return out
+
+
+def murmurhash3_32(key: str | bytes, seed: int = 0) -> int:
+    """MurmurHash3 x86 32-bit of ``key`` (UTF-8 for ``str``) as an unsigned int."""
+    data = np.frombuffer(key.encode() if isinstance(key, str) else key, dtype=np.uint8)
+    return int(_murmur3_32(data, 0, data.shape[0], seed & 0xFFFFFFFF))
+
+
+def feature_key(name: str, value: object) -> tuple[str, float]:
+    """The hashed key and numeric value of one named feature (see the module docstring)."""
+    if isinstance(value, str):
+        return f"{name}={value}", 1.0
+    if isinstance(value, bool):
+        return name, float(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        return name, float(value)
+    raise TypeError(f"value must be a number or a string, got {type(value).__name__}")
+
+
+class FeatureHasher:
+    """Maps feature names to coordinates ``murmurhash3_32(name, seed) % dim``."""
+
+    def __init__(self, dim: int, seed: int = 0) -> None:
+        if not isinstance(dim, int | np.integer) or dim < 1:
+            raise ConfigError(f"must be a positive integer, got {dim!r}", field="dim")
+        if not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
+            raise ConfigError(f"must be an integer in [0, 2**32), got {seed!r}", field="hash_seed")
+        self.dim = int(dim)
+        self.seed = int(seed)
+
+    def indices(self, keys: Iterable[str]) -> np.ndarray:
+        """Coordinates of many feature keys at once (one compiled call)."""
+        encoded = [k.encode() for k in keys]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        return _hash_many(data, offsets, self.seed, self.dim)
+
+    def index(self, key: str) -> int:
+        """Coordinate of one feature key."""
+        return int(self.indices([key])[0])
+
+    def hash_rows(
+        self, rows: Iterable[Mapping[str, object]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """CSR arrays (indptr, indices, values) and the keys of rows of named features.
+
+        Duplicates are left in place; :class:`optim.batch.Batch` sums them.
+        """
+        keys: list[str] = []
+        values: list[float] = []
+        indptr = [0]
+        for r, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise BatchError(
+                    f"a row must map feature names to values, got {type(row).__name__}",
+                    row=r,
+                    field="features",
+                )
+            for name, value in row.items():
+                if not isinstance(name, str) or not name:
+                    raise BatchError(
+                        f"feature names must be non-empty strings, got {name!r}",
+                        row=r,
+                        field="features",
+                    )
+                try:
+                    key, number = feature_key(name, value)
+                except TypeError as exc:
+                    raise BatchError(str(exc), row=r, field=f"features.{name}") from None
+                if not np.isfinite(number):
+                    raise BatchError(
+                        f"value must be finite, got {value!r}", row=r, field=f"features.{name}"
+                    )
+                keys.append(key)
+                values.append(number)
+            indptr.append(len(keys))
+        return (
+            np.asarray(indptr, dtype=np.int64),
+            self.indices(keys),
+            np.asarray(values, dtype=np.float64),
+            keys,
+        )

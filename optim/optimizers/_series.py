@@ -1,0 +1,121 @@
+"""Compiled sums shared by the lazy catch-ups of several optimizers."""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+
+# Relative size below which a remaining tail is dropped: far under float64's 2**-53 resolution.
+TAIL_TOLERANCE = 2.0**-60
+
+
+@nb.njit(nogil=True, cache=True, inline="always")
+def geometric_sum(r: float, k: int) -> float:
+    """``r + r**2 + ... + r**k`` for ``r >= 0``, accurate also for ``r`` near 1."""
+    if k <= 0 or r == 0.0:
+        return 0.0
+    if r == 1.0:
+        return float(k)
+    # r**k - 1 through expm1 keeps full relative accuracy when r is close to 1.
+    return r * math.expm1(k * math.log(r)) / (r - 1.0)
+
+
+@nb.njit(nogil=True, cache=True, inline="always")
+def geometric_decay(r: float, k: int) -> float:
+    """``r**k`` with ``0**0 == 1``."""
+    if k <= 0:
+        return 1.0
+    return r**k
+
+
+@nb.njit(nogil=True, cache=True, inline="always")
+def moment_tail_bound(
+    scale: float, a1: float, a2: float, b1: float, sb2: float, sv: float, eps: float
+) -> float:
+    """Bound on ``sum_{i>=1} scale * a1*b1**i / max(sv*a2*sb2**i, eps)``.
+
+    The zero-gradient drift of Adam-like optimizers: ``a1 = b1**j`` and ``a2 = sqrt(b2)**j`` after
+    ``j`` missed steps, ``sv = sqrt(v0)``. Both ``b1**i/eps`` and, when ``b1 < sqrt(b2)``,
+    ``(b1/sqrt(b2))**i / (sv*a2)`` bound the terms; the smaller geometric tail is returned.
+    """
+    bound = scale * a1 * b1 / ((1.0 - b1) * eps)
+    q = b1 / sb2 if sb2 > 0.0 else math.inf
+    if sv > 0.0 and q < 1.0:
+        bound = min(bound, scale * (a1 / (sv * a2)) * q / (1.0 - q))
+    return bound
+
+
+@nb.njit(nogil=True, cache=True, inline="always")
+def _geometric_sum_from_log(r: float, log_r: float, k: int) -> float:
+    if r == 1.0:
+        return float(k)
+    return r * math.expm1(k * log_r) / (r - 1.0)
+
+
+@nb.njit(nogil=True, cache=True)
+def ratio_sum(b1: float, log_b1: float, sb2: float, log_sb2: float, x: float, r: int) -> float:
+    """``sum_{i=1}^{r} b1**i / (1 + x * sb2**i)`` for ``0 < b1 < 1``, ``0 < sb2 <= 1``, ``x >= 0``.
+
+    The steady-state (bias corrections equal to 1) zero-gradient drift of Adam, with
+    ``x = sqrt(v)/eps``. Up to 32 terms are added directly. Otherwise terms beyond ``i_max`` (where
+    ``b1**i`` has made all of them together smaller than ``TAIL_TOLERANCE`` of the first term)
+    are dropped; then, if every ``x*sb2**i`` is large (or every one is small), ``1/(1+y)`` is
+    expanded as a geometric series in ``1/y`` (or ``y``), each order being a closed-form geometric
+    sum, until an order adds less than ``TAIL_TOLERANCE`` of the sum. Otherwise (``x*sb2**i``
+    crosses 1 within the first few hundred steps) the terms are added one by one.
+    """
+    if r <= 0 or b1 == 0.0:
+        return 0.0
+    total = 0.0
+    if r <= 32:
+        a1 = 1.0
+        a2 = 1.0
+        for _ in range(r):
+            a1 *= b1
+            a2 *= sb2
+            total += a1 / (1.0 + x * a2)
+        return total
+    if r > 600:
+        first = b1 / (1.0 + x * sb2)
+        i_max = int(math.log(TAIL_TOLERANCE * (1.0 - b1) * first / b1) / log_b1) + 1
+        r = min(r, i_max)
+    if x == 0.0:
+        return _geometric_sum_from_log(b1, log_b1, r)
+    limit = 256.0
+    if x * math.exp(r * log_sb2) >= limit:
+        # 1/(1+y) = sum_n (-1)**n y**-(n+1)
+        inverse = 1.0 / x
+        power = inverse
+        ratio = b1
+        log_ratio = log_b1
+        for _ in range(64):
+            ratio /= sb2
+            log_ratio -= log_sb2
+            term = power * _geometric_sum_from_log(ratio, log_ratio, r)
+            total += term
+            if abs(term) <= TAIL_TOLERANCE * abs(total):
+                break
+            power *= -inverse
+        return total
+    if x * sb2 <= 1.0 / limit:
+        # 1/(1+y) = sum_n (-y)**n
+        power = 1.0
+        ratio = b1
+        log_ratio = log_b1
+        for _ in range(64):
+            term = power * _geometric_sum_from_log(ratio, log_ratio, r)
+            total += term
+            if abs(term) <= TAIL_TOLERANCE * abs(total):
+                break
+            power *= -x
+            ratio *= sb2
+            log_ratio += log_sb2
+        return total
+    a1 = 1.0
+    a2 = 1.0
+    for _ in range(r):
+        a1 *= b1
+        a2 *= sb2
+        total += a1 / (1.0 + x * a2)
+    return total

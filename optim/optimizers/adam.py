@@ -1,0 +1,146 @@
+"""Adam: bias-corrected first and second moment estimates.
+
+Update (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization"; ``torch.optim.Adam`` with
+``amsgrad=False``)::
+
+    m <- b1 * m + (1 - b1) * g
+    v <- b2 * v + (1 - b2) * g**2
+    w <- w - (lr / (1 - b1**t)) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)
+
+State slots: ``exp_avg`` (``m``), ``exp_avg_sq`` (``v``).
+Effective learning rate (the factor on ``m``): ``(lr / bc1) / (sqrt(v) / sqrt(bc2) + eps)`` with
+``bc1 = 1 - b1**t`` and ``bc2 = 1 - b2**t``.
+
+Lazy catch-up over ``k`` zero-gradient steps ``s = t_last+1 .. t_last+k`` (``j = s - t_last``)::
+
+    m <- b1**k m,   v <- b2**k v
+    w <- w - sum_j (lr / (1 - b1**s)) * b1**j m / (sqrt(b2**j v) / sqrt(1 - b2**s) + eps)
+
+The sum has no closed form because of ``eps``. While the bias corrections still differ from 1
+(``b1**s`` or ``b2**s`` >= 2**-60) its terms are added one by one, stopping when a geometric bound
+on all remaining terms (``moment_tail_bound``) is below 2**-60 of the sum. Afterwards the sum is
+``(lr m/eps) * sum_i b1**i / (1 + x sqrt(b2)**i)`` with ``x = sqrt(v)/eps``, evaluated by
+``ratio_sum`` as a few closed-form geometric series. ``lazy="frozen"`` keeps absent coordinates
+as they are and still uses the global ``t`` in the bias corrections, as
+``torch.optim.SparseAdam`` and TensorFlow's LazyAdam do (SparseAdam puts ``eps`` inside the bias
+correction: ``sqrt(v) + eps`` is divided by ``sqrt(bc2)``).
+
+>>> from optim import OnlineLogisticRegression
+>>> OnlineLogisticRegression("adam", dim=8).optimizer_params
+{'lr': 0.001, 'betas': (0.9, 0.999), 'eps': 1e-08, 'l2': 0.0}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numba as nb
+import numpy as np
+
+from optim.optimizers._series import TAIL_TOLERANCE, moment_tail_bound, ratio_sum
+from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
+
+LR, BETA1, BETA2, EPS, LOG_BETA1, SQRT_BETA2, LOG_SQRT_BETA2, STEADY_STEP = range(8)
+BIAS_STEP, INVERSE_SQRT_BIAS2 = 0, 1
+
+
+@nb.njit(nogil=True, cache=True)
+def constants(t: int, hp: np.ndarray, c: np.ndarray) -> None:
+    c[BIAS_STEP] = hp[LR] / (1.0 - hp[BETA1] ** t)
+    c[INVERSE_SQRT_BIAS2] = 1.0 / math.sqrt(1.0 - hp[BETA2] ** t)
+
+
+@nb.njit(nogil=True, cache=True, inline="always")
+def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
+    return c[BIAS_STEP] / (math.sqrt(s[1]) * c[INVERSE_SQRT_BIAS2] + hp[EPS])
+
+
+@nb.njit(nogil=True, cache=True)
+def step(
+    w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
+) -> float:
+    s[0] = hp[BETA1] * s[0] + (1.0 - hp[BETA1]) * g
+    s[1] = hp[BETA2] * s[1] + (1.0 - hp[BETA2]) * g * g
+    return w - effective_rate(s, c, hp) * s[0]
+
+
+@nb.njit(nogil=True, cache=True)
+def zero_gradient_drift(hp: np.ndarray, m0: float, v0: float, t_last: int, k: int) -> float:
+    """How far ``k`` zero-gradient Adam steps after step ``t_last`` move the weight (see above)."""
+    lr, b1, b2, eps, sb2 = hp[LR], hp[BETA1], hp[BETA2], hp[EPS], hp[SQRT_BETA2]
+    sv = math.sqrt(v0)
+    a1 = 1.0
+    a2 = 1.0
+    total = 0.0
+    j = 0
+    if t_last < hp[STEADY_STEP]:
+        p1 = b1**t_last
+        p2 = b2**t_last
+        while j < k and (p1 >= TAIL_TOLERANCE or p2 >= TAIL_TOLERANCE):
+            j += 1
+            p1 *= b1
+            p2 *= b2
+            a1 *= b1
+            a2 *= sb2
+            total += lr / (1.0 - p1) * a1 * m0 / (sv * a2 / math.sqrt(1.0 - p2) + eps)
+            tail = moment_tail_bound(lr * abs(m0) / (1.0 - p1 * b1), a1, a2, b1, sb2, sv, eps)
+            if tail <= TAIL_TOLERANCE * abs(total):
+                return total
+    if j < k:
+        x = sv * a2 / eps
+        total += (
+            lr * m0 * a1 / eps
+            * ratio_sum(b1, hp[LOG_BETA1], sb2, hp[LOG_SQRT_BETA2], x, k - j)
+        )  # fmt: skip
+    return total
+
+
+@nb.njit(nogil=True, cache=True)
+def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
+    k = t_now - t_last
+    m0, v0 = s[0], s[1]
+    s[0] = m0 * hp[BETA1] ** k
+    s[1] = v0 * hp[BETA2] ** k
+    if m0 == 0.0:
+        return w
+    return w - zero_gradient_drift(hp, m0, v0, t_last, k)
+
+
+def pack(p: Mapping[str, Any]) -> np.ndarray:
+    b1, b2 = p["betas"]
+    # First step from which b1**t and b2**t are both below TAIL_TOLERANCE (bias corrections == 1).
+    steady = max(
+        math.ceil(math.log(TAIL_TOLERANCE) / math.log(b)) if b > 0 else 0 for b in (b1, b2)
+    )
+    return np.array(
+        [
+            p["lr"], b1, b2, p["eps"],
+            math.log(b1) if b1 > 0 else -math.inf,
+            math.sqrt(b2), math.log(b2) / 2 if b2 > 0 else -math.inf,
+            float(steady),
+        ]
+    )  # fmt: skip
+
+
+def betas(default: tuple[float, float]) -> Hyperparameter:
+    return Hyperparameter("betas", default, 0.0, 1.0, high_open=True)
+
+
+SPEC = OptimizerSpec(
+    name="adam",
+    hyperparameters=(
+        Hyperparameter("lr", 1e-3, 0.0, low_open=True),
+        betas((0.9, 0.999)),
+        Hyperparameter("eps", 1e-8, 0.0, low_open=True),
+        l2_hyperparameter(),
+    ),
+    slots=("exp_avg", "exp_avg_sq"),
+    step=step,
+    catch_up=catch_up,
+    effective_rate=effective_rate,
+    pack=pack,
+    constants=constants,
+    n_constants=2,
+)

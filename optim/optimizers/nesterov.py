@@ -1,0 +1,55 @@
+"""SGD with Nesterov momentum.
+
+Update (Nesterov 1983, in the form of Sutskever et al. 2013;
+``torch.optim.SGD(momentum=mu, dampening=0, nesterov=True)``)::
+
+    b <- mu * b + g
+    w <- w - lr * (g + mu * b)
+
+State slots: ``momentum_buffer``. Effective learning rate: ``lr``.
+
+Lazy catch-up over ``k`` zero-gradient steps (closed form)::
+
+    w <- w - lr * mu * b * (mu + ... + mu**k)
+    b <- mu**k * b
+
+>>> from optim import OnlineLogisticRegression
+>>> OnlineLogisticRegression("nesterov", dim=8).optimizer_params
+{'lr': 0.001, 'momentum': 0.9, 'l2': 0.0}
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from optim.optimizers._series import geometric_decay, geometric_sum
+from optim.optimizers.base import OptimizerSpec
+from optim.optimizers.momentum import HYPERPARAMETERS, LR, MOMENTUM, effective_rate, pack
+
+
+@nb.njit(nogil=True, cache=True)
+def step(
+    w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
+) -> float:
+    s[0] = hp[MOMENTUM] * s[0] + g
+    return w - hp[LR] * (g + hp[MOMENTUM] * s[0])
+
+
+@nb.njit(nogil=True, cache=True)
+def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
+    k = t_now - t_last
+    w -= hp[LR] * hp[MOMENTUM] * s[0] * geometric_sum(hp[MOMENTUM], k)
+    s[0] *= geometric_decay(hp[MOMENTUM], k)
+    return w
+
+
+SPEC = OptimizerSpec(
+    name="nesterov",
+    hyperparameters=HYPERPARAMETERS,
+    slots=("momentum_buffer",),
+    step=step,
+    catch_up=catch_up,
+    effective_rate=effective_rate,
+    pack=pack,
+)

@@ -1,0 +1,58 @@
+"""Stochastic gradient descent.
+
+Update (Robbins & Monro 1951; ``torch.optim.SGD`` without momentum)::
+
+    w <- w - lr * g
+
+State slots: none. Effective learning rate: ``lr``.
+
+Lazy catch-up: a zero gradient changes nothing, so ``lazy="exact"`` and ``lazy="frozen"`` coincide
+and cost the same.
+
+>>> from optim import OnlineLogisticRegression
+>>> OnlineLogisticRegression("sgd", dim=8).optimizer_params
+{'lr': 0.001, 'l2': 0.0}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numba as nb
+import numpy as np
+
+from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
+
+
+@nb.njit(nogil=True, cache=True)
+def step(
+    w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
+) -> float:
+    return w - hp[0] * g
+
+
+@nb.njit(nogil=True, cache=True)
+def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
+    return w
+
+
+@nb.njit(nogil=True, cache=True)
+def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
+    return hp[0]
+
+
+def pack(p: Mapping[str, Any]) -> np.ndarray:
+    return np.array([p["lr"]])
+
+
+SPEC = OptimizerSpec(
+    name="sgd",
+    hyperparameters=(Hyperparameter("lr", 1e-3, 0.0, low_open=True), l2_hyperparameter()),
+    slots=(),
+    step=step,
+    catch_up=catch_up,
+    effective_rate=effective_rate,
+    pack=pack,
+    lazy_modes_coincide=True,
+)

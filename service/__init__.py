@@ -1,0 +1,1 @@
+"""adaserve's REST service over :mod:`optim` (built in the service issue)."""
