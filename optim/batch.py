@@ -1,9 +1,9 @@
 """A validated CSR batch: what a learner eats.
 
-``Batch`` holds ``indptr``, ``indices``, ``values``, optional ``labels`` (0/1) and optional importance
-``weights``. Every constructor validates everything before the batch exists, so a learner never sees
-half-valid input, and duplicate coordinates inside a row are summed (as ``scipy.sparse`` does) so the
-gradient of a coordinate is taken once per row.
+``Batch`` holds ``indptr``, ``indices``, ``values``, optional ``labels`` (0/1) and optional
+importance ``weights``. Every constructor validates everything before the batch exists, so a
+learner never sees half-valid input, and duplicate coordinates inside a row are summed (as
+``scipy.sparse`` does) so the gradient of a coordinate is taken once per row.
 """
 
 from __future__ import annotations

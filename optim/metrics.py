@@ -17,7 +17,7 @@ def probabilities(margins: np.ndarray) -> np.ndarray:
 
 
 def log_losses(margins: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-row log-loss ``-log p(label)`` computed from margins, so ``|margin| = 1000`` is finite."""
+    """Per-row ``-log p(label)`` computed from margins, so ``|margin| = 1000`` stays finite."""
     signed = np.where(labels > 0.5, -margins, margins)
     return np.maximum(signed, 0.0) + np.log1p(np.exp(-np.abs(signed)))
 

@@ -376,7 +376,7 @@ class OnlineLogisticRegression:
         ]
 
     def rate_summary(self, top: int = 20, bins: int = 20) -> dict[str, Any]:
-        """Quantiles, histograms and top-k of effective rates and weights over touched coordinates."""
+        """Quantiles, histograms and top-k of effective rates and weights, touched coordinates."""
         if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 10_000:
             raise BatchError(f"must be an integer in [0, 10000], got {top!r}", field="top")
         if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= 1_000:
@@ -397,7 +397,8 @@ class OnlineLogisticRegression:
             counts, edges = np.histogram(positive if log_scale else values, bins=edges)
             return {
                 "quantiles": {
-                    f"{q:g}": float(v) for q, v in zip(_QUANTILES, np.quantile(values, _QUANTILES))
+                    f"{q:g}": float(v)
+                    for q, v in zip(_QUANTILES, np.quantile(values, _QUANTILES), strict=True)
                 },
                 "histogram": {
                     "edges": edges.tolist(),

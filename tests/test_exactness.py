@@ -32,7 +32,9 @@ CUSTOM = {
 }
 
 
-def learn_in_batches(model: OnlineLogisticRegression, rows, labels, weights, seed: int) -> np.ndarray:
+def learn_in_batches(
+    model: OnlineLogisticRegression, rows, labels, weights, seed: int
+) -> np.ndarray:
     """Learn the stream cut at random batch boundaries; return the progressive probabilities."""
     cuts = np.sort(np.random.default_rng(seed).choice(np.arange(1, len(rows)), 5, replace=False))
     probabilities = []
@@ -43,7 +45,9 @@ def learn_in_batches(model: OnlineLogisticRegression, rows, labels, weights, see
     return np.concatenate(probabilities)
 
 
-def assert_matches(model: OnlineLogisticRegression, probabilities: np.ndarray, expected: dict) -> None:
+def assert_matches(
+    model: OnlineLogisticRegression, probabilities: np.ndarray, expected: dict
+) -> None:
     state = model.state_arrays()
     np.testing.assert_allclose(probabilities, expected["probabilities"], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(state["weight"], expected["weights"], rtol=RTOL, atol=ATOL)

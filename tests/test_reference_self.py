@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from reference import dense_reference
 
 TORCH_OPTIMIZERS = [

@@ -23,8 +23,6 @@ is the last step at which ``b2**j u`` is still above ``eps``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import numba as nb
 import numpy as np
