@@ -33,7 +33,7 @@ from optim.optimizers import OptimizerSpec
 LAST_TOUCHED, TIMES_TOUCHED = 0, 1
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def sigmoid(margin: float) -> float:
     """Logistic function without overflow for any finite margin."""
     if margin >= 0.0:
@@ -66,18 +66,18 @@ def _build(spec: OptimizerSpec) -> Kernels:
     effective_rate = spec.effective_rate
     n_constants = spec.n_constants
 
-    @nb.njit(nogil=True, inline="always")
+    @nb.njit(nogil=True, inline="always", error_model="numpy")
     def load(table, j, buf):  # type: ignore[no-untyped-def]
         for q in range(buf.shape[0]):
             buf[q] = table[j, q + 1]
 
-    @nb.njit(nogil=True, inline="always")
+    @nb.njit(nogil=True, inline="always", error_model="numpy")
     def store(table, j, w, buf):  # type: ignore[no-untyped-def]
         table[j, 0] = w
         for q in range(buf.shape[0]):
             table[j, q + 1] = buf[q]
 
-    @nb.njit(nogil=True)
+    @nb.njit(nogil=True, error_model="numpy")
     def learn(  # type: ignore[no-untyped-def]
         table, counters, hp, l2, t0, exact, fit_intercept,
         indptr, indices, values, labels, sample_weights, out_margin,
@@ -114,14 +114,14 @@ def _build(spec: OptimizerSpec) -> Kernels:
                 counters[intercept, LAST_TOUCHED] = t
                 counters[intercept, TIMES_TOUCHED] += 1
 
-    @nb.njit(nogil=True)
+    @nb.njit(nogil=True, error_model="numpy")
     def caught_up(table, counters, hp, j, t, exact, buf):  # type: ignore[no-untyped-def]
         load(table, j, buf)
         if exact and counters[j, LAST_TOUCHED] < t:
             return catch_up(table[j, 0], buf, counters[j, LAST_TOUCHED], t, hp)
         return table[j, 0]
 
-    @nb.njit(nogil=True)
+    @nb.njit(nogil=True, error_model="numpy")
     def margins(  # type: ignore[no-untyped-def]
         table, counters, hp, t, exact, fit_intercept, indptr, indices, values, out_margin
     ):
@@ -137,7 +137,7 @@ def _build(spec: OptimizerSpec) -> Kernels:
                     margin += table[j, 0] * values[p]
             out_margin[i] = margin
 
-    @nb.njit(nogil=True)
+    @nb.njit(nogil=True, error_model="numpy")
     def inspect(  # type: ignore[no-untyped-def]
         table, counters, hp, t, exact, coordinates, out_weight, out_slots, out_rate
     ):

@@ -6,8 +6,8 @@
 >>> X = sp.csr_array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]] * 50)
 >>> model = model.partial_fit(X, [1, 0] * 50)
 >>> model.predict_proba(X[:2]).round(2)
-array([[0.01, 0.99],
-       [0.99, 0.01]])
+array([[0.04, 0.96],
+       [0.96, 0.04]])
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import numba as nb
 TAIL_TOLERANCE = 2.0**-60
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def geometric_sum(r: float, k: int) -> float:
     """``r + r**2 + ... + r**k`` for ``r >= 0``, accurate also for ``r`` near 1."""
     if k <= 0 or r == 0.0:
@@ -21,7 +21,7 @@ def geometric_sum(r: float, k: int) -> float:
     return r * math.expm1(k * math.log(r)) / (r - 1.0)
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def geometric_decay(r: float, k: int) -> float:
     """``r**k`` with ``0**0 == 1``."""
     if k <= 0:
@@ -29,7 +29,7 @@ def geometric_decay(r: float, k: int) -> float:
     return r**k
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def moment_tail_bound(
     scale: float, a1: float, a2: float, b1: float, sb2: float, sv: float, eps: float
 ) -> float:
@@ -46,14 +46,14 @@ def moment_tail_bound(
     return bound
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def _geometric_sum_from_log(r: float, log_r: float, k: int) -> float:
     if r == 1.0:
         return float(k)
     return r * math.expm1(k * log_r) / (r - 1.0)
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def ratio_sum(b1: float, log_b1: float, sb2: float, log_sb2: float, x: float, r: int) -> float:
     """``sum_{i=1}^{r} b1**i / (1 + x * sb2**i)`` for ``0 < b1 < 1``, ``0 < sb2 <= 1``, ``x >= 0``.
 

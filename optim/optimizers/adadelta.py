@@ -33,7 +33,7 @@ from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparamet
 LR, RHO, EPS = 0, 1, 2
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
@@ -44,7 +44,7 @@ def step(
     return w - hp[LR] * delta
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
     decay = geometric_decay(hp[RHO], t_now - t_last)
     s[0] *= decay
@@ -52,7 +52,7 @@ def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -
     return w
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
     return hp[LR] * math.sqrt(s[1] + hp[EPS]) / math.sqrt(s[0] + hp[EPS])
 

@@ -32,17 +32,17 @@ from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparamet
 LR, LR_DECAY, EPS = 0, 1, 2
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def constants(t: int, hp: np.ndarray, c: np.ndarray) -> None:
     c[0] = hp[LR] / (1.0 + (t - 1) * hp[LR_DECAY])
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
     return c[0] / (math.sqrt(s[0]) + hp[EPS])
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
@@ -50,7 +50,7 @@ def step(
     return w - effective_rate(s, c, hp) * g
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
     return w
 

@@ -34,17 +34,17 @@ from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparamet
 LR, BETA1, BETA2, EPS = 0, 1, 2, 3
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def constants(t: int, hp: np.ndarray, c: np.ndarray) -> None:
     c[0] = hp[LR] / (1.0 - hp[BETA1] ** t)
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
     return c[0] / max(s[1], hp[EPS])
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
@@ -53,7 +53,7 @@ def step(
     return w - c[0] * s[0] / s[1]
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
     lr, b1, b2, eps = hp[LR], hp[BETA1], hp[BETA2], hp[EPS]
     k = t_now - t_last

@@ -79,7 +79,7 @@ def l2_hyperparameter() -> Hyperparameter:
     )
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def no_constants(t: int, hp: np.ndarray, c: np.ndarray) -> None:
     """For optimizers whose steps do not depend on the step number."""
 

@@ -34,7 +34,7 @@ from optim.optimizers.base import Hyperparameter, OptimizerSpec
 ALPHA, BETA, L1, L2 = 0, 1, 2, 3
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
@@ -50,12 +50,12 @@ def step(
     return -(z - math.copysign(l1, z)) / ((hp[BETA] + math.sqrt(s[1])) / hp[ALPHA] + l2)
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
     return w
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
     return hp[ALPHA] / (hp[BETA] + math.sqrt(s[1]))
 

@@ -34,7 +34,7 @@ from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparamet
 LR, MOMENTUM = 0, 1
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
@@ -42,7 +42,7 @@ def step(
     return w - hp[LR] * s[0]
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
     k = t_now - t_last
     w -= hp[LR] * s[0] * geometric_sum(hp[MOMENTUM], k)
@@ -50,7 +50,7 @@ def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -
     return w
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
     return hp[LR]
 

@@ -43,12 +43,12 @@ LR, BETA1, BETA2, EPS, MOMENTUM_DECAY, MU_PRODUCT = 0, 1, 2, 3, 4, 5
 _NEGLIGIBLE_PRODUCT = 2.0**-80
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def _mu(t: int, hp: np.ndarray) -> float:
     return hp[BETA1] * (1.0 - 0.5 * 0.96 ** (t * hp[MOMENTUM_DECAY]))
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def _mu_product(t: int, hp: np.ndarray) -> float:
     i = MU_PRODUCT + t
     return hp[i] if i < hp.shape[0] else 0.0
@@ -58,7 +58,7 @@ def _mu_product(t: int, hp: np.ndarray) -> float:
 ON_GRADIENT, ON_MOMENT, BIAS_CORRECTION2 = 0, 1, 2
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def constants(t: int, hp: np.ndarray, c: np.ndarray) -> None:
     mu = _mu(t, hp)
     mu_next = _mu(t + 1, hp)
@@ -67,12 +67,12 @@ def constants(t: int, hp: np.ndarray, c: np.ndarray) -> None:
     c[BIAS_CORRECTION2] = 1.0 - hp[BETA2] ** t
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
     return c[ON_MOMENT] / (math.sqrt(s[1] / c[BIAS_CORRECTION2]) + hp[EPS])
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
@@ -83,7 +83,7 @@ def step(
     return w - c[ON_MOMENT] * s[0] / d
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
     lr, b1, b2, eps = hp[LR], hp[BETA1], hp[BETA2], hp[EPS]
     k = t_now - t_last

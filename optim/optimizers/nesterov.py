@@ -28,7 +28,7 @@ from optim.optimizers.base import OptimizerSpec
 from optim.optimizers.momentum import HYPERPARAMETERS, LR, MOMENTUM, effective_rate, pack
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
@@ -36,7 +36,7 @@ def step(
     return w - hp[LR] * (g + hp[MOMENTUM] * s[0])
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
     k = t_now - t_last
     w -= hp[LR] * hp[MOMENTUM] * s[0] * geometric_sum(hp[MOMENTUM], k)

@@ -32,12 +32,12 @@ from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparamet
 LR, ALPHA, EPS = 0, 1, 2
 
 
-@nb.njit(nogil=True, cache=True, inline="always")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
     return hp[LR] / (math.sqrt(s[0]) + hp[EPS])
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
@@ -45,7 +45,7 @@ def step(
     return w - effective_rate(s, c, hp) * g
 
 
-@nb.njit(nogil=True, cache=True)
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
     s[0] *= geometric_decay(hp[ALPHA], t_now - t_last)
     return w
