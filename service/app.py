@@ -1,0 +1,93 @@
+"""The FastAPI application: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+from fastapi import FastAPI, Response
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from optim import REGISTRY, OnlineLogisticRegression
+from service.errors import install_error_handlers
+from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.registry import ModelRegistry
+from service.routers import health, inspection, learning, models, persistence
+from service.schemas import CsrBatch, NamedRows
+from service.settings import Settings
+
+log = logging.getLogger("adaserve")
+
+
+def warm_kernels() -> None:
+    """Compile (or load from numba's cache) every optimizer's learn/predict/inspect kernels."""
+    indptr, indices, values = np.array([0, 1]), np.array([0]), np.array([1.0])
+    from optim import Batch
+
+    batch = Batch.from_arrays(indptr, indices, values, [1], dim=2)
+    for name in REGISTRY:
+        model = OnlineLogisticRegression(name, dim=2)
+        model.learn_batch(batch)
+        model.decision_function(batch)
+        model.inspect_coordinates([0])
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = app.state.registry.load_all()
+        log.info("data directory %s: %d model(s) loaded", settings.data_dir.resolve(), len(loaded))
+        if settings.warm_kernels:
+            threading.Thread(
+                target=lambda: (warm_kernels(), app.state.ready.set()), daemon=True
+            ).start()
+        else:
+            app.state.ready.set()
+        yield
+        for managed in list(app.state.registry.models.values()):
+            async with managed.writers:
+                await managed.read(lambda _, m=managed: app.state.registry.snapshot(m))
+        log.info("snapshots written to %s", settings.data_dir.resolve())
+
+    app = FastAPI(
+        title="adaserve",
+        version="0.1.0",
+        summary="Online logistic regression with lazy per-coordinate optimizers, over HTTP",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = ModelRegistry(settings)
+    app.state.metrics = ServiceMetrics()
+    app.state.ready = threading.Event()
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    for module in (health, models, learning, inspection, persistence):
+        app.include_router(module.router)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            # Bodies decoded by orjson (learning.py) reference these models; register them.
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (CsrBatch, NamedRows):
+                definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(definition.pop("$defs", {}))
+                components[model.__name__] = definition
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

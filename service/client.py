@@ -1,0 +1,237 @@
+"""A Python client for the adaserve REST API (httpx).
+
+>>> from service.client import AdaserveClient
+>>> client = AdaserveClient("http://127.0.0.1:8080")        # doctest: +SKIP
+>>> client.create_model("clicks", optimizer="adagrad", hash_bits=20)  # doctest: +SKIP
+>>> client.update("clicks", rows=[{"IQ": 1.2}], labels=[1])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import scipy.sparse as sp
+
+CONTENT_TYPES = {
+    "ndjson": "application/x-ndjson",
+    "libsvm": "text/x-libsvm",
+    "vw": "text/x-vw",
+    "criteo": "text/x-criteo",
+}
+
+
+class AdaserveError(RuntimeError):
+    """A 4xx/5xx answer: ``status``, ``error`` code, ``detail`` and ``where``."""
+
+    def __init__(self, status: int, body: Mapping[str, Any]) -> None:
+        self.status = status
+        self.error = body.get("error", "http_error")
+        self.detail = body.get("detail", "")
+        self.where = body.get("where", {})
+        super().__init__(f"{status} {self.error}: {self.detail} {self.where or ''}".strip())
+
+
+def _csr_body(X: Any, labels: Any = None, weights: Any = None) -> dict[str, Any]:
+    csr = sp.csr_array(X)
+    body: dict[str, Any] = {
+        "indptr": csr.indptr.tolist(),
+        "indices": csr.indices.tolist(),
+        "values": csr.data.tolist(),
+    }
+    if labels is not None:
+        body["labels"] = np.asarray(labels).tolist()
+    if weights is not None:
+        body["weights"] = np.asarray(weights, dtype=float).tolist()
+    return body
+
+
+def _rows_body(rows: Sequence[Mapping[str, Any]], labels: Any, weights: Any) -> dict[str, Any]:
+    out = []
+    for i, features in enumerate(rows):
+        row: dict[str, Any] = {"features": dict(features)}
+        if labels is not None:
+            row["label"] = np.asarray(labels)[i].item()
+        if weights is not None:
+            row["weight"] = float(np.asarray(weights)[i])
+        out.append(row)
+    return {"rows": out}
+
+
+class AdaserveClient:
+    """Talks to one adaserve server. Batches are scipy sparse matrices or rows of named features."""
+
+    def __init__(
+        self, base_url: str = "http://127.0.0.1:8080", *, token: str | None = None,
+        timeout: float = 300.0, transport: httpx.BaseTransport | None = None,
+    ) -> None:  # fmt: skip
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> AdaserveClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        if "json" in kwargs:
+            kwargs["content"] = orjson.dumps(kwargs.pop("json"))
+            kwargs.setdefault("headers", {})["Content-Type"] = "application/json"
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"detail": response.text}
+            raise AdaserveError(response.status_code, body)
+        if response.status_code == 204:
+            return None
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content
+
+    # ------------------------------------------------------------------ models
+    def create_model(
+        self, name: str, optimizer: str | Mapping[str, Any] = "adagrad", **config: Any
+    ) -> dict[str, Any]:
+        """``config``: dim or hash_bits, lazy, fit_intercept, dtype, hash_seed, recent_window."""
+        return self._call(
+            "POST", "/v1/models", json={"name": name, "optimizer": optimizer, **config}
+        )
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/models")["models"]
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/models/{name}")
+
+    def delete_model(self, name: str) -> None:
+        self._call("DELETE", f"/v1/models/{name}")
+
+    # ------------------------------------------------------------------ learning
+    def _batch(self, X: Any, rows: Any, labels: Any, weights: Any) -> dict[str, Any]:
+        if (X is None) == (rows is None):
+            raise ValueError("give exactly one of X (scipy sparse) and rows (named features)")
+        return (
+            _rows_body(rows, labels, weights) if rows is not None else _csr_body(X, labels, weights)
+        )
+
+    def update(
+        self, name: str, X: Any = None, labels: Any = None, sample_weight: Any = None, *,
+        rows: Sequence[Mapping[str, Any]] | None = None, return_predictions: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Learn one batch; returns rows, step, log_loss (and probabilities when asked)."""
+        return self._call(
+            "POST", f"/v1/models/{name}/updates",
+            params={"return_predictions": str(return_predictions).lower()},
+            json=self._batch(X, rows, labels, sample_weight),
+        )  # fmt: skip
+
+    def predict(
+        self, name: str, X: Any = None, *, rows: Sequence[Mapping[str, Any]] | None = None
+    ) -> dict[str, np.ndarray]:
+        """``{"probabilities": array, "margins": array}``; never changes the model."""
+        out = self._call(
+            "POST", f"/v1/models/{name}/predict", json=self._batch(X, rows, None, None)
+        )
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def stream(
+        self, name: str, source: str | os.PathLike[str] | bytes, fmt: str, *,
+        progress: bool = True, return_predictions: bool = False, chunk_bytes: int = 1 << 20,
+    ) -> Iterator[dict[str, Any]]:  # fmt: skip
+        """Stream a file (or bytes) to ``/stream``; yields the server's NDJSON lines as dicts."""
+        if fmt not in CONTENT_TYPES:
+            raise ValueError(f"fmt must be one of {sorted(CONTENT_TYPES)}, got {fmt!r}")
+
+        def chunks() -> Iterator[bytes]:
+            from tqdm import tqdm
+
+            if isinstance(source, bytes):
+                total, handle = len(source), None
+            else:
+                total, handle = Path(source).stat().st_size, open(source, "rb")  # noqa: SIM115
+            with tqdm(total=total, unit="B", unit_scale=True, disable=not progress) as bar:
+                offset = 0
+                while True:
+                    if handle is None:
+                        chunk = source[offset : offset + chunk_bytes]
+                        offset += len(chunk)
+                    else:
+                        chunk = handle.read(chunk_bytes)
+                    if not chunk:
+                        break
+                    bar.update(len(chunk))
+                    yield chunk
+            if handle is not None:
+                handle.close()
+
+        with self.http.stream(
+            "POST", f"/v1/models/{name}/stream", content=chunks(),
+            params={"return_predictions": str(return_predictions).lower()},
+            headers={"Content-Type": CONTENT_TYPES[fmt]},
+        ) as response:  # fmt: skip
+            if response.status_code >= 400:
+                response.read()
+                raise AdaserveError(response.status_code, response.json())
+            for line in response.iter_lines():
+                if line:
+                    yield orjson.loads(line)
+
+    def stream_file(
+        self, name: str, source: str | os.PathLike[str] | bytes, fmt: str, **kw: Any
+    ) -> dict[str, Any]:
+        """Stream a whole file; return the final summary line."""
+        last: dict[str, Any] = {}
+        for line in self.stream(name, source, fmt, **kw):
+            last = line
+        return last
+
+    # ------------------------------------------------------------------ inspection
+    def learning_rates(
+        self, name: str, indices: Sequence[int] = (), features: Sequence[str] = ()
+    ) -> dict[str | int, dict[str, Any]]:
+        """Coordinates keyed by feature name (when asked by name) or index, plus "(intercept)"."""
+        params = {}
+        if indices:
+            params["indices"] = ",".join(str(i) for i in indices)
+        if features:
+            params["features"] = ",".join(features)
+        out = self._call("GET", f"/v1/models/{name}/learning-rates", params=params)
+        rates: dict[str | int, dict[str, Any]] = {}
+        for i, coordinate in enumerate(out["coordinates"]):
+            rates[features[i - len(indices)] if i >= len(indices) else coordinate["index"]] = (
+                coordinate
+            )
+        if out["intercept"] is not None:
+            rates["(intercept)"] = out["intercept"]
+        return rates
+
+    def rate_summary(self, name: str, top: int = 20, bins: int = 20) -> dict[str, Any]:
+        return self._call(
+            "GET", f"/v1/models/{name}/learning-rates/summary", params={"top": top, "bins": bins}
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def export(self, name: str) -> bytes:
+        return self._call("GET", f"/v1/models/{name}/export")
+
+    def import_model(self, name: str, data: bytes) -> dict[str, Any]:
+        return self._call(
+            "POST", f"/v1/models/{name}/import", content=data,
+            headers={"Content-Type": "application/x-adaserve-model"},
+        )  # fmt: skip
+
+    def snapshot(self, name: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/models/{name}/snapshot")

@@ -1,0 +1,62 @@
+"""Every 4xx body is ``{"error": "<code>", "detail": "<sentence>", "where": {...}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from optim import AdaserveError
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, machine code, human sentence and location."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, where: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+        self.where = where or {}
+
+    @classmethod
+    def from_adaserve(cls, error: AdaserveError, **where: Any) -> ApiError:
+        return cls(422, "invalid_input", str(error), {**error.where, **where})
+
+
+def error_body(code: str, detail: str, where: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": code, "detail": detail, "where": where or {}}
+
+
+_HTTP_CODES = {
+    401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+}  # fmt: skip
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.detail, exc.where), status_code=exc.status)
+
+    @app.exception_handler(AdaserveError)
+    async def adaserve_error(_: Request, exc: AdaserveError) -> JSONResponse:
+        return JSONResponse(error_body("invalid_input", str(exc), exc.where), status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        location = [str(p) for p in first.get("loc", ())]
+        detail = f"{'.'.join(location)}: {first.get('msg', 'invalid request')}"
+        return JSONResponse(
+            error_body("invalid_input", detail, {"field": ".".join(location[1:]) or None}),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)

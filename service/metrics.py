@@ -1,0 +1,75 @@
+"""Prometheus metrics (prometheus-client), one registry per app."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "adaserve_requests", "HTTP requests", ["route", "method", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "adaserve_request_seconds", "HTTP request latency", ["route", "method"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.rows_learned = Counter(
+            "adaserve_rows_learned", "rows learned", ["model"], registry=self.registry
+        )
+        self.log_loss = Gauge(
+            "adaserve_progressive_log_loss", "progressive log-loss over all rows", ["model"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.recent_log_loss = Gauge(
+            "adaserve_recent_progressive_log_loss", "progressive log-loss, recent window",
+            ["model"], registry=self.registry,
+        )  # fmt: skip
+
+    def learned(self, model: str, rows: int, metrics: dict) -> None:
+        self.rows_learned.labels(model).inc(rows)
+        overall, recent = metrics["overall"]["log_loss"], metrics["recent"]["log_loss"]
+        if overall is not None:
+            self.log_loss.labels(model).set(overall)
+        if recent is not None:
+            self.recent_log_loss.labels(model).set(recent)
+
+    def forget(self, model: str) -> None:
+        for metric in (self.rows_learned, self.log_loss, self.recent_log_loss):
+            with contextlib.suppress(KeyError):  # never labelled: nothing learned yet
+                metric.remove(model)
+
+
+class MetricsMiddleware:
+    """Counts requests and their latency by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope.get("method", "")
+            self.metrics.requests.labels(template, method, str(status)).inc()
+            self.metrics.latency.labels(template, method).observe(time.perf_counter() - start)

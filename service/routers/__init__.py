@@ -1,0 +1,1 @@
+"""The API's routers: thin translations between HTTP and :mod:`optim`."""

@@ -1,0 +1,62 @@
+"""Per-coordinate learning rates and their summary."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from optim import BatchError, OnlineLogisticRegression
+from service import dependencies as deps
+from service.registry import ManagedModel
+from service.schemas import ERROR_RESPONSES, LearningRates
+
+router = APIRouter(prefix="/v1/models/{name}", tags=["inspection"], responses=ERROR_RESPONSES)
+
+
+def _split(text: str | None, field: str, as_int: bool) -> list:
+    if not text:
+        return []
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not as_int:
+        return parts
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise BatchError(f"must be comma-separated integers, got {text!r}", field=field) from None
+
+
+@router.get(
+    "/learning-rates",
+    response_model=LearningRates,
+    summary="Weight, effective learning rate and state of coordinates, caught up",
+)
+async def learning_rates(
+    managed: Annotated[ManagedModel, Depends(deps.model)],
+    indices: Annotated[str | None, Query(description="comma-separated coordinates")] = None,
+    features: Annotated[str | None, Query(description="comma-separated feature names")] = None,
+) -> dict[str, Any]:
+    wanted = _split(indices, "indices", True)
+    names = _split(features, "features", False)
+    if len(wanted) + len(names) > 10_000:
+        raise BatchError("at most 10,000 coordinates per request", field="indices")
+
+    def inspect(model: OnlineLogisticRegression) -> dict[str, Any]:
+        coordinates = model.inspect_coordinates(wanted, names)
+        intercept = model.inspect_coordinates([model.dim])[0] if model.fit_intercept else None
+        return {"model": managed.name, "step": model.step, "coordinates": coordinates,
+                "intercept": intercept}  # fmt: skip
+
+    return await managed.read(inspect)
+
+
+@router.get(
+    "/learning-rates/summary",
+    summary="Quantiles, histograms and top-k of effective rates and weights (touched coordinates)",
+)
+async def learning_rate_summary(
+    managed: Annotated[ManagedModel, Depends(deps.model)],
+    top: Annotated[int, Query(ge=0, le=10_000)] = 20,
+    bins: Annotated[int, Query(ge=1, le=1_000)] = 20,
+) -> dict[str, Any]:
+    return await managed.read(lambda model: model.rate_summary(top=top, bins=bins))

@@ -1,0 +1,75 @@
+"""Create, list, describe and delete models; list the optimizers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Response
+
+from optim import REGISTRY
+from service import dependencies as deps
+from service.metrics import ServiceMetrics
+from service.registry import ManagedModel, ModelRegistry
+from service.schemas import ERROR_RESPONSES, CreateModel, ModelInfo, ModelList
+
+router = APIRouter(prefix="/v1", tags=["models"], responses=ERROR_RESPONSES)
+
+
+def describe(managed: ManagedModel) -> dict[str, Any]:
+    """ModelInfo of a model (call with its state lock held)."""
+    model = managed.model
+    return {
+        "name": managed.name,
+        "config": model.config,
+        "step": model.step,
+        "metrics": model.metrics.to_dict(),
+        "touched_coordinates": int(np.count_nonzero(model.times_touched[: model.dim])),
+        "state_bytes": model.state_bytes,
+    }
+
+
+@router.get("/optimizers", summary="The optimizers, their hyperparameters and defaults")
+async def optimizers() -> dict[str, Any]:
+    return {
+        name: {
+            "slots": list(spec.slots),
+            "hyperparameters": {h.name: h.default for h in spec.hyperparameters},
+            "lazy_modes_coincide": spec.lazy_modes_coincide,
+        }
+        for name, spec in REGISTRY.items()
+    }
+
+
+@router.post("/models", status_code=201, response_model=ModelInfo, summary="Create a model")
+async def create_model(
+    body: CreateModel, registry: Annotated[ModelRegistry, Depends(deps.registry)]
+) -> dict[str, Any]:
+    config = body.model_dump(exclude={"name"}, exclude_none=True)
+    if isinstance(body.optimizer, str):
+        config["optimizer"] = {"name": body.optimizer}
+    managed = registry.create(body.name, config)
+    return await managed.read(lambda _: describe(managed))
+
+
+@router.get("/models", response_model=ModelList, summary="List the models")
+async def list_models(registry: Annotated[ModelRegistry, Depends(deps.registry)]) -> dict:
+    return {"models": [await m.read(lambda _, m=m: describe(m)) for m in registry.models.values()]}
+
+
+@router.get("/models/{name}", response_model=ModelInfo, summary="Describe a model")
+async def get_model(managed: Annotated[ManagedModel, Depends(deps.model)]) -> dict[str, Any]:
+    return await managed.read(lambda _: describe(managed))
+
+
+@router.delete("/models/{name}", status_code=204, summary="Delete a model and its files")
+async def delete_model(
+    name: str,
+    registry: Annotated[ModelRegistry, Depends(deps.registry)],
+    metrics: Annotated[ServiceMetrics, Depends(deps.metrics)],
+) -> Response:
+    managed = registry.get(name)
+    async with managed.writers:
+        registry.delete(name)
+    metrics.forget(name)
+    return Response(status_code=204)

@@ -1,0 +1,82 @@
+"""Export, import and snapshot the model file."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from optim import ConfigError, OnlineLogisticRegression
+from service import dependencies as deps
+from service.batches import read_body
+from service.errors import ApiError
+from service.registry import ManagedModel, ModelRegistry
+from service.schemas import ERROR_RESPONSES, Snapshot
+from service.settings import Settings
+
+router = APIRouter(prefix="/v1/models/{name}", tags=["persistence"], responses=ERROR_RESPONSES)
+MODEL_FILE = "application/x-adaserve-model"
+
+
+@router.get(
+    "/export",
+    summary="The model file (.npz: config, state, counters, metrics; no pickle)",
+    response_class=Response,
+    responses={200: {"content": {MODEL_FILE: {}}}},
+)
+async def export(managed: Annotated[ManagedModel, Depends(deps.model)]) -> Response:
+    data = await managed.read(lambda model: model.to_bytes())
+    return Response(
+        data,
+        media_type=MODEL_FILE,
+        headers={"Content-Disposition": f'attachment; filename="{managed.name}.npz"'},
+    )
+
+
+@router.post(
+    "/import",
+    response_model=Snapshot,
+    summary="Replace the model's state from a model file with the same configuration",
+    openapi_extra={"requestBody": {"required": True, "content": {MODEL_FILE: {}}}},
+)
+async def import_model(
+    request: Request,
+    managed: Annotated[ManagedModel, Depends(deps.model)],
+    registry: Annotated[ModelRegistry, Depends(deps.registry)],
+    settings: Annotated[Settings, Depends(deps.settings)],
+) -> dict:
+    data = await read_body(request, settings.max_body_bytes)
+    try:
+        loaded = OnlineLogisticRegression.load(io.BytesIO(data))
+    except ConfigError as error:
+        raise ApiError.from_adaserve(error) from None
+    current = managed.model.config
+    differing = sorted(k for k in current if loaded.config.get(k) != current[k])
+    if differing:
+        raise ApiError(
+            422, "config_mismatch",
+            f"the file's configuration differs from the model's in {differing}",
+            {"field": differing[0]},
+        )  # fmt: skip
+
+    def replace(_: OnlineLogisticRegression) -> dict:
+        managed.model = loaded
+        registry.snapshot(managed)
+        return {"model": managed.name, "step": loaded.step, "bytes": len(data)}
+
+    return await managed.write(replace)
+
+
+@router.post(
+    "/snapshot", response_model=Snapshot, summary="Write the model file to the data directory"
+)
+async def snapshot(
+    managed: Annotated[ManagedModel, Depends(deps.model)],
+    registry: Annotated[ModelRegistry, Depends(deps.registry)],
+) -> dict:
+    def write(model: OnlineLogisticRegression) -> dict:
+        path = registry.snapshot(managed)
+        return {"model": managed.name, "step": model.step, "bytes": path.stat().st_size}
+
+    return await managed.write(write)

@@ -1,0 +1,155 @@
+"""Every request and response body of the API, documented for /docs and /openapi.json.
+
+Update and predict bodies are decoded with orjson and validated by :mod:`optim.batch` (one
+pydantic-validated JSON row would cost more than learning it); their models here document the
+shape and feed the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Label = int | bool | float
+
+
+class OptimizerConfig(BaseModel):
+    """An optimizer by name plus its hyperparameters (see ``GET /v1/optimizers``)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(description="one of sgd, momentum, nesterov, adagrad, rmsprop, adadelta, "
+                      "adam, adamax, nadam, ftrl")  # fmt: skip
+
+
+class CreateModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="model name, [A-Za-z0-9_.-]{1,64}")
+    dim: int | None = Field(None, description="number of coordinates (or give hash_bits)")
+    hash_bits: int | None = Field(None, description="dim = 2**hash_bits")
+    optimizer: OptimizerConfig | str = Field("adagrad", description="name or {name, ...}")
+    lazy: Literal["exact", "frozen"] = Field(
+        "exact", description="exact: the dense algorithm; frozen: absent coordinates keep state"
+    )
+    fit_intercept: bool = True
+    dtype: Literal["float64", "float32"] = "float64"
+    hash_seed: int = Field(0, description="MurmurHash3 seed for named features")
+    recent_window: int = Field(10_000, description="rows in the recent progressive metrics")
+
+
+class ModelConfig(BaseModel):
+    """The full configuration of a model, defaults filled in."""
+
+    optimizer: dict[str, Any]
+    dim: int
+    hash_bits: int | None
+    lazy: str
+    fit_intercept: bool
+    dtype: str
+    hash_seed: int
+    recent_window: int
+
+
+class WindowMetrics(BaseModel):
+    log_loss: float | None = Field(description="weighted progressive log-loss")
+    mean_prediction: float | None
+    mean_label: float | None
+    calibration: float | None = Field(description="mean prediction / mean label")
+
+
+class RecentMetrics(WindowMetrics):
+    rows: int
+
+
+class ProgressiveMetrics(BaseModel):
+    rows: int
+    overall: WindowMetrics
+    recent: RecentMetrics
+
+
+class ModelInfo(BaseModel):
+    name: str
+    config: ModelConfig
+    step: int = Field(description="rows learned so far (the optimizer's step)")
+    metrics: ProgressiveMetrics
+    touched_coordinates: int = Field(description="coordinates present in at least one row")
+    state_bytes: int
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class CsrBatch(BaseModel):
+    """Rows in compressed sparse row form (0-based indices < dim)."""
+
+    indptr: list[int]
+    indices: list[int]
+    values: list[float]
+    labels: list[Label] | None = Field(None, description="0/1, -1/+1 or booleans")
+    weights: list[float] | None = Field(None, description="importance weights >= 0")
+
+
+class NamedRow(BaseModel):
+    features: dict[str, float | str | bool] = Field(
+        description='{"IQ": 120} is feature IQ = 120; {"city": "paris"} is city=paris = 1'
+    )
+    label: Label | None = None
+    weight: float | None = None
+
+
+class NamedRows(BaseModel):
+    rows: list[NamedRow]
+
+
+class UpdateResult(BaseModel):
+    rows: int = Field(description="rows applied")
+    step: int = Field(description="the model's step after the batch")
+    log_loss: float | None = Field(description="progressive log-loss of the batch")
+    probabilities: list[float] | None = Field(
+        None, description="pre-update probabilities (with ?return_predictions=true)"
+    )
+
+
+class Predictions(BaseModel):
+    probabilities: list[float]
+    margins: list[float]
+
+
+class Coordinate(BaseModel):
+    index: int
+    feature: str | None = Field(description="the feature name, when asked by name or known")
+    weight: float
+    effective_learning_rate: float
+    state: dict[str, float] = Field(description="the optimizer's state slots by name")
+    times_touched: int
+    last_touched_step: int
+
+
+class LearningRates(BaseModel):
+    model: str
+    step: int
+    coordinates: list[Coordinate]
+    intercept: Coordinate | None
+
+
+class Snapshot(BaseModel):
+    model: str
+    step: int
+    bytes: int
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="machine-readable code")
+    detail: str = Field(description="what went wrong, in a sentence")
+    where: dict[str, Any] = Field(description="the row / field / line concerned")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (404, "unknown model"),
+        (413, "body or batch too large"),
+        (422, "invalid input; nothing was changed"),
+    )
+}

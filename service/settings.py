@@ -1,0 +1,29 @@
+"""Service settings: command-line flags override ``ADASERVE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told, with its defaults (the embedded single-node setup)."""
+
+    model_config = SettingsConfigDict(env_prefix="ADASERVE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("./adaserve-data")
+    max_body_bytes: int = Field(64 << 20, ge=1, description="largest JSON request body")
+    max_rows_per_batch: int = Field(100_000, ge=1)
+    max_nnz_per_row: int = Field(100_000, ge=1)
+    max_stream_line_bytes: int = Field(1 << 20, ge=16)
+    memory_budget_bytes: int = Field(
+        4 << 30, ge=1, description="state bytes allowed across all models"
+    )
+    max_models: int = Field(1_000, ge=1)
+    stream_batch_rows: int = Field(10_000, ge=1, description="rows learned per stream batch")
+    stream_progress_rows: int = Field(100_000, ge=1, description="rows between progress lines")
+    warm_kernels: bool = Field(True, description="compile every optimizer's kernels at start-up")
