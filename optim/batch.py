@@ -61,20 +61,45 @@ def _first_bad(mask: np.ndarray) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
+_NUMBER = (bool, np.bool_, int, float, np.integer, np.floating)
+
+
+def _as_list(name: str, data: object) -> list:
+    """``data`` (a sequence or numpy array) as a list, or a BatchError if it is not one."""
+    if isinstance(data, str | bytes | Mapping):
+        raise BatchError(f"must be a list, got {type(data).__name__}", field=name)
+    try:
+        seq = data.tolist() if isinstance(data, np.ndarray) else list(data)  # type: ignore[call-overload]
+    except TypeError:
+        raise BatchError(f"must be a list, got {type(data).__name__}", field=name) from None
+    if not isinstance(seq, list):  # a zero-dimensional array
+        raise BatchError(f"must be a list, got a scalar {seq!r}", field=name)
+    return seq
+
+
 def _numeric(name: str, data: object, row_of: callable) -> np.ndarray:  # type: ignore[valid-type]
     """``data`` as a 1-D float64 array, or a BatchError naming the first non-numeric entry."""
+    if isinstance(data, np.ndarray) and data.ndim != 1:
+        raise BatchError(f"must be one-dimensional, got shape {data.shape}", field=name)
     if isinstance(data, np.ndarray) and data.dtype.kind in "biuf":
         arr = data.astype(np.float64, copy=False)
     else:
-        seq = list(data) if not isinstance(data, np.ndarray) else data.tolist()  # type: ignore[call-overload]
+        seq = _as_list(name, data)
+        floats = []
         for p, item in enumerate(seq):
-            if isinstance(item, str) or not isinstance(item, int | float | np.number | bool):
+            if not isinstance(item, _NUMBER):
                 raise BatchError(
                     f"must be numeric, got {item!r} at position {p}", row=row_of(p), field=name
                 )
-        arr = np.asarray(seq, dtype=np.float64)
-    if arr.ndim != 1:
-        raise BatchError(f"must be one-dimensional, got shape {arr.shape}", field=name)
+            try:
+                floats.append(float(item))
+            except OverflowError:
+                raise BatchError(
+                    f"must be finite, got an integer too large for a float at position {p}",
+                    row=row_of(p),
+                    field=name,
+                ) from None
+        arr = np.asarray(floats, dtype=np.float64)
     bad = _first_bad(~np.isfinite(arr))
     if bad is not None:
         raise BatchError(
@@ -99,7 +124,7 @@ def _integral(name: str, data: object, row_of: callable) -> np.ndarray:  # type:
 
 
 def _labels(data: object, n_rows: int) -> np.ndarray:
-    seq = data.tolist() if isinstance(data, np.ndarray) else list(data)  # type: ignore[call-overload]
+    seq = _as_list("labels", data)
     if len(seq) != n_rows:
         raise BatchError(f"has {len(seq)} entries for {n_rows} rows", field="labels")
     out = np.empty(n_rows, dtype=np.float64)
@@ -203,6 +228,13 @@ class Batch:
             indptr_arr, indices_arr, values_arr = _sum_duplicates(
                 indptr_arr, indices_arr, values_arr
             )
+            bad = _first_bad(~np.isfinite(values_arr))
+            if bad is not None:
+                raise BatchError(
+                    f"duplicates of index {indices_arr[bad]} sum to a non-finite value",
+                    row=_row_of(indptr_arr, bad),
+                    field="values",
+                )
         return cls(indptr_arr, indices_arr, values_arr, labels_arr, weights_arr, int(dim))
 
     @classmethod
@@ -220,8 +252,10 @@ class Batch:
             raise BatchError(
                 f"must be a scipy.sparse matrix, got {type(matrix).__name__}", field="X"
             )
+        if matrix.ndim != 2:
+            raise BatchError(f"must be two-dimensional, got shape {matrix.shape}", field="X")
         csr = sp.csr_array(matrix)
-        if csr.ndim != 2 or csr.shape[1] > dim:
+        if csr.shape[1] > dim:
             raise BatchError(f"has {csr.shape[1]} columns but the model has dim={dim}", field="X")
         return cls.from_arrays(
             csr.indptr,

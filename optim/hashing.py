@@ -82,7 +82,7 @@ def feature_key(name: str, value: object) -> tuple[str, float]:
     """The hashed key and numeric value of one named feature (see the module docstring)."""
     if isinstance(value, str):
         return f"{name}={value}", 1.0
-    if isinstance(value, bool):
+    if isinstance(value, bool | np.bool_):
         return name, float(value)
     if isinstance(value, int | float | np.integer | np.floating):
         return name, float(value)
@@ -138,7 +138,7 @@ class FeatureHasher:
                     )
                 try:
                     key, number = feature_key(name, value)
-                except TypeError as exc:
+                except (TypeError, OverflowError) as exc:
                     raise BatchError(str(exc), row=r, field=f"features.{name}") from None
                 if not np.isfinite(number):
                     raise BatchError(

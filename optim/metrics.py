@@ -95,8 +95,9 @@ class ProgressiveMetrics:
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> ProgressiveMetrics:
-        ring = np.asarray(state["metrics_ring"], dtype=np.float64)
-        totals = np.asarray(state["metrics_totals"], dtype=np.float64)
+        # Copies: the metrics are updated in place and must not share the caller's arrays.
+        ring = np.array(state["metrics_ring"], dtype=np.float64)
+        totals = np.array(state["metrics_totals"], dtype=np.float64)
         rows = int(state["metrics_rows"])
         if ring.ndim != 2 or ring.shape[1] != 4 or totals.shape != (4,) or rows < 0:
             raise ValueError("metrics arrays have the wrong shape")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -436,11 +437,17 @@ class OnlineLogisticRegression:
         The raw state with its last-touched steps is the complete model: loading it continues
         training bit for bit. No pickle is involved.
         """
+        if isinstance(file, str | os.PathLike):
+            # np.savez would append ".npz" to a path that lacks it, and load(path) would miss it.
+            with open(file, "wb") as f:
+                self.save(f)
+            return
         names = sorted(self.feature_names.items())
+        config = {**self.config, "max_feature_names": self.max_feature_names}
         np.savez(
             file,
             format=np.array(FORMAT),
-            config=np.array(json.dumps(self.config)),
+            config=np.array(json.dumps(config)),
             step=np.array(self.step, dtype=np.int64),
             table=self.table,
             counters=self.counters,
@@ -458,9 +465,12 @@ class OnlineLogisticRegression:
     def load(cls, file: str | os.PathLike[str] | IO[bytes]) -> OnlineLogisticRegression:
         """Read a model written by :meth:`save`, validating every array before use."""
         try:
-            with np.load(file, allow_pickle=False) as data:
+            data = np.load(file, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with data:
                 arrays = {name: data[name] for name in data.files}
-        except (OSError, ValueError, EOFError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ConfigError(f"not a readable model file: {exc}", field="file") from None
         return cls.from_arrays(arrays)
 
@@ -482,12 +492,22 @@ class OnlineLogisticRegression:
         if not isinstance(config, dict):
             raise ConfigError("config must be a JSON object", field="file")
         dim = config.pop("dim", None)
-        if config.get("hash_bits") is not None:
+        hash_bits = config.get("hash_bits")
+        if hash_bits is not None:
+            if (
+                isinstance(hash_bits, bool)
+                or not isinstance(hash_bits, int)
+                or not 1 <= hash_bits <= 40
+            ):
+                raise ConfigError(f"bad hash_bits {hash_bits!r}", field="file")
             dim = None
         else:
             config.pop("hash_bits", None)
+        max_names = config.get("max_feature_names", 0)
+        if isinstance(max_names, bool) or not isinstance(max_names, int) or max_names < 0:
+            raise ConfigError(f"bad max_feature_names {max_names!r}", field="file")
         rows = arrays["table"].shape[0] if arrays["table"].ndim == 2 else -1
-        if rows - 1 != (dim if dim is not None else 2 ** config.get("hash_bits", 0)):
+        if rows - 1 != (dim if dim is not None else 2**hash_bits):
             raise ConfigError("the state arrays do not match the configured dim", field="file")
         try:
             model = cls(config.pop("optimizer", None), dim, **config)
@@ -509,15 +529,21 @@ class OnlineLogisticRegression:
                 raise ConfigError(f"array '{name}' holds non-finite values", field="file")
             return value.copy()
 
-        step = int(arrays["step"]) if arrays["step"].shape == () else -1
+        raw_step = arrays["step"]
+        step = int(raw_step) if raw_step.shape == () and raw_step.dtype.kind in "iu" else -1
         table = checked("table", self.table)
         counters = checked("counters", self.counters)
-        if step < 0 or int(counters[:, 0].max()) > step:
-            raise ConfigError("step is negative or behind a last-touched step", field="file")
+        if step < 0 or int(counters[:, 0].max()) > step or int(counters.min()) < 0:
+            raise ConfigError(
+                "step is negative or behind a last-touched step, or a counter is negative",
+                field="file",
+            )
         indices = arrays["feature_name_indices"]
         keys = arrays["feature_name_keys"]
         if (
-            indices.shape != keys.shape
+            indices.dtype.kind not in "iu"
+            or keys.dtype.kind != "U"
+            or indices.shape != keys.shape
             or indices.ndim != 1
             or (indices.size and (indices.min() < 0 or indices.max() >= self.dim))
         ):
