@@ -16,7 +16,7 @@ from optim import REGISTRY, OnlineLogisticRegression
 from service.errors import install_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.registry import ModelRegistry
-from service.routers import health, inspection, learning, models, persistence
+from service.routers import health, inspection, learning, models, persistence, streams
 from service.schemas import CsrBatch, NamedRows
 from service.settings import Settings
 
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = threading.Event()
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    for module in (health, models, learning, inspection, persistence):
+    for module in (health, models, learning, streams, inspection, persistence):
         app.include_router(module.router)
 
     def openapi() -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,24 @@ from service.settings import Settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    class GracefulServer(uvicorn.Server):
+        """SIGTERM/SIGINT: stop accepting, finish in-flight requests, snapshot, exit 0.
+
+        uvicorn re-raises the signal after its graceful shutdown (ending the process with -15);
+        the shutdown here is complete and intended, so the process exits 0.
+        """
+
+        def capture_signals(self):  # type: ignore[no-untyped-def]
+            captured = super().capture_signals()
+
+            @contextlib.contextmanager
+            def without_reraise():  # type: ignore[no-untyped-def]
+                with captured:
+                    yield
+                    self._captured_signals.clear()
+
+            return without_reraise()
+
     from service.app import create_app
 
     overrides = {
@@ -24,7 +43,10 @@ def _serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("adaserve")
     log.info("listening on http://%s:%d", settings.host, settings.port)
     log.info("keeping data in %s", settings.data_dir.resolve())
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    server = GracefulServer(
+        uvicorn.Config(create_app(settings), host=settings.host, port=settings.port)
+    )
+    server.run()
     return 0
 
 

@@ -50,6 +50,8 @@ def moment_tail_bound(
 def _geometric_sum_from_log(r: float, log_r: float, k: int) -> float:
     if r == 1.0:
         return float(k)
+    if k * log_r < -45.0:  # r**k < 2**-64: below the sum's last bit
+        return r / (1.0 - r)
     return r * math.expm1(k * log_r) / (r - 1.0)
 
 
