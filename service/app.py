@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
@@ -36,23 +39,46 @@ def warm_kernels() -> None:
         model.inspect_coordinates([0])
 
 
+async def keep_house(registry: ModelRegistry, settings: Settings) -> None:
+    """Interval fsyncs of the logs, and snapshots every N rows or T seconds."""
+    while True:
+        await asyncio.sleep(min(settings.fsync_interval_ms / 1000, 1.0))
+        for managed in list(registry.models.values()):
+            try:
+                if settings.fsync == "interval":
+                    await anyio.to_thread.run_sync(managed.storage.sync_if_due)
+                due = managed.rows_since_snapshot >= settings.snapshot_every_rows or (
+                    managed.rows_since_snapshot
+                    and time.monotonic() - managed.last_snapshot >= settings.snapshot_every_seconds
+                )
+                if due:
+                    await managed.write(lambda _, m=managed: m.snapshot())
+            except Exception:  # keep housekeeping alive; the failure is logged
+                log.exception("housekeeping of model %s failed", managed.name)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loaded = app.state.registry.load_all()
-        log.info("data directory %s: %d model(s) loaded", settings.data_dir.resolve(), len(loaded))
+        registry: ModelRegistry = app.state.registry
+        registry.load_all()
+        log.info(
+            "data directory %s: %d model(s)", settings.data_dir.resolve(), len(registry.models)
+        )
         if settings.warm_kernels:
             threading.Thread(
                 target=lambda: (warm_kernels(), app.state.ready.set()), daemon=True
             ).start()
         else:
             app.state.ready.set()
+        housekeeping = asyncio.create_task(keep_house(registry, settings))
         yield
-        for managed in list(app.state.registry.models.values()):
-            async with managed.writers:
-                await managed.read(lambda _, m=managed: app.state.registry.snapshot(m))
+        housekeeping.cancel()
+        for managed in list(registry.models.values()):
+            await managed.write(lambda _, m=managed: m.snapshot())
+        registry.close()
         log.info("snapshots written to %s", settings.data_dir.resolve())
 
     app = FastAPI(

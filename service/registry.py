@@ -1,16 +1,17 @@
-"""The models the service holds, their locks, and their snapshots in the data directory.
+"""The models the service holds, their locks, and their durable storage.
 
 Each model has a FIFO ``asyncio.Lock`` so updates are applied one batch at a time in arrival
 order, and a ``threading.Lock`` held by the worker thread while it learns or reads, so a
 prediction never sees half a batch. Learning runs off the event loop (the compiled kernels
 release the GIL), so a long batch for one model does not stall other models or health checks.
+Every batch is written to the model's log (:mod:`service.storage`) before it is applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import logging
 import re
 import threading
 import time
@@ -21,19 +22,24 @@ from typing import Any, TypeVar
 
 import anyio
 
-from optim import ConfigError, OnlineLogisticRegression
+from optim import Batch, ConfigError, LearnResult, OnlineLogisticRegression
 from service.errors import ApiError
 from service.settings import Settings
+from service.storage import ModelStorage, StorageError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 T = TypeVar("T")
+log = logging.getLogger("adaserve")
 
 
 @dataclass(eq=False)
 class ManagedModel:
     name: str
     model: OnlineLogisticRegression
+    storage: ModelStorage
     created_at: float = field(default_factory=time.time)
+    rows_since_snapshot: int = 0
+    last_snapshot: float = field(default_factory=time.monotonic)
     # Serializes writers in arrival order (asyncio locks are FIFO).
     writers: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Held by the thread that learns or reads the arrays.
@@ -53,24 +59,38 @@ class ManagedModel:
         async with self.writers:
             return await self.read(fn)
 
+    def apply(self, batch: Batch) -> LearnResult:
+        """Log, then learn, a validated batch (call from :meth:`write`).
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Temporary file, fsync, rename, fsync of the directory: all of ``data`` or the old file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+        A batch that cannot be logged raises ApiError 503 and is not learned.
+        """
+        try:
+            self.storage.append(batch, self.model.step)
+        except StorageError as exc:
+            raise ApiError(
+                503, "storage_unavailable",
+                f"the batch was not applied: {exc.strerror or exc}", {"model": self.name},
+            ) from None  # fmt: skip
+        result = self.model.learn_batch(batch)
+        self.rows_since_snapshot += result.rows
+        return result
+
+    def snapshot(self) -> Path:
+        """Write the model file and start a new log (call from :meth:`write`)."""
+        try:
+            path = self.storage.snapshot(self.model)
+        except OSError as exc:
+            raise ApiError(
+                503, "storage_unavailable", f"the snapshot was not written: {exc}",
+                {"model": self.name},
+            ) from None  # fmt: skip
+        self.rows_since_snapshot = 0
+        self.last_snapshot = time.monotonic()
+        return path
 
 
 class ModelRegistry:
-    """Named models, the memory budget across them, and their snapshots under ``data_dir``."""
+    """Named models, the memory budget across them, and their storage under ``data_dir``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -78,17 +98,31 @@ class ModelRegistry:
         self.directory = Path(settings.data_dir) / "models"
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def snapshot_path(self, name: str) -> Path:
-        return self.directory / f"{name}.npz"
+    def _storage(self, name: str) -> ModelStorage:
+        return ModelStorage(
+            self.directory / name, self.settings.fsync, self.settings.fsync_interval_ms
+        )
 
-    def load_all(self) -> list[str]:
-        """Load every snapshot in the data directory (at start-up)."""
-        loaded = []
-        for path in sorted(self.directory.glob("*.npz")):
-            model = OnlineLogisticRegression.load(path)
-            self.models[path.stem] = ManagedModel(path.stem, model)
-            loaded.append(path.stem)
-        return loaded
+    def load_all(self) -> dict[str, list[str]]:
+        """Recover every model in the data directory (at start-up): what was dropped, by model."""
+        report = {}
+        for path in sorted(self.directory.iterdir()):
+            if not path.is_dir() or path.name.startswith("."):
+                continue
+            storage = self._storage(path.name)
+            recovered = storage.recover()
+            self.models[path.name] = ManagedModel(path.name, recovered.model, storage)
+            report[path.name] = recovered.dropped
+            log.info(
+                "model %s: snapshot at step %d + %d logged rows replayed%s",
+                path.name, recovered.snapshot_step, recovered.replayed_rows,
+                f"; dropped: {recovered.dropped}" if recovered.dropped else "",
+            )  # fmt: skip
+        return report
+
+    def close(self) -> None:
+        for managed in self.models.values():
+            managed.storage.close()
 
     @property
     def state_bytes(self) -> int:
@@ -100,11 +134,9 @@ class ModelRegistry:
             raise ApiError(404, "model_not_found", f"no model named {name!r}", {"model": name})
         return managed
 
-    def check_budget(
-        self, optimizer: Any, dim: int, dtype: str, replacing: str | None = None
-    ) -> None:
+    def check_budget(self, optimizer: Any, dim: int, dtype: str) -> None:
         needed = OnlineLogisticRegression.state_bytes_for(optimizer, dim, dtype)
-        held = self.state_bytes - (self.models[replacing].model.state_bytes if replacing else 0)
+        held = self.state_bytes
         if held + needed > self.settings.memory_budget_bytes:
             raise ApiError(
                 422,
@@ -115,10 +147,11 @@ class ModelRegistry:
             )
 
     def create(self, name: str, config: Mapping[str, Any]) -> ManagedModel:
-        if not NAME_PATTERN.fullmatch(name):
+        if not NAME_PATTERN.fullmatch(name) or name.startswith("."):
             raise ApiError(
-                422, "invalid_input", "name must match [A-Za-z0-9_.-]{1,64}", {"field": "name"}
-            )
+                422, "invalid_input", "name must match [A-Za-z0-9_.-]{1,64} and not start with '.'",
+                {"field": "name"},
+            )  # fmt: skip
         if name in self.models:
             raise ApiError(409, "model_exists", f"a model named {name!r} exists", {"model": name})
         if len(self.models) >= self.settings.max_models:
@@ -134,25 +167,24 @@ class ModelRegistry:
         if isinstance(dim, int) and dim >= 1:
             # An unknown optimizer is reported precisely by the constructor below.
             with contextlib.suppress(ConfigError):
-                self.check_budget(
-                    config.get("optimizer", "adagrad"), dim, config.get("dtype", "float64")
-                )
+                optimizer = config.get("optimizer", "adagrad")
+                self.check_budget(optimizer, dim, config.get("dtype", "float64"))
         try:
             model = OnlineLogisticRegression(**config)
         except ConfigError as error:
             raise ApiError.from_adaserve(error) from None
-        managed = ManagedModel(name, model)
-        write_atomically(self.snapshot_path(name), model.to_bytes())
+        storage = self._storage(name)
+        try:
+            storage.create(model)
+        except OSError as exc:
+            raise ApiError(
+                503, "storage_unavailable", f"the model was not created: {exc}", {"model": name}
+            ) from None
+        managed = ManagedModel(name, model, storage)
         self.models[name] = managed
         return managed
 
     def delete(self, name: str) -> None:
-        self.get(name)
+        managed = self.get(name)
+        managed.storage.delete()
         del self.models[name]
-        self.snapshot_path(name).unlink(missing_ok=True)
-
-    def snapshot(self, managed: ManagedModel) -> Path:
-        """Write the model's file atomically (call with its state lock held)."""
-        path = self.snapshot_path(managed.name)
-        write_atomically(path, managed.model.to_bytes())
-        return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,3 +28,13 @@ class Settings(BaseSettings):
     stream_batch_rows: int = Field(10_000, ge=1, description="rows learned per stream batch")
     stream_progress_rows: int = Field(100_000, ge=1, description="rows between progress lines")
     warm_kernels: bool = Field(True, description="compile every optimizer's kernels at start-up")
+    fsync: Literal["always", "interval", "off"] = Field(
+        "always",
+        description="always: fsync the log before each acknowledgement; interval: every "
+        "fsync_interval_ms (a crash may lose that window); off: for benchmarks",
+    )
+    fsync_interval_ms: int = Field(100, ge=1)
+    snapshot_every_rows: int = Field(1_000_000, ge=1, description="snapshot after this many rows")
+    snapshot_every_seconds: float = Field(
+        300.0, gt=0, description="snapshot a changed model this often"
+    )

@@ -212,10 +212,8 @@ def test_export_import_snapshot_round_trip(client: TestClient, settings: Setting
     assert client.post("/v1/models/m/import", content=exported.content).json()["step"] == 2
     assert client.get("/v1/models/m").json()["step"] == 2
     snap = client.post("/v1/models/m/snapshot").json()
-    assert (
-        snap["step"] == 2
-        and (settings.data_dir / "models" / "m.npz").stat().st_size == snap["bytes"]
-    )
+    snapshot_file = settings.data_dir / "models" / "m" / "snapshot-2.npz"
+    assert snap["step"] == 2 and snapshot_file.stat().st_size == snap["bytes"]
 
 
 def test_import_validates_before_replacing(client: TestClient) -> None:

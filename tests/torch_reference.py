@@ -90,6 +90,8 @@ def _import_torch() -> Any:
         raise RuntimeError(
             "torch_reference needs PyTorch; install torch (CPU build is enough)"
         ) from exc
+    # Vectors of a few dozen entries: extra intra-op threads only contend for the 2 cores.
+    torch.set_num_threads(1)
     return torch
 
 

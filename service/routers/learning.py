@@ -55,7 +55,7 @@ async def update(
     )
 
     def learn(model: OnlineLogisticRegression) -> dict[str, Any]:
-        result = model.learn_batch(batch)
+        result = managed.apply(batch)
         metrics.learned(managed.name, result.rows, model.metrics.to_dict())
         return {
             "rows": result.rows,

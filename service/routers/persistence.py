@@ -62,7 +62,7 @@ async def import_model(
 
     def replace(_: OnlineLogisticRegression) -> dict:
         managed.model = loaded
-        registry.snapshot(managed)
+        managed.snapshot()  # the log so far described the replaced state
         return {"model": managed.name, "step": loaded.step, "bytes": len(data)}
 
     return await managed.write(replace)
@@ -76,7 +76,7 @@ async def snapshot(
     registry: Annotated[ModelRegistry, Depends(deps.registry)],
 ) -> dict:
     def write(model: OnlineLogisticRegression) -> dict:
-        path = registry.snapshot(managed)
+        path = managed.snapshot()
         return {"model": managed.name, "step": model.step, "bytes": path.stat().st_size}
 
     return await managed.write(write)

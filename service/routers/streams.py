@@ -97,7 +97,7 @@ async def stream(
         for batch in batches:
 
             def apply(model: OnlineLogisticRegression, batch: Batch = batch) -> Any:
-                result = model.learn_batch(batch)
+                result = managed.apply(batch)
                 metrics.learned(managed.name, result.rows, model.metrics.to_dict())
                 return result
 

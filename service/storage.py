@@ -1,0 +1,286 @@
+"""Durable model storage: snapshots plus a write-ahead log of every acknowledged batch.
+
+Layout of one model under ``<data_dir>/models/<name>/``::
+
+    snapshot-<step>.npz    the model file (optim's format) at that step; the newest two are kept
+    wal-<step>.log         every batch applied after that snapshot, in order
+
+A WAL record is ``length (u32) | crc32 (u32) | payload`` where the payload holds the step the
+batch starts at, its shape and its CSR arrays (labels and optional weights). A batch is appended
+(and, with ``fsync="always"``, fsynced) before it is applied and acknowledged: what was
+acknowledged survives a crash. ``fsync="interval"`` fsyncs every ``fsync_interval_ms`` instead, so
+a crash may lose the batches of that last window; ``"off"`` leaves it to the operating system.
+
+Recovery loads the newest snapshot that validates and replays the logs after it. A record whose
+length or checksum does not hold (a write torn by a crash: it was never acknowledged) ends the log:
+it is reported and truncated. A corrupt snapshot falls back to the previous one and both logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optim import Batch, ConfigError, OnlineLogisticRegression
+
+log = logging.getLogger("adaserve.storage")
+
+_RECORD = struct.Struct("<II")  # payload length, crc32 of the payload
+_HEADER = struct.Struct("<qqqqB")  # step before, dim, rows, nnz, has weights
+_SNAPSHOT = re.compile(r"snapshot-(\d+)\.npz")
+_WAL = re.compile(r"wal-(\d+)\.log")
+FSYNC_MODES = ("always", "interval", "off")
+
+
+class StorageError(OSError):
+    """Writing to the data directory failed; the batch was not applied."""
+
+
+def fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Temporary file, fsync, rename, fsync of the directory: all of ``data`` or the old file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def encode_batch(batch: Batch, step_before: int) -> bytes:
+    labels = batch.labels if batch.labels is not None else np.zeros(batch.n_rows)
+    parts = [
+        _HEADER.pack(step_before, batch.dim, batch.n_rows, batch.nnz, batch.weights is not None),
+        batch.indptr.astype("<i8").tobytes(),
+        batch.indices.astype("<i8").tobytes(),
+        batch.values.astype("<f8").tobytes(),
+        labels.astype("<f8").tobytes(),
+    ]
+    if batch.weights is not None:
+        parts.append(batch.weights.astype("<f8").tobytes())
+    payload = b"".join(parts)
+    return _RECORD.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def decode_batch(payload: bytes) -> tuple[int, Batch]:
+    step, dim, rows, nnz, has_weights = _HEADER.unpack_from(payload)
+    offset = _HEADER.size
+
+    def take(count: int, dtype: str) -> np.ndarray:
+        nonlocal offset
+        array = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).astype(dtype[1:])
+        offset += 8 * count
+        return array
+
+    indptr, indices = take(rows + 1, "<i8"), take(nnz, "<i8")
+    values, labels = take(nnz, "<f8"), take(rows, "<f8")
+    weights = take(rows, "<f8") if has_weights else None
+    if offset != len(payload):
+        raise ValueError("record size does not match its header")
+    # Logged batches were validated before they were logged; Batch is rebuilt as is.
+    return step, Batch(indptr, indices, values, labels, weights, dim)
+
+
+def read_records(path: Path) -> tuple[list[tuple[int, Batch]], int, str | None]:
+    """Records of a log, the byte length of its valid prefix, and why the rest (if any) is bad."""
+    data = path.read_bytes()
+    records, offset = [], 0
+    while offset < len(data):
+        if len(data) - offset < _RECORD.size:
+            return records, offset, f"{len(data) - offset} trailing bytes (torn record header)"
+        length, checksum = _RECORD.unpack_from(data, offset)
+        payload = data[offset + _RECORD.size : offset + _RECORD.size + length]
+        if len(payload) < length:
+            return records, offset, f"record of {length} bytes cut at {len(payload)} (torn write)"
+        if zlib.crc32(payload) != checksum:
+            return records, offset, "checksum mismatch (corrupt record)"
+        try:
+            records.append(decode_batch(payload))
+        except (ValueError, struct.error) as exc:
+            return records, offset, f"undecodable record: {exc}"
+        offset += _RECORD.size + length
+    return records, offset, None
+
+
+@dataclass
+class Recovered:
+    model: OnlineLogisticRegression
+    snapshot_step: int
+    replayed_rows: int
+    dropped: list[str]
+
+
+class ModelStorage:
+    """One model's directory: its snapshots and its write-ahead log."""
+
+    def __init__(
+        self, directory: Path, fsync: str = "always", fsync_interval_ms: int = 100
+    ) -> None:
+        if fsync not in FSYNC_MODES:
+            raise ValueError(f"fsync must be one of {FSYNC_MODES}, got {fsync!r}")
+        self.directory = directory
+        self.fsync = fsync
+        self.fsync_interval = fsync_interval_ms / 1000
+        self._wal: object | None = None  # the open log file
+        self._wal_base = 0
+        self._last_sync = time.monotonic()
+        self._dirty = False
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ files
+    def _steps(self, pattern: re.Pattern[str]) -> list[int]:
+        return sorted(
+            int(m.group(1))
+            for p in self.directory.iterdir()
+            if (m := pattern.fullmatch(p.name)) is not None
+        )
+
+    def _snapshot_path(self, step: int) -> Path:
+        return self.directory / f"snapshot-{step}.npz"
+
+    def _wal_path(self, step: int) -> Path:
+        return self.directory / f"wal-{step}.log"
+
+    def _open_wal(self, base: int) -> None:
+        self.close()
+        path = self._wal_path(base)
+        new = not path.exists()
+        self._wal = open(path, "ab")  # noqa: SIM115 - kept open for appends
+        self._wal_base = base
+        if new:
+            fsync_directory(self.directory)
+
+    def close(self) -> None:
+        if self._wal is not None:
+            self._wal.flush()  # type: ignore[attr-defined]
+            os.fsync(self._wal.fileno())  # type: ignore[attr-defined]
+            self._wal.close()  # type: ignore[attr-defined]
+            self._wal = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def create(self, model: OnlineLogisticRegression) -> None:
+        """A new model: its directory, first snapshot and empty log, all durable."""
+        self.directory.mkdir(parents=True)
+        fsync_directory(self.directory.parent)
+        self.snapshot(model)
+
+    def delete(self) -> None:
+        """Remove the model durably (a renamed-away directory is no model at start-up)."""
+        self.close()
+        tombstone = self.directory.with_name(f".deleted-{self.directory.name}-{time.time_ns()}")
+        os.replace(self.directory, tombstone)
+        fsync_directory(self.directory.parent)
+        shutil.rmtree(tombstone, ignore_errors=True)
+
+    # ------------------------------------------------------------------ writes
+    def append(self, batch: Batch, step_before: int) -> None:
+        """Log a batch before it is applied; on failure nothing is left half-written."""
+        record = encode_batch(batch, step_before)
+        with self._lock:
+            if self._wal is None:
+                self._open_wal(self._wal_base)
+            handle = self._wal
+            start = handle.tell()  # type: ignore[attr-defined]
+            try:
+                handle.write(record)  # type: ignore[attr-defined]
+                handle.flush()  # type: ignore[attr-defined]
+                if self.fsync == "always":
+                    os.fsync(handle.fileno())  # type: ignore[attr-defined]
+                else:
+                    self._dirty = True
+            except OSError as exc:
+                self._undo(handle, start)
+                raise StorageError(exc.errno, f"could not log the batch: {exc.strerror}") from exc
+
+    def _undo(self, handle: object, start: int) -> None:
+        try:
+            handle.truncate(start)  # type: ignore[attr-defined]
+            handle.seek(start)  # type: ignore[attr-defined]
+        except OSError:
+            # The log may end in a torn record now; recovery drops it by its checksum.
+            log.exception("could not truncate %s back to %d bytes", self.directory, start)
+
+    def sync_if_due(self) -> None:
+        """With ``fsync="interval"``: fsync the log when the interval has passed."""
+        with self._lock:
+            if self._dirty and self._wal is not None:
+                now = time.monotonic()
+                if now - self._last_sync >= self.fsync_interval:
+                    os.fsync(self._wal.fileno())  # type: ignore[attr-defined]
+                    self._dirty = False
+                    self._last_sync = now
+
+    def snapshot(self, model: OnlineLogisticRegression) -> Path:
+        """Write the model file; start a new log; keep one previous snapshot and its log."""
+        path = self._snapshot_path(model.step)
+        write_atomically(path, model.to_bytes())
+        with self._lock:
+            self._open_wal(model.step)
+        snapshots = self._steps(_SNAPSHOT)
+        keep_from = snapshots[-2] if len(snapshots) >= 2 else snapshots[-1]
+        for step in snapshots:
+            if step < keep_from:
+                self._snapshot_path(step).unlink(missing_ok=True)
+        for step in self._steps(_WAL):
+            if step < keep_from:
+                self._wal_path(step).unlink(missing_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ recovery
+    def recover(self) -> Recovered:
+        """The newest snapshot that loads, plus every logged batch after it."""
+        dropped: list[str] = []
+        for snapshot_step in reversed(self._steps(_SNAPSHOT)):
+            try:
+                model = OnlineLogisticRegression.load(self._snapshot_path(snapshot_step))
+            except ConfigError as exc:
+                dropped.append(f"snapshot-{snapshot_step}.npz unreadable ({exc}); falling back")
+                log.error("model %s: %s", self.directory.name, dropped[-1])
+                continue
+            if model.step != snapshot_step:
+                dropped.append(f"snapshot-{snapshot_step}.npz holds step {model.step}; skipped")
+                continue
+            replayed = self._replay(model, dropped)
+            self._open_wal(max(self._steps(_WAL), default=snapshot_step))
+            return Recovered(model, snapshot_step, replayed, dropped)
+        raise ConfigError(f"no readable snapshot in {self.directory}", field="data_dir")
+
+    def _replay(self, model: OnlineLogisticRegression, dropped: list[str]) -> int:
+        replayed = 0
+        for base in self._steps(_WAL):
+            path = self._wal_path(base)
+            records, valid, problem = read_records(path)
+            for step_before, batch in records:
+                if step_before < model.step:
+                    continue  # covered by the snapshot
+                if step_before > model.step:
+                    problem = f"gap: record at step {step_before}, model at {model.step}"
+                    break
+                model.learn_batch(batch)
+                replayed += batch.n_rows
+            if problem is not None:
+                message = f"{path.name}: {problem} at byte {valid}; truncated (never acknowledged)"
+                dropped.append(message)
+                log.warning("model %s: %s", self.directory.name, message)
+                with open(path, "r+b") as handle:
+                    handle.truncate(valid)
+                    os.fsync(handle.fileno())
+        return replayed

@@ -1,0 +1,166 @@
+"""Durability: the write-ahead log, snapshots, torn and corrupt files, a full disk."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from fastapi.testclient import TestClient
+
+from optim import Batch, OnlineLogisticRegression
+from service.app import create_app
+from service.settings import Settings
+from service.storage import ModelStorage, read_records
+
+OPTIMIZER = {"name": "adam", "lr": 0.05}
+
+
+def batches(count: int, seed: int = 0, dim: int = 16) -> list[Batch]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        X = sp.random(5 + i % 3, dim, density=0.3, format="csr", random_state=rng)
+        weights = rng.uniform(0.5, 2, X.shape[0]) if i % 2 else None
+        out.append(Batch.from_scipy(X, rng.integers(0, 2, X.shape[0]), weights, dim=dim))
+    return out
+
+
+def replay(applied: list[Batch]) -> OnlineLogisticRegression:
+    model = OnlineLogisticRegression(OPTIMIZER, dim=16)
+    for batch in applied:
+        model.learn_batch(batch)
+    return model
+
+
+def crash_after(tmp_path, applied: list[Batch], snapshot_at: int | None = None) -> ModelStorage:
+    """A model that logged ``applied`` (snapshotting after ``snapshot_at`` batches), then died."""
+    storage = ModelStorage(tmp_path / "m")
+    model = OnlineLogisticRegression(OPTIMIZER, dim=16)
+    storage.create(model)
+    for i, batch in enumerate(applied):
+        storage.append(batch, model.step)
+        model.learn_batch(batch)
+        if snapshot_at is not None and i + 1 == snapshot_at:
+            storage.snapshot(model)
+    storage.close()  # the process is gone; only its files remain
+    return ModelStorage(tmp_path / "m")
+
+
+def assert_same(a: OnlineLogisticRegression, b: OnlineLogisticRegression) -> None:
+    assert a.step == b.step
+    assert a.table.tobytes() == b.table.tobytes() and a.counters.tobytes() == b.counters.tobytes()
+
+
+def wal_files(tmp_path):
+    return sorted((tmp_path / "m").glob("wal-*.log"), key=lambda p: int(p.stem[4:]))
+
+
+def test_log_replays_every_batch(tmp_path) -> None:
+    applied = batches(12)
+    recovered = crash_after(tmp_path, applied, snapshot_at=5).recover()
+    assert recovered.snapshot_step == replay(applied[:5]).step
+    assert_same(recovered.model, replay(applied))
+    assert recovered.dropped == []
+
+
+@pytest.mark.parametrize("cut", [1, 7, 30])
+def test_torn_tail_is_truncated_and_reported(tmp_path, cut: int) -> None:
+    applied = batches(6)
+    storage = crash_after(tmp_path, applied)
+    log = wal_files(tmp_path)[-1]
+    intact = log.stat().st_size
+    with open(log, "r+b") as handle:  # the crash tore the last record
+        handle.truncate(intact - cut)
+    recovered = storage.recover()
+    assert_same(recovered.model, replay(applied[:5]))
+    assert len(recovered.dropped) == 1 and "torn" in recovered.dropped[0]
+    assert read_records(log)[2] is None  # truncated to whole records
+    storage.append(applied[5], recovered.model.step)  # and appending goes on after them
+    storage.close()
+    assert_same(ModelStorage(tmp_path / "m").recover().model, replay(applied))
+
+
+def test_flipped_byte_is_detected_by_its_checksum(tmp_path) -> None:
+    applied = batches(6)
+    storage = crash_after(tmp_path, applied)
+    log = wal_files(tmp_path)[-1]
+    data = bytearray(log.read_bytes())
+    data[-20] ^= 0x40
+    log.write_bytes(bytes(data))
+    recovered = storage.recover()
+    assert_same(recovered.model, replay(applied[:5]))
+    assert "checksum" in recovered.dropped[0]
+
+
+def test_corrupt_snapshot_falls_back_to_the_previous_one_and_both_logs(tmp_path) -> None:
+    applied = batches(10)
+    storage = ModelStorage(tmp_path / "m")
+    model = OnlineLogisticRegression(OPTIMIZER, dim=16)
+    storage.create(model)
+    for i, batch in enumerate(applied):
+        storage.append(batch, model.step)
+        model.learn_batch(batch)
+        if i in (3, 6):
+            storage.snapshot(model)
+    storage.close()
+    newest = max((tmp_path / "m").glob("snapshot-*.npz"), key=lambda p: int(p.stem[9:]))
+    newest.write_bytes(newest.read_bytes()[:100])
+    recovered = ModelStorage(tmp_path / "m").recover()
+    assert recovered.snapshot_step == replay(applied[:4]).step
+    assert_same(recovered.model, replay(applied))
+    assert "unreadable" in recovered.dropped[0]
+
+
+def test_old_snapshots_and_logs_are_pruned(tmp_path) -> None:
+    applied = batches(9)
+    storage = crash_after(tmp_path, applied[:3], snapshot_at=1)
+    model = storage.recover().model
+    for batch in applied[3:]:
+        storage.append(batch, model.step)
+        model.learn_batch(batch)
+        storage.snapshot(model)
+    assert len(list((tmp_path / "m").glob("snapshot-*.npz"))) == 2
+    assert len(wal_files(tmp_path)) == 2
+
+
+def test_service_recovers_and_serves_after_a_crash(tmp_path) -> None:
+    applied = batches(6)
+    crash_after(tmp_path / "models", applied)
+    log = sorted((tmp_path / "models" / "m").glob("wal-*.log"))[-1]
+    with open(log, "r+b") as handle:
+        handle.truncate(log.stat().st_size - 3)
+    settings = Settings(data_dir=tmp_path, warm_kernels=False)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/models/m").json()["step"] == replay(applied[:5]).step
+        probe = {"indptr": [0, 1], "indices": [3], "values": [1.0]}
+        assert client.post("/v1/models/m/predict", json=probe).status_code == 200
+
+
+def test_full_disk_is_503_and_changes_nothing(tmp_path, monkeypatch) -> None:
+    settings = Settings(data_dir=tmp_path, warm_kernels=False)
+    body = {"indptr": [0, 2], "indices": [1, 2], "values": [1.0, 1.0], "labels": [1]}
+    with TestClient(create_app(settings)) as client:
+        client.post("/v1/models", json={"name": "m", "dim": 16, "optimizer": OPTIMIZER})
+        client.post("/v1/models/m/updates", json=body)
+        before = client.get("/v1/models/m/export").content
+        log = sorted((tmp_path / "models" / "m").glob("wal-*.log"))[-1]
+        size = log.stat().st_size
+        managed = client.app.state.registry.get("m")
+        handle = managed.storage._wal
+        real_write = handle.write
+
+        def full_disk(data: bytes) -> int:
+            real_write(data[: len(data) // 2])  # part of the record reaches the disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(handle, "write", full_disk, raising=False)
+        response = client.post("/v1/models/m/updates", json=body)
+        assert response.status_code == 503 and response.json()["error"] == "storage_unavailable"
+        assert "No space left" in response.json()["detail"]
+        monkeypatch.undo()
+        assert client.get("/v1/models/m/export").content == before
+        handle.flush()
+        assert log.stat().st_size == size  # the half record was taken back
+        assert client.post("/v1/models/m/updates", json=body).status_code == 200
