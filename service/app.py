@@ -16,6 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from optim import REGISTRY, OnlineLogisticRegression
+from service.auth import READ, parse_tokens
 from service.errors import install_error_handlers
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.registry import ModelRegistry
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = ModelRegistry(settings)
     app.state.metrics = ServiceMetrics()
     app.state.ready = threading.Event()
+    app.state.tokens = parse_tokens(settings.tokens, settings.tokens_file)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     for module in (health, models, learning, streams, inspection, persistence):
@@ -112,7 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response)
+    @app.get(
+        "/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response,
+        dependencies=[READ],
+    )  # fmt: skip
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -1,15 +1,33 @@
-"""``adaserve``: the command line (``adaserve serve``; ``python -m service`` too)."""
+"""``adaserve``: the command line (``python -m service`` too).
+
+``adaserve serve`` runs the REST service; ``adaserve train`` learns a model file from text files
+in one pass (progressive validation, as ``vw -d``) and ``adaserve predict`` scores a file with
+it (both in :mod:`service.train`, with their options).
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from service import train
+from service.auth import parse_tokens
 from service.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -39,10 +57,29 @@ def _serve(args: argparse.Namespace) -> int:
         k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None
     }
     settings = Settings(**overrides)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     log = logging.getLogger("adaserve")
+    try:
+        tokens = parse_tokens(settings.tokens, settings.tokens_file)
+    except (OSError, ValueError) as exc:
+        log.error("tokens: %s", exc)
+        return 2
+    if tokens:
+        roles = sorted(set(tokens.values()))
+        log.info("auth: %d token(s) with roles %s", len(tokens), ", ".join(roles))
+    elif not is_loopback(settings.host) and not settings.insecure:
+        log.error(
+            "refusing to bind %s without tokens: anyone who can reach it could change models. "
+            "Configure ADASERVE_TOKENS or --tokens-file, or pass --insecure.",
+            settings.host,
+        )
+        return 2
+    else:
+        log.warning(
+            "auth: no tokens configured, the API is open to whoever reaches %s", settings.host
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     log.info("listening on http://%s:%d", settings.host, settings.port)
-    log.info("keeping data in %s", settings.data_dir.resolve())
+    log.info("keeping data in %s (fsync %s)", settings.data_dir.resolve(), settings.fsync)
     server = GracefulServer(
         uvicorn.Config(create_app(settings), host=settings.host, port=settings.port)
     )
@@ -57,7 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.add_argument("--data-dir", type=Path, help="data directory (default ./adaserve-data)")
+    serve.add_argument("--tokens-file", type=Path, help="API tokens: one 'role token' per line")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow binding a non-loopback address without tokens",
+    )
+    serve.add_argument(
+        "--fsync",
+        choices=["always", "interval", "off"],
+        help="log durability: always (default), interval, off (benchmarks only)",
+    )
     serve.set_defaults(run=_serve)
+    train.add_commands(commands)  # train, predict
     return parser
 
 

@@ -40,7 +40,10 @@ _HTTP_CODES = {
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.detail, exc.where), status_code=exc.status)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(
+            error_body(exc.code, exc.detail, exc.where), status_code=exc.status, headers=headers
+        )
 
     @app.exception_handler(AdaserveError)
     async def adaserve_error(_: Request, exc: AdaserveError) -> JSONResponse:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     stream_batch_rows: int = Field(10_000, ge=1, description="rows learned per stream batch")
     stream_progress_rows: int = Field(100_000, ge=1, description="rows between progress lines")
     warm_kernels: bool = Field(True, description="compile every optimizer's kernels at start-up")
+    tokens: str = Field("", description="comma-separated role:token pairs (read, write, admin)")
+    tokens_file: Path | None = Field(None, description="one 'role token' per line")
+    insecure: bool = Field(False, description="allow a non-loopback bind without tokens")
     fsync: Literal["always", "interval", "off"] = Field(
         "always",
         description="always: fsync the log before each acknowledgement; interval: every "

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from optim import BatchError, OnlineLogisticRegression
 from service import dependencies as deps
+from service.auth import READ
 from service.registry import ManagedModel
 from service.schemas import ERROR_RESPONSES, LearningRates
 
@@ -28,6 +29,7 @@ def _split(text: str | None, field: str, as_int: bool) -> list:
 
 @router.get(
     "/learning-rates",
+    dependencies=[READ],
     response_model=LearningRates,
     summary="Weight, effective learning rate and state of coordinates, caught up",
 )
@@ -52,6 +54,7 @@ async def learning_rates(
 
 @router.get(
     "/learning-rates/summary",
+    dependencies=[READ],
     summary="Quantiles, histograms and top-k of effective rates and weights (touched coordinates)",
 )
 async def learning_rate_summary(

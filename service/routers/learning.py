@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from optim import OnlineLogisticRegression
 from optim.metrics import probabilities
 from service import dependencies as deps
+from service.auth import READ, WRITE
 from service.batches import batch_from_json, read_json
 from service.metrics import ServiceMetrics
 from service.registry import ManagedModel
@@ -36,6 +37,7 @@ def _body_schema(*models: type) -> dict[str, Any]:
 
 @router.post(
     "/updates",
+    dependencies=[WRITE],
     response_model=UpdateResult,
     summary="Learn a batch (CSR or named rows): all rows or none, in order",
     openapi_extra=_body_schema(CsrBatch, NamedRows),
@@ -69,6 +71,7 @@ async def update(
 
 @router.post(
     "/predict",
+    dependencies=[READ],
     response_model=Predictions,
     summary="Probabilities and margins (labels not needed); never changes the model",
     openapi_extra=_body_schema(CsrBatch, NamedRows),

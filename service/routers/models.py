@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Response
 
 from optim import REGISTRY
 from service import dependencies as deps
+from service.auth import ADMIN, READ
 from service.metrics import ServiceMetrics
 from service.registry import ManagedModel, ModelRegistry
 from service.schemas import ERROR_RESPONSES, CreateModel, ModelInfo, ModelList
@@ -29,7 +30,9 @@ def describe(managed: ManagedModel) -> dict[str, Any]:
     }
 
 
-@router.get("/optimizers", summary="The optimizers, their hyperparameters and defaults")
+@router.get(
+    "/optimizers", dependencies=[READ], summary="The optimizers, their hyperparameters and defaults"
+)
 async def optimizers() -> dict[str, Any]:
     return {
         name: {
@@ -41,7 +44,13 @@ async def optimizers() -> dict[str, Any]:
     }
 
 
-@router.post("/models", status_code=201, response_model=ModelInfo, summary="Create a model")
+@router.post(
+    "/models",
+    dependencies=[ADMIN],
+    status_code=201,
+    response_model=ModelInfo,
+    summary="Create a model",
+)
 async def create_model(
     body: CreateModel, registry: Annotated[ModelRegistry, Depends(deps.registry)]
 ) -> dict[str, Any]:
@@ -52,17 +61,21 @@ async def create_model(
     return await managed.read(lambda _: describe(managed))
 
 
-@router.get("/models", response_model=ModelList, summary="List the models")
+@router.get("/models", dependencies=[READ], response_model=ModelList, summary="List the models")
 async def list_models(registry: Annotated[ModelRegistry, Depends(deps.registry)]) -> dict:
     return {"models": [await m.read(lambda _, m=m: describe(m)) for m in registry.models.values()]}
 
 
-@router.get("/models/{name}", response_model=ModelInfo, summary="Describe a model")
+@router.get(
+    "/models/{name}", dependencies=[READ], response_model=ModelInfo, summary="Describe a model"
+)
 async def get_model(managed: Annotated[ManagedModel, Depends(deps.model)]) -> dict[str, Any]:
     return await managed.read(lambda _: describe(managed))
 
 
-@router.delete("/models/{name}", status_code=204, summary="Delete a model and its files")
+@router.delete(
+    "/models/{name}", dependencies=[ADMIN], status_code=204, summary="Delete a model and its files"
+)
 async def delete_model(
     name: str,
     registry: Annotated[ModelRegistry, Depends(deps.registry)],

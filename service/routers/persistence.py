@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from optim import ConfigError, OnlineLogisticRegression
 from service import dependencies as deps
+from service.auth import ADMIN
 from service.batches import read_body
 from service.errors import ApiError
 from service.registry import ManagedModel, ModelRegistry
@@ -21,6 +22,7 @@ MODEL_FILE = "application/x-adaserve-model"
 
 @router.get(
     "/export",
+    dependencies=[ADMIN],
     summary="The model file (.npz: config, state, counters, metrics; no pickle)",
     response_class=Response,
     responses={200: {"content": {MODEL_FILE: {}}}},
@@ -36,6 +38,7 @@ async def export(managed: Annotated[ManagedModel, Depends(deps.model)]) -> Respo
 
 @router.post(
     "/import",
+    dependencies=[ADMIN],
     response_model=Snapshot,
     summary="Replace the model's state from a model file with the same configuration",
     openapi_extra={"requestBody": {"required": True, "content": {MODEL_FILE: {}}}},
@@ -69,7 +72,10 @@ async def import_model(
 
 
 @router.post(
-    "/snapshot", response_model=Snapshot, summary="Write the model file to the data directory"
+    "/snapshot",
+    dependencies=[ADMIN],
+    response_model=Snapshot,
+    summary="Write the model file to the data directory",
 )
 async def snapshot(
     managed: Annotated[ManagedModel, Depends(deps.model)],

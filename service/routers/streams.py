@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from optim import AdaserveError, Batch, OnlineLogisticRegression
 from optim.parsers import ParseError, StreamParser
 from service import dependencies as deps
+from service.auth import WRITE
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
 from service.registry import ManagedModel
@@ -59,6 +60,7 @@ def _line(payload: dict[str, Any]) -> bytes:
 
 @router.post(
     "/stream",
+    dependencies=[WRITE],
     summary="Learn a streamed body (NDJSON, libsvm, VW or Criteo text) while it arrives",
     response_class=BodyStreamingResponse,
     responses={
