@@ -17,11 +17,14 @@ Lazy catch-up over ``k`` zero-gradient steps ``s = t_last+1 .. t_last+k`` (``j =
     w <- w - sum_j (lr / (1 - b1**s)) * b1**j m / (sqrt(b2**j v) / sqrt(1 - b2**s) + eps)
 
 The sum has no closed form because of ``eps``. While the bias corrections still differ from 1
-(``b1**s`` or ``b2**s`` >= 2**-60) its terms are added one by one, stopping when a geometric bound
-on all remaining terms (``moment_tail_bound``) is below 2**-60 of the sum. Afterwards the sum is
-``(lr m/eps) * sum_i b1**i / (1 + x sqrt(b2)**i)`` with ``x = sqrt(v)/eps``, evaluated by
-``ratio_sum`` as a few closed-form geometric series. ``lazy="frozen"`` keeps absent coordinates
-as they are and still uses the global ``t`` in the bias corrections, as
+(``b1**s`` or ``b2**s`` >= 2**-60: the first ~41,600 steps at the default betas) its terms are
+added from per-model tables of ``lr/(1-b1**s)``, ``1/sqrt(1-b2**s)``, ``b1**j`` and ``sqrt(b2)**j``
+in branch-free blocks of 16 (vectorized), stopping when a geometric bound on all remaining terms
+(``moment_tail_bound``) is below 2**-60 of the sum (a few hundred terms at most). Afterwards the
+sum is ``(lr m/eps) * sum_i b1**i / (1 + x sqrt(b2)**i)`` with ``x = sqrt(v)/eps``: up to 64
+terms from the tables, beyond that ``ratio_sum``'s few closed-form geometric series.
+``lazy="frozen"`` keeps absent coordinates as they are and still uses the global ``t`` in the
+bias corrections, as
 ``torch.optim.SparseAdam`` and TensorFlow's LazyAdam do (SparseAdam puts ``eps`` inside the bias
 correction: ``sqrt(v) + eps`` is divided by ``sqrt(bc2)``).
 
@@ -67,6 +70,15 @@ def step(
     return w - effective_rate(s, c, hp) * s[0]
 
 
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _tables(hp: np.ndarray) -> tuple[int, int, int, int]:
+    """Offsets in ``hp`` of lr/(1-b1**s), 1/sqrt(1-b2**s), b1**j and sqrt(b2)**j (see pack)."""
+    bias1 = HEADER
+    bias2 = bias1 + int(hp[TABLE_STEPS]) + 1
+    powers1 = bias2 + int(hp[TABLE_STEPS]) + 1
+    return bias1, bias2, powers1, powers1 + int(hp[TABLE_POWERS]) + 1
+
+
 @nb.njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def _tabulated_drift(hp: np.ndarray, sv: float, t_last: int, k: int) -> tuple[int, float, bool]:
     """The bias-correction phase of the drift per unit of ``m``, from the per-model tables.
@@ -75,11 +87,7 @@ def _tabulated_drift(hp: np.ndarray, sv: float, t_last: int, k: int) -> tuple[in
     Returns (terms taken, their sum, whether the bound says the rest is negligible).
     """
     b1, eps, sb2 = hp[BETA1], hp[EPS], hp[SQRT_BETA2]
-    span = int(hp[TABLE_STEPS])
-    a0 = HEADER
-    b0 = a0 + span + 1
-    p10 = b0 + span + 1
-    p20 = p10 + int(hp[TABLE_POWERS]) + 1
+    a0, b0, p10, p20 = _tables(hp)
     limit = min(k, int(hp[TABLE_POWERS]))
     total = 0.0
     j = 0
@@ -100,8 +108,7 @@ def _tabulated_drift(hp: np.ndarray, sv: float, t_last: int, k: int) -> tuple[in
 @nb.njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def _short_steady_drift(hp: np.ndarray, sv: float, k: int) -> float:
     """Per unit of ``m``, ``k <= 64`` steps once the bias corrections are 1: vectorizable."""
-    p10 = HEADER + 2 * (int(hp[TABLE_STEPS]) + 1)
-    p20 = p10 + int(hp[TABLE_POWERS]) + 1
+    _, _, p10, p20 = _tables(hp)
     total = 0.0
     for i in range(1, k + 1):
         total += hp[p10 + i] / (sv * hp[p20 + i] + hp[EPS])
@@ -151,11 +158,9 @@ def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -
     k = t_now - t_last
     m0, v0 = s[0], s[1]
     if k <= hp[TABLE_POWERS]:
-        p10 = HEADER + 2 * (int(hp[TABLE_STEPS]) + 1)
-        b1_power = hp[p10 + k]
-        sqrt_b2_power = hp[p10 + int(hp[TABLE_POWERS]) + 1 + k]
-        s[0] = m0 * b1_power
-        s[1] = v0 * sqrt_b2_power * sqrt_b2_power
+        _, _, p10, p20 = _tables(hp)
+        s[0] = m0 * hp[p10 + k]
+        s[1] = v0 * hp[p20 + k] * hp[p20 + k]
     else:
         s[0] = m0 * hp[BETA1] ** k
         s[1] = v0 * hp[BETA2] ** k
