@@ -31,19 +31,44 @@ def weighted_mean(values: np.ndarray, weights: np.ndarray | None) -> float:
     return float((values * weights).sum() / total) if total > 0 else float("nan")
 
 
+def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC curve (rank-sum, ties averaged); None without both classes."""
+    positives = labels > 0.5
+    n_pos = int(positives.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores))
+    # Average ranks over runs of equal scores.
+    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
+    starts = np.concatenate([[0], boundaries])
+    stops = np.concatenate([boundaries, [len(scores)]])
+    ranks[order] = np.repeat((starts + stops + 1) / 2.0, stops - starts)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 class ProgressiveMetrics:
-    """Running progressive metrics over all rows and over a ring of the last ``window`` rows."""
+    """Running progressive metrics: over all rows, over a ring of the last ``window`` rows, and a
+    loss curve (log-loss per block of rows; when it reaches ``max_points`` points, neighbours are
+    merged and the block doubles, so it covers the whole stream in bounded memory)."""
 
-    # Columns of the per-row ring and of the overall totals.
-    _LOSS, _WEIGHT, _PREDICTION, _LABEL = range(4)
+    # Columns of the per-row ring (the first four also of the overall totals).
+    _LOSS, _WEIGHT, _PREDICTION, _LABEL, _RAW_PREDICTION, _RAW_LABEL = range(6)
 
-    def __init__(self, window: int = 10_000) -> None:
+    def __init__(self, window: int = 10_000, block: int = 1_000, max_points: int = 500) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window = window
         self.rows = 0
         self.totals = np.zeros(4)
-        self.ring = np.zeros((window, 4))
+        self.ring = np.zeros((window, 6))
+        self.max_points = max_points
+        # [rows at the end of the block, weighted loss sum, weight sum] per completed block
+        self.curve = np.zeros((0, 3))
+        # [rows per block, loss sum, weight sum, rows] of the block being filled
+        self.block = np.array([float(block), 0.0, 0.0, 0.0])
 
     def update(
         self,
@@ -53,12 +78,35 @@ class ProgressiveMetrics:
         weights: np.ndarray | None,
     ) -> None:
         w = np.ones_like(losses) if weights is None else weights
-        block = np.column_stack([losses * w, w, predictions * w, labels * w])
-        self.totals += block.sum(axis=0)
+        block = np.column_stack([losses * w, w, predictions * w, labels * w, predictions, labels])
+        self.totals += block[:, :4].sum(axis=0)
         tail = block[-self.window :]
         positions = (self.rows + np.arange(len(block) - len(tail), len(block))) % self.window
         self.ring[positions] = tail
+        self._extend_curve(losses * w, w)
         self.rows += len(block)
+
+    def _extend_curve(self, weighted_losses: np.ndarray, weights: np.ndarray) -> None:
+        start, rows = 0, self.rows
+        while start < len(weights):
+            size, loss, weight, filled = self.block
+            take = min(int(size - filled), len(weights) - start)
+            loss += weighted_losses[start : start + take].sum()
+            weight += weights[start : start + take].sum()
+            filled += take
+            start += take
+            rows += take
+            if filled == size:
+                self.curve = np.vstack([self.curve, [rows, loss, weight]])
+                loss = weight = filled = 0.0
+                if len(self.curve) > self.max_points:
+                    pairs = self.curve[: len(self.curve) // 2 * 2].reshape(-1, 2, 3)
+                    merged = np.column_stack(
+                        [pairs[:, 1, 0], pairs[:, :, 1].sum(axis=1), pairs[:, :, 2].sum(axis=1)]
+                    )
+                    self.curve = np.vstack([merged, self.curve[len(pairs) * 2 :]])
+                    size *= 2
+            self.block = np.array([size, loss, weight, filled])
 
     @staticmethod
     def _summary(sums: np.ndarray) -> dict[str, float | None]:
@@ -78,12 +126,24 @@ class ProgressiveMetrics:
             ),
         }
 
+    def loss_curve(self) -> list[list[float]]:
+        """``[[rows, log-loss of the block ending there], ...]``."""
+        return [
+            [int(rows), float(loss / weight)] for rows, loss, weight in self.curve if weight > 0
+        ]
+
     def to_dict(self) -> dict[str, object]:
         recent_rows = min(self.rows, self.window)
+        recent = self.ring[:recent_rows]
         return {
             "rows": self.rows,
             "overall": self._summary(self.totals),
-            "recent": {"rows": recent_rows, **self._summary(self.ring.sum(axis=0))},
+            "recent": {
+                "rows": recent_rows,
+                **self._summary(recent[:, :4].sum(axis=0)),
+                "auc": auc(recent[:, self._RAW_PREDICTION], recent[:, self._RAW_LABEL]),
+            },
+            "curve": self.loss_curve(),
         }
 
     def state(self) -> dict[str, np.ndarray]:
@@ -91,6 +151,8 @@ class ProgressiveMetrics:
             "metrics_rows": np.array(self.rows, dtype=np.int64),
             "metrics_totals": self.totals.copy(),
             "metrics_ring": self.ring.copy(),
+            "metrics_curve": self.curve.copy(),
+            "metrics_block": self.block.copy(),
         }
 
     @classmethod
@@ -98,11 +160,17 @@ class ProgressiveMetrics:
         # Copies: the metrics are updated in place and must not share the caller's arrays.
         ring = np.array(state["metrics_ring"], dtype=np.float64)
         totals = np.array(state["metrics_totals"], dtype=np.float64)
+        curve = np.array(state.get("metrics_curve", np.zeros((0, 3))), dtype=np.float64)
+        block = np.array(state.get("metrics_block", [1_000.0, 0, 0, 0]), dtype=np.float64)
         rows = int(state["metrics_rows"])
-        if ring.ndim != 2 or ring.shape[1] != 4 or totals.shape != (4,) or rows < 0:
+        if (
+            ring.ndim != 2 or ring.shape[1] != 6 or totals.shape != (4,) or rows < 0
+            or curve.ndim != 2 or curve.shape[1] != 3 or block.shape != (4,) or block[0] < 1
+        ):  # fmt: skip
             raise ValueError("metrics arrays have the wrong shape")
-        if not (np.isfinite(ring).all() and np.isfinite(totals).all()):
+        if not all(np.isfinite(a).all() for a in (ring, totals, curve, block)):
             raise ValueError("metrics arrays hold non-finite values")
         metrics = cls(ring.shape[0])
         metrics.rows, metrics.totals, metrics.ring = rows, totals, ring
+        metrics.curve, metrics.block = curve, block
         return metrics

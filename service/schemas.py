@@ -59,12 +59,16 @@ class WindowMetrics(BaseModel):
 
 class RecentMetrics(WindowMetrics):
     rows: int
+    auc: float | None = Field(description="ROC AUC of the recent rows' progressive predictions")
 
 
 class ProgressiveMetrics(BaseModel):
     rows: int
     overall: WindowMetrics
     recent: RecentMetrics
+    curve: list[list[float]] = Field(
+        description="[rows, log-loss of the rows since the previous point], over the whole stream"
+    )
 
 
 class ModelInfo(BaseModel):

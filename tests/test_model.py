@@ -122,3 +122,25 @@ def test_rate_summary_over_touched_coordinates() -> None:
     assert top[0]["times_touched"] == 20
     intercept = model.inspect_coordinates(indices=[100])[0]
     assert intercept["feature"] == "(intercept)" and intercept["times_touched"] == 200
+
+
+def test_loss_curve_and_recent_auc() -> None:
+    from optim.metrics import ProgressiveMetrics, auc
+
+    metrics = ProgressiveMetrics(window=100, block=10, max_points=4)
+    rng = np.random.default_rng(0)
+    losses = rng.uniform(0, 1, 95)
+    for start in range(0, 95, 7):  # batch boundaries that do not line up with blocks
+        chunk = slice(start, start + 7)
+        metrics.update(losses[chunk], losses[chunk], (losses[chunk] > 0.5) * 1.0, None)
+    curve = metrics.loss_curve()
+    # Blocks of 10 rows; past 4 points neighbours merge and blocks double: each point is the
+    # loss of the rows since the previous one.
+    assert [rows for rows, _ in curve] == [40, 70, 90]
+    assert curve[0][1] == pytest.approx(losses[:40].mean())
+    assert curve[1][1] == pytest.approx(losses[40:70].mean())
+    assert curve[2][1] == pytest.approx(losses[70:90].mean())
+    assert metrics.to_dict()["recent"]["auc"] == 1.0  # predictions sort the labels perfectly
+    assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
+    assert auc(np.array([0.5, 0.5]), np.array([0, 1])) == 0.5
+    assert auc(np.array([0.5]), np.array([1])) is None

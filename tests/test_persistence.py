@@ -54,6 +54,8 @@ def snapshot(model: OnlineLogisticRegression) -> dict[str, Any]:
         "metrics_rows": model.metrics.rows,
         "metrics_totals": model.metrics.totals.tobytes(),
         "metrics_ring": model.metrics.ring.tobytes(),
+        "metrics_curve": model.metrics.curve.tobytes(),
+        "metrics_block": model.metrics.block.tobytes(),
         "feature_names": dict(model.feature_names),
         "config": model.config,
     }
@@ -478,15 +480,29 @@ def test_malformed_feature_names(indices: np.ndarray, keys: np.ndarray) -> None:
 @pytest.mark.parametrize(
     "changes",
     [
-        {"metrics_ring": np.zeros((50, 3))},
-        {"metrics_ring": np.zeros((49, 4))},
-        {"metrics_ring": np.full((50, 4), np.nan)},
+        {"metrics_ring": np.zeros((50, 5))},
+        {"metrics_ring": np.zeros((49, 6))},
+        {"metrics_ring": np.full((50, 6), np.nan)},
         {"metrics_totals": np.zeros(3)},
         {"metrics_totals": np.array([np.inf, 0, 0, 0])},
         {"metrics_rows": np.array(-1)},
         {"metrics_rows": np.array("many")},
+        {"metrics_curve": np.zeros((3, 2))},
+        {"metrics_curve": np.full((3, 3), np.inf)},
+        {"metrics_block": np.zeros(4)},
     ],
-    ids=["ring-cols", "ring-window", "ring-nan", "totals-shape", "totals-inf", "rows<0", "rows"],
+    ids=[
+        "ring-cols",
+        "ring-window",
+        "ring-nan",
+        "totals-shape",
+        "totals-inf",
+        "rows<0",
+        "rows",
+        "curve-shape",
+        "curve-inf",
+        "block-size",
+    ],  # fmt: skip
 )
 def test_bad_metrics(changes: dict[str, np.ndarray]) -> None:
     assert_load_rejects(npz_bytes({**saved_arrays(), **changes}))
