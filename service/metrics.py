@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from optim import LearnResult
+    from service.registry import ManagedModel
 
 
 class ServiceMetrics:
@@ -32,9 +37,15 @@ class ServiceMetrics:
             ["model"], registry=self.registry,
         )  # fmt: skip
 
-    def learned(self, model: str, rows: int, metrics: dict) -> None:
-        self.rows_learned.labels(model).inc(rows)
-        overall, recent = metrics["overall"]["log_loss"], metrics["recent"]["log_loss"]
+    def learned(self, managed: ManagedModel, result: LearnResult) -> None:
+        """Record a learned batch (called with the model's state lock held)."""
+        model = managed.name
+        self.rows_learned.labels(model).inc(result.rows)
+        metrics = managed.model.metrics
+        overall = metrics.totals[0] / metrics.totals[1] if metrics.totals[1] > 0 else None
+        window = metrics.ring[: min(metrics.rows, metrics.window)]
+        weight = window[:, 1].sum()
+        recent = window[:, 0].sum() / weight if weight > 0 else None
         if overall is not None:
             self.log_loss.labels(model).set(overall)
         if recent is not None:

@@ -75,6 +75,19 @@ class ManagedModel:
         self.rows_since_snapshot += result.rows
         return result
 
+    async def learn(
+        self, batch: Batch, on_learned: Callable[[ManagedModel, LearnResult], None] | None = None
+    ) -> LearnResult:
+        """Log and learn ``batch`` after earlier writers; ``on_learned`` runs under the lock."""
+
+        def work(_: OnlineLogisticRegression) -> LearnResult:
+            result = self.apply(batch)
+            if on_learned is not None:
+                on_learned(self, result)
+            return result
+
+        return await self.write(work)
+
     def snapshot(self) -> Path:
         """Write the model file and start a new log (call from :meth:`write`)."""
         try:

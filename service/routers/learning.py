@@ -7,7 +7,6 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 
-from optim import OnlineLogisticRegression
 from optim.metrics import probabilities
 from service import dependencies as deps
 from service.auth import READ, WRITE
@@ -56,17 +55,13 @@ async def update(
         lambda: batch_from_json(body, managed.model, settings, require_labels=True)
     )
 
-    def learn(model: OnlineLogisticRegression) -> dict[str, Any]:
-        result = managed.apply(batch)
-        metrics.learned(managed.name, result.rows, model.metrics.to_dict())
-        return {
-            "rows": result.rows,
-            "step": result.step,
-            "log_loss": result.log_loss if result.rows else None,
-            "probabilities": result.probabilities.tolist() if return_predictions else None,
-        }
-
-    return await managed.write(learn)
+    result = await managed.learn(batch, metrics.learned)
+    return {
+        "rows": result.rows,
+        "step": result.step,
+        "log_loss": result.log_loss if result.rows else None,
+        "probabilities": result.probabilities.tolist() if return_predictions else None,
+    }
 
 
 @router.post(

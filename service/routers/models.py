@@ -12,7 +12,7 @@ from service import dependencies as deps
 from service.auth import ADMIN, READ
 from service.metrics import ServiceMetrics
 from service.registry import ManagedModel, ModelRegistry
-from service.schemas import ERROR_RESPONSES, CreateModel, ModelInfo, ModelList
+from service.schemas import ERROR_RESPONSES, CreateModel, ErrorBody, ModelInfo, ModelList
 
 router = APIRouter(prefix="/v1", tags=["models"], responses=ERROR_RESPONSES)
 
@@ -50,6 +50,7 @@ async def optimizers() -> dict[str, Any]:
     status_code=201,
     response_model=ModelInfo,
     summary="Create a model",
+    responses={400: {"model": ErrorBody, "description": "the body is not UTF-8 text"}},
 )
 async def create_model(
     body: CreateModel, registry: Annotated[ModelRegistry, Depends(deps.registry)]

@@ -41,7 +41,12 @@ async def export(managed: Annotated[ManagedModel, Depends(deps.model)]) -> Respo
     dependencies=[ADMIN],
     response_model=Snapshot,
     summary="Replace the model's state from a model file with the same configuration",
-    openapi_extra={"requestBody": {"required": True, "content": {MODEL_FILE: {}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {MODEL_FILE: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
 )
 async def import_model(
     request: Request,

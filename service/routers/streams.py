@@ -13,6 +13,8 @@ learned, and the final line says so: ``{"done": true, "rows": <learned>, "error"
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -23,7 +25,7 @@ from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from optim import AdaserveError, Batch, OnlineLogisticRegression
+from optim import AdaserveError, Batch
 from optim.parsers import ParseError, StreamParser
 from service import dependencies as deps
 from service.auth import WRITE
@@ -68,7 +70,10 @@ def _line(payload: dict[str, Any]) -> bytes:
         415: {"description": "unsupported Content-Type"},
     },
     openapi_extra={
-        "requestBody": {"required": True, "content": {ct: {} for ct in FORMATS}},
+        "requestBody": {
+            "required": True,
+            "content": {ct: {"schema": {"type": "string"}} for ct in FORMATS},
+        },
     },
 )
 async def stream(
@@ -80,6 +85,23 @@ async def stream(
         bool, Query(description="each row's pre-update probability")
     ] = False,
 ) -> BodyStreamingResponse:
+    return learning_stream(request, [managed], settings, metrics, return_predictions)
+
+
+def learning_stream(
+    request: Request,
+    targets: list[ManagedModel],
+    settings: Settings,
+    metrics: ServiceMetrics,
+    return_predictions: bool = False,
+    order: asyncio.Lock | None = None,
+) -> BodyStreamingResponse:
+    """Parse the body once and learn every batch into each target, in order.
+
+    With one target the progress lines carry its ``step`` and ``log_loss``; with several (an
+    experiment) a ``members`` object maps each to them. ``order`` (an experiment's lock) keeps
+    concurrent writers from interleaving differently in different members.
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in FORMATS:
         raise ApiError(
@@ -87,36 +109,45 @@ async def stream(
             f"Content-Type must be one of {sorted(FORMATS)}, got {content_type or 'none'!r}",
             {"field": "Content-Type"},
         )  # fmt: skip
-    model = managed.model
+    first = targets[0].model
     parser = StreamParser(
-        FORMATS[content_type], dim=model.dim, hash_seed=model.hasher.seed,
+        FORMATS[content_type], dim=first.dim, hash_seed=first.hasher.seed,
         max_rows_per_batch=settings.stream_batch_rows,
         max_line_bytes=settings.max_stream_line_bytes,
     )  # fmt: skip
-    totals = {"rows": 0, "loss": 0.0, "weight": 0.0}
+    rows = 0
+    losses = {t.name: [0.0, 0.0] for t in targets}  # weighted loss sum, weight sum
 
     async def learn(batches: list[Batch]) -> AsyncIterator[bytes]:
+        nonlocal rows
         for batch in batches:
-
-            def apply(model: OnlineLogisticRegression, batch: Batch = batch) -> Any:
-                result = managed.apply(batch)
-                metrics.learned(managed.name, result.rows, model.metrics.to_dict())
-                return result
-
-            result = await managed.write(apply)
-            weight = float(batch.weights.sum()) if batch.weights is not None else result.rows
-            before = totals["rows"] // settings.stream_progress_rows
-            totals["rows"] += result.rows
-            totals["loss"] += result.log_loss * weight if weight else 0.0
-            totals["weight"] += weight
+            weight = float(batch.weights.sum()) if batch.weights is not None else batch.n_rows
+            async with order or contextlib.nullcontext():
+                results = [await target.learn(batch, metrics.learned) for target in targets]
+            for target, result in zip(targets, results, strict=True):
+                losses[target.name][0] += result.log_loss * weight if weight else 0.0
+                losses[target.name][1] += weight
+            before = rows // settings.stream_progress_rows
+            rows += batch.n_rows
             if return_predictions:
-                yield _line({"probabilities": result.probabilities.tolist()})
-            if totals["rows"] // settings.stream_progress_rows > before:
-                yield _line(progress(result.step))
+                probabilities = {
+                    t.name: r.probabilities.tolist() for t, r in zip(targets, results, strict=True)
+                }
+                single = len(targets) == 1
+                yield _line({"probabilities": results[0].probabilities.tolist()} if single
+                            else {"probabilities": probabilities})  # fmt: skip
+            if rows // settings.stream_progress_rows > before:
+                yield _line(progress())
 
-    def progress(step: int) -> dict[str, Any]:
-        loss = totals["loss"] / totals["weight"] if totals["weight"] else None
-        return {"rows": totals["rows"], "step": step, "log_loss": loss}
+    def progress() -> dict[str, Any]:
+        members = {
+            t.name: {"step": t.model.step, "log_loss": loss / weight if weight else None}
+            for t in targets
+            for loss, weight in [losses[t.name]]
+        }
+        if len(targets) == 1:
+            return {"rows": rows, **members[targets[0].name]}
+        return {"rows": rows, "members": members}
 
     async def parse(*chunk: bytes) -> tuple[list[Batch], ParseError | None]:
         """Batches of the complete lines so far (all of them with no chunk), off the event loop."""
@@ -141,9 +172,11 @@ async def stream(
                     yield line
         except ClientDisconnect:
             return
-        except AdaserveError as exc:  # a parsed batch the model refused (a float32 step limit)
+        except AdaserveError as exc:  # a parsed batch a model refused (a float32 step limit)
             error = exc
-        summary = {"done": True, **progress(managed.model.step), "error": None}
+        except ApiError as exc:  # the log could not be written (503): stop here
+            error = AdaserveError(exc.detail)
+        summary = {"done": True, **progress(), "error": None}
         if error is not None:
             summary["error"] = {**error.where, "detail": str(error)}
         yield _line(summary)
