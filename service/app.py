@@ -18,9 +18,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from optim import REGISTRY, OnlineLogisticRegression
 from service.auth import READ, parse_tokens
 from service.errors import install_error_handlers
+from service.experiments import ExperimentRegistry
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.registry import ModelRegistry
-from service.routers import health, inspection, learning, models, persistence, streams
+from service.routers import (
+    experiments,
+    health,
+    inspection,
+    learning,
+    models,
+    persistence,
+    streams,
+)  # fmt: skip
 from service.schemas import CsrBatch, NamedRows
 from service.settings import Settings
 
@@ -65,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry: ModelRegistry = app.state.registry
         registry.load_all()
+        app.state.experiments.load_all()
         log.info(
             "data directory %s: %d model(s)", settings.data_dir.resolve(), len(registry.models)
         )
@@ -90,12 +100,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.registry = ModelRegistry(settings)
+    app.state.experiments = ExperimentRegistry(app.state.registry)
     app.state.metrics = ServiceMetrics()
     app.state.ready = threading.Event()
     app.state.tokens = parse_tokens(settings.tokens, settings.tokens_file)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    for module in (health, models, learning, streams, inspection, persistence):
+    for module in (health, models, learning, streams, inspection, persistence, experiments):
         app.include_router(module.router)
 
     def openapi() -> dict:

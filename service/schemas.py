@@ -34,7 +34,9 @@ class CreateModel(BaseModel):
     fit_intercept: bool = True
     dtype: Literal["float64", "float32"] = "float64"
     hash_seed: int = Field(0, description="MurmurHash3 seed for named features")
-    recent_window: int = Field(10_000, description="rows in the recent progressive metrics")
+    recent_window: int = Field(
+        10_000, le=1_000_000, description="rows in the recent progressive metrics (32 bytes each)"
+    )
 
 
 class ModelConfig(BaseModel):
@@ -104,6 +106,53 @@ class NamedRow(BaseModel):
 
 class NamedRows(BaseModel):
     rows: list[NamedRow]
+
+
+class ExperimentMember(BaseModel):
+    """A member model: its optimizer, the model to send it (``<experiment>.<n>`` by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, description="the member model's name")
+    optimizer: OptimizerConfig | str = "adagrad"
+    lazy: Literal["exact", "frozen"] = "exact"
+
+
+class CreateExperiment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    dim: int | None = None
+    hash_bits: int | None = None
+    hash_seed: int = 0
+    dtype: Literal["float64", "float32"] = "float64"
+    fit_intercept: bool = True
+    models: list[ExperimentMember]
+
+
+class MemberStanding(BaseModel):
+    model: str
+    optimizer: dict[str, Any]
+    lazy: str
+    rows: int
+    log_loss: float | None
+    recent_log_loss: float | None
+    auc: float | None = Field(description="ROC AUC over the recent window")
+    calibration: float | None
+    curve: list[list[float]] = Field(description="[rows, block log-loss] points")
+
+
+class ExperimentInfo(BaseModel):
+    name: str
+    members: list[MemberStanding]
+    leaderboard: list[str] = Field(description="member models, lowest progressive log-loss first")
+
+
+class ExperimentList(BaseModel):
+    experiments: list[ExperimentInfo]
+
+
+class ExperimentUpdate(BaseModel):
+    rows: int
+    members: dict[str, dict[str, Any]] = Field(description="each member's step and batch log-loss")
 
 
 class UpdateResult(BaseModel):

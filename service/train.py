@@ -22,8 +22,10 @@ import argparse
 import gzip
 import math
 import os
+import queue
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +37,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # optim (numba) is imported when a command runs, not for `adaserve --help`
-    from optim import OnlineLogisticRegression
+    from optim import Batch, OnlineLogisticRegression
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STDIN = "-"
@@ -362,6 +364,103 @@ class TrainOutcome:
         return self.rows / self.seconds if self.seconds > 0 else math.nan
 
 
+class _AtSource(Exception):
+    """An error while reading ``where`` (a file, and the pass when there are several)."""
+
+    def __init__(self, where: str, error: BaseException) -> None:
+        super().__init__(f"{where}: {error}")
+        self.where = where
+        self.error = error
+
+
+def _describe(located: _AtSource) -> CommandError:
+    from optim import AdaserveError
+
+    error, where = located.error, located.where
+    if isinstance(error, _GZIP_ERRORS):
+        return CommandError(f"{where}: not a readable gzip stream ({error})", EXIT_BAD_INPUT)
+    if isinstance(error, AdaserveError):  # a malformed line: ParseError
+        return CommandError(f"{where}: {error}", EXIT_BAD_INPUT)
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+    return CommandError(f"{where}: {reason}", EXIT_FAILURE)
+
+
+def _located_batches(
+    sources: Sequence[str],
+    fmt: str,
+    *,
+    dim: int,
+    hash_seed: int,
+    passes: int = 1,
+    on_read: Callable[[int], None],
+    require_labels: bool = True,
+) -> Iterator[Batch]:
+    """The batches of every source, ``passes`` times over; errors wrapped in :class:`_AtSource`."""
+    from optim import AdaserveError
+    from optim.parsers import iter_file_batches
+
+    for pass_number in range(1, passes + 1):
+        for source in sources:
+            where = _display(source) + (f" (pass {pass_number})" if passes > 1 else "")
+            try:
+                with open_source(source, on_read) as handle:
+                    yield from iter_file_batches(
+                        handle, fmt, dim=dim, hash_seed=hash_seed, require_labels=require_labels
+                    )
+            except (AdaserveError, OSError, *_GZIP_ERRORS) as error:
+                raise _AtSource(where, error) from error
+
+
+_END = object()
+
+
+def read_ahead(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items``, produced by a reader thread up to ``depth`` ahead of the consumer.
+
+    Reading and parsing (numba kernels compiled ``nogil``) then overlap learning, as VW's parser
+    thread does; the items and an exception ending them arrive in order, so the result is the
+    same as iterating ``items`` directly. Closing the generator stops the thread.
+    """
+    ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any, error: BaseException | None = None) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put((item, error), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as error:  # forwarded to the consumer, in order
+            put(_END, error)
+        else:
+            put(_END)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="adaserve-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+
+
 def train(
     sources: Sequence[str],
     model: OnlineLogisticRegression,
@@ -375,11 +474,12 @@ def train(
 ) -> TrainOutcome:
     """Learn every row of ``sources`` (``passes`` times over) into ``model``, progressively.
 
-    Stops at the first malformed line with ``outcome.error`` set (rows before it learned).
+    The batches are those of :func:`optim.parsers.iter_file_batches` over each source, read and
+    parsed by a thread ahead of learning. Stops at the first malformed line with
+    ``outcome.error`` set (every row before it learned).
     """
     from optim import AdaserveError
     from optim.metrics import log_losses
-    from optim.parsers import ParseError, iter_file_batches
 
     total = check_inputs(sources, passes)
     start = time.perf_counter() if start is None else start
@@ -395,28 +495,26 @@ def train(
         outcome.bytes_read += n
         bar.update(n)
 
-    where = ""
+    batches = read_ahead(
+        _located_batches(
+            sources, fmt, dim=model.dim, hash_seed=model.hasher.seed, passes=passes,
+            on_read=on_read,
+        )
+    )  # fmt: skip
     try:
-        for pass_number in range(1, passes + 1):
-            for source in sources:
-                where = _display(source) + (f" (pass {pass_number})" if passes > 1 else "")
-                with open_source(source, on_read) as handle:
-                    for batch in iter_file_batches(
-                        handle, fmt, dim=model.dim, hash_seed=model.hasher.seed
-                    ):
-                        result = model.learn_batch(batch)
-                        outcome.rows += batch.n_rows
-                        if table is not None:
-                            table.add(log_losses(result.margins, batch.labels), batch.weights)
-    except ParseError as error:
-        outcome.error = CommandError(f"{where}: {error}", EXIT_BAD_INPUT)
-    except _GZIP_ERRORS as error:
-        outcome.error = CommandError(f"{where}: not a readable gzip stream ({error})")
-    except AdaserveError as error:  # e.g. a float32 model's step limit
-        outcome.error = CommandError(f"{where}: {error}", EXIT_BAD_INPUT)
+        for batch in batches:
+            result = model.learn_batch(batch)
+            outcome.rows += batch.n_rows
+            if table is not None:
+                table.add(log_losses(result.margins, batch.labels), batch.weights)
+    except _AtSource as located:
+        outcome.error = _describe(located)
+    except AdaserveError as error:  # from learning: a float32 model's step limit
+        outcome.error = CommandError(str(error), EXIT_BAD_INPUT)
     except KeyboardInterrupt:
-        outcome.error = CommandError(f"{where}: interrupted", EXIT_INTERRUPTED)
+        outcome.error = CommandError("interrupted", EXIT_INTERRUPTED)
     finally:
+        batches.close()
         bar.close()
         outcome.seconds = time.perf_counter() - start
     return outcome
@@ -560,7 +658,6 @@ def predict(
     have been written).
     """
     from optim.metrics import log_losses, probabilities
-    from optim.parsers import ParseError, iter_file_batches
 
     total = check_inputs([source])
     start = time.perf_counter()
@@ -569,30 +666,33 @@ def predict(
     labels: list[np.ndarray] = []
     weights: list[np.ndarray | None] = []
     bar = _bar(total, quiet, "predict")
+    batches = read_ahead(
+        _located_batches(
+            [source], fmt, dim=model.dim, hash_seed=model.hasher.seed, on_read=bar.update,
+            require_labels=False,
+        )
+    )  # fmt: skip
     try:
-        with open_source(source, bar.update) as handle:
-            for batch in iter_file_batches(
-                handle, fmt, dim=model.dim, hash_seed=model.hasher.seed, require_labels=False
-            ):
-                m = model.decision_function(batch)
-                p = probabilities(m)
-                if p.size:
-                    out.write("\n".join(map(repr, p.tolist())) + "\n")
-                outcome.rows += batch.n_rows
-                if outcome.labeled and batch.labels is None and batch.n_rows:
-                    outcome.labeled = False
-                    margins.clear()
-                    labels.clear()
-                    weights.clear()
-                if outcome.labeled and batch.n_rows:
-                    margins.append(m)
-                    labels.append(batch.labels)  # type: ignore[arg-type]
-                    weights.append(batch.weights)
-    except ParseError as error:
-        raise CommandError(f"{_display(source)}: {error}; {outcome.rows} rows scored") from None
-    except _GZIP_ERRORS as error:
-        raise CommandError(f"{_display(source)}: not a readable gzip stream ({error})") from None
+        for batch in batches:
+            m = model.decision_function(batch)
+            p = probabilities(m)
+            if p.size:
+                out.write("\n".join(map(repr, p.tolist())) + "\n")
+            outcome.rows += batch.n_rows
+            if outcome.labeled and batch.labels is None and batch.n_rows:
+                outcome.labeled = False
+                margins.clear()
+                labels.clear()
+                weights.clear()
+            if outcome.labeled and batch.n_rows:
+                margins.append(m)
+                labels.append(batch.labels)  # type: ignore[arg-type]
+                weights.append(batch.weights)
+    except _AtSource as located:
+        error = _describe(located)
+        raise CommandError(f"{error}; {outcome.rows} rows scored", error.code) from None
     finally:
+        batches.close()
         bar.close()
     if outcome.labeled and margins:
         m, y = np.concatenate(margins), np.concatenate(labels)

@@ -33,6 +33,14 @@ ROUTES = [
     ("GET", "/v1/models/m/export", "admin", {}),
     ("POST", "/v1/models/m/import", "admin", {"content": MODEL_FILE}),
     ("POST", "/v1/models/m/snapshot", "admin", {}),
+    ("GET", "/v1/experiments", "read", {}),
+    ("GET", "/v1/experiments/e", "read", {}),
+    ("POST", "/v1/experiments/e/updates", "write", {"json": CSR}),
+    ("POST", "/v1/experiments/e/stream", "write",
+     {"content": b"1 1:1\n", "headers": {"Content-Type": "text/x-libsvm"}}),
+    ("POST", "/v1/experiments", "admin",
+     {"json": {"name": "f", "dim": 8, "models": [{"optimizer": "sgd"}]}}),
+    ("DELETE", "/v1/experiments/e", "admin", {}),
     ("DELETE", "/v1/models/m", "admin", {}),
 ]  # fmt: skip
 RANK = {None: -1, "read": 0, "write": 1, "admin": 2}
@@ -45,6 +53,8 @@ def client(tmp_path):
     with TestClient(create_app(settings)) as c:
         admin = {"Authorization": f"Bearer {TOKENS['admin']}"}
         assert c.post("/v1/models", json={"name": "m", "dim": 8}, headers=admin).status_code == 201
+        experiment = {"name": "e", "dim": 8, "models": [{"optimizer": "adagrad"}]}
+        assert c.post("/v1/experiments", json=experiment, headers=admin).status_code == 201
         yield c
 
 

@@ -60,21 +60,21 @@ def _line(payload: dict[str, Any]) -> bytes:
     return orjson.dumps(payload) + b"\n"
 
 
+STREAM_BODY: dict[str, Any] = {
+    "responses": {
+        200: {"content": {"application/x-ndjson": {}}, "description": "progress lines, summary"},
+        415: {"description": "unsupported Content-Type"},
+    },
+    "openapi_extra": {"requestBody": {"required": True, "content": {ct: {} for ct in FORMATS}}},
+}
+
+
 @router.post(
     "/stream",
     dependencies=[WRITE],
     summary="Learn a streamed body (NDJSON, libsvm, VW or Criteo text) while it arrives",
     response_class=BodyStreamingResponse,
-    responses={
-        200: {"content": {"application/x-ndjson": {}}, "description": "progress lines, summary"},
-        415: {"description": "unsupported Content-Type"},
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {ct: {"schema": {"type": "string"}} for ct in FORMATS},
-        },
-    },
+    **STREAM_BODY,
 )
 async def stream(
     request: Request,

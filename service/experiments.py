@@ -1,0 +1,142 @@
+"""Experiments: several models (one per optimizer setting) learning the same stream.
+
+An experiment's members are ordinary models named ``<experiment>.<n>`` (or given names; a ``/``
+cannot be part of a model's URL), sharing ``dim``/``hash_bits``, ``hash_seed`` and ``dtype`` so
+that a batch is parsed once and learned by every member in the same order. Its definition is kept
+in ``<data_dir>/experiments/<name>.json``; the members persist like any model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optim import ConfigError, OnlineLogisticRegression
+from service.errors import ApiError
+from service.registry import NAME_PATTERN, ManagedModel, ModelRegistry
+from service.storage import write_atomically
+
+log = logging.getLogger("adaserve")
+SHARED = ("dim", "hash_bits", "hash_seed", "dtype", "fit_intercept")
+
+
+@dataclass(eq=False)
+class Experiment:
+    name: str
+    members: list[str]
+    # Batches reach every member in the same order.
+    order: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ExperimentRegistry:
+    def __init__(self, models: ModelRegistry) -> None:
+        self.models = models
+        self.experiments: dict[str, Experiment] = {}
+        self.directory = Path(models.settings.data_dir) / "experiments"
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def load_all(self) -> None:
+        for path in sorted(self.directory.glob("*.json")):
+            members = [
+                m for m in json.loads(path.read_text())["members"] if m in self.models.models
+            ]
+            self.experiments[path.stem] = Experiment(path.stem, members)
+
+    def get(self, name: str) -> Experiment:
+        experiment = self.experiments.get(name)
+        if experiment is None:
+            raise ApiError(
+                404, "experiment_not_found", f"no experiment named {name!r}", {"experiment": name}
+            )
+        return experiment
+
+    def members(self, experiment: Experiment) -> list[ManagedModel]:
+        return [self.models.get(name) for name in experiment.members]
+
+    def create(
+        self, name: str, shared: dict[str, Any], entries: list[dict[str, Any]]
+    ) -> Experiment:
+        if not NAME_PATTERN.fullmatch(name) or name.startswith("."):
+            raise ApiError(
+                422, "invalid_input", "name must match [A-Za-z0-9_.-]{1,64}", {"field": "name"}
+            )
+        if name in self.experiments:
+            raise ApiError(
+                409,
+                "experiment_exists",
+                f"an experiment named {name!r} exists",
+                {"experiment": name},
+            )
+        if not 1 <= len(entries) <= 32:
+            raise ApiError(
+                422, "invalid_input", "an experiment has 1 to 32 models", {"field": "models"}
+            )
+        names = [entry.get("name") or f"{name}.{i}" for i, entry in enumerate(entries)]
+        if len(set(names)) != len(names):
+            raise ApiError(422, "invalid_input", "member names must differ", {"field": "models"})
+        dim = 2 ** shared["hash_bits"] if shared.get("hash_bits") is not None else shared.get("dim")
+        if isinstance(dim, int) and dim >= 1:
+            try:
+                needed = sum(
+                    OnlineLogisticRegression.state_bytes_for(
+                        e.get("optimizer", "adagrad"), dim, shared.get("dtype", "float64")
+                    )
+                    for e in entries
+                )
+            except ConfigError:
+                needed = 0  # the member's own creation reports its bad optimizer
+            budget = self.models.settings.memory_budget_bytes
+            if self.models.state_bytes + needed > budget:
+                raise ApiError(
+                    422,
+                    "over_memory_budget",
+                    f"the members need {needed:,} bytes of state; the budget is "
+                    f"{budget:,} with {self.models.state_bytes:,} in use",
+                    {"field": "dim"},
+                )
+        created: list[str] = []
+        try:
+            for i, (member, entry) in enumerate(zip(names, entries, strict=True)):
+                config = {k: v for k, v in entry.items() if k != "name"}
+                try:
+                    self.models.create(member, {**shared, **config})
+                except ApiError as error:
+                    error.where = {**error.where, "member": i}
+                    raise
+                created.append(member)
+        except ApiError:
+            for member in created:
+                self.models.delete(member)
+            raise
+        write_atomically(self.directory / f"{name}.json", json.dumps({"members": names}).encode())
+        experiment = Experiment(name, names)
+        self.experiments[name] = experiment
+        return experiment
+
+    def delete(self, name: str) -> None:
+        experiment = self.get(name)
+        (self.directory / f"{name}.json").unlink(missing_ok=True)
+        del self.experiments[name]
+        for member in experiment.members:
+            if member in self.models.models:
+                self.models.delete(member)
+
+
+def leaderboard_entry(managed: ManagedModel) -> dict[str, Any]:
+    """One member's standing (call with its state lock held)."""
+    metrics = managed.model.metrics.to_dict()
+    return {
+        "model": managed.name,
+        "optimizer": managed.model.config["optimizer"],
+        "lazy": managed.model.lazy,
+        "rows": metrics["rows"],
+        "log_loss": metrics["overall"]["log_loss"],
+        "recent_log_loss": metrics["recent"]["log_loss"],
+        "auc": metrics["recent"]["auc"],
+        "calibration": metrics["overall"]["calibration"],
+        "curve": metrics["curve"],
+    }
