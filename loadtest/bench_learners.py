@@ -294,7 +294,7 @@ def optim_snapshot() -> dict[str, Any]:
         try:
             return subprocess.run(
                 ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10
-            ).stdout.strip()
+            ).stdout.rstrip()  # porcelain lines start with a status column: keep its spaces
         except (OSError, subprocess.SubprocessError):
             return ""
 

@@ -81,8 +81,16 @@ def _numeric(name: str, data: object, row_of: callable) -> np.ndarray:  # type: 
     """``data`` as a 1-D float64 array, or a BatchError naming the first non-numeric entry."""
     if isinstance(data, np.ndarray) and data.ndim != 1:
         raise BatchError(f"must be one-dimensional, got shape {data.shape}", field=name)
-    if isinstance(data, np.ndarray) and data.dtype.kind in "biuf":
-        arr = data.astype(np.float64, copy=False)
+    fast = data
+    if isinstance(data, list):
+        # JSON bodies arrive as lists: convert in one call; anything unusual (strings, None,
+        # nesting, integers past int64) gives a non-numeric dtype and takes the checking path.
+        try:
+            fast = np.array(data) if data else np.zeros(0)
+        except (ValueError, TypeError, OverflowError):  # ragged nesting and the like
+            fast = data
+    if isinstance(fast, np.ndarray) and fast.ndim == 1 and fast.dtype.kind in "biuf":
+        arr = fast.astype(np.float64, copy=False)
     else:
         seq = _as_list(name, data)
         floats = []
@@ -124,6 +132,14 @@ def _integral(name: str, data: object, row_of: callable) -> np.ndarray:  # type:
 
 
 def _labels(data: object, n_rows: int) -> np.ndarray:
+    try:  # the common case in one vectorized step; anything else is checked one by one
+        fast = np.asarray(data) if isinstance(data, list | np.ndarray) else None
+    except (ValueError, TypeError, OverflowError):
+        fast = None
+    if fast is not None and fast.ndim == 1 and len(fast) == n_rows and fast.dtype.kind in "biuf":
+        as_float = fast.astype(np.float64)
+        if np.isin(as_float, (0.0, 1.0, -1.0)).all():
+            return (as_float == 1.0).astype(np.float64)
     seq = _as_list("labels", data)
     if len(seq) != n_rows:
         raise BatchError(f"has {len(seq)} entries for {n_rows} rows", field="labels")

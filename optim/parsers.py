@@ -760,7 +760,7 @@ def _vw_rows(
                     err = _E_LABEL
             elif numbers == 1:
                 weight = v
-                if st == 1 or st == 2 or v < 0:
+                if st == 1 or st == 2 or not 0 <= v <= _DBL_MAX:  # an approximate read may be inf
                     err = _E_IMPORTANCE
             else:
                 err = _E_VW_EXTRA
@@ -796,7 +796,7 @@ def _vw_rows(
             scale = 1.0
             if colon >= 0:
                 scale, st = _parse_float(buf, colon + 1, ns_e)
-                if st == 1 or st == 2:
+                if st == 1 or st == 2 or not abs(scale) <= _DBL_MAX:
                     err = _E_VW_SCALE
                     es = ns_s
                     ee = ns_e
@@ -1447,8 +1447,11 @@ class StreamParser:
         batch = None
         if labels:
             idx = np.asarray(direct, dtype=np.int64)
+            names = None
             if keys:
-                idx[np.asarray(key_pos, dtype=np.int64)] = self.hasher.indices(keys)
+                hashed = self.hasher.indices(keys)
+                idx[np.asarray(key_pos, dtype=np.int64)] = hashed
+                names = dict(zip(keys, hashed.tolist(), strict=True))
             ptr = np.asarray(indptr, dtype=np.int64)
             vals = np.asarray(values, dtype=np.float64)
             nnz = _canon_all(ptr, idx, vals)
@@ -1460,6 +1463,7 @@ class StreamParser:
                 np.asarray(labels, dtype=np.float64) if all_labeled else None,
                 np.asarray(weights, dtype=np.float64) if weighted else None,
                 self.dim,
+                names,  # the model remembers them for inspection by name
             )
         return batch, pos, lines, failure
 

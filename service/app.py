@@ -29,6 +29,7 @@ from service.routers import (
     models,
     persistence,
     streams,
+    ui,
 )  # fmt: skip
 from service.schemas import CsrBatch, NamedRows
 from service.settings import Settings
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tokens = parse_tokens(settings.tokens, settings.tokens_file)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    for module in (health, models, learning, streams, inspection, persistence, experiments):
+    for module in (health, models, learning, streams, inspection, persistence, experiments, ui):
         app.include_router(module.router)
 
     def openapi() -> dict:

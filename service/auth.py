@@ -11,7 +11,7 @@ unless ``--insecure``).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import Depends, Request
@@ -50,10 +50,10 @@ def role_of(tokens: dict[str, str], given: str) -> str | None:
     return found
 
 
-def require(role: str) -> Callable[[Request], None]:
-    """A dependency admitting requests whose token has at least ``role``."""
+def require(role: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency admitting requests whose token has at least ``role`` (async: no thread hop)."""
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:
         tokens: dict[str, str] = request.app.state.tokens
         if not tokens:
             return

@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the app's registry, settings, metrics and model lookup."""
+"""FastAPI dependencies: the app's registry, settings, metrics and model lookup.
+
+They are ``async`` because they never block: FastAPI would run plain functions in a worker
+thread, a hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,18 @@ from service.registry import ManagedModel, ModelRegistry
 from service.settings import Settings
 
 
-def registry(request: Request) -> ModelRegistry:
+async def registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def settings(request: Request) -> Settings:
+async def settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def metrics(request: Request) -> ServiceMetrics:
+async def metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
-def model(name: str, request: Request) -> ManagedModel:
+async def model(name: str, request: Request) -> ManagedModel:
     """The model named in the path, or 404."""
-    return registry(request).get(name)
+    return request.app.state.registry.get(name)

@@ -124,7 +124,10 @@ class ModelRegistry:
                 continue
             storage = self._storage(path.name)
             recovered = storage.recover()
-            self.models[path.name] = ManagedModel(path.name, recovered.model, storage)
+            managed = ManagedModel(path.name, recovered.model, storage)
+            # Replayed rows are not in a snapshot yet: they count toward the next one.
+            managed.rows_since_snapshot = recovered.replayed_rows
+            self.models[path.name] = managed
             report[path.name] = recovered.dropped
             log.info(
                 "model %s: snapshot at step %d + %d logged rows replayed%s",

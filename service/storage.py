@@ -99,8 +99,9 @@ def decode_batch(payload: bytes) -> tuple[int, Batch]:
     return step, Batch(indptr, indices, values, labels, weights, dim)
 
 
-def read_records(path: Path) -> tuple[list[tuple[int, Batch]], int, str | None]:
-    """Records of a log, the byte length of its valid prefix, and why the rest (if any) is bad."""
+def read_records(path: Path) -> tuple[list[tuple[int, int, Batch]], int, str | None]:
+    """Records ``(byte offset, step before, batch)`` of a log, the byte length of its valid
+    prefix, and why the rest (if any) is bad."""
     data = path.read_bytes()
     records, offset = [], 0
     while offset < len(data):
@@ -113,7 +114,7 @@ def read_records(path: Path) -> tuple[list[tuple[int, Batch]], int, str | None]:
         if zlib.crc32(payload) != checksum:
             return records, offset, "checksum mismatch (corrupt record)"
         try:
-            records.append(decode_batch(payload))
+            records.append((offset, *decode_batch(payload)))
         except (ValueError, struct.error) as exc:
             return records, offset, f"undecodable record: {exc}"
         offset += _RECORD.size + length
@@ -268,11 +269,12 @@ class ModelStorage:
         for base in self._steps(_WAL):
             path = self._wal_path(base)
             records, valid, problem = read_records(path)
-            for step_before, batch in records:
+            for offset, step_before, batch in records:
                 if step_before < model.step:
                     continue  # covered by the snapshot
                 if step_before > model.step:
                     problem = f"gap: record at step {step_before}, model at {model.step}"
+                    valid = offset  # nothing from the gap on can be applied
                     break
                 model.learn_batch(batch)
                 replayed += batch.n_rows

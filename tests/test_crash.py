@@ -59,8 +59,19 @@ def learn(model: OnlineLogisticRegression, body: dict) -> None:
 def test_kill_minus_nine_loses_nothing_acknowledged(tmp_path) -> None:
     rng = np.random.default_rng(2026)
     port = free_port()
+    servers: list[subprocess.Popen] = []
+    try:
+        run_rounds(servers, tmp_path, port, rng)
+    finally:
+        for server in servers:  # a failed assertion must not leave a server behind
+            if server.poll() is None:
+                server.kill()
+
+
+def run_rounds(servers: list[subprocess.Popen], tmp_path: Path, port: int, rng) -> None:
     url = f"http://127.0.0.1:{port}"
     process = start(tmp_path, port)
+    servers.append(process)
     httpx.post(f"{url}/v1/models", json={"name": "m", "dim": DIM, "optimizer": OPTIMIZER})
     replay = OnlineLogisticRegression(OPTIMIZER, dim=DIM)
     acknowledged = 0
@@ -84,6 +95,7 @@ def test_kill_minus_nine_loses_nothing_acknowledged(tmp_path) -> None:
         assert process.returncode == -signal.SIGKILL
 
         process = start(tmp_path, port)
+        servers.append(process)
         served = OnlineLogisticRegression.load(
             io.BytesIO(httpx.get(f"{url}/v1/models/m/export").content)
         )

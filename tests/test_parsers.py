@@ -448,3 +448,15 @@ def test_make_clicks_criteo_lines_parse() -> None:
     np.testing.assert_array_equal(got.indices, want.indices)
     np.testing.assert_allclose(got.values, want.values, rtol=1e-15)
     np.testing.assert_array_equal(got.labels, want.labels)
+
+
+def test_ndjson_named_features_are_remembered_by_the_model() -> None:
+    from optim import OnlineLogisticRegression
+
+    model = OnlineLogisticRegression("adagrad", dim=64)
+    batch = parse_bytes(
+        b'{"features": {"IQ": 1.2, "city": "paris"}, "label": 1}\n', "ndjson", dim=64
+    )
+    model.learn_batch(batch)
+    names = {model.feature_index("IQ"): "IQ", model.feature_index("city=paris"): "city=paris"}
+    assert {i: model.feature_names[i] for i in names} == names

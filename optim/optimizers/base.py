@@ -58,7 +58,10 @@ class Hyperparameter:
     def _check(self, value: object, label: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
             raise ConfigError(f"must be a number, got {value!r}", field=f"optimizer.{label}")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf if value > 0 else -math.inf
         too_low = number < self.low or (self.low_open and number == self.low)
         too_high = number > self.high or (self.high_open and number == self.high)
         if not math.isfinite(number) or too_low or too_high:

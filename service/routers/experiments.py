@@ -28,12 +28,12 @@ from service.settings import Settings
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=ERROR_RESPONSES)
 
 
-def experiments(request: Request) -> ExperimentRegistry:
+async def experiments(request: Request) -> ExperimentRegistry:
     return request.app.state.experiments
 
 
-def experiment(name: str, request: Request) -> Experiment:
-    return experiments(request).get(name)
+async def experiment(name: str, request: Request) -> Experiment:
+    return request.app.state.experiments.get(name)
 
 
 async def describe(registry: ExperimentRegistry, exp: Experiment) -> dict[str, Any]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
+import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
 from optim.metrics import probabilities
 from service import dependencies as deps
 from service.auth import READ, WRITE
 from service.batches import batch_from_json, read_json
+from service.errors import ApiError
 from service.metrics import ServiceMetrics
 from service.registry import ManagedModel
 from service.schemas import ERROR_RESPONSES, CsrBatch, NamedRows, Predictions, UpdateResult
@@ -79,4 +81,11 @@ async def predict(
     body = await read_json(request, settings.max_body_bytes)
     batch = batch_from_json(body, managed.model, settings, require_labels=False)
     margins = await managed.read(lambda model: model.decision_function(batch))
+    overflowed = np.flatnonzero(~np.isfinite(margins))
+    if overflowed.size:  # JSON has no inf: say so rather than answer null
+        row = int(overflowed[0])
+        raise ApiError(
+            422, "invalid_input", f"the margin of row {row} is not finite (values too large?)",
+            {"row": row, "field": "values"},
+        )  # fmt: skip
     return {"probabilities": probabilities(margins).tolist(), "margins": margins.tolist()}

@@ -50,10 +50,7 @@ async def optimizers() -> dict[str, Any]:
     status_code=201,
     response_model=ModelInfo,
     summary="Create a model",
-    responses={
-        400: {"model": ErrorBody, "description": "the body is not UTF-8 text"},
-        409: {"model": ErrorBody, "description": "a model with this name exists"},
-    },
+    responses={409: {"model": ErrorBody, "description": "a model with this name exists"}},
 )
 async def create_model(
     body: CreateModel, registry: Annotated[ModelRegistry, Depends(deps.registry)]

@@ -65,7 +65,12 @@ STREAM_BODY: dict[str, Any] = {
         200: {"content": {"application/x-ndjson": {}}, "description": "progress lines, summary"},
         415: {"description": "unsupported Content-Type"},
     },
-    "openapi_extra": {"requestBody": {"required": True, "content": {ct: {} for ct in FORMATS}}},
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "content": {ct: {"schema": {"type": "string"}} for ct in FORMATS},
+        }
+    },
 }
 
 

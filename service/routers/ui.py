@@ -42,20 +42,21 @@ def _asset(name: str) -> FileResponse:
     return FileResponse(STATIC / name, media_type=ASSETS[name], headers=HEADERS)
 
 
-@router.get("/ui")
+@router.api_route("/ui", methods=["GET", "HEAD"])
 async def ui_redirect() -> RedirectResponse:
     # Relative, so the page's relative URLs also work behind a path prefix.
     return RedirectResponse("ui/", status_code=307)
 
 
-@router.get("/ui/")
+@router.api_route("/ui/", methods=["GET", "HEAD"])
 async def ui_index() -> FileResponse:
     return _asset("index.html")
 
 
 @router.get("/ui/config.json")
 async def ui_config(request: Request) -> dict[str, Any]:
-    paths = {getattr(route, "path", None) for route in request.app.routes}
+    # The OpenAPI document lists every API route (app.routes nests included routers).
+    paths = request.app.openapi().get("paths", {})
     return {
         "auth_required": bool(request.app.state.tokens),
         "experiments": "/v1/experiments" in paths,
@@ -63,6 +64,6 @@ async def ui_config(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/ui/{name}")
+@router.api_route("/ui/{name}", methods=["GET", "HEAD"])
 async def ui_asset(name: str) -> FileResponse:
     return _asset(name)

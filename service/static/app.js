@@ -52,13 +52,15 @@ function fmtBytes(v) {
   return `${i ? v.toFixed(1) : v} ${units[i]}`;
 }
 
+// The optimizer and the hyperparameters that differ from its defaults (GET /v1/optimizers).
 function describeOptimizer(optimizer) {
   if (!optimizer) return "—";
   if (typeof optimizer === "string") return optimizer;
   const { name, ...rest } = optimizer;
+  const defaults = state.optimizers?.[name]?.hyperparameters ?? {};
   const params = Object.entries(rest)
-    .filter(([, v]) => typeof v !== "object")
-    .map(([k, v]) => `${k}=${isNum(v) ? +v.toPrecision(4) : v}`);
+    .filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(defaults[k]))
+    .map(([k, v]) => `${k}=${isNum(v) ? +v.toPrecision(4) : JSON.stringify(v)}`);
   return params.length ? `${name} (${params.join(", ")})` : String(name);
 }
 
@@ -113,6 +115,16 @@ async function api(path) {
   return response.json();
 }
 
+async function loadOptimizers() {
+  if (state.optimizers) return;
+  try {
+    state.optimizers = await api("v1/optimizers");
+  } catch (error) {
+    if (error.status === 401) throw error;
+    state.optimizers = {}; // show every hyperparameter then
+  }
+}
+
 // ---------------------------------------------------------------- page state
 const state = {
   config: { auth_required: false, experiments: false },
@@ -121,6 +133,7 @@ const state = {
   generation: 0,
   timer: null,
   view: null,
+  optimizers: null, // {name: {hyperparameters: {name: default}}}, fetched once
   // Fallback curves: [rows, overall log-loss] seen by this page, per model or experiment member.
   history: new Map(),
 };
@@ -521,7 +534,7 @@ const MEMBER_COLUMNS = [
   { key: "rank", label: "#", numeric: true, value: (m) => m.rank },
   {
     key: "model", label: "model",
-    render: (m) => h("span", {}, swatch(PALETTE[m.colorIndex]), m.model),
+    render: (m) => h("span", {}, swatch(PALETTE[m.colorIndex]), link(`#/models/${enc(m.model)}`, m.model)),
   },
   { key: "optimizer", label: "optimizer", render: (m) => describeOptimizer(m.optimizer) },
   { key: "rows", label: "rows", numeric: true, value: (m) => m.rows },
@@ -646,6 +659,7 @@ async function tick() {
     return; // visibilitychange restarts it
   }
   try {
+    await loadOptimizers();
     await state.view.refresh();
     if (generation !== state.generation) return;
     showError(null);

@@ -41,6 +41,13 @@ export function formatTick(value) {
   return String(+value.toPrecision(3));
 }
 
+const LEGEND_ENTRY = 260;
+
+// The drawing is as wide as its box (in CSS pixels), so text keeps its size at any width.
+function chartWidth(container) {
+  return Math.max(360, Math.round(container.clientWidth || 720));
+}
+
 function frame(container, { width, height, margin }) {
   container.replaceChildren();
   const svg = svgEl("svg", {
@@ -112,8 +119,9 @@ export function lineChart(container, series, options = {}) {
     message(container, empty);
     return;
   }
-  const width = 720;
-  const margin = { left: 64, right: 16, top: 16 + 18 * Math.ceil(clean.length / 4), bottom: 46 };
+  const width = chartWidth(container);
+  const perRow = Math.max(1, Math.floor((width - 80) / LEGEND_ENTRY));
+  const margin = { left: 64, right: 16, top: 16 + 18 * Math.ceil(clean.length / perRow), bottom: 46 };
   const { svg, plot } = frame(container, { width, height, margin });
   let [xMin, xMax] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
   let [yMin, yMax] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
@@ -150,14 +158,14 @@ export function lineChart(container, series, options = {}) {
     }
   });
 
-  // Legend, four entries a row, above the plot.
+  // Legend above the plot, as many entries a row as fit.
   const legend = svgEl("g", { class: "legend" }, svg);
   clean.forEach((s, i) => {
-    const x = plot.left + (i % 4) * 160;
-    const y = 12 + 18 * Math.floor(i / 4);
+    const x = plot.left + (i % perRow) * LEGEND_ENTRY;
+    const y = 12 + 18 * Math.floor(i / perRow);
     const entry = svgEl("g", { "data-series": s.name }, legend);
     svgEl("rect", { x, y: y - 8, width: 14, height: 4, fill: s.color }, entry);
-    const label = s.name.length > 20 ? `${s.name.slice(0, 19)}…` : s.name;
+    const label = s.name.length > 36 ? `${s.name.slice(0, 35)}…` : s.name;
     text(entry, x + 20, y - 2, label, { class: "legend-text" });
   });
 
@@ -202,7 +210,7 @@ export function barHistogram(container, histogram, options = {}) {
   }
   const log = Boolean(histogram.log10);
   const tx = log ? (v) => Math.log10(v) : (v) => v;
-  const width = 720;
+  const width = chartWidth(container);
   const height = 240;
   const { svg, plot } = frame(container, {
     width, height, margin: { left: 64, right: 16, top: 12, bottom: 46 },

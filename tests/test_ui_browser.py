@@ -1,0 +1,294 @@
+"""The dashboard at ``/ui`` in headless Chromium, against the real ``adaserve serve`` process with
+tokens on: the token prompt, a stream followed live, the loss curve, the histograms, the top
+features, a lookup that agrees with the API to the last bit, and (when the experiments API is
+there) an experiment's curves and leaderboard. No console errors.
+
+Needs ``/usr/bin/chromium`` (Debian's ``chromium`` package) and the ``playwright`` Python package;
+it installs and downloads nothing itself (``.ci/run`` installs both).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from datasets import shared_file
+from test_e2e import free_port
+
+try:
+    from playwright.sync_api import Page, expect, sync_playwright
+except ImportError:  # the test is skipped below
+    sync_playwright = None
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+ADMIN, READER = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"
+    ),
+    pytest.mark.skipif(
+        sync_playwright is None, reason="the playwright package is not installed (pip)"
+    ),
+]
+
+# a9a's 123 binary features are the UCI Adult attributes, one-hot (LIBSVM's a1a..a9a layout).
+A9A_GROUPS = [
+    ("age", 5), ("workclass", 8), ("fnlwgt", 5), ("education", 16), ("education_num", 5),
+    ("marital_status", 7), ("occupation", 14), ("relationship", 6), ("race", 5), ("sex", 2),
+    ("capital_gain", 2), ("capital_loss", 2), ("hours_per_week", 5), ("native_country", 41),
+]  # fmt: skip
+A9A_NAMES = {}
+for _group, _size in A9A_GROUPS:
+    for _k in range(_size):
+        A9A_NAMES[len(A9A_NAMES) + 1] = f"{_group}={_k + 1}"
+
+
+def a9a_ndjson(rows: int | None = None) -> list[bytes]:
+    """a9a's rows as NDJSON lines with named features."""
+    lines = []
+    for line in shared_file("a9a", "a9a").read_text().splitlines()[:rows]:
+        label, *pairs = line.split()
+        features = {A9A_NAMES[int(p.split(":")[0])]: float(p.split(":")[1]) for p in pairs}
+        lines.append(json.dumps({"features": features, "label": int(label) > 0}).encode() + b"\n")
+    return lines
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("ui-data")
+    command = ["serve", "--port", str(port), "--data-dir", str(data_dir)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", *command],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "ADASERVE_TOKENS": f"admin:{ADMIN},read:{READER}"},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, process.stdout.read().decode()
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("the server did not become ready in 300 s")
+    yield url
+    process.terminate()
+    output = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 0, output
+    assert READER not in output and ADMIN not in output, "a token was logged"
+
+
+@pytest.fixture(scope="module")
+def api(server: str) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    with httpx.Client(base_url=server, headers=headers, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server: str) -> Iterator[tuple[Page, list[str]]]:
+    """A fresh page (empty localStorage) and the console errors and page errors it collects;
+    a request anywhere but the server (a CDN, say) is an error too."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on(
+        "request",
+        lambda r: (
+            None
+            if r.url.startswith((f"{server}/", "data:"))
+            else errors.append(f"request elsewhere: {r.url}")
+        ),
+    )
+    page.set_default_timeout(20_000)
+    yield page, errors
+    context.close()
+
+
+def stream(api: httpx.Client, path: str, lines: list[bytes]) -> dict:
+    response = api.post(
+        path, content=b"".join(lines), headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert response.status_code == 200, response.text
+    summary = json.loads(response.text.strip().splitlines()[-1])
+    assert summary["done"] and summary["error"] is None, summary
+    return summary
+
+
+def enter_token(page: Page, token: str) -> None:
+    page.fill("#token-input", token)
+    page.click("#token-save")
+
+
+def shot(page: Page, path: Path) -> None:
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
+def test_model_view(server: str, api: httpx.Client, page, tmp_path: Path) -> None:
+    page, errors = page
+    assert httpx.get(f"{server}/v1/models").status_code == 401  # auth is on
+    config = {"name": "adult", "hash_bits": 18, "optimizer": {"name": "adagrad", "lr": 0.1}}
+    created = api.post("/v1/models", json=config)
+    assert created.status_code == 201, created.text
+    lines = a9a_ndjson()
+
+    # The page itself needs no token; without one it says so and makes no API call.
+    page.goto(f"{server}/ui")
+    assert page.url == f"{server}/ui/"
+    expect(page.locator("#auth-banner")).to_be_visible()
+    expect(page.locator("#auth-banner")).to_contain_text("token")
+    # A wrong token: the 401 is shown as a prompt (Chromium logs that failed request; allowed).
+    enter_token(page, "not-a-token")
+    expect(page.locator("#auth-banner")).to_contain_text("refused")
+    assert all("401" in e for e in errors), errors
+    errors.clear()
+
+    # The read token, kept in localStorage: still there after a reload.
+    enter_token(page, READER)
+    expect(page.locator("#auth-banner")).to_be_hidden()
+    page.reload()
+    expect(page.locator("#auth-banner")).to_be_hidden()
+    rows_cell = page.locator('#models tr[data-name="adult"] td[data-field="rows"]')
+    expect(rows_cell).to_have_attribute("data-value", "0")
+
+    # The list follows a stream: each chunk's rows show up without a reload.
+    learned = 0
+    for start in range(0, len(lines), 8_200):
+        chunk = lines[start : start + 8_200]
+        learned = stream(api, "/v1/models/adult/stream", chunk)["rows"] + learned
+        expect(rows_cell).to_have_attribute("data-value", str(learned), timeout=15_000)
+    assert learned == len(lines) == 32_561
+    info = api.get("/v1/models/adult").json()
+    loss_cell = page.locator('#models tr[data-name="adult"] td[data-field="log_loss"]')
+    assert float(loss_cell.get_attribute("data-value")) == info["metrics"]["overall"]["log_loss"]
+    shot(page, tmp_path / "list.png")
+
+    # The model view, by hash navigation.
+    page.click('#models a[href="#/models/adult"]')
+    page.wait_for_url("**/ui/#/models/adult")
+    curve = info["metrics"].get("curve")
+    lines_drawn = page.locator("#loss-curve svg path.line")
+    expect(lines_drawn.first).to_be_visible()
+    points = int(lines_drawn.first.get_attribute("data-points"))
+    if curve is not None and len(curve) >= 2:
+        assert points == len(curve), "the chart draws the server's loss curve"
+    else:  # no server-side curve: the page's own samples, one at least per chunk streamed
+        assert points >= 2
+    assert lines_drawn.first.get_attribute("d").count("L") == points - 1
+
+    summary = api.get("/v1/models/adult/learning-rates/summary?top=20&bins=30").json()
+    bars = page.locator("#rate-histogram svg rect[data-count]")
+    expect(bars).to_have_count(30)
+    heights = [float(h) for h in bars.evaluate_all("rs => rs.map(r => r.getAttribute('height'))")]
+    assert max(heights) > 0
+    counts = [int(c) for c in bars.evaluate_all("rs => rs.map(r => r.dataset.count)")]
+    assert counts == summary["effective_learning_rate"]["histogram"]["counts"]
+    expect(page.locator("#weight-histogram svg rect[data-count]")).to_have_count(30)
+
+    top = summary["top_by_abs_weight"]
+    top_rows = page.locator("#top-weight tbody tr")
+    expect(top_rows).to_have_count(len(top))
+    expect(top_rows.first.locator('[data-field="index"]')).to_have_text(f"{top[0]['index']:,}")
+    expect(top_rows.first.locator('[data-field="feature"]')).to_have_text(top[0]["feature"] or "—")
+    expect(page.locator("#top-rate tbody tr")).to_have_count(
+        len(summary["top_by_effective_learning_rate"])
+    )
+
+    # Lookups by name and by index give what the API gives, bit for bit. The name of the
+    # heaviest coordinate, through the model's hashing:
+    names = list(A9A_NAMES.values())
+    hashed = api.get("/v1/models/adult/learning-rates", params={"features": ",".join(names)})
+    name_of = {c["index"]: c["feature"] for c in hashed.json()["coordinates"]}
+    heaviest = name_of[top[0]["index"]]
+    for query, params in [
+        (heaviest, {"features": heaviest}),
+        (str(top[1]["index"]), {"indices": str(top[1]["index"])}),
+    ]:
+        expected = api.get("/v1/models/adult/learning-rates", params=params).json()
+        (coordinate,) = expected["coordinates"]
+        page.fill("#lookup-input", query)
+        page.press("#lookup-input", "Enter")
+        row = page.locator(f'#lookup-result tr[data-index="{coordinate["index"]}"]')
+        expect(row).to_have_count(1)
+        shown = {
+            field: float(row.locator(f'[data-field="{field}"]').get_attribute("data-value"))
+            for field in ("weight", "effective_learning_rate", "times_touched", "last_touched_step")
+        }
+        assert shown == {k: coordinate[k] for k in shown}, (query, shown, coordinate)
+        for slot in coordinate["state"]:
+            expect(row.locator('[data-field="state"]')).to_contain_text(f"{slot}=")
+        expect(row.locator('[data-field="feature"]')).to_have_text(coordinate["feature"] or "—")
+    shot(page, tmp_path / "model.png")
+    assert errors == [], errors
+
+
+def test_experiment_view(server: str, api: httpx.Client, page, tmp_path: Path) -> None:
+    page, errors = page
+    members = [
+        {"name": "race.adagrad", "optimizer": {"name": "adagrad", "lr": 0.1}},
+        {"name": "race.adam", "optimizer": {"name": "adam", "lr": 0.01}},
+        {"name": "race.ftrl", "optimizer": {"name": "ftrl", "alpha": 0.1}},
+    ]
+    created = api.post("/v1/experiments", json={"name": "race", "hash_bits": 18, "models": members})
+    if created.status_code in (404, 405):
+        status = created.status_code
+        pytest.skip(f"no experiments API on this server yet (POST /v1/experiments: {status})")
+    assert created.status_code == 201, created.text
+    stream(api, "/v1/experiments/race/stream", a9a_ndjson(20_000))
+    experiment = api.get("/v1/experiments/race").json()
+    assert len(experiment["members"]) == 3
+
+    page.goto(f"{server}/ui/")
+    enter_token(page, READER)
+    expect(page.locator('#experiments tr[data-name="race"]')).to_have_count(1)
+    page.click('#experiments a[href="#/experiments/race"]')
+    page.wait_for_url("**/ui/#/experiments/race")
+    expect(page.locator("#experiment-curves svg path.line")).to_have_count(3)
+    for member in experiment["members"]:
+        line = page.locator(f'#experiment-curves svg path.line[data-series="{member["model"]}"]')
+        points = int(line.get_attribute("data-points"))
+        # The server's curve (a block of 1,000 rows a point), else the page's own samples.
+        assert points == len(member["curve"]) if len(member["curve"]) >= 2 else points >= 1
+    expect(page.locator("#experiment-curves svg .legend [data-series]")).to_have_count(3)
+    rows = page.locator("#leaderboard tbody tr")
+    expect(rows).to_have_count(3)
+    shown = rows.evaluate_all("rs => rs.map(r => r.dataset.model)")
+    assert shown == experiment["leaderboard"]
+    best = next(m for m in experiment["members"] if m["model"] == shown[0])
+    loss = rows.first.locator('[data-field="log_loss"]').get_attribute("data-value")
+    assert float(loss) == best["log_loss"]
+    shot(page, tmp_path / "experiment.png")
+    # A member is a model: its link opens the model view.
+    rows.first.locator("a").click()
+    page.wait_for_url(f"**/ui/#/models/{shown[0]}")
+    expect(page.locator("#rate-histogram svg rect[data-count]")).to_have_count(30)
+    assert errors == [], errors
