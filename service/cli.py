@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service import train
+from service import compare, train
 from service.auth import parse_tokens
 from service.settings import Settings
 
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_serve)
     train.add_commands(commands)  # train, predict
+    compare.add_command(commands)
     return parser
 
 
