@@ -52,7 +52,7 @@ def _sum_duplicates(
     return out_indptr, out_indices[:n].copy(), out_values[:n].copy()
 
 
-def _row_of(indptr: np.ndarray, position: int) -> int:
+def row_containing(indptr: np.ndarray, position: int) -> int:
     return int(np.searchsorted(indptr, position, side="right") - 1)
 
 
@@ -202,7 +202,7 @@ class Batch:
             )
 
         def row_of(p: int) -> int:
-            return _row_of(indptr_arr, p)
+            return row_containing(indptr_arr, p)
 
         indices_arr = _integral("indices", indices, row_of)
         values_arr = _numeric("values", values, row_of)
@@ -248,7 +248,7 @@ class Batch:
             if bad is not None:
                 raise BatchError(
                     f"duplicates of index {indices_arr[bad]} sum to a non-finite value",
-                    row=_row_of(indptr_arr, bad),
+                    row=row_containing(indptr_arr, bad),
                     field="values",
                 )
         return cls(indptr_arr, indices_arr, values_arr, labels_arr, weights_arr, int(dim))

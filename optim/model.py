@@ -23,7 +23,7 @@ from typing import IO, Any
 import numpy as np
 import scipy.sparse as sp
 
-from optim.batch import Batch
+from optim.batch import Batch, row_containing
 from optim.errors import BatchError, ConfigError
 from optim.hashing import FeatureHasher
 from optim.kernels import kernels_for
@@ -33,6 +33,7 @@ from optim.optimizers import OptimizerSpec, get_optimizer
 FORMAT = "adaserve-model-v1"
 LAZY_MODES = ("exact", "frozen")
 _DTYPES = {"float64": (np.float64, np.int64), "float32": (np.float32, np.uint32)}
+_VALUE_LIMITS = {"float64": 1e100, "float32": 1e15}
 _QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
 Rows = Sequence[Mapping[str, object]]
@@ -246,17 +247,36 @@ class OnlineLogisticRegression:
         batch = self.to_batch(X, y, sample_weight, require_labels=True)
         return self.learn_batch(batch)
 
-    def learn_batch(self, batch: Batch) -> LearnResult:
-        """Learn an already validated batch (see :meth:`learn`)."""
+    def check_batch(self, batch: Batch) -> None:
+        """Refuse (BatchError) a valid batch this model cannot learn, before anything changes.
+
+        Beyond labels, dim and the float32 step limit: a value or weight so large that a squared
+        gradient would overflow the state (|x| above 1e100 in float64, 1e15 in float32 state).
+        """
         if batch.labels is None:
             raise BatchError("are required to learn", field="labels")
         if batch.dim != self.dim:
             raise BatchError(
                 f"was built for dim={batch.dim}, the model has dim={self.dim}", field="X"
             )
-        n = batch.n_rows
-        if self.counters.dtype == np.uint32 and self.step + n >= 2**32:
+        if self.counters.dtype == np.uint32 and self.step + batch.n_rows >= 2**32:
             raise BatchError("a float32 model holds at most 2**32-1 steps", field="X")
+        limit = _VALUE_LIMITS[self.dtype]
+        for field, values in (("values", batch.values), ("weights", batch.weights)):
+            if values is not None and values.size and np.abs(values).max() > limit:
+                position = int(np.flatnonzero(np.abs(values) > limit)[0])
+                row = row_containing(batch.indptr, position) if field == "values" else position
+                raise BatchError(
+                    f"{values[position]:g} is beyond ±{limit:g}: squared gradients would "
+                    f"overflow this {self.dtype} model's state",
+                    row=row,
+                    field=field,
+                )
+
+    def learn_batch(self, batch: Batch) -> LearnResult:
+        """Learn an already validated batch (see :meth:`learn`); :meth:`check_batch` first."""
+        self.check_batch(batch)
+        n = batch.n_rows
         weights = np.ones(n) if batch.weights is None else batch.weights
         margins = np.empty(n)
         self._kernels.learn(

@@ -64,6 +64,7 @@ class ManagedModel:
 
         A batch that cannot be logged raises ApiError 503 and is not learned.
         """
+        self.model.check_batch(batch)  # a batch the model would refuse is never logged
         try:
             self.storage.append(batch, self.model.step)
         except StorageError as exc:

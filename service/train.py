@@ -28,9 +28,9 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -279,6 +279,9 @@ def _atomic_output(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it, not mkstemp's 0o600
         with os.fdopen(fd, mode) as handle:
             yield handle
         os.replace(tmp, target)
@@ -357,7 +360,6 @@ class TrainOutcome:
     seconds: float = 0.0
     bytes_read: int = 0
     error: CommandError | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def rows_per_s(self) -> float:
@@ -394,7 +396,7 @@ def _located_batches(
     passes: int = 1,
     on_read: Callable[[int], None],
     require_labels: bool = True,
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     """The batches of every source, ``passes`` times over; errors wrapped in :class:`_AtSource`."""
     from optim import AdaserveError
     from optim.parsers import iter_file_batches
@@ -414,12 +416,13 @@ def _located_batches(
 _END = object()
 
 
-def read_ahead(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+def read_ahead(items: Iterator[Any], depth: int = 2) -> Generator[Any, None, None]:
     """``items``, produced by a reader thread up to ``depth`` ahead of the consumer.
 
-    Reading and parsing (numba kernels compiled ``nogil``) then overlap learning, as VW's parser
-    thread does; the items and an exception ending them arrive in order, so the result is the
-    same as iterating ``items`` directly. Closing the generator stops the thread.
+    Reading and parsing (numba kernels compiled ``nogil``) then overlap learning (also
+    ``nogil``), as VW's parser thread does: nearly twice the rows/s when two cores are free. The
+    items, and the exception that ends them, arrive in order, so the result is the same as
+    iterating ``items`` directly. Closing the generator stops the thread.
     """
     ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -475,8 +478,8 @@ def train(
     """Learn every row of ``sources`` (``passes`` times over) into ``model``, progressively.
 
     The batches are those of :func:`optim.parsers.iter_file_batches` over each source, read and
-    parsed by a thread ahead of learning. Stops at the first malformed line with
-    ``outcome.error`` set (every row before it learned).
+    parsed by a thread ahead of learning (:func:`read_ahead`). Stops at the first malformed line
+    with ``outcome.error`` set (every row before it learned).
     """
     from optim import AdaserveError
     from optim.metrics import log_losses
@@ -566,6 +569,7 @@ def run_train(args: Any) -> int:
     """``adaserve train``: the arguments of :func:`service.cli.build_parser`."""
     start = time.perf_counter()
     check_output(args.output)
+    check_inputs(args.files, args.passes)  # before importing optim and allocating the state
     model = build_model(
         args.optimizer,
         args.param,
@@ -727,8 +731,9 @@ def load_model(path: str) -> OnlineLogisticRegression:
 
 def run_predict(args: Any) -> int:
     """``adaserve predict``: the arguments of :func:`service.cli.build_parser`."""
-    model = load_model(args.model)
+    check_inputs([args.file])
     check_output(args.output)
+    model = load_model(args.model)
     if args.output is None or args.output == STDIN:
         outcome = predict(
             args.file,

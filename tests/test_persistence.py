@@ -502,7 +502,7 @@ def test_malformed_feature_names(indices: np.ndarray, keys: np.ndarray) -> None:
         "curve-shape",
         "curve-inf",
         "block-size",
-    ],  # fmt: skip
+    ],
 )
 def test_bad_metrics(changes: dict[str, np.ndarray]) -> None:
     assert_load_rejects(npz_bytes({**saved_arrays(), **changes}))
