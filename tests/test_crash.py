@@ -8,16 +8,13 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 import scipy.sparse as sp
-from test_e2e import free_port
+from servers import free_port, start_server
 
 from optim import OnlineLogisticRegression
 
@@ -27,20 +24,7 @@ ROUNDS = 4
 
 
 def start(data_dir: Path, port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--port", str(port), "--data-dir", str(data_dir),
-         "--fsync", "always"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    pytest.fail("the server did not become ready")
+    return start_server(data_dir, port, "--fsync", "always", quiet=True)
 
 
 def make_batch(rng: np.random.Generator) -> dict:

@@ -3,18 +3,14 @@ the same progressive log-loss as the in-process library, and predictions on held
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from datasets import shared_file
+from servers import free_port, start_server, stop_server
 from test_real_data import auc
 
 from optim import OnlineLogisticRegression
@@ -22,38 +18,13 @@ from optim.parsers import iter_file_batches
 from service.client import AdaserveClient
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
     port = free_port()
     data_dir = tmp_path_factory.mktemp("data")
-    command = ["serve", "--port", str(port), "--data-dir", str(data_dir)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", *command],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, process.stdout.read().decode()
-        time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("the server did not become ready in 300 s")
-    yield url
-    process.terminate()
-    output = process.communicate(timeout=60)[0].decode()
-    assert process.returncode == 0, output
+    process = start_server(data_dir, port)
+    yield f"http://127.0.0.1:{port}"
+    output = stop_server(process)
     assert f"127.0.0.1:{port}" in output and str(data_dir) in output
 
 

@@ -10,18 +10,14 @@ it installs and downloads nothing itself (``.ci/run`` installs both).
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from datasets import shared_file
-from test_e2e import free_port
+from servers import free_port, start_server, stop_server
 
 try:
     from playwright.sync_api import Page, expect, sync_playwright
@@ -70,29 +66,10 @@ def a9a_ndjson(rows: int | None = None) -> list[bytes]:
 def server(tmp_path_factory) -> Iterator[str]:
     port = free_port()
     data_dir = tmp_path_factory.mktemp("ui-data")
-    command = ["serve", "--port", str(port), "--data-dir", str(data_dir)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", *command],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, "ADASERVE_TOKENS": f"admin:{ADMIN},read:{READER}"},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, process.stdout.read().decode()
-        time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("the server did not become ready in 300 s")
-    yield url
-    process.terminate()
-    output = process.communicate(timeout=60)[0].decode()
-    assert process.returncode == 0, output
+    env = {"ADASERVE_TOKENS": f"admin:{ADMIN},read:{READER}"}
+    process = start_server(data_dir, port, env=env)
+    yield f"http://127.0.0.1:{port}"
+    output = stop_server(process)
     assert READER not in output and ADMIN not in output, "a token was logged"
 
 
