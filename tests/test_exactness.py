@@ -6,6 +6,7 @@ coordinates absent for 10,000+ steps, whatever batch boundaries the stream is cu
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -153,3 +154,60 @@ def test_frozen_adam_matches_sparse_adam() -> None:
     probabilities = learn_in_batches(model, rows, labels, weights, seed=3)
     expected = torch_reference(optimizer, rows, labels, weights, 16, lazy="frozen")
     assert_matches(model, probabilities, expected)
+
+
+@functools.cache
+def packed_adam(params: tuple) -> np.ndarray:
+    spec = REGISTRY["adam"]
+    return spec.pack(spec.resolve(dict(params)))
+
+
+def zero_gradient_steps(p: dict, w: float, m: float, v: float, t_last: int, t_now: int):
+    """Adam's dense update with g = 0, step after step (the definition the catch-up shortcuts)."""
+    b1, b2 = p["betas"]
+    for s in range(t_last + 1, t_now + 1):
+        m, v = b1 * m, b2 * v
+        w -= p["lr"] / (1 - b1**s) * m / (math.sqrt(v) / math.sqrt(1 - b2**s) + p["eps"])
+    return w, m, v
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8},
+        {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6},
+        # A bias-correction phase longer than the per-step tables (MAX_TABLE_STEPS).
+        {"lr": 1e-3, "betas": (0.9, 0.99999), "eps": 1e-8},
+    ],
+    ids=["default", "custom", "long-bias-phase"],
+)
+@pytest.mark.parametrize("t_last", [1, 7, 300, 20_000, 60_000, 200_000])
+@pytest.mark.parametrize("k", [1, 2, 3, 17, 65, 400, 790, 791, 30_000])
+@pytest.mark.parametrize("ratio", [0.0, 1e-3, 1.0, 2.0**11 - 1, 2.0**11 + 1, 1e6, 1e13])
+def test_adam_catch_up_against_step_by_step(
+    params: dict, t_last: int, k: int, ratio: float
+) -> None:
+    """Every path of the catch-up (direct terms, the eps/sqrt(v) series from the drift tables,
+    the general path, absences past the power tables) against the steps themselves, with
+    sqrt(v)/eps (``ratio``) below, across and above the series' threshold."""
+    spec = REGISTRY["adam"]
+    hp = packed_adam(tuple(params.items()))
+    m0, v0 = -0.03, (ratio * params["eps"]) ** 2
+    state = np.array([m0, v0])
+    w = spec.catch_up(0.0, state, t_last, t_last + k, hp)  # from 0: w is the drift itself
+    expected_w, expected_m, expected_v = zero_gradient_steps(
+        params, 0.0, m0, v0, t_last, t_last + k
+    )
+    assert w == pytest.approx(expected_w, rel=1e-11, abs=1e-300)
+    assert state[0] == pytest.approx(expected_m, rel=1e-12, abs=1e-300)
+    assert state[1] == pytest.approx(expected_v, rel=1e-12, abs=1e-300)
+
+
+def test_adam_decay_past_a_million_steps() -> None:
+    spec = REGISTRY["adam"]
+    hp = spec.pack(spec.resolve({"betas": (0.9, 0.999999)}))
+    for k in (2**20 - 1, 2**20, 2**20 + 12_345, 3 * 2**20 + 7):
+        state = np.array([0.5, 0.25])
+        spec.catch_up(0.0, state, 100, 100 + k, hp)
+        assert state[1] == pytest.approx(0.25 * 0.999999**k, rel=1e-12)
+        assert state[0] == 0.5 * 0.9**k

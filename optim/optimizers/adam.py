@@ -16,13 +16,26 @@ Lazy catch-up over ``k`` zero-gradient steps ``s = t_last+1 .. t_last+k`` (``j =
     m <- b1**k m,   v <- b2**k v
     w <- w - sum_j (lr / (1 - b1**s)) * b1**j m / (sqrt(b2**j v) / sqrt(1 - b2**s) + eps)
 
-The sum has no closed form because of ``eps``. While the bias corrections still differ from 1
-(``b1**s`` or ``b2**s`` >= 2**-60: the first ~41,600 steps at the default betas) its terms are
-added from per-model tables of ``lr/(1-b1**s)``, ``1/sqrt(1-b2**s)``, ``b1**j`` and ``sqrt(b2)**j``
-in branch-free blocks of 16 (vectorized), stopping when a geometric bound on all remaining terms
-(``moment_tail_bound``) is below 2**-60 of the sum (a few hundred terms at most). Afterwards the
-sum is ``(lr m/eps) * sum_i b1**i / (1 + x sqrt(b2)**i)`` with ``x = sqrt(v)/eps``: up to 64
-terms from the tables, beyond that ``ratio_sum``'s few closed-form geometric series.
+The sum has no closed form because of ``eps``; four paths evaluate it, cheapest first:
+
+- ``k <= 2``: the terms themselves, from per-model tables of ``A[s] = lr/(1-b1**s)`` and
+  ``B[s] = 1/sqrt(1-b2**s)`` (both exactly constant once ``b1**s`` and ``b2**s`` are below
+  2**-60: the first ~41,600 steps at the default betas).
+- ``sqrt(v_hat)/eps >= 2**11`` at every missed step (the usual case, whatever ``k``): expanding
+  ``1/(y + eps) = sum_n (-eps)**n / y**(n+1)`` in ``eps/y`` makes the drift a sum over six
+  orders ``n`` of series ``sum_i q_n**i A[s]/B[s]**(n+1)`` with ``q_n = b1/sqrt(b2)**(n+1)``.
+  Their infinite tails ``D_n[s]`` are tabulated per step (one backward recursion when the model
+  is made), so a finite sum is ``D_n[t_last] - q_n**k D_n[t_last+k]``: O(1) per catch-up, and the
+  dropped orders weigh less than ``2**-66`` of each term.
+- otherwise the terms are added from the tables in branch-free blocks of 16 (vectorized), until
+  a geometric bound on all remaining terms (``moment_tail_bound``) is below 2**-60 of the sum;
+  past the bias-correction phase the sum is ``(lr m/eps) * sum_i b1**i / (1 + x sqrt(b2)**i)``
+  with ``x = sqrt(v)/eps``, which ``ratio_sum`` gives in a few closed-form geometric series.
+- ``b1**k`` and ``b2**k`` come from split tables (no ``pow`` call).
+
+The per-step tables stop at ``MAX_TABLE_STEPS``; betas with a longer bias-correction phase
+(``b2`` above ~0.9997) take the general path (computing the bias corrections) past it.
+Every path is tested against the zero-gradient steps themselves.
 ``lazy="frozen"`` keeps absent coordinates as they are and still uses the global ``t`` in the
 bias corrections, as
 ``torch.optim.SparseAdam`` and TensorFlow's LazyAdam do (SparseAdam puts ``eps`` inside the bias
@@ -46,14 +59,47 @@ from optim.optimizers._series import TAIL_TOLERANCE, moment_tail_bound, ratio_su
 from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
 
 LR, BETA1, BETA2, EPS, LOG_BETA1, SQRT_BETA2, LOG_SQRT_BETA2, STEADY_STEP = range(8)
-TABLE_STEPS, TABLE_POWERS, HEADER = 8, 9, 10
+TABLE_STEPS, TABLE_POWERS, TABLES_COMPLETE, SERIES_OK, HEADER = 8, 9, 10, 11, 12
+# Per-step tables stop here (~8 MB at ORDERS = 6): betas whose bias-correction phase is longer
+# (b2 > ~0.9997) use the general path past the tables' end.
+MAX_TABLE_STEPS = 1 << 17
 BIAS_STEP, INVERSE_SQRT_BIAS2 = 0, 1
+# Orders of the expansion of the drift in eps / sqrt(v_hat), and the smallest sqrt(v_hat) / eps
+# at every missed step for which they leave less than (2**-16)**ORDERS = 2**-64 of each term.
+ORDERS = 6
+SERIES_MIN_RATIO = 2.0**11
+# Up to this many missed steps the terms are added one by one (cheaper than the series).
+DIRECT_STEPS = 2
+# b**k for k < POWER_SPLIT**2 as table[k // POWER_SPLIT] * table[k % POWER_SPLIT].
+POWER_SPLIT = 1024
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _layout(hp: np.ndarray) -> tuple[int, int, int, int, int, int, int]:
+    """Table sizes and offsets in ``hp`` (see pack): span, J, then the tables, interleaved so one
+    lookup is one cache line: ``A[s], B[s]`` at ``bias + 2s``; ``b1**j, sqrt(b2)**j`` at
+    ``moments + 2j``; ``D_n[s]`` at ``sums + ORDERS s + n``; ``q_n**j`` at
+    ``ratios + ORDERS j + n``;
+    and the split power tables of b1 and b2 at ``split``."""
+    span = int(hp[TABLE_STEPS])
+    powers = int(hp[TABLE_POWERS])
+    bias = HEADER
+    moments = bias + 2 * (span + 1)
+    sums = moments + 2 * (powers + 1)
+    ratios = sums + ORDERS * (span + 1)
+    return span, powers, bias, moments, sums, ratios, ratios + ORDERS * (powers + 1)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def constants(t: int, hp: np.ndarray, c: np.ndarray) -> None:
-    c[BIAS_STEP] = hp[LR] / (1.0 - hp[BETA1] ** t)
-    c[INVERSE_SQRT_BIAS2] = 1.0 / math.sqrt(1.0 - hp[BETA2] ** t)
+    span, _, bias, _, _, _, _ = _layout(hp)
+    if t <= span or hp[TABLES_COMPLETE] != 0.0:
+        s = min(t, span)  # complete tables end where both bias corrections have become 1
+        c[BIAS_STEP] = hp[bias + 2 * s]
+        c[INVERSE_SQRT_BIAS2] = hp[bias + 2 * s + 1]
+    else:
+        c[BIAS_STEP] = hp[LR] / (1.0 - hp[BETA1] ** t)
+        c[INVERSE_SQRT_BIAS2] = 1.0 / math.sqrt(1.0 - hp[BETA2] ** t)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
@@ -70,15 +116,6 @@ def step(
     return w - effective_rate(s, c, hp) * s[0]
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def _tables(hp: np.ndarray) -> tuple[int, int, int, int]:
-    """Offsets in ``hp`` of lr/(1-b1**s), 1/sqrt(1-b2**s), b1**j and sqrt(b2)**j (see pack)."""
-    bias1 = HEADER
-    bias2 = bias1 + int(hp[TABLE_STEPS]) + 1
-    powers1 = bias2 + int(hp[TABLE_STEPS]) + 1
-    return bias1, bias2, powers1, powers1 + int(hp[TABLE_POWERS]) + 1
-
-
 @nb.njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def _tabulated_drift(hp: np.ndarray, sv: float, t_last: int, k: int) -> tuple[int, float, bool]:
     """The bias-correction phase of the drift per unit of ``m``, from the per-model tables.
@@ -87,18 +124,20 @@ def _tabulated_drift(hp: np.ndarray, sv: float, t_last: int, k: int) -> tuple[in
     Returns (terms taken, their sum, whether the bound says the rest is negligible).
     """
     b1, eps, sb2 = hp[BETA1], hp[EPS], hp[SQRT_BETA2]
-    a0, b0, p10, p20 = _tables(hp)
-    limit = min(k, int(hp[TABLE_POWERS]))
+    _, powers, bias, moments, _, _, _ = _layout(hp)
+    limit = min(k, powers)
     total = 0.0
     j = 0
     while j < limit:
         stop = min(limit, j + 16)
         for i in range(j + 1, stop + 1):
-            s = t_last + i
-            total += hp[a0 + s] * hp[p10 + i] / (sv * hp[p20 + i] * hp[b0 + s] + eps)
+            a = bias + 2 * (t_last + i)
+            p = moments + 2 * i
+            total += hp[a] * hp[p] / (sv * hp[p + 1] * hp[a + 1] + eps)
         j = stop
-        scale = hp[a0 + t_last + j + 1]
-        if j == k or moment_tail_bound(scale, hp[p10 + j], hp[p20 + j], b1, sb2, sv, eps) <= (
+        scale = hp[bias + 2 * (t_last + j + 1)]
+        p = moments + 2 * j
+        if j == k or moment_tail_bound(scale, hp[p], hp[p + 1], b1, sb2, sv, eps) <= (
             TAIL_TOLERANCE * abs(total)
         ):
             return j, total, True
@@ -108,26 +147,27 @@ def _tabulated_drift(hp: np.ndarray, sv: float, t_last: int, k: int) -> tuple[in
 @nb.njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def _short_steady_drift(hp: np.ndarray, sv: float, k: int) -> float:
     """Per unit of ``m``, ``k <= 64`` steps once the bias corrections are 1: vectorizable."""
-    _, _, p10, p20 = _tables(hp)
+    _, _, _, moments, _, _, _ = _layout(hp)
     total = 0.0
     for i in range(1, k + 1):
-        total += hp[p10 + i] / (sv * hp[p20 + i] + hp[EPS])
+        total += hp[moments + 2 * i] / (sv * hp[moments + 2 * i + 1] + hp[EPS])
     return hp[LR] * total
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def zero_gradient_drift(hp: np.ndarray, m0: float, v0: float, t_last: int, k: int) -> float:
-    """How far ``k`` zero-gradient Adam steps after step ``t_last`` move the weight (see above)."""
+    """How far ``k`` zero-gradient Adam steps after step ``t_last`` move the weight, term by
+    term and through ``ratio_sum`` (the general path; see the module docstring)."""
     lr, b1, b2, eps, sb2 = hp[LR], hp[BETA1], hp[BETA2], hp[EPS], hp[SQRT_BETA2]
     sv = math.sqrt(v0)
     total = 0.0
     j = 0
-    if t_last < hp[STEADY_STEP]:
+    if t_last < hp[STEADY_STEP] and t_last + hp[TABLE_POWERS] + 1 <= hp[TABLE_STEPS]:
         j, per_unit, done = _tabulated_drift(hp, sv, t_last, k)
         total = per_unit * m0
         if done:
             return total
-    elif k <= min(64, hp[TABLE_POWERS]):
+    elif t_last >= hp[STEADY_STEP] and k <= min(64, hp[TABLE_POWERS]):
         return _short_steady_drift(hp, sv, k) * m0
     a1 = b1**j
     a2 = sb2**j
@@ -153,28 +193,80 @@ def zero_gradient_drift(hp: np.ndarray, m0: float, v0: float, t_last: int, k: in
     return total
 
 
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _power(hp: np.ndarray, table: int, k: int) -> float:
+    """``b**k`` from the split tables of ``b`` at ``table``, in a few ulps and without pow: a pow
+    call costs ~35 ns, and even an untaken one slows this path several times (LLVM hoists it)."""
+    power = 1.0
+    while k >= POWER_SPLIT * POWER_SPLIT and power != 0.0:
+        power *= hp[table + POWER_SPLIT - 1] * hp[table + 1]  # b**(1023 * 1024) * b**1024
+        k -= POWER_SPLIT * POWER_SPLIT
+    return power * hp[table + k // POWER_SPLIT] * hp[table + POWER_SPLIT + k % POWER_SPLIT]
+
+
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
+    span, powers, bias, moments, sums, ratios, split = _layout(hp)
     k = t_now - t_last
     m0, v0 = s[0], s[1]
-    if k <= hp[TABLE_POWERS]:
-        _, _, p10, p20 = _tables(hp)
-        s[0] = m0 * hp[p10 + k]
-        s[1] = v0 * hp[p20 + k] * hp[p20 + k]
+    if k <= powers:
+        s[0] = m0 * hp[moments + 2 * k]
+        s[1] = v0 * hp[moments + 2 * k + 1] * hp[moments + 2 * k + 1]
     else:
-        s[0] = m0 * hp[BETA1] ** k
-        s[1] = v0 * hp[BETA2] ** k
+        s[0] = m0 * _power(hp, split, k)
+        s[1] = v0 * _power(hp, split + 2 * POWER_SPLIT, k)
     if m0 == 0.0:
         return w
+    eps = hp[EPS]
+    sv = math.sqrt(v0)
+    if k <= DIRECT_STEPS and (hp[TABLES_COMPLETE] != 0.0 or t_last + k <= span):
+        total = 0.0
+        for i in range(1, min(k, powers) + 1):  # b1**i beyond J is below the last bit
+            a = bias + 2 * min(t_last + i, span)
+            p = moments + 2 * i
+            total += hp[a] * hp[p] / (sv * hp[p + 1] * hp[a + 1] + eps)
+        return w - m0 * total
+    last = min(k, powers)
+    if hp[SERIES_OK] != 0.0 and sv * hp[moments + 2 * last + 1] >= SERIES_MIN_RATIO * eps:
+        # Every missed step has sqrt(v_hat)/eps >= 2**16: the expansion in eps/sqrt(v_hat).
+        inverse = 1.0 / sv
+        factor = inverse
+        total = 0.0
+        first = sums + ORDERS * min(t_last, span)
+        end = sums + ORDERS * min(t_last + last, span)
+        ratio = ratios + ORDERS * last
+        for n in range(ORDERS):
+            total += factor * (hp[first + n] - hp[ratio + n] * hp[end + n])
+            factor *= -eps * inverse
+        if last == k or moment_tail_bound(
+            hp[bias + 2 * min(t_last + last + 1, span)], hp[moments + 2 * last],
+            hp[moments + 2 * last + 1],
+            hp[BETA1], hp[SQRT_BETA2], sv, eps,
+        ) <= TAIL_TOLERANCE * total:  # fmt: skip
+            return w - m0 * total
     return w - zero_gradient_drift(hp, m0, v0, t_last, k)
 
 
-def pack(p: Mapping[str, Any]) -> np.ndarray:
-    """Hyperparameters, derived constants, and the tables of the bias-correction phase.
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def _drift_sums(weights: np.ndarray, q: float, steady: float) -> np.ndarray:
+    """``D[s] = sum_{i>=1} q**i * weights[s+i]`` for every ``s``, with ``weights`` equal to
+    ``steady`` beyond its end: backwards, ``D[s] = q * (weights[s+1] + D[s+1])``."""
+    sums = np.empty_like(weights)
+    sums[-1] = steady * q / (1.0 - q)
+    for s in range(weights.shape[0] - 2, -1, -1):
+        sums[s] = q * (weights[s + 1] + sums[s + 1])
+    return sums
 
-    The tables hold ``lr/(1-b1**s)`` and ``1/sqrt(1-b2**s)`` for every step ``s`` up to the end of
-    that phase plus ``J``, and ``b1**j``, ``sqrt(b2)**j`` for ``j <= J`` where ``b1**J < 2**-120``
-    (about 700 KB at the default betas).
+
+def pack(p: Mapping[str, Any]) -> np.ndarray:
+    """Hyperparameters, derived constants, and the tables of the lazy catch-up.
+
+    For every step ``s`` up to the end of the bias-correction phase plus ``J`` (the last entry
+    holds the steady value): ``A[s] = lr/(1-b1**s)``, ``B[s] = 1/sqrt(1-b2**s)`` and, per order
+    ``n < ORDERS``, ``D_n[s] = sum_{i>=1} q_n**i A[s+i] / B[s+i]**(n+1)`` with
+    ``q_n = b1 / sqrt(b2)**(n+1)``; for ``j <= J`` (``b1**J < 2**-120``) ``b1**j``,
+    ``sqrt(b2)**j`` and ``q_n**j``; and ``b1**k``, ``b2**k`` split at ``POWER_SPLIT``. About 2.5 MB
+    at the default betas.
     """
     b1, b2 = p["betas"]
     # First step from which b1**t and b2**t are both below TAIL_TOLERANCE (bias corrections == 1).
@@ -182,19 +274,40 @@ def pack(p: Mapping[str, Any]) -> np.ndarray:
         math.ceil(math.log(TAIL_TOLERANCE) / math.log(b)) if b > 0 else 0 for b in (b1, b2)
     )
     powers = min(math.ceil(-120 * math.log(2) / math.log(b1)) if b1 > 0 else 1, 1 << 16)
-    span = steady + powers + 1
-    with np.errstate(divide="ignore"):
+    complete = steady + powers + 1 <= MAX_TABLE_STEPS
+    span = steady + powers + 1 if complete else MAX_TABLE_STEPS
+    with np.errstate(divide="ignore", invalid="ignore"):  # s = 0 is never looked up
         s = np.arange(span + 1, dtype=np.float64)
         bias1 = p["lr"] / (1.0 - b1**s)
         bias2 = 1.0 / np.sqrt(1.0 - b2**s)
     j = np.arange(powers + 1, dtype=np.float64)
+    sb2 = math.sqrt(b2)
+    ratios = [b1 / sb2 ** (n + 1) if sb2 > 0 else math.inf for n in range(ORDERS)]
+    series_ok = complete and b1 > 0 and ratios[-1] < 1.0
+    with np.errstate(invalid="ignore"):
+        drift_sums = [
+            _drift_sums(bias1 / bias2 ** (n + 1), q, p["lr"]) if series_ok else np.zeros(span + 1)
+            for n, q in enumerate(ratios)
+        ]
+    ratio_powers = [q**j if series_ok else np.zeros(powers + 1) for q in ratios]
+    split = np.arange(POWER_SPLIT, dtype=np.float64)
+    split_powers = [t for b in (b1, b2) for t in (b ** (POWER_SPLIT * split), b**split)]
     header = [
         p["lr"], b1, b2, p["eps"],
         math.log(b1) if b1 > 0 else -math.inf,
-        math.sqrt(b2), math.log(b2) / 2 if b2 > 0 else -math.inf,
-        float(steady), float(span), float(powers),
+        sb2, math.log(b2) / 2 if b2 > 0 else -math.inf,
+        float(steady), float(span), float(powers), float(complete), float(series_ok),
     ]  # fmt: skip
-    return np.concatenate([header, bias1, bias2, b1**j, math.sqrt(b2) ** j])
+    return np.concatenate(
+        [
+            header,
+            np.column_stack([bias1, bias2]).ravel(),
+            np.column_stack([b1**j, sb2**j]).ravel(),
+            np.column_stack(drift_sums).ravel(),
+            np.column_stack(ratio_powers).ravel(),
+            *split_powers,
+        ]
+    )
 
 
 def betas(default: tuple[float, float]) -> Hyperparameter:
