@@ -18,7 +18,7 @@ Lazy catch-up over ``k`` zero-gradient steps ``s = t_last+1 .. t_last+k`` (``j =
 
 The sum has no closed form because of ``eps``; four paths evaluate it, cheapest first:
 
-- ``k <= 2``: the terms themselves, from per-model tables of ``A[s] = lr/(1-b1**s)`` and
+- ``k = 1``: the term itself, from per-model tables of ``A[s] = lr/(1-b1**s)`` and
   ``B[s] = 1/sqrt(1-b2**s)`` (both exactly constant once ``b1**s`` and ``b2**s`` are below
   2**-60: the first ~41,600 steps at the default betas).
 - ``sqrt(v_hat)/eps >= 2**11`` at every missed step (the usual case, whatever ``k``): expanding
@@ -55,7 +55,14 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from optim.optimizers._series import TAIL_TOLERANCE, moment_tail_bound, ratio_sum
+from optim.optimizers._series import (
+    TAIL_TOLERANCE,
+    data_address,
+    geometric_decay,
+    moment_tail_bound,
+    ratio_sum,
+    unowned_view,
+)
 from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
 
 LR, BETA1, BETA2, EPS, LOG_BETA1, SQRT_BETA2, LOG_SQRT_BETA2, STEADY_STEP = range(8)
@@ -68,8 +75,6 @@ BIAS_STEP, INVERSE_SQRT_BIAS2 = 0, 1
 # at every missed step for which they leave less than (2**-16)**ORDERS = 2**-64 of each term.
 ORDERS = 6
 SERIES_MIN_RATIO = 2.0**11
-# Up to this many missed steps the terms are added one by one (cheaper than the series).
-DIRECT_STEPS = 2
 # b**k for k < POWER_SPLIT**2 as table[k // POWER_SPLIT] * table[k % POWER_SPLIT].
 POWER_SPLIT = 1024
 
@@ -98,8 +103,8 @@ def constants(t: int, hp: np.ndarray, c: np.ndarray) -> None:
         c[BIAS_STEP] = hp[bias + 2 * s]
         c[INVERSE_SQRT_BIAS2] = hp[bias + 2 * s + 1]
     else:
-        c[BIAS_STEP] = hp[LR] / (1.0 - hp[BETA1] ** t)
-        c[INVERSE_SQRT_BIAS2] = 1.0 / math.sqrt(1.0 - hp[BETA2] ** t)
+        c[BIAS_STEP] = hp[LR] / (1.0 - geometric_decay(hp[BETA1], t))
+        c[INVERSE_SQRT_BIAS2] = 1.0 / math.sqrt(1.0 - geometric_decay(hp[BETA2], t))
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
@@ -155,9 +160,16 @@ def _short_steady_drift(hp: np.ndarray, sv: float, k: int) -> float:
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
-def zero_gradient_drift(hp: np.ndarray, m0: float, v0: float, t_last: int, k: int) -> float:
+def zero_gradient_drift(
+    hp_address: int, hp_size: int, m0: float, v0: float, t_last: int, k: int
+) -> float:
     """How far ``k`` zero-gradient Adam steps after step ``t_last`` move the weight, term by
-    term and through ``ratio_sum`` (the general path; see the module docstring)."""
+    term and through ``ratio_sum`` (the general path; see the module docstring).
+
+    ``hp`` comes as an address (see ``unowned_view``) so that the catch-up's fast paths, which
+    call this rarely, are not charged numba's reference counting of ``hp`` on every call.
+    """
+    hp = unowned_view(hp_address, hp_size)
     lr, b1, b2, eps, sb2 = hp[LR], hp[BETA1], hp[BETA2], hp[EPS], hp[SQRT_BETA2]
     sv = math.sqrt(v0)
     total = 0.0
@@ -195,40 +207,37 @@ def zero_gradient_drift(hp: np.ndarray, m0: float, v0: float, t_last: int, k: in
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def _power(hp: np.ndarray, table: int, k: int) -> float:
-    """``b**k`` from the split tables of ``b`` at ``table``, in a few ulps and without pow: a pow
-    call costs ~35 ns, and even an untaken one slows this path several times (LLVM hoists it)."""
-    power = 1.0
-    while k >= POWER_SPLIT * POWER_SPLIT and power != 0.0:
-        power *= hp[table + POWER_SPLIT - 1] * hp[table + 1]  # b**(1023 * 1024) * b**1024
-        k -= POWER_SPLIT * POWER_SPLIT
-    return power * hp[table + k // POWER_SPLIT] * hp[table + POWER_SPLIT + k % POWER_SPLIT]
+    """``b**k`` for ``k < POWER_SPLIT**2`` from the split tables of ``b`` at ``table``, in a few
+    ulps: a pow call costs ~35 ns, and even an untaken one slows this path (LLVM hoists it)."""
+    return hp[table + k // POWER_SPLIT] * hp[table + POWER_SPLIT + k % POWER_SPLIT]
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
+    # No loop and no call taking an array (or returning a tuple) here, even on a rare path: any
+    # of them keeps numba from pruning its reference counting of hp, ~20 ns on every call.
     span, powers, bias, moments, sums, ratios, split = _layout(hp)
     k = t_now - t_last
     m0, v0 = s[0], s[1]
     if k <= powers:
         s[0] = m0 * hp[moments + 2 * k]
         s[1] = v0 * hp[moments + 2 * k + 1] * hp[moments + 2 * k + 1]
-    else:
+    elif k < POWER_SPLIT * POWER_SPLIT:
         s[0] = m0 * _power(hp, split, k)
         s[1] = v0 * _power(hp, split + 2 * POWER_SPLIT, k)
+    else:
+        s[0] = m0 * geometric_decay(hp[BETA1], k)
+        s[1] = v0 * geometric_decay(hp[BETA2], k)
     if m0 == 0.0:
         return w
     eps = hp[EPS]
     sv = math.sqrt(v0)
-    if k <= DIRECT_STEPS and (hp[TABLES_COMPLETE] != 0.0 or t_last + k <= span):
-        total = 0.0
-        for i in range(1, min(k, powers) + 1):  # b1**i beyond J is below the last bit
-            a = bias + 2 * min(t_last + i, span)
-            p = moments + 2 * i
-            total += hp[a] * hp[p] / (sv * hp[p + 1] * hp[a + 1] + eps)
-        return w - m0 * total
+    if k == 1 and (hp[TABLES_COMPLETE] != 0.0 or t_last < span):  # one term: cheaper alone
+        a = bias + 2 * min(t_last + 1, span)
+        return w - m0 * hp[a] * hp[BETA1] / (sv * hp[SQRT_BETA2] * hp[a + 1] + eps)
     last = min(k, powers)
     if hp[SERIES_OK] != 0.0 and sv * hp[moments + 2 * last + 1] >= SERIES_MIN_RATIO * eps:
-        # Every missed step has sqrt(v_hat)/eps >= 2**16: the expansion in eps/sqrt(v_hat).
+        # Every missed step has sqrt(v_hat)/eps >= 2**11: the expansion in eps/sqrt(v_hat).
         inverse = 1.0 / sv
         factor = inverse
         total = 0.0
@@ -244,7 +253,7 @@ def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -
             hp[BETA1], hp[SQRT_BETA2], sv, eps,
         ) <= TAIL_TOLERANCE * total:  # fmt: skip
             return w - m0 * total
-    return w - zero_gradient_drift(hp, m0, v0, t_last, k)
+    return w - zero_gradient_drift(data_address(hp), hp.shape[0], m0, v0, t_last, k)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
