@@ -22,9 +22,11 @@ from optim.hashing import FeatureHasher
 @nb.njit(nogil=True, cache=True)
 def _rows_canonical(indptr: np.ndarray, indices: np.ndarray) -> bool:
     for i in range(indptr.shape[0] - 1):
+        ok = True
         for p in range(indptr[i] + 1, indptr[i + 1]):
-            if indices[p] <= indices[p - 1]:
-                return False
+            ok &= indices[p] > indices[p - 1]  # no early exit: the loop vectorizes
+        if not ok:
+            return False
     return True
 
 
@@ -57,8 +59,9 @@ def row_containing(indptr: np.ndarray, position: int) -> int:
 
 
 def _first_bad(mask: np.ndarray) -> int | None:
-    bad = np.flatnonzero(mask)
-    return int(bad[0]) if bad.size else None
+    if not mask.any():  # the usual answer, and much cheaper than flatnonzero on small arrays
+        return None
+    return int(np.flatnonzero(mask)[0])
 
 
 _NUMBER = (bool, np.bool_, int, float, np.integer, np.floating)
@@ -192,7 +195,7 @@ class Batch:
             raise BatchError("must have at least one entry (0 for an empty batch)", field="indptr")
         if indptr_arr[0] != 0:
             raise BatchError(f"must start at 0, got {indptr_arr[0]}", field="indptr")
-        bad = _first_bad(np.diff(indptr_arr) < 0)
+        bad = _first_bad(indptr_arr[1:] < indptr_arr[:-1])
         if bad is not None:
             raise BatchError(
                 f"must not decrease: indptr[{bad + 1}]={indptr_arr[bad + 1]} < "
@@ -217,7 +220,9 @@ class Batch:
                 f"got {indptr_arr[-1]}",
                 field="indptr",
             )
-        bad = _first_bad((indices_arr < 0) | (indices_arr >= dim))
+        bad = None
+        if indices_arr.size and (indices_arr.min() < 0 or indices_arr.max() >= dim):
+            bad = _first_bad((indices_arr < 0) | (indices_arr >= dim))
         if bad is not None:
             raise BatchError(
                 f"index {indices_arr[bad]} at position {bad} is outside [0, {dim})",

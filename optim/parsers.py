@@ -9,7 +9,8 @@ stream's size. :func:`parse_bytes` parses a whole buffer into one batch, :func:`
 streams a file (a ``.gz`` path is decompressed) or a binary file object, and
 :func:`concat_batches` joins batches. The libsvm, vw and criteo parsers are numba kernels over the
 raw bytes, hashing included, compiled ``nogil`` (a server may run them in a worker thread); ndjson
-decodes with ``orjson``.
+rows of ``indices``/``values`` go through the compiled reader of :mod:`optim._json`, and any line
+it does not handle (named features, errors, anything unusual) is decoded with ``orjson``.
 
 Lines end with ``\\n`` or ``\\r\\n``. In every format a blank line and a line starting with
 ``#`` are skipped but counted in line numbers. Labels may be ``-1``/``+1`` or ``0``/``1`` (or any
@@ -1148,6 +1149,21 @@ def _ndjson_number(field: str, x: object) -> float:
     return v
 
 
+# a run of ndjson rows: (indptr, indices (-1 where a named feature's key goes), values, labels
+# (nan: none), weights, weighted, keys, their positions in indices, whether rows need sorting)
+_NdjsonPart = tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    bool,
+    list[str],
+    np.ndarray | None,
+    bool,
+]
+
+
 class StreamParser:
     """Parse a stream of text rows fed in chunks of bytes into validated batches."""
 
@@ -1183,6 +1199,7 @@ class StreamParser:
         self._finished = False
         self._nnz_per_row = 40.0  # running estimates, to size the arrays of the next batch
         self._nnz_per_byte = 0.25
+        self._ndjson_slow_lines = 1  # lines given to orjson after the compiled reader refuses one
         if fmt == "criteo":
             self._int_index = self.hasher.indices(f"I{i}" for i in range(1, 14))
             self._prefixes = np.zeros((26, 8), dtype=np.uint8)
@@ -1404,18 +1421,124 @@ class StreamParser:
     def _ndjson_step(
         self, arr: np.ndarray, pos: int, stop: int, max_rows: int
     ) -> tuple[Batch | None, int, int, tuple[str | None, str] | None]:
+        """One batch: runs of lines through the compiled reader, each line it does not handle
+        (named features, errors, anything unusual) through :meth:`_ndjson_row`."""
+        parts: list[_NdjsonPart] = []
+        rows = 0
+        lines = 0
+        failure = None
+        while pos < stop and rows < max_rows:
+            part, pos, n_lines, handled = self._ndjson_fast(arr, pos, stop, max_rows - rows)
+            lines += n_lines
+            if part is not None:
+                parts.append(part)
+                rows += part[0].shape[0] - 1
+            if handled:
+                continue
+            # after a line the kernel refuses at once, give Python more lines (up to 1024) before
+            # asking the kernel again: a stream of named features pays few kernel calls
+            self._ndjson_slow_lines = 1 if n_lines else min(2 * self._ndjson_slow_lines, 1024)
+            part, pos, n_lines, failure = self._ndjson_slow(
+                pos, stop, max_rows - rows, self._ndjson_slow_lines
+            )
+            lines += n_lines
+            if part is not None:
+                parts.append(part)
+                rows += part[0].shape[0] - 1
+            if failure is not None:
+                break
+        return self._ndjson_batch(parts), pos, lines, failure
+
+    def _ndjson_fast(
+        self, arr: np.ndarray, pos: int, stop: int, max_rows: int
+    ) -> tuple[_NdjsonPart | None, int, int, bool]:
+        """Lines from ``pos`` through the compiled reader: (part, pos, lines, whether it stopped
+        for a reason other than a line it does not handle, which is then at ``pos``)."""
+        from optim import _json  # not at the top: optim._json imports this module
+
+        if not _json.ENABLED:
+            return None, pos, 0, False
+        state = np.zeros(_json.S_LEN, dtype=np.int64)
+        state[_json.S_POS] = pos
+        indptr = np.empty(max_rows + 1, dtype=np.int64)
+        indptr[0] = 0
+        labels = np.empty(max_rows, dtype=np.float64)
+        weights = np.empty(max_rows, dtype=np.float64)
+        expected = min(max_rows * self._nnz_per_row, (stop - pos) * self._nnz_per_byte)
+        cap = int(expected * 1.2) + 64
+        indices = np.empty(cap, dtype=np.int64)
+        values = np.empty(cap, dtype=np.float64)
+        fixes = np.empty((16, 3), dtype=np.int64)
+        while True:
+            _json.ndjson_rows(
+                arr,
+                stop,
+                self.dim,
+                self.require_labels,
+                self.max_line_bytes,
+                indptr,
+                indices,
+                values,
+                labels,
+                weights,
+                fixes,
+                state,
+            )
+            status = state[_json.S_STATUS]
+            if status == _json.S_FULL_INDICES:
+                indices = np.concatenate([indices, np.empty_like(indices)])
+                values = np.concatenate([values, np.empty_like(values)])
+            elif status == _json.S_FULL_FIXES:
+                fixes = np.concatenate([fixes, np.empty_like(fixes)])
+            else:
+                break
+        rows, nnz = int(state[_json.S_ROWS]), int(state[_json.S_NNZ])
+        new_pos = int(state[_json.S_POS])
+        part = None
+        if rows:
+            self._nnz_per_row = max(1.0, nnz / rows)
+            self._nnz_per_byte = max(0.01, nnz / max(1, new_pos - pos))
+            if nnz < 0.75 * indices.shape[0]:  # else keep the arrays: at most a quarter unused
+                indices, values = indices[:nnz].copy(), values[:nnz].copy()
+            else:
+                indices, values = indices[:nnz], values[:nnz]
+            weights = weights[:rows]
+            for entry, start, end in fixes[: state[_json.S_FIXUPS]].tolist():
+                exact = float(self._buf[start:end])  # finite (see optim._json)
+                if entry >= 0:
+                    values[entry] = exact
+                else:
+                    weights[-1 - entry] = exact
+            part = (
+                indptr[: rows + 1],
+                indices,
+                values,
+                labels[:rows],
+                weights,
+                bool(state[_json.S_WEIGHTED]),
+                [],
+                None,
+                bool(state[_json.S_CANON]),
+            )
+        return part, new_pos, int(state[_json.S_LINES]), status != _json.S_NOT_HANDLED
+
+    def _ndjson_slow(
+        self, pos: int, stop: int, max_rows: int, max_lines: int
+    ) -> tuple[_NdjsonPart | None, int, int, tuple[str | None, str] | None]:
+        """Up to ``max_lines`` lines from ``pos`` decoded by ``orjson`` (:meth:`_ndjson_row`):
+        (part, pos, lines, failure)."""
         data = self._buf
         indptr = [0]
         direct: list[int] = []  # coordinates, -1 where a hashed key goes
         values: list[float] = []
         key_pos: list[int] = []
         keys: list[str] = []
-        labels: list[float | None] = []
+        labels: list[float] = []  # nan: no label
         weights: list[float] = []
         weighted = False
         lines = 0
         failure = None
-        while pos < stop and len(labels) < max_rows:
+        while pos < stop and len(labels) < max_rows and lines < max_lines:
             eol = data.find(b"\n", pos, stop)
             if eol < 0:
                 eol = stop
@@ -1440,32 +1563,65 @@ class StreamParser:
                 del direct[mark[0] :], values[mark[0] :], key_pos[mark[1] :], keys[mark[1] :]
                 failure = (exc.field, exc.reason)
                 break
-            labels.append(label)
+            labels.append(math.nan if label is None else label)
             weights.append(weight)
             weighted = weighted or row_weighted
             indptr.append(len(direct))
-        batch = None
+        part = None
         if labels:
-            idx = np.asarray(direct, dtype=np.int64)
-            names = None
-            if keys:
-                hashed = self.hasher.indices(keys)
-                idx[np.asarray(key_pos, dtype=np.int64)] = hashed
-                names = dict(zip(keys, hashed.tolist(), strict=True))
-            ptr = np.asarray(indptr, dtype=np.int64)
-            vals = np.asarray(values, dtype=np.float64)
-            nnz = _canon_all(ptr, idx, vals)
-            all_labeled = all(y is not None for y in labels)
-            batch = Batch(
-                ptr,
-                idx[:nnz],
-                vals[:nnz],
-                np.asarray(labels, dtype=np.float64) if all_labeled else None,
-                np.asarray(weights, dtype=np.float64) if weighted else None,
-                self.dim,
-                names,  # the model remembers them for inspection by name
+            part = (
+                np.asarray(indptr, dtype=np.int64),
+                np.asarray(direct, dtype=np.int64),
+                np.asarray(values, dtype=np.float64),
+                np.asarray(labels, dtype=np.float64),
+                np.asarray(weights, dtype=np.float64),
+                weighted,
+                keys,
+                np.asarray(key_pos, dtype=np.int64),
+                True,
             )
-        return batch, pos, lines, failure
+        return part, pos, lines, failure
+
+    def _ndjson_batch(self, parts: list[_NdjsonPart]) -> Batch | None:
+        """One batch of the parts in order: named features hashed, rows canonicalized."""
+        if not parts:
+            return None
+        if len(parts) == 1:
+            ptr, idx, vals, labels, weights, weighted, keys, key_pos, canon = parts[0]
+        else:
+            offsets = np.cumsum([0] + [p[1].shape[0] for p in parts[:-1]])
+            ptr = np.concatenate(
+                [np.zeros(1, dtype=np.int64)]
+                + [p[0][1:] + o for p, o in zip(parts, offsets, strict=True)]
+            )
+            idx = np.concatenate([p[1] for p in parts])
+            vals = np.concatenate([p[2] for p in parts])
+            labels = np.concatenate([p[3] for p in parts])
+            weights = np.concatenate([p[4] for p in parts])
+            weighted = any(p[5] for p in parts)
+            keys = [k for p in parts for k in p[6]]
+            key_pos = np.concatenate(
+                [np.zeros(0, dtype=np.int64)]
+                + [p[7] + o for p, o in zip(parts, offsets, strict=True) if p[7] is not None]
+            )
+            canon = any(p[8] for p in parts)
+        names = None
+        if keys:
+            hashed = self.hasher.indices(keys)
+            idx[key_pos] = hashed
+            names = dict(zip(keys, hashed.tolist(), strict=True))
+        if canon:
+            nnz = _canon_all(ptr, idx, vals)
+            idx, vals = idx[:nnz], vals[:nnz]
+        return Batch(
+            ptr,
+            idx,
+            vals,
+            labels if not np.isnan(labels).any() else None,
+            weights if weighted else None,
+            self.dim,
+            names,  # the model remembers them for inspection by name
+        )
 
     def _ndjson_row(
         self,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service import dependencies as deps
 from service.auth import ADMIN, READ, WRITE
-from service.batches import batch_from_json, read_json
+from service.batches import batch_from_body, read_body
 from service.experiments import Experiment, ExperimentRegistry, leaderboard_entry
 from service.metrics import ServiceMetrics
 from service.routers.learning import _body_schema
@@ -107,9 +107,9 @@ async def update_experiment(
     metrics: Annotated[ServiceMetrics, Depends(deps.metrics)],
 ) -> dict[str, Any]:
     members = registry.members(exp)
-    body = await read_json(request, settings.max_body_bytes)
+    data = await read_body(request, settings.max_body_bytes)
     batch = await anyio.to_thread.run_sync(
-        lambda: batch_from_json(body, members[0].model, settings, require_labels=True)
+        lambda: batch_from_body(data, members[0].model, settings, require_labels=True)
     )
     async with exp.order:
         results = {m.name: await m.learn(batch, metrics.learned) for m in members}
