@@ -70,6 +70,7 @@ async def import_model(
 
     def replace(_: OnlineLogisticRegression) -> dict:
         managed.model = loaded
+        managed.failed = None  # a whole new state: no longer a batch ahead of the log
         managed.snapshot()  # the log so far described the replaced state
         return {"model": managed.name, "step": loaded.step, "bytes": len(data)}
 

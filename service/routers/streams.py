@@ -1,10 +1,17 @@
 """``POST /v1/models/{name}/stream``: learn a streamed text body while it arrives.
 
-The body is parsed chunk by chunk by :class:`optim.parsers.StreamParser` (bounded memory: one
-chunk plus one line) and learned in batches of ``stream_batch_rows`` rows; each batch takes the
-model's writer lock like an update, so concurrent updates may land between two batches of a
-stream. The response is NDJSON: a progress line every ``stream_progress_rows`` rows, the
-pre-update probabilities of every batch when ``?return_predictions=true``, and a final summary.
+The body is parsed by :class:`optim.parsers.StreamParser` and learned in batches of at most
+``stream_batch_rows`` rows; each batch takes the model's writer lock like an update, so
+concurrent updates may land between two batches of a stream. The response is NDJSON: a progress
+line every ``stream_progress_rows`` rows, the pre-update probabilities of every batch when
+``?return_predictions=true``, and a final summary.
+
+Receiving, parsing and learning form a pipeline (:class:`ParsedBody`), so that on two cores the
+next part of the body is parsed in one worker thread while the previous batches are logged and
+learned in another (the compiled parsers and learn kernels release the GIL). Memory stays
+bounded whatever the body's length: a block being coalesced, one being parsed (or its batches
+waiting for room in the queue), ``QUEUED_BATCHES`` batches queued and one being learned; with
+``BLOCK_MAX_BYTES`` of 4 MiB, a few tens of MB per stream at most.
 
 Unit of atomicity: the line. A malformed line stops the stream; every valid row before it is
 learned, and the final line says so: ``{"done": true, "rows": <learned>, "error": {"line": n,
@@ -44,6 +51,18 @@ FORMATS = {
     "text/x-criteo": "criteo",
 }
 
+# uvicorn hands the body over in pieces of at most ~256 KiB (one socket read), ~700 rows of a
+# click log: parsed and learned one by one, each costs two thread hops, a log record and an fsync
+# for few rows. The pieces are coalesced into blocks of about one batch (``stream_batch_rows``
+# rows, by the bytes per row seen so far), within these bounds (memory per stream).
+BLOCK_MIN_BYTES = 64 << 10
+BLOCK_MAX_BYTES = 4 << 20
+# A block a little under a batch: the piece that crosses the target then rarely spills a small
+# second batch (its own log record, fsync and hops) out of the block.
+BLOCK_FILL = 0.9
+# Parsed batches waiting for the learner: enough for the parser to work one block ahead.
+QUEUED_BATCHES = 2
+
 
 class BodyStreamingResponse(StreamingResponse):
     """Streams while the request body is still being read by the endpoint's generator.
@@ -53,7 +72,152 @@ class BodyStreamingResponse(StreamingResponse):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.stream_response(send)
+        try:
+            await self.stream_response(send)
+        finally:
+            # Close the generator now, not whenever it is garbage-collected: its ``finally``
+            # stops the pipeline's tasks (and waits for their worker threads).
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+class ParsedBody:
+    """The request body, received and parsed ahead of the learner: :meth:`next` gives its
+    batches in order.
+
+    Two tasks: one receives the body's pieces and coalesces them (bounded); one hands blocks to
+    ``parser`` in a worker thread and queues the batches (at most ``QUEUED_BATCHES``). A full
+    queue stops the parser, a full block the receiver, and uvicorn then stops reading the socket:
+    the client is slowed down instead of memory growing.
+
+    Blocks are about one batch while the learner is busy (fewer, larger batches: fewer hops, log
+    records and fsyncs); when the learner waits for work, whatever has arrived is parsed at once,
+    so a slow (live) stream is learned as it arrives, as before.
+    """
+
+    def __init__(self, request: Request, parser: StreamParser, batch_rows: int) -> None:
+        self.request = request
+        self.parser = parser
+        self.batch_rows = batch_rows
+        self.error: ParseError | None = None  # the malformed line that ended the body, if any
+        self._pieces: list[bytes] = []
+        self._pending = 0  # bytes in _pieces
+        self._received_all = False  # or the receiver stopped (_failure says why)
+        self._failure: BaseException | None = None  # from receiving: ClientDisconnect, ...
+        self._fed = 0  # bytes given to the parser, for the bytes-per-row estimate
+        self._block = BLOCK_MAX_BYTES  # until rows were seen
+        self._learner_waiting = False
+        self._parser_wake = asyncio.Event()  # pieces arrived, the body ended, or the learner waits
+        self._receiver_wake = asyncio.Event()  # the parser took the pending pieces
+        self._parsing: asyncio.Future[tuple[list[Batch], ParseError | None]] | None = None
+        self._queue: asyncio.Queue[tuple[Batch | None, BaseException | None]] = asyncio.Queue(
+            QUEUED_BATCHES
+        )
+        self._tasks = [
+            asyncio.create_task(self._receive(), name="stream-receive"),
+            asyncio.create_task(self._parse(), name="stream-parse"),
+        ]
+
+    def _estimate_block(self) -> None:
+        """After a parse: bytes to coalesce while the learner is busy, about one batch."""
+        rows = self.parser.rows_parsed
+        if rows:
+            per_row = (self._fed - self.parser.buffered_bytes) / rows
+            wanted = int(BLOCK_FILL * per_row * self.batch_rows)
+            self._block = min(BLOCK_MAX_BYTES, max(BLOCK_MIN_BYTES, wanted))
+
+    async def next(self) -> Batch | None:
+        """The next batch in body order; None at the end (``error`` says if a line was bad).
+
+        Raises ``ClientDisconnect`` as soon as the client is gone (the batches still queued are
+        not learned: nobody would see the summary), or what else receiving or parsing raised.
+        """
+        if self._failure is not None:
+            raise self._failure
+        if self._queue.empty():
+            self._learner_waiting = True  # the parser need not wait for a full block
+            self._parser_wake.set()
+        try:
+            batch, problem = await self._queue.get()
+        finally:
+            self._learner_waiting = False
+        if isinstance(problem, ParseError):
+            self.error = problem
+            return None
+        if problem is not None:
+            raise problem
+        return batch
+
+    async def aclose(self) -> None:
+        """Stop both tasks, and wait for a parse under way to end in its worker thread."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._parsing is not None:
+            await asyncio.gather(self._parsing, return_exceptions=True)
+
+    async def _receive(self) -> None:
+        try:
+            async with contextlib.aclosing(self.request.stream()) as pieces:
+                async for piece in pieces:
+                    self._pieces.append(piece)
+                    self._pending += len(piece)
+                    self._parser_wake.set()
+                    while self._pending >= self._block:
+                        self._receiver_wake.clear()
+                        await self._receiver_wake.wait()
+        except Exception as exc:  # ClientDisconnect above all: the learner stops at once
+            self._failure = exc
+        finally:
+            self._received_all = True
+            self._parser_wake.set()
+
+    def _parse_block(self, block: bytes, last: bool) -> tuple[list[Batch], ParseError | None]:
+        """In a worker thread: the batches of ``block``'s complete lines (all lines if ``last``)."""
+        batches: list[Batch] = []
+        try:
+            if block:
+                batches += self.parser.feed(block)
+            if last:
+                batches += self.parser.finish()
+        except ParseError as exc:
+            return batches + exc.valid_before, exc
+        return batches, None
+
+    async def _parse(self) -> None:
+        try:
+            while True:
+                while not (
+                    self._received_all
+                    or self._pending >= self._block
+                    or (self._pending and self._learner_waiting)
+                ):
+                    self._parser_wake.clear()
+                    await self._parser_wake.wait()
+                if self._failure is not None:
+                    await self._queue.put((None, self._failure))
+                    return
+                last = self._received_all
+                block = b"".join(self._pieces)
+                self._pieces.clear()
+                self._pending = 0
+                self._receiver_wake.set()
+                self._fed += len(block)
+                # Shielded: cancelling this task (aclose) must not return before the worker
+                # thread is done with the parser; aclose awaits _parsing for that.
+                self._parsing = asyncio.ensure_future(
+                    anyio.to_thread.run_sync(self._parse_block, block, last)
+                )
+                batches, error = await asyncio.shield(self._parsing)
+                self._estimate_block()
+                for batch in batches:
+                    await self._queue.put((batch, None))
+                if error is not None or last:
+                    await self._queue.put((None, error))
+                    return
+        except Exception as exc:  # a bug, MemoryError...: the learner raises it
+            await self._queue.put((None, exc))
 
 
 def _line(payload: dict[str, Any]) -> bytes:
@@ -123,26 +287,25 @@ def learning_stream(
     rows = 0
     losses = {t.name: [0.0, 0.0] for t in targets}  # weighted loss sum, weight sum
 
-    async def learn(batches: list[Batch]) -> AsyncIterator[bytes]:
+    async def learn(batch: Batch) -> AsyncIterator[bytes]:
         nonlocal rows
-        for batch in batches:
-            weight = float(batch.weights.sum()) if batch.weights is not None else batch.n_rows
-            async with order or contextlib.nullcontext():
-                results = [await target.learn(batch, metrics.learned) for target in targets]
-            for target, result in zip(targets, results, strict=True):
-                losses[target.name][0] += result.log_loss * weight if weight else 0.0
-                losses[target.name][1] += weight
-            before = rows // settings.stream_progress_rows
-            rows += batch.n_rows
-            if return_predictions:
-                probabilities = {
-                    t.name: r.probabilities.tolist() for t, r in zip(targets, results, strict=True)
-                }
-                single = len(targets) == 1
-                yield _line({"probabilities": results[0].probabilities.tolist()} if single
-                            else {"probabilities": probabilities})  # fmt: skip
-            if rows // settings.stream_progress_rows > before:
-                yield _line(progress())
+        weight = float(batch.weights.sum()) if batch.weights is not None else batch.n_rows
+        async with order or contextlib.nullcontext():
+            results = [await target.learn(batch, metrics.learned) for target in targets]
+        for target, result in zip(targets, results, strict=True):
+            losses[target.name][0] += result.log_loss * weight if weight else 0.0
+            losses[target.name][1] += weight
+        before = rows // settings.stream_progress_rows
+        rows += batch.n_rows
+        if return_predictions:
+            probabilities = {
+                t.name: r.probabilities.tolist() for t, r in zip(targets, results, strict=True)
+            }
+            single = len(targets) == 1
+            yield _line({"probabilities": results[0].probabilities.tolist()} if single
+                        else {"probabilities": probabilities})  # fmt: skip
+        if rows // settings.stream_progress_rows > before:
+            yield _line(progress())
 
     def progress() -> dict[str, Any]:
         members = {
@@ -154,33 +317,22 @@ def learning_stream(
             return {"rows": rows, **members[targets[0].name]}
         return {"rows": rows, "members": members}
 
-    async def parse(*chunk: bytes) -> tuple[list[Batch], ParseError | None]:
-        """Batches of the complete lines so far (all of them with no chunk), off the event loop."""
-        try:
-            work = parser.feed if chunk else parser.finish
-            return await anyio.to_thread.run_sync(work, *chunk), None
-        except ParseError as exc:
-            return exc.valid_before, exc
-
     async def body() -> AsyncIterator[bytes]:
         error: AdaserveError | None = None
+        parsed = ParsedBody(request, parser, settings.stream_batch_rows)
         try:
-            async for chunk in request.stream():
-                batches, error = await parse(chunk)
-                async for line in learn(batches):
+            while (batch := await parsed.next()) is not None:
+                async for line in learn(batch):
                     yield line
-                if error is not None:
-                    break
-            else:
-                batches, error = await parse()
-                async for line in learn(batches):
-                    yield line
+            error = parsed.error
         except ClientDisconnect:
             return
         except AdaserveError as exc:  # a parsed batch a model refused (a float32 step limit)
             error = exc
         except ApiError as exc:  # the log could not be written (503): stop here
             error = AdaserveError(exc.detail)
+        finally:
+            await parsed.aclose()
         summary = {"done": True, **progress(), "error": None}
         if error is not None:
             summary["error"] = {**error.where, "detail": str(error)}
