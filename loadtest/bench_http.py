@@ -32,6 +32,8 @@ Steps:
 
 Writes ``REPORT_HTTP.md`` (to ``loadtest/``) and ``bench_http.json`` (to ``loadtest/out/``,
 git-ignored); ``--out DIR`` puts both in ``DIR``; ``--smoke`` without ``--out`` uses a temp dir.
+``--only a,b`` runs just those scenarios (no ceilings, no in-process references) into a temp dir
+unless ``--out``: a quick before/after of one route, e.g. predict against the bare echo.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ HOST = "127.0.0.1"
 REPORT_NAME = "REPORT_HTTP.md"
 JSON_NAME = "bench_http.json"
 MODEL = {"hash_bits": 20, "optimizer": {"name": "adagrad", "lr": 0.1}}
+
+SCENARIO_KEYS = ("a", "b", "c", "d", "e", "f")
 
 # The brief's targets.
 PREDICT_VS_BARE = 0.80
@@ -630,7 +634,9 @@ class Runner:
             sc.path,
             sc.rows_per_request,
             float(np.mean([len(b) for b in sc.bodies])),
-            {k: v for k, v in asdict(r).items() if k != "latencies"} | {"requests": r.requests},
+            # errors too (a property, not a field): evaluate() reads it once a target is met
+            {k: v for k, v in asdict(r).items() if k != "latencies"}
+            | {"requests": r.requests, "errors": r.errors},
             rps,
             rps * sc.rows_per_request,
             cpu.cores,
@@ -1231,6 +1237,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="2000 rows, 1 s scenarios, kernels not pre-warmed, to a temp dir",
     )
+    ap.add_argument(
+        "--only",
+        type=lambda text: {k.strip() for k in text.split(",") if k.strip()},
+        default=None,
+        metavar="KEYS",
+        help="comma-separated scenarios to run, e.g. a,b (of a-f); skips the others, the "
+        "ceilings and the in-process references; writes to a temp dir unless --out",
+    )
     return ap
 
 
@@ -1243,6 +1257,9 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.rows, args.batch_rows, args.concurrency, args.max_requests, args.stream_repeat) < 1:
         print("error: counts must be positive", file=sys.stderr)
         return 2
+    if args.only is not None and (not args.only or args.only - set(SCENARIO_KEYS)):
+        print(f"error: --only takes scenario keys among {','.join(SCENARIO_KEYS)}", file=sys.stderr)
+        return 2
     try:
         shared = locate_shared(args.shared)
     except SharedMissingError as exc:
@@ -1251,8 +1268,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         report_path = Path(args.out) / REPORT_NAME
         json_path = Path(args.out) / JSON_NAME
-    elif args.smoke:
-        tmp_out = Path(tempfile.mkdtemp(prefix="bench_http_smoke_"))
+    elif args.smoke or args.only:  # never overwrite the committed report with a partial run
+        tmp_out = Path(
+            tempfile.mkdtemp(prefix="bench_http_smoke_" if args.smoke else "bench_http_")
+        )
         report_path, json_path = tmp_out / REPORT_NAME, tmp_out / JSON_NAME
     else:
         report_path, json_path = HERE / REPORT_NAME, HERE / "out" / JSON_NAME
@@ -1432,6 +1451,8 @@ def run_everything(
                 data.batch_rows,
             ),
         ]
+        if args.only:
+            scenarios = [sc for sc in scenarios if sc.key in args.only]
         results = []
         for sc in scenarios:
             before = step("clicks") if sc.path.endswith("/updates") else 0
@@ -1457,6 +1478,8 @@ def run_everything(
             ("e", "libsvm", "text/x-libsvm", data.libsvm),
             ("f", "NDJSON", "application/x-ndjson", data.ndjson),
         ):
+            if args.only and key not in args.only:
+                continue
             runs = []
             for rep in range(args.stream_repeat):
                 name = f"stream-{key}-{rep}"
@@ -1519,6 +1542,10 @@ def run_everything(
             }
         info["streams"] = streams
 
+    if args.only:  # a quick partial run: no ceilings, no in-process references
+        info["ceilings"] = []
+        info["in_process"] = {"error": f"skipped (--only {','.join(sorted(args.only))})"}
+        return
     # Generators' ceilings: each client against the bare echo and the raw asyncio server.
     ceilings = []
     clients = ["asyncio", "httpx"] + (["wrk"] if runner.wrk else [])

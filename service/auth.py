@@ -50,20 +50,28 @@ def role_of(tokens: dict[str, str], given: str) -> str | None:
     return found
 
 
+def authorize(request: Request, role: str) -> None:
+    """Admit a request whose token has at least ``role`` (any request when no token is set).
+
+    Raises ApiError 401 (no valid token) or 403 (a token of a lesser role).
+    """
+    tokens: dict[str, str] = request.app.state.tokens
+    if not tokens:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    granted = role_of(tokens, given.strip()) if scheme.lower() == "bearer" else None
+    if granted is None:
+        raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is needed")
+    if ROLES[granted] < ROLES[role]:
+        raise ApiError(403, "forbidden", f"this needs the {role} role; the token has {granted}")
+
+
 def require(role: str) -> Callable[[Request], Awaitable[None]]:
     """A dependency admitting requests whose token has at least ``role`` (async: no thread hop)."""
 
     async def check(request: Request) -> None:
-        tokens: dict[str, str] = request.app.state.tokens
-        if not tokens:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        granted = role_of(tokens, given.strip()) if scheme.lower() == "bearer" else None
-        if granted is None:
-            raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is needed")
-        if ROLES[granted] < ROLES[role]:
-            raise ApiError(403, "forbidden", f"this needs the {role} role; the token has {granted}")
+        authorize(request, role)
 
     check.__name__ = f"require_{role}"
     return check

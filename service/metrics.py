@@ -36,6 +36,21 @@ class ServiceMetrics:
             "adaserve_recent_progressive_log_loss", "progressive log-loss, recent window",
             ["model"], registry=self.registry,
         )  # fmt: skip
+        # The labelled request metrics by (route, method, status), looked up once: labels()
+        # checks its arguments and looks the child up under a lock, a few µs on every request.
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count a request and its latency (on the event loop, as the middleware runs)."""
+        children = self._request_children.get((route, method, status))
+        if children is None:
+            children = self._request_children[route, method, status] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
 
     def learned(self, managed: ManagedModel, result: LearnResult) -> None:
         """Record a learned batch (called with the model's state lock held)."""
@@ -79,8 +94,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            method = scope.get("method", "")
-            self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.latency.labels(template, method).observe(time.perf_counter() - start)
+            template = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.request_done(
+                template, scope.get("method", ""), status, time.perf_counter() - start
+            )

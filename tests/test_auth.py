@@ -117,3 +117,17 @@ def test_tokens_are_never_logged(tmp_path, caplog) -> None:
         c.get("/v1/models", headers={"Authorization": "Bearer very-secret-token"})
         c.get("/v1/models", headers={"Authorization": "Bearer wrong-secret-token"})
     assert "secret-token" not in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/v1/models/x/predict", "/v1/models/x/updates"])
+def test_the_token_is_checked_before_the_model(client: TestClient, path: str) -> None:
+    """The per-row routes check auth in plain code (no FastAPI dependency): still 401/403 first."""
+    assert client.post(path, json=CSR).status_code == 401
+    read = {"Authorization": f"Bearer {TOKENS['read']}"}
+    write = {"Authorization": f"Bearer {TOKENS['write']}"}
+    assert client.post(path, json=CSR, headers=read).status_code == (
+        404 if path.endswith("predict") else 403
+    )
+    assert client.post(path, json=CSR, headers=write).status_code == 404
+    bad_query = client.post(path + "?return_predictions=maybe", json=CSR)
+    assert bad_query.status_code == 401  # before the query string is validated

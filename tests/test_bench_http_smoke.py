@@ -63,3 +63,15 @@ def test_smoke_every_scenario_answers_without_errors(tmp_path: Path) -> None:
     assert "Smoke mode" in report
     assert "## Targets" in report and "not judged (smoke)" in report
     assert "| (b) single-row predict |" in report
+
+
+def test_only_runs_the_chosen_scenarios(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bench = load_bench()
+    assert bench.main(["--only", "a,z"]) == 2
+    assert "--only" in capsys.readouterr().err
+    assert bench.main(["--smoke", "--only", "a,b", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "bench_http.json").read_text())
+    assert [s["scenario"] for s in data["scenarios"]] == ["a", "b"]
+    assert data["streams"] == {} and data["ceilings"] == []
+    report = (tmp_path / "REPORT_HTTP.md").read_text()
+    assert "| (b) single-row predict |" in report and "Not run: skipped (--only a,b)" in report

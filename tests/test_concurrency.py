@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 
 import httpx
 import numpy as np
@@ -96,3 +97,88 @@ def test_concurrent_updates_predictions_and_inspections(tmp_path, seed: int) -> 
         assert served.table.tobytes() == replay.table.tobytes()
         assert served.counters.tobytes() == replay.counters.tobytes()
         assert set(margins[name]) <= boundary_margins  # never half a batch
+
+
+def test_a_small_read_runs_on_the_event_loop_and_a_large_one_in_a_worker(tmp_path) -> None:
+    """``read(inline=True)`` skips the thread hop when the state lock is free; predict asks for
+    it only for a batch of at most INLINE_READ_SIZE rows + non-zeros."""
+    from service.registry import INLINE_READ_SIZE, ManagedModel
+
+    app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
+    dim = 4 * INLINE_READ_SIZE
+
+    async def scenario() -> list[bool]:
+        loop_thread = threading.get_ident()
+        managed = app.state.registry.create("m", {"dim": dim})
+        assert await managed.read(lambda _: threading.get_ident(), inline=True) == loop_thread
+        assert await managed.read(lambda _: threading.get_ident()) != loop_thread
+
+        asked: list[bool] = []
+        original = ManagedModel.read
+
+        async def spy(self: ManagedModel, fn, *, inline: bool = False):  # type: ignore[no-untyped-def]
+            asked.append(inline)
+            return await original(self, fn, inline=inline)
+
+        ManagedModel.read = spy  # type: ignore[method-assign]
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                for nnz in (3, INLINE_READ_SIZE - 1, INLINE_READ_SIZE):  # + 1 row each
+                    csr = {"indptr": [0, nnz], "indices": list(range(nnz)), "values": [1.0] * nnz}
+                    r = await client.post("/v1/models/m/predict", json=csr)
+                    assert r.status_code == 200, r.text
+        finally:
+            ManagedModel.read = original  # type: ignore[method-assign]
+        return asked
+
+    assert asyncio.run(scenario()) == [True, True, False]
+
+
+def test_a_prediction_during_a_long_batch_waits_for_all_of_it_without_blocking_the_loop(
+    tmp_path,
+) -> None:
+    """A learner thread holds the state lock between the two halves of a batch: a single-row
+    predict must not answer from the half-learned state, nor block the event loop meanwhile."""
+    app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
+    (X1, y1), (X2, y2) = make_batches(7, 2)
+    expected = OnlineLogisticRegression(OPTIMIZERS["a"], dim=DIM)
+    probe = sp.csr_array(([1.0, 1.0, 1.0], [0, 1, 2], [0, 3]), shape=(1, DIM))
+    before = float(expected.decision_function(probe)[0])
+    expected.learn(X1, y1)
+    half = float(expected.decision_function(probe)[0])
+    expected.learn(X2, y2)
+    after = float(expected.decision_function(probe)[0])
+    assert len({before, half, after}) == 3
+
+    async def scenario() -> float:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            r = await client.post("/v1/models", json={"name": "a", "dim": DIM,
+                                                      "optimizer": OPTIMIZERS["a"]})  # fmt: skip
+            assert r.status_code == 201, r.text
+            managed = app.state.registry.get("a")
+            halfway, resume = threading.Event(), threading.Event()
+
+            def learner() -> None:  # one batch learned in two halves under the lock
+                with managed.state_lock:
+                    managed.model.learn(X1, y1)
+                    halfway.set()
+                    assert resume.wait(30)
+                    managed.model.learn(X2, y2)
+
+            thread = threading.Thread(target=learner)
+            thread.start()
+            assert await asyncio.to_thread(halfway.wait, 30)
+            prediction = asyncio.create_task(client.post("/v1/models/a/predict", json=PROBE))
+            for _ in range(20):  # the loop keeps serving while the prediction waits
+                assert (await client.get("/healthz")).status_code == 200
+                await asyncio.sleep(0.005)
+            assert not prediction.done()
+            resume.set()
+            r = await prediction
+            await asyncio.to_thread(thread.join, 30)
+            assert r.status_code == 200, r.text
+            return r.json()["margins"][0]
+
+    assert asyncio.run(scenario()) == after

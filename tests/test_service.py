@@ -260,3 +260,60 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
     update = spec["paths"]["/v1/models/{name}/updates"]["post"]
     assert "oneOf" in update["requestBody"]["content"]["application/json"]["schema"]
     assert {"CsrBatch", "NamedRows", "ErrorBody"} <= set(spec["components"]["schemas"])
+
+
+def test_request_metrics_count_each_route_method_and_status(client: TestClient) -> None:
+    create(client)
+    probe = {k: CSR[k] for k in ("indptr", "indices", "values")}
+    for _ in range(3):
+        assert client.post("/v1/models/m/predict", json=probe).status_code == 200
+    assert client.post("/v1/models/x/predict", json=probe).status_code == 404
+    assert client.post("/v1/models/m/predict", content=b"{").status_code == 422
+    text = client.get("/metrics").text
+    route = 'method="POST",route="/v1/models/{name}/predict"'
+    for status, count in (("200", 3), ("404", 1), ("422", 1)):
+        assert f'adaserve_requests_total{{{route},status="{status}"}} {count}.0' in text
+    assert f"adaserve_request_seconds_count{{{route}}} 5.0" in text
+
+
+def test_hot_routes_answer_exactly_what_their_response_model_serializes(
+    client: TestClient,
+) -> None:
+    """predict and updates encode their answers with orjson: byte for byte pydantic's."""
+    from pydantic import TypeAdapter
+
+    from service.schemas import Predictions, UpdateResult
+
+    create(client)
+    for path, body, model in (
+        ("/v1/models/m/updates", CSR, UpdateResult),
+        ("/v1/models/m/updates?return_predictions=true", CSR, UpdateResult),
+        ("/v1/models/m/updates", {"indptr": [0], "indices": [], "values": [], "labels": []},
+         UpdateResult),
+        ("/v1/models/m/predict", {k: CSR[k] for k in ("indptr", "indices", "values")},
+         Predictions),
+        ("/v1/models/m/predict", {"rows": [{"features": {"IQ": 1e-7}}, {"features": {}}]},
+         Predictions),
+    ):  # fmt: skip
+        response = client.post(path, json=body)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        adapter = TypeAdapter(model)
+        assert response.content == adapter.dump_json(adapter.validate_json(response.content))
+
+
+def test_openapi_keeps_the_documented_order_and_the_name_of_predict(client: TestClient) -> None:
+    """The learning routes are matched first but documented in place; predict reads ``name``
+    from the path itself and documents it as a declared parameter would be."""
+    spec = client.get("/openapi.json").json()
+    paths = list(spec["paths"])
+    assert paths[:2] == ["/healthz", "/readyz"]
+    assert paths.index("/v1/models") < paths.index("/v1/models/{name}/updates")
+    assert paths[-1] == "/metrics"
+    predict = spec["paths"]["/v1/models/{name}/predict"]["post"]
+    update = spec["paths"]["/v1/models/{name}/updates"]["post"]
+    assert predict["parameters"] == [
+        p for p in update["parameters"] if p["name"] == "name"
+    ] == [{"name": "name", "in": "path", "required": True,
+           "schema": {"type": "string", "title": "Name"}}]  # fmt: skip
+    assert "oneOf" in predict["requestBody"]["content"]["application/json"]["schema"]
