@@ -796,6 +796,7 @@ def in_process_references(data: Bodies, chunk_bytes: int, single: int) -> dict[s
     """The work behind each HTTP scenario, in this process without HTTP (ceilings, not targets)."""
     from optim import Batch, OnlineLogisticRegression
     from optim.parsers import StreamParser
+    from service.batches import batch_from_body
     from service.settings import Settings
 
     settings = Settings()
@@ -812,39 +813,26 @@ def in_process_references(data: Bodies, chunk_bytes: int, single: int) -> dict[s
         p = StreamParser(fmt, dim=data.dim, max_rows_per_batch=settings.stream_batch_rows)
         p.feed(data.libsvm[:2000] if fmt == "libsvm" else data.ndjson[:2000])
 
-    # (b) single-row predict: decode + Batch + decision_function.
+    # (b) single-row predict: the body to a Batch as the service reads it, then scoring.
     model = fresh()
     bodies = data.predict[:single]
     t0 = time.perf_counter()
     for body in bodies:
-        obj = orjson.loads(body)
-        b = Batch.from_arrays(obj["indptr"], obj["indices"], obj["values"], dim=data.dim)
-        model.decision_function(b)
+        model.decision_function(batch_from_body(body, model, settings, require_labels=False))
     out["single-row predict"] = {"rows_per_s": len(bodies) / (time.perf_counter() - t0)}
 
-    # (d) JSON CSR batches: decode, Batch.from_arrays (validation), learn_batch.
+    # (d) JSON CSR batches: the body to a validated Batch (batch_from_body), then learn_batch.
     model = fresh()
-    decode = build = learn = 0.0
+    build = learn = 0.0
     for body in data.batches:
         t0 = time.perf_counter()
-        obj = orjson.loads(body)
+        b = batch_from_body(body, model, settings, require_labels=True)
         t1 = time.perf_counter()
-        b = Batch.from_arrays(
-            obj["indptr"],
-            obj["indices"],
-            obj["values"],
-            obj["labels"],
-            dim=data.dim,
-            require_labels=True,
-        )
-        t2 = time.perf_counter()
         model.learn_batch(b)
-        t3 = time.perf_counter()
-        decode, build, learn = decode + t1 - t0, build + t2 - t1, learn + t3 - t2
-    total = decode + build + learn
+        build, learn = build + t1 - t0, learn + time.perf_counter() - t1
     out["json csr batches"] = {
-        "rows_per_s": data.rows / total,
-        "split_seconds": {"orjson.loads": decode, "Batch.from_arrays": build, "learn_batch": learn},
+        "rows_per_s": data.rows / (build + learn),
+        "split_seconds": {"batch_from_body": build, "learn_batch": learn},
     }
 
     # (e)/(f) streams: StreamParser.feed over chunks + learn_batch per batch.
