@@ -632,9 +632,8 @@ def ndjson_rows(
     buf, stop, dim, require_labels, max_line_bytes, indptr, indices, values, labels, weights,
     fixes, state,
 ):  # fmt: skip
-    # one function, its loops inline: a call taking arrays costs about as much as a short row
+    # the arrays are read by the body reader's _ints/_floats; the rest of a line is inline here
     n_buf = buf.shape[0]
-    cap = indices.shape[0]
     fix_cap = fixes.shape[0]
     p = state[S_POS]
     lines = state[S_LINES]
@@ -721,7 +720,7 @@ def ndjson_rows(
                         ok, fv, m, c = _swar_float(_load8(buf, s), _load8(buf, s + 2), neg)
                         q = s + m if ok else q
                     if not ok:
-                        kind, iv, fv, q = _number(buf, q)
+                        kind, _iv, fv, q = _number(buf, q)
                     if key == K_LABEL:
                         label = _label01(kind, fv)
                         if label < 0:
@@ -756,102 +755,12 @@ def ndjson_rows(
                 k = n
                 if c == 93:
                     q += 1
-                elif key == K_INDICES:
-                    while True:
-                        if k == cap:
-                            code = _FULL_I
-                            break
-                        if q + 8 <= n_buf:
-                            ok, iv, m, c = _swar_int(_load8(buf, q))
-                            if ok and c == 44 and iv < dim:  # a short number then ','
-                                indices[k] = iv
-                                k += 1
-                                q += m + 1
-                                continue
-                        while _is_ws(buf[q], False):  # after a ','
-                            q += 1
-                        ok = False
-                        iv = 0
-                        if q + 8 <= n_buf:
-                            ok, iv, m, c = _swar_int(_load8(buf, q))
-                            q += m
-                        if not ok:
-                            kind, iv, fv, q = _number(buf, q)
-                            if kind != _INT:
-                                code = _NO
-                                break
-                        if iv < 0 or iv >= dim:
-                            code = _NO
-                            break
-                        indices[k] = iv
-                        k += 1
-                        c = buf[q]
-                        while _is_ws(c, False):
-                            q += 1
-                            c = buf[q]
-                        if c == 93:
-                            q += 1
-                            break
-                        if c != 44:
-                            code = _NO
-                            break
-                        q += 1
+                elif key == K_INDICES:  # the body reader's array readers, one line at a time
+                    done, k, q = _ints(buf, q, indices, k, dim, False)
+                    code = _OK if done == 0 else (_FULL_I if done == 2 else _NO)
                 else:
-                    while True:
-                        if k == cap:
-                            code = _FULL_I
-                            break
-                        if q + 11 <= n_buf:  # both words at once, as if there were no '-'
-                            w = _load8(buf, q)
-                            f = _load8(buf, q + 2)
-                            s = q
-                            neg = (w & _U(0xFF)) == 45
-                            if neg:
-                                s = q + 1
-                                w = _load8(buf, s)
-                                f = _load8(buf, s + 2)
-                            ok, fv, m, c = _swar_float(w, f, neg)
-                            if ok and c == 44:  # a short number then ','
-                                values[k] = fv
-                                k += 1
-                                q = s + m + 1
-                                continue
-                        while _is_ws(buf[q], False):  # after a ','
-                            q += 1
-                        ts = q
-                        ok = False
-                        fv = 0.0
-                        if q + 11 <= n_buf:
-                            neg = buf[q] == 45
-                            s = q + 1 if neg else q
-                            ok, fv, m, c = _swar_float(_load8(buf, s), _load8(buf, s + 2), neg)
-                            q = s + m if ok else q
-                        if not ok:
-                            kind, iv, fv, q = _number(buf, q)
-                            if kind == _BAD:
-                                code = _NO
-                                break
-                            if kind == _APPROX:
-                                if nfix == fix_cap:
-                                    code = _FULL_F
-                                    break
-                                fixes[nfix, 0] = k
-                                fixes[nfix, 1] = ts
-                                fixes[nfix, 2] = q
-                                nfix += 1
-                        values[k] = fv
-                        k += 1
-                        c = buf[q]
-                        while _is_ws(c, False):
-                            q += 1
-                            c = buf[q]
-                        if c == 93:
-                            q += 1
-                            break
-                        if c != 44:
-                            code = _NO
-                            break
-                        q += 1
+                    done, k, q, nfix = _floats(buf, q, values, k, False, False, fixes, nfix)
+                    code = (_OK, _NO, _FULL_I, _FULL_F)[done]
                 if code != _OK:
                     break
                 if key == K_INDICES:
