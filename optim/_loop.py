@@ -10,22 +10,33 @@ import numba as nb
 import numpy as np
 
 constants = step = catch_up = effective_rate = None  # bound by the generated header
-N_CONSTANTS = 0
+N_CONSTANTS = N_SLOTS = 0
 # --- template body: everything below is copied into the generated module ---
+from optim._prefetch import prefetch_row  # noqa: E402
+
 LAST_TOUCHED, TIMES_TOUCHED = 0, 1
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def load(table, j, buf):
-    for q in range(buf.shape[0]):
+    for q in range(N_SLOTS):
         buf[q] = table[j, q + 1]
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def store(table, j, w, buf):
     table[j, 0] = w
-    for q in range(buf.shape[0]):
+    for q in range(N_SLOTS):
         table[j, q + 1] = buf[q]
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def prefetch_rows(table, counters, indices, start, stop):
+    # The next row's coordinates are effectively random lines of megabytes of state: asking for
+    # them while this row computes overlaps their memory misses instead of paying them in turn.
+    for p in range(start, stop):
+        prefetch_row(table, indices[p])
+        prefetch_row(counters, indices[p])
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
@@ -42,10 +53,13 @@ def learn(
     indptr, indices, values, labels, sample_weights, out_margin,
 ):  # fmt: skip
     intercept = table.shape[0] - 1
-    buf = np.empty(table.shape[1] - 1)
+    buf = np.empty(N_SLOTS)
     c = np.empty(N_CONSTANTS)
-    for i in range(indptr.shape[0] - 1):
+    n_rows = indptr.shape[0] - 1
+    for i in range(n_rows):
         t = t0 + i + 1
+        if i + 1 < n_rows:
+            prefetch_rows(table, counters, indices, indptr[i + 1], indptr[i + 2])
         margin = table[intercept, 0] if fit_intercept else 0.0
         for p in range(indptr[i], indptr[i + 1]):
             j = indices[p]
@@ -85,8 +99,11 @@ def caught_up(table, counters, hp, j, t, exact, buf):
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def margins(table, counters, hp, t, exact, fit_intercept, indptr, indices, values, out_margin):
     intercept = table.shape[0] - 1
-    buf = np.empty(table.shape[1] - 1)
-    for i in range(indptr.shape[0] - 1):
+    buf = np.empty(N_SLOTS)
+    n_rows = indptr.shape[0] - 1
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            prefetch_rows(table, counters, indices, indptr[i + 1], indptr[i + 2])
         margin = table[intercept, 0] if fit_intercept else 0.0
         for p in range(indptr[i], indptr[i + 1]):
             j = indices[p]
@@ -99,7 +116,7 @@ def margins(table, counters, hp, t, exact, fit_intercept, indptr, indices, value
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def inspect(table, counters, hp, t, exact, coordinates, out_weight, out_slots, out_rate):
-    buf = np.empty(table.shape[1] - 1)
+    buf = np.empty(N_SLOTS)
     c = np.empty(N_CONSTANTS)
     constants(max(t, 1), hp, c)
     for i in range(coordinates.shape[0]):

@@ -76,6 +76,7 @@ def _source_digest(spec: OptimizerSpec) -> str:
     for path in sorted(Path(__file__).parent.joinpath("optimizers").glob("*.py")):
         digest.update(path.read_bytes())
     digest.update(_TEMPLATE.read_bytes())
+    digest.update(_TEMPLATE.with_name("_prefetch.py").read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -89,7 +90,8 @@ def _generated_source(spec: OptimizerSpec) -> str:
         f"_SPEC = REGISTRY[{spec.name!r}]\n"
         "constants, step = _SPEC.constants, _SPEC.step\n"
         "catch_up, effective_rate = _SPEC.catch_up, _SPEC.effective_rate\n"
-        f"N_CONSTANTS = {spec.n_constants}\n\n" + body
+        f"N_CONSTANTS = {spec.n_constants}\n"
+        f"N_SLOTS = {len(spec.slots)}\n\n" + body
     )
 
 
