@@ -62,10 +62,10 @@ def _resolve_optimizer(optimizer: str | Mapping[str, Any]) -> tuple[OptimizerSpe
     return spec, spec.resolve(optimizer)
 
 
-def unsigned(indices: np.ndarray) -> np.ndarray:
-    """Validated (non-negative) int64 indices as uint64, without a copy: numba then indexes state
-    without the per-access check for negative indices (Python's wraparound)."""
-    return indices.view(np.uint64)
+def unsigned(positions: np.ndarray) -> np.ndarray:
+    """Validated (non-negative) int64 ``indptr`` or ``indices`` as uint64, without a copy: numba
+    then indexes with them without its per-access check for negative indices (wraparound)."""
+    return positions.view(np.uint64)
 
 
 class OnlineLogisticRegression:
@@ -287,8 +287,8 @@ class OnlineLogisticRegression:
         margins = np.empty(n)
         self._kernels.learn(
             self.table, self.counters, self._hp, self._l2, self.step, self._exact,
-            self.fit_intercept,
-            batch.indptr, unsigned(batch.indices), batch.values, batch.labels, weights, margins,
+            self.fit_intercept, unsigned(batch.indptr), unsigned(batch.indices), batch.values,
+            batch.labels, weights, margins,
         )  # fmt: skip
         self.step += n
         probs = probabilities(margins)
@@ -311,7 +311,7 @@ class OnlineLogisticRegression:
         out = np.empty(batch.n_rows)
         self._kernels.margins(
             self.table, self.counters, self._hp, self.step, self._exact, self.fit_intercept,
-            batch.indptr, unsigned(batch.indices), batch.values, out,
+            unsigned(batch.indptr), unsigned(batch.indices), batch.values, out,
         )  # fmt: skip
         return out
 

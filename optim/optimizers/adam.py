@@ -212,7 +212,7 @@ def _power(hp: np.ndarray, table: int, k: int) -> float:
     return hp[table + k // POWER_SPLIT] * hp[table + POWER_SPLIT + k % POWER_SPLIT]
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
     # No loop and no call taking an array (or returning a tuple) here, even on a rare path: any
     # of them keeps numba from pruning its reference counting of hp, ~20 ns on every call.
