@@ -135,7 +135,7 @@ def check_limits(batch: Batch, settings: Settings) -> None:
             f"{batch.n_rows:,} rows; at most {settings.max_rows_per_batch:,} per batch",
             {"field": "rows"},
         )  # fmt: skip
-    if batch.n_rows:
+    if batch.nnz > settings.max_nnz_per_row:  # else no row can be over the limit
         sizes = np.diff(batch.indptr)
         row = int(sizes.argmax())
         if sizes[row] > settings.max_nnz_per_row:

@@ -683,3 +683,48 @@ def test_one_corruption_is_always_rejected_and_changes_nothing(
             model.learn(matrix, case["labels"], case["weights"])
         assert again.value.field == expected_field(kind)
     assert snapshot(model) == before
+
+
+def _typed_or_none(data: object, dtype: type) -> np.ndarray | None:
+    try:
+        typed = np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return typed if typed.ndim == 1 and np.array_equal(typed, np.asarray(data)) else None
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(corrupted_batches())
+def test_typed_arrays_are_refused_like_lists(corrupted: tuple[str, dict[str, Any]]) -> None:
+    # int64/float64 arrays (what the compiled readers make) take a one-call check whose every
+    # refusal is reported by the checking path: the same error as for the lists.
+    _, case = corrupted
+    typed = dict(case)
+    for key, dtype in (("indptr", np.int64), ("indices", np.int64), ("values", np.float64)):
+        converted = _typed_or_none(case[key], dtype)
+        if converted is None:
+            return  # not representable as that array type: only the checking path sees it
+        typed[key] = converted
+    with pytest.raises(BatchError) as from_lists:
+        Batch.from_arrays(**case, dim=DIM)
+    with pytest.raises(BatchError) as from_arrays:
+        Batch.from_arrays(**typed, dim=DIM)
+    assert str(from_arrays.value) == str(from_lists.value)
+
+
+def test_typed_indptr_pointing_past_the_arrays_is_refused() -> None:
+    # A row range beyond nnz must be refused before any row's indices are read.
+    indptr = np.array([0, 10**9, 5], dtype=np.int64)
+    with pytest.raises(BatchError, match="must not decrease"):
+        Batch.from_arrays(indptr, np.arange(5, dtype=np.int64), np.ones(5), dim=DIM)
+
+
+def test_typed_unsorted_rows_are_summed_like_lists() -> None:
+    indptr, indices, values = [0, 3, 5], [4, 1, 4, 2, 2], [1.0, 2.0, 3.0, 0.5, 0.25]
+    typed = Batch.from_arrays(
+        np.array(indptr), np.array(indices), np.array(values, dtype=np.float64), dim=DIM
+    )
+    lists = Batch.from_arrays(indptr, indices, values, dim=DIM)
+    assert typed.indptr.tolist() == lists.indptr.tolist() == [0, 2, 3]
+    assert typed.indices.tolist() == lists.indices.tolist() == [1, 4, 2]
+    assert typed.values.tolist() == lists.values.tolist() == [2.0, 4.0, 0.75]
