@@ -182,10 +182,10 @@ RATIOS = [
     ("ours adam frozen @prefix", "torch embbag sparseadam", "lazy Adam lr 0.001, prefix"),
 ]
 
-# Targets: (id, description, kind, subject(s), threshold).  The brief fixed the three throughput
-# floors; the ratio and log-loss thresholds are this script's choices, stated in the report.
-MIN_VS_VW = 1.0
-MIN_VS_RIVER = 10.0
+# Targets: the three throughput floors are issue 2's, the ratio floors issue 5's (in-process
+# learning from CSR at >= 2x VW native and >= 30x River); the log-loss tolerance is this script's.
+MIN_VS_VW = 2.0
+MIN_VS_RIVER = 30.0
 MAX_LOGLOSS_GAP = 0.01
 BUSY_LOAD = 1.5  # 1-min load average above this while we run: something else was running
 
@@ -628,9 +628,10 @@ def render(info: dict[str, Any]) -> str:
     ]
     lines += [
         "",
-        f"The three throughput floors are the brief's. The ratio floors ({MIN_VS_VW:g}x VW, "
-        f"{MIN_VS_RIVER:g}x River) and the log-loss tolerance ({MAX_LOGLOSS_GAP} nats) are this "
-        "script's choices (the brief named the comparisons, not the thresholds).",
+        "The three throughput floors are the learning-core issue's; the ratio floors "
+        f"({MIN_VS_VW:g}x VW native, {MIN_VS_RIVER:g}x River, in-process from CSR) are the "
+        f"ingestion issue's; the log-loss tolerance ({MAX_LOGLOSS_GAP} nats) is this script's "
+        "choice (same algorithm, float32 VW against float64 ours).",
         "",
         "## Ours (in-process, one `learn_batch` pass over a pre-built Batch)",
         "",

@@ -16,7 +16,12 @@ per-coordinate ``constants``, ``step``, ``catch_up`` and ``effective_rate``:
 
 State layout, chosen so one coordinate is one or two cache lines: ``table[j] = [weight, slot...]``
 and ``counters[j] = [last_touched_step, times_touched]``. Row ``dim`` (the last) is the intercept:
-value 1 in every row, never regularized.
+value 1 in every row, never regularized. Hashed coordinates land on effectively random lines of
+megabytes of state, so ``learn`` and ``margins`` prefetch the next row's lines while the current
+row computes (:mod:`optim._prefetch`): the memory misses overlap instead of coming one by one,
+which more than doubled AdaGrad's rate on the 200k-row click stream. The slot count is a
+compile-time constant of each generated module, and ``indptr``/``indices`` arrive as uint64 views
+(no negative-index handling per access).
 
 The loops' code is the template :mod:`optim._loop`. numba cannot cache closures, so for each
 optimizer a module is written once — a header binding the optimizer's functions, then the template
