@@ -652,6 +652,30 @@ class Runner:
         return m
 
 
+def paired_ratios(
+    runner: Runner, bare: Scenario, predict: Scenario, client: str, pairs: int, seconds: float
+) -> dict[str, Any]:
+    """(b) req/s over (a) req/s from short windows run back to back, in the order a b, b a, ...
+
+    The 10-s windows of (a) and (b) run one after the other; on a shared machine whose speed
+    drifts, their ratio moves with the drift (runs here gave 58-81% for the same code). Each
+    pair here sees nearly the same machine, the alternating order cancels a steady trend, and
+    the median of the pairs' ratios is the estimate.
+    """
+    ratios, rates = [], []
+    for k in range(pairs):
+        order = (bare, predict) if k % 2 == 0 else (predict, bare)
+        rate = {}
+        for sc in order:
+            r = runner.phase(sc, client, seconds)
+            rate[sc.key] = r.ok / r.seconds if r.seconds > 0 and not r.errors else 0.0
+        rates.append(rate)
+        ratios.append(rate[predict.key] / rate[bare.key] if rate[bare.key] > 0 else 0.0)
+    median = float(statistics.median(ratios))
+    log(f"paired (b)/(a): median {median:.0%} of {', '.join(f'{x:.0%}' for x in ratios)}")
+    return {"seconds": seconds, "ratios": ratios, "rates": rates, "median": median}
+
+
 # ---------------------------------------------------------------- streams
 
 
@@ -973,12 +997,23 @@ def evaluate(info: dict[str, Any], judge: bool) -> list[dict[str, Any]]:
     bare, pred = fixed.get("a"), fixed.get("b")
     if bare and pred and bare["requests_per_s"] > 0:
         ratio = pred["requests_per_s"] / bare["requests_per_s"]
-        ok = ratio >= PREDICT_VS_BARE and pred["result"]["errors"] == 0
-        shown = f"{pred['requests_per_s']:,.0f} / {bare['requests_per_s']:,.0f} = {ratio:.0%}"
+        shown = (
+            f"10-s windows in turn: {pred['requests_per_s']:,.0f} / "
+            f"{bare['requests_per_s']:,.0f} = {ratio:.0%}"
+        )
         cpu_b, cpu_a = pred["cpu_cores"].get("service", 0), bare["cpu_cores"].get("bare", 0)
         if cpu_a > 0 and cpu_b > 0:  # the same ratio per second of each server's own CPU
             per_cpu = (pred["requests_per_s"] / cpu_b) / (bare["requests_per_s"] / cpu_a)
             shown += f" (per server CPU-second: {per_cpu:.0%})"
+        pairs = info.get("predict_pairs")
+        if pairs:  # the estimate judged: robust to the machine's drift (see paired_ratios)
+            ratio = pairs["median"]
+            shown = (
+                f"**{ratio:.0%}**, median of {len(pairs['ratios'])} alternating "
+                f"{pairs['seconds']:g}-s pairs ({', '.join(f'{x:.0%}' for x in pairs['ratios'])}); "
+                + shown
+            )
+        ok = ratio >= PREDICT_VS_BARE and pred["result"]["errors"] == 0
         add("(b) single-row predict req/s ÷ (a) bare echo req/s", f">= {PREDICT_VS_BARE:.0%}",
             ratio, ok, shown)  # fmt: skip
     for key, what, floor in (
@@ -1011,6 +1046,10 @@ CAVEATS = [
     "Closed loop: each connection sends its next request when the previous one is answered, so "
     "latency ≈ concurrency ÷ throughput; p50/p99 are per request over the measured window "
     "(wrk's are its own histogram). Warm-up requests (asyncio generator) are not counted.",
+    "The predict target (b)/(a) is judged on the median of short (a)/(b) windows run back to "
+    "back in alternating order after the scenarios (--pairs, --pair-seconds): on this shared "
+    "machine the speed drifts between the two 10-s windows, which alone moved their ratio "
+    "between 58% and 81% for the same code. The 10-s ratio is shown beside it.",
     "Single-row bodies cycle through the first 1,000 rows of the file (different rows, the same "
     "~34 non-zeros); the echo sends the same bodies as predict. Batches cycle through the file "
     "in 1,000-row JSON CSR bodies encoded once before timing; the single-row update and "
@@ -1194,6 +1233,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--concurrency", type=int, default=16, help="connections (16)")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario")
     ap.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per scenario")
+    ap.add_argument(
+        "--pairs",
+        type=int,
+        default=6,
+        help="alternating (a)/(b) window pairs for the predict ratio (6; 0: none)",
+    )
+    ap.add_argument("--pair-seconds", type=float, default=2.0, help="seconds per paired window")
     ap.add_argument("--ceiling-duration", type=float, default=5.0, help="per client ceiling run")
     ap.add_argument("--max-requests", type=int, default=1_000_000, help="per measured phase")
     ap.add_argument("--stream-repeat", type=int, default=3, help="runs of each stream (3)")
@@ -1242,6 +1288,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.rows, args.duration, args.warmup = min(args.rows, 2_000), 1.0, 0.3
         args.ceiling_duration, args.stream_repeat, args.ready_timeout = 0.5, 1, 120.0
+        args.pairs, args.pair_seconds = min(args.pairs, 1), 0.5
     if min(args.rows, args.batch_rows, args.concurrency, args.max_requests, args.stream_repeat) < 1:
         print("error: counts must be positive", file=sys.stderr)
         return 2
@@ -1460,6 +1507,11 @@ def run_everything(
                 )
             results.append(m)
         info["scenarios"] = [asdict(m) for m in results]
+        by_key = {sc.key: sc for sc in scenarios}
+        if "a" in by_key and "b" in by_key and args.pairs > 0:
+            info["predict_pairs"] = paired_ratios(
+                runner, by_key["a"], by_key["b"], client, args.pairs, args.pair_seconds
+            )
 
         streams: dict[str, Any] = {}
         for key, title, ct, text in (
