@@ -12,7 +12,9 @@ import numpy as np
 constants = step = catch_up = effective_rate = None  # bound by the generated header
 N_CONSTANTS = N_SLOTS = 0
 # --- template body: everything below is copied into the generated module ---
+from optim._json import K_INDICES, K_INDPTR, K_VALUES, _csr_body  # noqa: E402
 from optim._prefetch import prefetch_row  # noqa: E402
+from optim.batch import CANONICAL, _csr_status  # noqa: E402
 
 LAST_TOUCHED, TIMES_TOUCHED = 0, 1
 
@@ -112,6 +114,30 @@ def margins(table, counters, hp, t, exact, fit_intercept, indptr, indices, value
             else:
                 margin += table[j, 0] * values[p]
         out_margin[i] = margin
+
+
+CSR_ARRAYS_ONLY = (1 << K_INDPTR) | (1 << K_INDICES) | (1 << K_VALUES)
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def margins_of_json(table, counters, hp, t, exact, fit_intercept, buf, max_rows, max_nnz):
+    # Read, check and score in one call: for a row or a few, each call from Python (and each
+    # array it returns) costs more than the work. Anything but a plain valid body of sorted
+    # rows within the limits is left to the general path, which reports or canonicalizes it.
+    handled, indptr, indices, values, _, _, present, fixes = _csr_body(buf)
+    if not handled or present != CSR_ARRAYS_ONLY or fixes.shape[0] != 0:
+        return False, np.empty(0)
+    n_rows = indptr.shape[0] - 1
+    if n_rows > max_rows or values.shape[0] > max_nnz:
+        return False, np.empty(0)
+    if _csr_status(indptr, indices, values, table.shape[0] - 1) != CANONICAL:
+        return False, np.empty(0)
+    out = np.empty(n_rows)
+    margins(
+        table, counters, hp, t, exact, fit_intercept,
+        indptr.view(np.uint64), indices.view(np.uint64), values, out,
+    )  # fmt: skip
+    return True, out
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")

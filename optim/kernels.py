@@ -10,6 +10,9 @@ per-coordinate ``constants``, ``step``, ``catch_up`` and ``effective_rate``:
     costs O(its non-zeros), never O(dim).
 ``margins``
     Decision values of a CSR batch on caught-up weights, without writing anything.
+``margins_of_json``
+    The same for a JSON CSR body read by :mod:`optim._json` and checked in the same call;
+    ``(False, ...)`` for any body that is not a plain valid one of sorted rows.
 ``inspect``
     Caught-up weight, state slots and effective rate of chosen coordinates, without writing
     anything.
@@ -54,6 +57,7 @@ _BODY_MARKER = "# --- template body"
 class Kernels:
     learn: Callable[..., None]
     margins: Callable[..., None]
+    margins_of_json: Callable[..., tuple[bool, object]]
     inspect: Callable[..., None]
 
 
@@ -81,7 +85,9 @@ def _source_digest(spec: OptimizerSpec) -> str:
     for path in sorted(Path(__file__).parent.joinpath("optimizers").glob("*.py")):
         digest.update(path.read_bytes())
     digest.update(_TEMPLATE.read_bytes())
-    digest.update(_TEMPLATE.with_name("_prefetch.py").read_bytes())
+    # numba's cache of the generated module does not notice changes to what it calls
+    for module in ("_prefetch.py", "_json.py", "batch.py"):
+        digest.update(_TEMPLATE.with_name(module).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -114,5 +120,7 @@ def kernels_for(spec: OptimizerSpec) -> Kernels:
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module  # numba's cache finds the module's globals by name
         module_spec.loader.exec_module(module)
-        _LOADED[spec.name] = Kernels(module.learn, module.margins, module.inspect)
+        _LOADED[spec.name] = Kernels(
+            module.learn, module.margins, module.margins_of_json, module.inspect
+        )
     return _LOADED[spec.name]

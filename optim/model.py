@@ -23,6 +23,7 @@ from typing import IO, Any
 import numpy as np
 import scipy.sparse as sp
 
+from optim._json import ENABLED as JSON_READER_ENABLED
 from optim.batch import Batch, row_containing
 from optim.errors import BatchError, ConfigError
 from optim.hashing import FeatureHasher
@@ -314,6 +315,26 @@ class OnlineLogisticRegression:
             unsigned(batch.indptr), unsigned(batch.indices), batch.values, out,
         )  # fmt: skip
         return out
+
+    def decision_function_of_json(
+        self, data: bytes, *, max_rows: int, max_nnz: int
+    ) -> np.ndarray | None:
+        """Margins of a JSON body ``{"indptr": [...], "indices": [...], "values": [...]}`` read,
+        checked and scored in one compiled call (for a few rows the general path's steps cost
+        more than the scoring); the same numbers as ``decision_function`` of that batch.
+
+        ``None`` when the body is anything else: other keys or formats, rows that are unsorted
+        or repeat an index, more than ``max_rows`` rows or ``max_nnz`` non-zeros, numbers the
+        reader does not parse exactly, or an invalid batch. Build a :class:`Batch` then; it
+        reports or canonicalizes what this left. Never changes the model.
+        """
+        if not JSON_READER_ENABLED:
+            return None
+        handled, margins = self._kernels.margins_of_json(
+            self.table, self.counters, self._hp, self.step, self._exact, self.fit_intercept,
+            np.frombuffer(data, dtype=np.uint8), max_rows, max_nnz,
+        )  # fmt: skip
+        return margins if handled else None
 
     def predict_proba(self, X: Features) -> np.ndarray:
         """``[[P(y=0), P(y=1)], ...]``, as scikit-learn classifiers return."""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from optim import Batch
 from optim.metrics import probabilities
 from service import dependencies as deps
-from service.batches import batch_from_body, read_body
+from service.batches import SMALL_BODY_BYTES, batch_from_body, read_body
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
 from service.registry import INLINE_READ_SIZE, ManagedModel
@@ -57,9 +57,15 @@ _NAME_PARAMETER: dict[str, Any] = {
 async def _read_batch(
     request: Request, managed: ManagedModel, settings: Settings, *, require_labels: bool
 ) -> Batch:
+    data = await read_body(request, settings.max_body_bytes)
+    return await _batch_of(data, managed, settings, require_labels=require_labels)
+
+
+async def _batch_of(
+    data: bytes, managed: ManagedModel, settings: Settings, *, require_labels: bool
+) -> Batch:
     """The body as a validated batch: a small one on the event loop (compiled: well under a
     millisecond, where a thread hop costs 0.1-0.2 ms), a large one in a worker thread."""
-    data = await read_body(request, settings.max_body_bytes)
     if len(data) <= INLINE_BODY_BYTES:
         return batch_from_body(data, managed.model, settings, require_labels=require_labels)
     return await anyio.to_thread.run_sync(
@@ -111,12 +117,24 @@ async def predict(request: Request) -> Response:
     # and Depends(deps.model) would check them, in that order.
     managed = deps.authorized_model(request, request.path_params["name"], "read")
     settings: Settings = request.app.state.settings
-    batch = await _read_batch(request, managed, settings, require_labels=False)
-    # A few rows are scored on the event loop (microseconds; a thread hop costs far more).
-    margins = await managed.read(
-        lambda model: model.decision_function(batch),
-        inline=batch.n_rows + batch.nnz <= INLINE_READ_SIZE,
-    )
+    data = await read_body(request, settings.max_body_bytes)
+    margins = None
+    if len(data) < SMALL_BODY_BYTES:
+        # A plain CSR body of a few rows is read, checked and scored in one compiled call, on
+        # the event loop (microseconds); any other body takes the general path below.
+        margins = await managed.read(
+            lambda model: model.decision_function_of_json(
+                data, max_rows=settings.max_rows_per_batch, max_nnz=settings.max_nnz_per_row
+            ),
+            inline=True,
+        )
+    if margins is None:
+        batch = await _batch_of(data, managed, settings, require_labels=False)
+        # A few rows are scored on the event loop (microseconds; a thread hop costs far more).
+        margins = await managed.read(
+            lambda model: model.decision_function(batch),
+            inline=batch.n_rows + batch.nnz <= INLINE_READ_SIZE,
+        )
     if not np.isfinite(margins).all():  # JSON has no inf: say so rather than answer null
         row = int(np.flatnonzero(~np.isfinite(margins))[0])
         raise ApiError(
