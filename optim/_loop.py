@@ -1,9 +1,10 @@
 """Template of the compiled online loop shared by every optimizer (see :mod:`optim.kernels`).
 
 Not used directly: :func:`optim.kernels.kernels_for` writes, once per optimizer, a module made of
-a header binding ``constants``, ``step``, ``catch_up``, ``effective_rate`` and ``N_CONSTANTS`` to
-that optimizer's, followed by the code below, so numba can cache the compiled loops on disk like
-any module-level function (it cannot cache closures).
+a header binding ``constants``, ``step``, ``catch_up``, ``effective_rate``, ``N_CONSTANTS`` and
+``N_SLOTS`` (a compile-time constant: the slot copies unroll) to that optimizer's, followed by the
+code below, so numba can cache the compiled loops on disk like any module-level function (it
+cannot cache closures).
 """
 
 import numba as nb
