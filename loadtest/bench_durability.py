@@ -314,8 +314,10 @@ def kill_rounds(rounds: int, seed: int, work: Path, servers: Servers) -> dict[st
         in_flight_rows = 0
         errors: list[str] = []
         step_mismatches = 0
-        with httpx.Client(base_url=victim.url, timeout=10) as client:
-            while acked_batches < KILL_MAX_BATCHES and time.perf_counter() - t_round < delay + 30:
+        # A long timeout: with the warm-up off (--smoke) in a fresh checkout, the first update
+        # compiles the JSON reader (numba, seconds); a timeout would end the round unanswered.
+        with httpx.Client(base_url=victim.url, timeout=120) as client:
+            while acked_batches < KILL_MAX_BATCHES and time.perf_counter() - t_round < delay + 150:
                 body, rows = random_batch(rng)
                 in_flight, in_flight_rows = body, rows
                 try:
