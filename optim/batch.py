@@ -72,16 +72,28 @@ def _csr_status(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, dim
     for i in range(indptr.shape[0] - 1):
         if indptr[i + 1] < indptr[i]:
             return INVALID
-    status = CANONICAL  # indptr now rises from 0 to nnz: every row's range lies in the arrays
-    for i in range(indptr.shape[0] - 1):
-        for p in range(indptr[i] + 1, indptr[i + 1]):
-            if indices[p] <= indices[p - 1]:
-                status = UNSORTED
-    return status
+    # indptr now rises from 0 to nnz: every row's range lies in the arrays
+    return CANONICAL if _rows_canonical(indptr, indices) else UNSORTED
 
 
 def _typed(data: object, dtype: type) -> bool:
     return isinstance(data, np.ndarray) and data.dtype == dtype and data.ndim == 1
+
+
+def _flat_numbers(data: object, dtype: type) -> object:
+    """A flat list of numbers (as JSON bodies bring) as the array numpy makes of it, in
+    ``dtype`` when that is exact (ints as float64; int64 only from ints), so the one-call check
+    takes it; anything else (strings, nesting, None, huge integers) unchanged, for the checking
+    path's per-entry messages, which convert lists the same way."""
+    if not isinstance(data, list):
+        return data
+    try:
+        array = np.array(data)
+    except (ValueError, TypeError, OverflowError):
+        return data
+    if array.ndim != 1 or array.dtype.kind not in "if":
+        return data
+    return array.astype(dtype) if array.dtype.kind == "i" or dtype is np.float64 else array
 
 
 def row_containing(indptr: np.ndarray, position: int) -> int:
@@ -221,6 +233,8 @@ class Batch:
     ) -> Batch:
         """Validate raw CSR arrays (lists or numpy arrays)."""
         status = INVALID
+        indptr, indices = _flat_numbers(indptr, np.int64), _flat_numbers(indices, np.int64)
+        values = _flat_numbers(values, np.float64)
         if _typed(indptr, np.int64) and _typed(indices, np.int64) and _typed(values, np.float64):
             # What a compiled reader gives: checked in one compiled call; any problem is
             # reported by the checking path below.

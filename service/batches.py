@@ -18,8 +18,8 @@ from service.errors import ApiError
 from service.settings import Settings
 
 _CSR_KEYS = {"indptr", "indices", "values", "labels", "weights"}
-# Below this many bytes a body is decoded by orjson: for a row or a few, one orjson call and a
-# few numpy conversions cost less than a call of the compiled reader (its arrays are boxed).
+# Below this many bytes a body is decoded by orjson: for a row or a few, one orjson call (and
+# Batch.from_arrays' conversion of its lists) cost less than a call of the compiled reader.
 SMALL_BODY_BYTES = 4096
 _ROW_KEYS = {"features", "label", "weight"}
 
@@ -78,19 +78,6 @@ def _rows_batch(rows: Any, model: OnlineLogisticRegression, require_labels: bool
     )
 
 
-def _numbers(data: list, *, as_float: bool = False) -> list | np.ndarray:
-    """A flat JSON list of numbers as the int64 or float64 array numpy makes of it (as
-    ``Batch.from_arrays`` would, which then checks it in one compiled call); anything else
-    (strings, nesting, None, huge integers) unchanged, for its per-entry error messages."""
-    try:
-        array = np.array(data)
-    except (ValueError, TypeError, OverflowError):
-        return data
-    if array.ndim != 1 or array.dtype.kind not in "if":
-        return data
-    return array.astype(np.float64) if as_float else array
-
-
 def batch_from_json(
     body: Any, model: OnlineLogisticRegression, settings: Settings, *, require_labels: bool
 ) -> Batch:
@@ -112,9 +99,8 @@ def batch_from_json(
             if not isinstance(body[key], list):
                 raise BatchError("must be a list", field=key)
         batch = Batch.from_arrays(
-            _numbers(body["indptr"]), _numbers(body["indices"]),
-            _numbers(body["values"], as_float=True), body.get("labels"), body.get("weights"),
-            dim=model.dim, require_labels=require_labels,
+            body["indptr"], body["indices"], body["values"], body.get("labels"),
+            body.get("weights"), dim=model.dim, require_labels=require_labels,
         )  # fmt: skip
     else:
         raise BatchError("the body needs 'rows' or 'indptr', 'indices', 'values'", field="body")
