@@ -96,6 +96,15 @@ def _flat_numbers(data: object, dtype: type) -> object:
     return array.astype(dtype) if array.dtype.kind == "i" or dtype is np.float64 else array
 
 
+@nb.njit(cache=True)  # holds the GIL: see optim.metrics._score
+def largest_magnitude(values: np.ndarray) -> float:
+    """``max(|v|)`` over the values (0 for none) in one compiled pass."""
+    largest = 0.0
+    for v in values:
+        largest = max(largest, abs(v))
+    return largest
+
+
 def row_containing(indptr: np.ndarray, position: int) -> int:
     return int(np.searchsorted(indptr, position, side="right") - 1)
 
@@ -218,6 +227,25 @@ class Batch:
     @property
     def nnz(self) -> int:
         return self.indices.shape[0]
+
+    @classmethod
+    def concatenated(cls, batches: Sequence[Batch]) -> Batch:
+        """The rows of ``batches`` (validated, of one dim, all labelled or none) in order as one
+        batch; weights of 1 for the rows of a batch without any when another has them."""
+        first = batches[0]
+        offsets = np.cumsum([0, *(b.nnz for b in batches[:-1])])
+        pointers = [b.indptr[1:] + offset for b, offset in zip(batches, offsets, strict=True)]
+        indptr = np.concatenate([first.indptr[:1], *pointers])
+        labels = None if first.labels is None else np.concatenate([b.labels for b in batches])
+        weights = None
+        if any(b.weights is not None for b in batches):
+            weights = np.concatenate(
+                [np.ones(b.n_rows) if b.weights is None else b.weights for b in batches]
+            )
+        return cls(
+            indptr, np.concatenate([b.indices for b in batches]),
+            np.concatenate([b.values for b in batches]), labels, weights, first.dim,
+        )  # fmt: skip
 
     @classmethod
     def from_arrays(

@@ -7,6 +7,9 @@ mean label, weighted).
 
 from __future__ import annotations
 
+import math
+
+import numba as nb
 import numpy as np
 from scipy.special import expit
 
@@ -22,13 +25,40 @@ def log_losses(margins: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.maximum(signed, 0.0) + np.log1p(np.exp(-np.abs(signed)))
 
 
-def weighted_mean(values: np.ndarray, weights: np.ndarray | None) -> float:
-    if values.size == 0:
-        return float("nan")
-    if weights is None:
-        return float(values.mean())
-    total = weights.sum()
-    return float((values * weights).sum() / total) if total > 0 else float("nan")
+@nb.njit(cache=True)  # holds the GIL: see _score
+def _score(margins: np.ndarray, labels: np.ndarray, probs: np.ndarray, losses: np.ndarray) -> None:
+    """:func:`probabilities` and :func:`log_losses` in one compiled pass.
+
+    This and the other short kernels of a learned batch (microseconds) keep the GIL: a learner
+    thread that let it go would wait to get it back behind a busy event loop, up to the
+    interpreter's switch interval (5 ms) each time, where NumPy calls let it go once each."""
+    for i in range(margins.size):
+        m = margins[i]
+        probs[i] = 1.0 / (1.0 + math.exp(-m))  # scipy's expit
+        signed = -m if labels[i] > 0.5 else m
+        losses[i] = max(signed, 0.0) + math.log1p(math.exp(-abs(signed)))
+
+
+def score(margins: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's probability and log-loss: ``(probabilities(margins), log_losses(...))``."""
+    probs, losses = np.empty(margins.size), np.empty(margins.size)
+    _score(margins, labels, probs, losses)
+    return probs, losses
+
+
+@nb.njit(cache=True)  # holds the GIL: see _score
+def batch_losses(losses: np.ndarray, weights: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """The weighted mean loss of each batch, rows ``bounds[k]:bounds[k + 1]`` (nan for one
+    that weighs nothing); ``weights`` empty: every row weighs 1."""
+    out = np.empty(bounds.size - 1)
+    for k in range(bounds.size - 1):
+        loss = weight = 0.0
+        for i in range(bounds[k], bounds[k + 1]):
+            w = weights[i] if weights.size else 1.0
+            loss += losses[i] * w
+            weight += w
+        out[k] = loss / weight if weight > 0 else np.nan
+    return out
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -47,6 +77,41 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     stops = np.concatenate([boundaries, [len(scores)]])
     ranks[order] = np.repeat((starts + stops + 1) / 2.0, stops - starts)
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@nb.njit(cache=True)  # holds the GIL: see _score
+def _accumulate(
+    losses: np.ndarray, predictions: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+    rows: int, ring: np.ndarray, totals: np.ndarray,
+) -> None:  # fmt: skip
+    """Weighted sums into ``totals`` and the last ``len(ring)`` rows into the ring (row ``r`` of
+    the stream at ``r % len(ring)``); ``weights`` empty: every row weighs 1."""
+    n, window = losses.size, ring.shape[0]
+    for i in range(n):
+        w = weights[i] if weights.size else 1.0
+        loss, p, y = losses[i] * w, predictions[i] * w, labels[i] * w
+        totals[0] += loss
+        totals[1] += w
+        totals[2] += p
+        totals[3] += y
+        if i >= n - window:
+            row = ring[(rows + i) % window]
+            row[0], row[1], row[2], row[3] = loss, w, p, y
+            row[4], row[5] = predictions[i], labels[i]
+
+
+@nb.njit(cache=True)  # holds the GIL: see _score
+def _fill_block(losses: np.ndarray, weights: np.ndarray, start: int, block: np.ndarray) -> int:
+    """Add rows from ``start`` to the loss curve's open block ``[size, loss, weight, filled]``
+    until it is full or the rows end; the row after the last one taken."""
+    i = start
+    while i < losses.size and block[3] < block[0]:
+        w = weights[i] if weights.size else 1.0
+        block[1] += losses[i] * w
+        block[2] += w
+        block[3] += 1.0
+        i += 1
+    return i
 
 
 class ProgressiveMetrics:
@@ -77,36 +142,28 @@ class ProgressiveMetrics:
         labels: np.ndarray,
         weights: np.ndarray | None,
     ) -> None:
-        w = np.ones_like(losses) if weights is None else weights
-        block = np.column_stack([losses * w, w, predictions * w, labels * w, predictions, labels])
-        self.totals += block[:, :4].sum(axis=0)
-        tail = block[-self.window :]
-        positions = (self.rows + np.arange(len(block) - len(tail), len(block))) % self.window
-        self.ring[positions] = tail
-        self._extend_curve(losses * w, w)
-        self.rows += len(block)
-
-    def _extend_curve(self, weighted_losses: np.ndarray, weights: np.ndarray) -> None:
-        start, rows = 0, self.rows
-        while start < len(weights):
+        """Add rows (each one's loss, prediction, label and weight, in order)."""
+        w = np.empty(0) if weights is None else weights  # empty: every row weighs 1
+        _accumulate(losses, predictions, labels, w, self.rows, self.ring, self.totals)
+        start = 0
+        while start < len(losses):
+            start = _fill_block(losses, w, start, self.block)
             size, loss, weight, filled = self.block
-            take = min(int(size - filled), len(weights) - start)
-            loss += weighted_losses[start : start + take].sum()
-            weight += weights[start : start + take].sum()
-            filled += take
-            start += take
-            rows += take
             if filled == size:
-                self.curve = np.vstack([self.curve, [rows, loss, weight]])
-                loss = weight = filled = 0.0
-                if len(self.curve) > self.max_points:
-                    pairs = self.curve[: len(self.curve) // 2 * 2].reshape(-1, 2, 3)
-                    merged = np.column_stack(
-                        [pairs[:, 1, 0], pairs[:, :, 1].sum(axis=1), pairs[:, :, 2].sum(axis=1)]
-                    )
-                    self.curve = np.vstack([merged, self.curve[len(pairs) * 2 :]])
-                    size *= 2
-            self.block = np.array([size, loss, weight, filled])
+                self._close_block(self.rows + start, loss, weight)
+        self.rows += len(losses)
+
+    def _close_block(self, rows: int, loss: float, weight: float) -> None:
+        self.curve = np.vstack([self.curve, [rows, loss, weight]])
+        size = self.block[0]
+        if len(self.curve) > self.max_points:
+            pairs = self.curve[: len(self.curve) // 2 * 2].reshape(-1, 2, 3)
+            merged = np.column_stack(
+                [pairs[:, 1, 0], pairs[:, :, 1].sum(axis=1), pairs[:, :, 2].sum(axis=1)]
+            )
+            self.curve = np.vstack([merged, self.curve[len(pairs) * 2 :]])
+            size *= 2
+        self.block[:] = (size, 0.0, 0.0, 0.0)
 
     @staticmethod
     def _summary(sums: np.ndarray) -> dict[str, float | None]:

@@ -24,11 +24,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from optim._json import ENABLED as JSON_READER_ENABLED
-from optim.batch import Batch, row_containing
+from optim.batch import Batch, largest_magnitude, row_containing
 from optim.errors import BatchError, ConfigError
 from optim.hashing import FeatureHasher
 from optim.kernels import kernels_for
-from optim.metrics import ProgressiveMetrics, log_losses, probabilities, weighted_mean
+from optim.metrics import ProgressiveMetrics, batch_losses, probabilities, score
 from optim.optimizers import OptimizerSpec, get_optimizer
 
 FORMAT = "adaserve-model-v1"
@@ -254,11 +254,12 @@ class OnlineLogisticRegression:
         batch = self.to_batch(X, y, sample_weight, require_labels=True)
         return self.learn_batch(batch)
 
-    def check_batch(self, batch: Batch) -> None:
+    def check_batch(self, batch: Batch, *, pending_rows: int = 0) -> None:
         """Refuse (BatchError) a valid batch this model cannot learn, before anything changes.
 
         Beyond labels, dim and the float32 step limit: a value or weight so large that a squared
         gradient would overflow the state (|x| above 1e100 in float64, 1e15 in float32 state).
+        ``pending_rows``: rows of earlier batches that will be learned before this one.
         """
         if batch.labels is None:
             raise BatchError("are required to learn", field="labels")
@@ -266,11 +267,11 @@ class OnlineLogisticRegression:
             raise BatchError(
                 f"was built for dim={batch.dim}, the model has dim={self.dim}", field="X"
             )
-        if self.counters.dtype == np.uint32 and self.step + batch.n_rows >= 2**32:
+        if self.counters.dtype == np.uint32 and self.step + pending_rows + batch.n_rows >= 2**32:
             raise BatchError("a float32 model holds at most 2**32-1 steps", field="X")
         limit = _VALUE_LIMITS[self.dtype]
         for field, values in (("values", batch.values), ("weights", batch.weights)):
-            if values is not None and values.size and np.abs(values).max() > limit:
+            if values is not None and largest_magnitude(values) > limit:
                 position = int(np.flatnonzero(np.abs(values) > limit)[0])
                 row = row_containing(batch.indptr, position) if field == "values" else position
                 raise BatchError(
@@ -282,21 +283,38 @@ class OnlineLogisticRegression:
 
     def learn_batch(self, batch: Batch) -> LearnResult:
         """Learn an already validated batch (see :meth:`learn`); :meth:`check_batch` first."""
-        self.check_batch(batch)
-        n = batch.n_rows
-        weights = np.ones(n) if batch.weights is None else batch.weights
+        return self.learn_batches([batch])[0]
+
+    def learn_batches(self, batches: Sequence[Batch]) -> list[LearnResult]:
+        """Learn validated batches in order: bit for bit :meth:`learn_batch` on each in turn,
+        with one call of the compiled loop for all of them (a server's writer thread, which
+        lets the GIL go for that call, then waits once to get it back, not once a batch)."""
+        whole = batches[0] if len(batches) == 1 else Batch.concatenated(batches)
+        self.check_batch(whole)
+        n = whole.n_rows
+        weights = np.ones(n) if whole.weights is None else whole.weights
         margins = np.empty(n)
         self._kernels.learn(
             self.table, self.counters, self._hp, self._l2, self.step, self._exact,
-            self.fit_intercept, unsigned(batch.indptr), unsigned(batch.indices), batch.values,
-            batch.labels, weights, margins,
+            self.fit_intercept, unsigned(whole.indptr), unsigned(whole.indices), whole.values,
+            whole.labels, weights, margins,
         )  # fmt: skip
-        self.step += n
-        probs = probabilities(margins)
-        losses = log_losses(margins, batch.labels)
-        self.metrics.update(losses, probs, batch.labels, batch.weights)
-        self._remember_names(batch)
-        return LearnResult(n, self.step, margins, probs, weighted_mean(losses, batch.weights))
+        step_before, self.step = self.step, self.step + n
+        probs, losses = score(margins, whole.labels)
+        self.metrics.update(losses, probs, whole.labels, whole.weights)
+        bounds = np.cumsum([0, *(batch.n_rows for batch in batches)])
+        means = batch_losses(losses, np.empty(0) if whole.weights is None else weights, bounds)
+        results = []
+        for k, batch in enumerate(batches):
+            self._remember_names(batch)
+            start, stop = int(bounds[k]), int(bounds[k + 1])
+            results.append(
+                LearnResult(
+                    stop - start, step_before + stop, margins[start:stop], probs[start:stop],
+                    float(means[k]),
+                )
+            )  # fmt: skip
+        return results
 
     def partial_fit(
         self, X: Features, y: object, sample_weight: object | None = None

@@ -144,3 +144,37 @@ def test_loss_curve_and_recent_auc() -> None:
     assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
     assert auc(np.array([0.5, 0.5]), np.array([0, 1])) == 0.5
     assert auc(np.array([0.5]), np.array([1])) is None
+
+
+@pytest.mark.parametrize("lazy", ["exact", "frozen"])
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_learn_batches_is_learn_batch_on_each_in_turn(name: str, lazy: str) -> None:
+    """One call of the compiled loop for several batches (the server's group commit) learns
+    exactly what one call a batch does: state, steps, margins, losses and metrics, bit for bit,
+    with a weighted batch among unweighted ones."""
+    from optim import Batch
+
+    rng = np.random.default_rng(7)
+    X = sp.random(240, 40, density=0.15, format="csr", random_state=rng)
+    y = rng.integers(0, 2, 240)
+    weights = {1: rng.uniform(0.5, 2.0, 1)}  # the one-row batch is weighted
+    cuts = [(0, 90), (90, 91), (91, 240)]
+    batches = [
+        Batch.from_scipy(X[a:b], y[a:b], weights.get(k), dim=40) for k, (a, b) in enumerate(cuts)
+    ]
+    one_by_one = OnlineLogisticRegression(name, dim=40, lazy=lazy)
+    together = OnlineLogisticRegression(name, dim=40, lazy=lazy)
+    expected = [one_by_one.learn_batch(batch) for batch in batches]
+    results = together.learn_batches(batches)
+    assert together.table.tobytes() == one_by_one.table.tobytes()
+    assert together.counters.tobytes() == one_by_one.counters.tobytes()
+    for got, want in zip(results, expected, strict=True):
+        assert (got.rows, got.step, got.log_loss) == (want.rows, want.step, want.log_loss)
+        assert got.margins.tobytes() == want.margins.tobytes()
+        assert got.probabilities.tobytes() == want.probabilities.tobytes()
+    assert together.metrics.to_dict() == one_by_one.metrics.to_dict()
+    assert np.allclose(
+        np.concatenate([r.probabilities for r in results]),
+        probabilities(np.concatenate([r.margins for r in results])),
+        rtol=0, atol=1e-15,
+    )  # fmt: skip
