@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = ModelRegistry(settings)
     app.state.experiments = ExperimentRegistry(app.state.registry)
-    app.state.metrics = ServiceMetrics()
+    app.state.metrics = ServiceMetrics(lambda: app.state.registry.models.values())
     app.state.ready = threading.Event()
     app.state.tokens = parse_tokens(settings.tokens, settings.tokens_file)
     install_error_handlers(app)

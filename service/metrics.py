@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -14,8 +17,37 @@ if TYPE_CHECKING:
     from service.registry import ManagedModel
 
 
+class _ProgressiveLogLoss(Collector):
+    """Each model's progressive log-loss, overall and over its recent window, read from the
+    model when /metrics is scraped (not on every batch: the recent window's sums are ~10,000
+    rows). Read without the model's lock: a scrape during a batch may see part of it."""
+
+    def __init__(self, models: Callable[[], Iterable[ManagedModel]]) -> None:
+        self.models = models
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        overall = GaugeMetricFamily(
+            "adaserve_progressive_log_loss", "progressive log-loss over all rows", labels=["model"]
+        )
+        recent = GaugeMetricFamily(
+            "adaserve_recent_progressive_log_loss", "progressive log-loss, recent window",
+            labels=["model"],
+        )  # fmt: skip
+        for managed in list(self.models()):
+            metrics = managed.model.metrics
+            if metrics.totals[1] > 0:
+                overall.add_metric([managed.name], metrics.totals[0] / metrics.totals[1])
+            window = metrics.ring[: min(metrics.rows, metrics.window)]
+            weight = window[:, 1].sum()
+            if weight > 0:
+                recent.add_metric([managed.name], window[:, 0].sum() / weight)
+        yield overall
+        yield recent
+
+
 class ServiceMetrics:
-    def __init__(self) -> None:
+    def __init__(self, models: Callable[[], Iterable[ManagedModel]] = tuple) -> None:
+        """``models``: the models whose progressive log-loss /metrics reports."""
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "adaserve_requests", "HTTP requests", ["route", "method", "status"],
@@ -28,14 +60,7 @@ class ServiceMetrics:
         self.rows_learned = Counter(
             "adaserve_rows_learned", "rows learned", ["model"], registry=self.registry
         )
-        self.log_loss = Gauge(
-            "adaserve_progressive_log_loss", "progressive log-loss over all rows", ["model"],
-            registry=self.registry,
-        )  # fmt: skip
-        self.recent_log_loss = Gauge(
-            "adaserve_recent_progressive_log_loss", "progressive log-loss, recent window",
-            ["model"], registry=self.registry,
-        )  # fmt: skip
+        self.registry.register(_ProgressiveLogLoss(models))
         # The labelled request metrics by (route, method, status), looked up once: labels()
         # checks its arguments and looks the child up under a lock, a few µs on every request.
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -53,23 +78,12 @@ class ServiceMetrics:
         latency.observe(seconds)
 
     def learned(self, managed: ManagedModel, result: LearnResult) -> None:
-        """Record a learned batch (called with the model's state lock held)."""
-        model = managed.name
-        self.rows_learned.labels(model).inc(result.rows)
-        metrics = managed.model.metrics
-        overall = metrics.totals[0] / metrics.totals[1] if metrics.totals[1] > 0 else None
-        window = metrics.ring[: min(metrics.rows, metrics.window)]
-        weight = window[:, 1].sum()
-        recent = window[:, 0].sum() / weight if weight > 0 else None
-        if overall is not None:
-            self.log_loss.labels(model).set(overall)
-        if recent is not None:
-            self.recent_log_loss.labels(model).set(recent)
+        """Count a learned batch's rows (called by the model's writer)."""
+        self.rows_learned.labels(managed.name).inc(result.rows)
 
     def forget(self, model: str) -> None:
-        for metric in (self.rows_learned, self.log_loss, self.recent_log_loss):
-            with contextlib.suppress(KeyError):  # never labelled: nothing learned yet
-                metric.remove(model)
+        with contextlib.suppress(KeyError):  # never labelled: nothing learned yet
+            self.rows_learned.remove(model)
 
 
 class MetricsMiddleware:

@@ -1,17 +1,23 @@
-"""The models the service holds, their locks, and their durable storage.
+"""The models the service holds, their writers, and their durable storage.
 
-Each model has a FIFO ``asyncio.Lock`` so updates are applied one batch at a time in arrival
-order, and a ``threading.Lock`` held by the worker thread while it learns or reads (or by the
-event loop for a read of a few rows, when it is free), so a prediction never sees half a batch.
-Learning runs off the event loop (the compiled kernels release the GIL), so a long batch for one
-model does not stall other models or health checks.
+Each model has one writer at a time: its writes (batches to learn, snapshots, imports, a delete)
+go into its mailbox in arrival order and a thread from a shared pool drains it
+(:meth:`ManagedModel._drain`), so updates are applied one batch at a time in that order without
+a hop back to the event loop between two of them. Learning runs off the event loop (the compiled
+kernels release the GIL), so a long batch for one model does not stall other models or health
+checks. A ``threading.Lock`` is held while the writer learns or a reader reads (or by the event
+loop for a read of a few rows, when it is free), so a prediction never sees half a batch.
+
 Every batch is written to the model's log (:mod:`service.storage`) before it is acknowledged;
-one the log refuses is not applied (a large one is logged while it is learned, see ``apply``).
+one the log refuses is not applied. The batches waiting in the mailbox when the writer takes
+them are logged together, one write and one fsync for all (group commit; a large group is
+logged while it is learned, see :meth:`ManagedModel._learn_group`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import logging
@@ -19,6 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -34,13 +41,47 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Reads of at most this many rows + non-zeros may run on the event loop (``read(inline=True)``):
 # scoring costs 3-150 ns per non-zero (exact Adam catch-up the most), so at most ~150 µs.
 INLINE_READ_SIZE = 1_024
-# Batches of at least this many non-zeros are logged while they are learned (ManagedModel.apply);
+# Groups of at least this many non-zeros are logged while they are learned (_learn_group);
 # below it, learning takes less than handing the log write to another thread.
 OVERLAP_LOG_NNZ = 16_384
-# Where those log writes run: one at a time per model (under its writers lock).
+# A group of batches logged together holds at most this many non-zeros (about 16 bytes each in
+# the log) unless its first batch alone is larger: a bounded write, and acknowledgements of the
+# first batches are not held back long by the later ones.
+GROUP_MAX_NNZ = 1 << 21
+# Groups learned ahead of their log write: the writer waits for the oldest beyond this.
+MAX_IN_FLIGHT = 2
+# The threads that drain the models' mailboxes (one per model writing at the moment) and the ones
+# that write a group's log record while it is learned.
+_WRITERS = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="adaserve-writer")
 _LOG_WRITERS = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="adaserve-log")
 T = TypeVar("T")
 log = logging.getLogger("adaserve")
+
+
+@dataclass(eq=False)
+class _Update:
+    """A batch to log and learn; ``on_learned`` runs in the writer once it is both."""
+
+    batch: Batch
+    on_learned: Callable[[ManagedModel, LearnResult], None] | None
+    done: concurrent.futures.Future[LearnResult] = field(default_factory=concurrent.futures.Future)
+
+
+@dataclass(eq=False)
+class _Call:
+    """Any other write: ``fn(model)`` in the writer, between the batches before and after it."""
+
+    fn: Callable[[OnlineLogisticRegression], Any]
+    done: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """A group learned while its log write runs: acknowledged once that is done."""
+
+    updates: list[_Update]
+    results: list[LearnResult]
+    logged: Future[None]
 
 
 @dataclass(eq=False)
@@ -51,12 +92,20 @@ class ManagedModel:
     created_at: float = field(default_factory=time.time)
     rows_since_snapshot: int = 0
     last_snapshot: float = field(default_factory=time.monotonic)
-    # Serializes writers in arrival order (asyncio locks are FIFO).
-    writers: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Held by the thread that learns or reads the arrays (or by the loop for a small read).
+    # Held by the writer while it learns, by a thread that reads the arrays, or by the loop for
+    # a small read.
     state_lock: threading.Lock = field(default_factory=threading.Lock)
     # Why writes are refused (503): a batch the log refused could not be rolled back.
     failed: str | None = None
+    # Writes not taken by the writer yet, in arrival order, and whether a writer is draining.
+    _mailbox: list[_Update | _Call] = field(default_factory=list)
+    _mailbox_lock: threading.Lock = field(default_factory=threading.Lock)
+    _draining: bool = False
+    # Groups learned whose log write is running (at most MAX_IN_FLIGHT), oldest first, and the
+    # last log write; acknowledged by _logged as each write ends, refused by _roll_back_pending.
+    _in_flight: collections.deque[_InFlight] = field(default_factory=collections.deque)
+    _in_flight_lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_log: Future[None] | None = None
 
     async def read(self, fn: Callable[[OnlineLogisticRegression], T], *, inline: bool = False) -> T:
         """Run ``fn(model)`` in a worker thread, never concurrently with a batch being learned.
@@ -81,53 +130,212 @@ class ManagedModel:
         return await anyio.to_thread.run_sync(locked)
 
     async def write(self, fn: Callable[[OnlineLogisticRegression], T]) -> T:
-        """Like :meth:`read`, after every earlier writer of this model has finished."""
-        async with self.writers:
-            return await self.read(fn)
+        """``fn(model)`` in the writer, after every earlier write of this model (under the state
+        lock, like :meth:`read`)."""
+        return await self._post(_Call(fn))  # type: ignore[no-any-return]
 
-    def apply(self, batch: Batch) -> LearnResult:
-        """Log, then learn, a validated batch (call from :meth:`write`).
+    async def learn(
+        self, batch: Batch, on_learned: Callable[[ManagedModel, LearnResult], None] | None = None
+    ) -> LearnResult:
+        """Log and learn ``batch`` after earlier writes; ``on_learned`` runs under the lock."""
+        return await self._post(_Update(batch, on_learned))  # type: ignore[no-any-return]
 
-        A batch that cannot be logged raises ApiError 503 and is not learned.
+    def _post(self, job: _Update | _Call) -> asyncio.Future[Any]:
+        with self._mailbox_lock:
+            self._mailbox.append(job)
+            start, self._draining = not self._draining, True
+        if start:
+            _WRITERS.submit(self._drain)
+        # A request cancelled while its write waits here withdraws it (as it would have left a
+        # lock's queue); once the writer has taken it, it runs to the end.
+        return asyncio.wrap_future(job.done)
 
-        A large batch (a stream's) is logged in another thread while it is learned: writing
-        and fsyncing its record take about as long as learning it. This returns (the batch is
-        acknowledged) only after both, so what was acknowledged is in the log as before. Should
-        the log refuse the record, the model is rolled back to what its files hold, which is
-        the state before this batch (:meth:`_roll_back`): it is not learned, as before.
+    def _drain(self) -> None:
+        """The writer: take the mailbox's writes in order until it is empty."""
+        while True:
+            with self._mailbox_lock:
+                jobs, self._mailbox = self._mailbox, []
+                if not jobs:
+                    self._draining = False
+                    return
+            try:
+                self._run(jobs)
+            except BaseException as exc:  # a bug: answer the writes taken rather than hang them
+                log.exception("model %s: the writer failed", self.name)
+                for job in jobs:
+                    if not job.done.done():
+                        job.done.set_exception(exc)
+
+    def _run(self, jobs: list[_Update | _Call]) -> None:
+        """The writes in order: consecutive batches in groups, anything else alone."""
+        group: list[_Update] = []
+        group_nnz = 0
+        for job in jobs:
+            if not job.done.set_running_or_notify_cancel():
+                continue  # withdrawn
+            if isinstance(job, _Update):
+                if group and group_nnz + job.batch.nnz > GROUP_MAX_NNZ:
+                    self._learn_group(group)
+                    group, group_nnz = [], 0
+                group.append(job)
+                group_nnz += job.batch.nnz
+                continue
+            if group:
+                self._learn_group(group)
+                group, group_nnz = [], 0
+            try:
+                self._settle(0)  # a snapshot, import or delete sees only logged batches
+                with self.state_lock:
+                    result = job.fn(self.model)
+            except BaseException as exc:
+                job.done.set_exception(exc)
+            else:
+                job.done.set_result(result)
+        if group:
+            self._learn_group(group)
+
+    def _learn_group(self, group: list[_Update]) -> None:
+        """Log and learn batches that arrived in this order (see the module's docstring).
+
+        A batch the model refuses (:meth:`OnlineLogisticRegression.check_batch`) is answered with
+        that error and neither logged nor learned. The others are logged together, one write and
+        one fsync, and acknowledged only once that is done. A group under
+        :data:`OVERLAP_LOG_NNZ` non-zeros is logged first, then learned (it learns in less time
+        than a hand-over to another thread). A larger one is logged in another thread while it
+        is learned and while the writer goes on with the next groups: :meth:`_logged`
+        acknowledges it when its write ends.
         """
-        if self.failed is not None:
-            raise self._unavailable(self.failed)
-        self.model.check_batch(batch)  # a batch the model would refuse is never logged
-        if batch.nnz < OVERLAP_LOG_NNZ:
-            try:
-                self.storage.append(batch, self.model.step)
-            except StorageError as exc:
-                raise self._unavailable(
-                    f"the batch was not applied: {exc.strerror or exc}"
-                ) from None
-            result = self.model.learn_batch(batch)
+        if sum(update.batch.nnz for update in group) >= OVERLAP_LOG_NNZ:
+            self._settle(MAX_IN_FLIGHT - 1)  # bounded: the log may be slower than learning
         else:
-            logged = _LOG_WRITERS.submit(self.storage.append, batch, self.model.step)
+            self._settle(0)  # the log takes records in order: every earlier group first
+        with self.state_lock:
+            accepted: list[_Update] = []
+            records: list[tuple[Batch, int]] = []
+            step = self.model.step
+            for update in group:
+                try:
+                    if self.failed is not None:
+                        raise self._unavailable(self.failed)
+                    # a batch the model would refuse is never logged
+                    self.model.check_batch(update.batch, pending_rows=step - self.model.step)
+                except BaseException as exc:
+                    update.done.set_exception(exc)
+                    continue
+                accepted.append(update)
+                records.append((update.batch, step))
+                step += update.batch.n_rows
+            if not accepted:
+                return
+            if sum(batch.nnz for batch, _ in records) < OVERLAP_LOG_NNZ:
+                try:
+                    self.storage.append_all(records)
+                except StorageError as exc:
+                    error = self._unavailable(f"the batch was not applied: {exc.strerror or exc}")
+                    for update in accepted:
+                        update.done.set_exception(error)
+                    return
+                results = self.model.learn_batches([batch for batch, _ in records])
+                self.rows_since_snapshot += step - records[0][1]
+                self._acknowledge(accepted, results)
+                return
+            flight = _InFlight(accepted, [], self._log_after_earlier(records))
+            flight.results = self.model.learn_batches([batch for batch, _ in records])
+            self.rows_since_snapshot += step - records[0][1]
+            with self._in_flight_lock:
+                self._in_flight.append(flight)
+        flight.logged.add_done_callback(lambda _: self._logged(flight))
+
+    def _log_after_earlier(self, records: list[tuple[Batch, int]]) -> Future[None]:
+        """Write ``records`` to the log in another thread, after the earlier group's write; a
+        group after one the log refused is refused too (it would follow a hole in the log)."""
+        logged: Future[None] = Future()
+        earlier, self._last_log = self._last_log, logged
+
+        def write() -> None:
+            if earlier is not None and earlier.exception() is not None:
+                logged.set_exception(StorageError(0, "an earlier batch was not logged"))
+                return
             try:
-                result = self.model.learn_batch(batch)
-            finally:
-                failure = logged.exception()  # waits: nothing is acknowledged before it is logged
-            if failure is not None:
-                self._roll_back(failure)
-        self.rows_since_snapshot += result.rows
-        return result
+                self.storage.append_all(records)
+            except BaseException as exc:
+                logged.set_exception(exc)
+            else:
+                logged.set_result(None)
+
+        if earlier is None:
+            _LOG_WRITERS.submit(write)
+        else:
+            earlier.add_done_callback(lambda _: _LOG_WRITERS.submit(write))
+        return logged
+
+    def _logged(self, flight: _InFlight) -> None:
+        """A group's log write has ended (in the log thread): acknowledge the group, or have the
+        writer refuse it and every later group in flight (:meth:`_roll_back_pending`)."""
+        with self._in_flight_lock:
+            if flight not in self._in_flight:
+                return  # refused by a roll-back already
+            if flight.logged.exception() is None:
+                self._in_flight.remove(flight)
+        if flight.logged.exception() is None:
+            self._acknowledge(flight.updates, flight.results)
+        else:
+            self._post_first(_Call(lambda _: None))  # the writer settles before any call
+
+    def _post_first(self, job: _Call) -> None:
+        """Put ``job`` before the writes waiting in the mailbox (in the log thread)."""
+        with self._mailbox_lock:
+            self._mailbox.insert(0, job)
+            start, self._draining = not self._draining, True
+        if start:
+            _WRITERS.submit(self._drain)
+
+    def _acknowledge(self, updates: list[_Update], results: list[LearnResult]) -> None:
+        for update, result in zip(updates, results, strict=True):
+            try:
+                if update.on_learned is not None:
+                    update.on_learned(self, result)
+            except BaseException as exc:
+                update.done.set_exception(exc)
+            else:
+                update.done.set_result(result)
+
+    def _settle(self, in_flight: int) -> None:
+        """Wait (in the writer) until at most ``in_flight`` groups' log writes are running; if
+        one of those that ended failed, refuse it and every later group in flight, all learned
+        but not logged: back to what the files hold (:meth:`_roll_back`), 503s."""
+        with self._in_flight_lock:
+            waiting = list(self._in_flight)
+        for flight in waiting[: max(len(waiting) - in_flight, 0)]:
+            if flight.logged.exception() is not None:
+                break
+        else:
+            return
+        with self._in_flight_lock:
+            refused = list(self._in_flight)
+            self._in_flight.clear()
+        for flight in refused:
+            flight.logged.exception()  # each fails after the one that failed: the log is idle
+        self._last_log = None
+        failure = next(f.logged.exception() for f in refused if f.logged.exception())
+        with self.state_lock:
+            try:
+                self._roll_back(failure)  # type: ignore[arg-type]
+            except ApiError as error:
+                for flight in refused:
+                    for update in flight.updates:
+                        update.done.set_exception(error)
 
     def _unavailable(self, detail: str) -> ApiError:
         return ApiError(503, "storage_unavailable", detail, {"model": self.name})
 
     def _roll_back(self, failure: BaseException) -> NoReturn:
-        """The log refused a batch learned meanwhile (and took its record back): reload the model
-        from its files, which hold every earlier batch, and refuse the batch with a 503.
+        """The log refused a group learned meanwhile (and took its records back): reload the
+        model from its files, which hold every earlier batch, and refuse the group with a 503.
 
-        Should even that fail, memory is a batch ahead of the log: every later write of this
+        Should even that fail, memory is a group ahead of the log: every later write of this
         model is refused (503) until a restart recovers it from its files, since recovery would
-        drop any record logged after the missing one, acknowledged or not.
+        drop any record logged after the missing ones, acknowledged or not.
         """
         detail = getattr(failure, "strerror", None) or str(failure)
         try:
@@ -143,19 +351,6 @@ class ManagedModel:
         self.model = recovered.model
         self.rows_since_snapshot = recovered.replayed_rows
         raise self._unavailable(f"the batch was not applied: {detail}")
-
-    async def learn(
-        self, batch: Batch, on_learned: Callable[[ManagedModel, LearnResult], None] | None = None
-    ) -> LearnResult:
-        """Log and learn ``batch`` after earlier writers; ``on_learned`` runs under the lock."""
-
-        def work(_: OnlineLogisticRegression) -> LearnResult:
-            result = self.apply(batch)
-            if on_learned is not None:
-                on_learned(self, result)
-            return result
-
-        return await self.write(work)
 
     def snapshot(self) -> Path:
         """Write the model file and start a new log (call from :meth:`write`)."""

@@ -19,6 +19,8 @@ it is reported and truncated. A corrupt snapshot falls back to the previous one 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import re
@@ -27,9 +29,11 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba as nb
 import numpy as np
 
 from optim import Batch, ConfigError, OnlineLogisticRegression
@@ -37,10 +41,13 @@ from optim import Batch, ConfigError, OnlineLogisticRegression
 log = logging.getLogger("adaserve.storage")
 
 _RECORD = struct.Struct("<II")  # payload length, crc32 of the payload
-_HEADER = struct.Struct("<qqqqB")  # step before, dim, rows, nnz, has weights
+_HEADER = struct.Struct("<qqqqB")  # step before, dim, rows, nnz, flags
+_WEIGHTED = 1  # flag: the record holds weights
+_NARROW_INDICES = 2  # flag: indices are uint32 (the model's dim is at most 2**32)
 _SNAPSHOT = re.compile(r"snapshot-(\d+)\.npz")
 _WAL = re.compile(r"wal-(\d+)\.log")
 FSYNC_MODES = ("always", "interval", "off")
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 
 class StorageError(OSError):
@@ -70,25 +77,77 @@ def record_parts(batch: Batch, step_before: int) -> list[bytes | memoryview]:
     """The pieces of a batch's log record, in order: written one after the other they are the
     record :func:`encode_batch` builds.
 
-    The arrays are used as they are when they already have the logged types (int64 and float64,
-    as the parsers make them): no copy, and the checksum is computed piece by piece. A stream
-    batch of 10,000 rows is ~5 MB; converting, copying and joining it cost about as much as
-    learning it (0.25 s per 200,000 click rows, against 0.03 s now).
+    Indices are logged as uint32 when the dim allows (a quarter less to write and fsync than
+    int64: 16 bytes a non-zero become 12), other arrays as they are when they already have
+    the logged types (int64 and float64, as the parsers make them): no copy, and the checksum
+    is computed piece by piece in one compiled call. A stream batch of 10,000 rows is ~4 MB;
+    converting, copying and joining it cost about as much as learning it.
     """
+    flags = (_WEIGHTED if batch.weights is not None else 0) | (
+        _NARROW_INDICES if batch.dim <= 2**32 else 0
+    )
     labels = batch.labels if batch.labels is not None else np.zeros(batch.n_rows)
-    arrays = [(batch.indptr, "<i8"), (batch.indices, "<i8"), (batch.values, "<f8"), (labels, "<f8")]
+    index_type = "<u4" if flags & _NARROW_INDICES else "<i8"
+    arrays = [
+        (batch.indptr, "<i8"), (batch.indices, index_type), (batch.values, "<f8"), (labels, "<f8")
+    ]  # fmt: skip
     if batch.weights is not None:
         arrays.append((batch.weights, "<f8"))
-    weighted = batch.weights is not None
     parts: list[bytes | memoryview] = [
-        _HEADER.pack(step_before, batch.dim, batch.n_rows, batch.nnz, weighted)
+        _HEADER.pack(step_before, batch.dim, batch.n_rows, batch.nnz, flags)
     ]
     parts += [memoryview(np.ascontiguousarray(a, dtype=t)).cast("B") for a, t in arrays]
-    length, checksum = 0, 0
-    for part in parts:  # zlib releases the GIL for large pieces
-        length += len(part)
+    views = [np.frombuffer(part, np.uint8) for part in parts]
+    views += [np.empty(0, np.uint8)] * (6 - len(views))
+    length = sum(len(part) for part in parts)
+    return [_RECORD.pack(length, _checksum(*views)), *parts]
+
+
+def _python_checksum(*parts: np.ndarray) -> int:
+    checksum = 0
+    for part in parts:
         checksum = zlib.crc32(part, checksum)
-    return [_RECORD.pack(length, checksum), *parts]
+    return checksum
+
+
+def _compiled_checksum() -> Callable[..., int]:
+    """The crc32 of a record's pieces (six uint8 arrays, some empty) in one compiled call of
+    zlib's C function: the log writer keeps the GIL for those ~0.1 ms, where zlib.crc32 per
+    piece lets it go and waits to get it back each time (behind the event loop, up to the
+    interpreter's switch interval). Where ctypes cannot load zlib, zlib.crc32 piece by piece."""
+    try:
+        crc32 = ctypes.CDLL(ctypes.util.find_library("z") or "libz.so.1").crc32
+    except OSError:
+        return _python_checksum
+    crc32.argtypes = (ctypes.c_ulong, ctypes.c_void_p, ctypes.c_uint)
+    crc32.restype = ctypes.c_ulong
+
+    @nb.njit  # not cached: the C function's address differs from one process to the next
+    def checksum(a, b, c, d, e, f):  # type: ignore[no-untyped-def]
+        crc = crc32(0, a.ctypes.data, a.size)
+        crc = crc32(crc, b.ctypes.data, b.size)
+        crc = crc32(crc, c.ctypes.data, c.size)
+        crc = crc32(crc, d.ctypes.data, d.size)
+        crc = crc32(crc, e.ctypes.data, e.size)
+        return crc32(crc, f.ctypes.data, f.size)
+
+    return checksum  # type: ignore[no-any-return]
+
+
+_checksum = _compiled_checksum()
+
+
+def _write_all(descriptor: int, parts: list[bytes | memoryview]) -> None:
+    """Every byte of ``parts``, in order, with as few system calls as the OS allows (one
+    ``writev`` for a group of records, where a write per piece would let the GIL go and wait
+    to get it back each time)."""
+    pending = [memoryview(part).cast("B") for part in parts]
+    while pending:
+        written = os.writev(descriptor, pending[:_IOV_MAX])
+        while pending and written >= len(pending[0]):
+            written -= len(pending.pop(0))
+        if written:
+            pending[0] = pending[0][written:]
 
 
 def encode_batch(batch: Batch, step_before: int) -> bytes:
@@ -96,18 +155,19 @@ def encode_batch(batch: Batch, step_before: int) -> bytes:
 
 
 def decode_batch(payload: bytes) -> tuple[int, Batch]:
-    step, dim, rows, nnz, has_weights = _HEADER.unpack_from(payload)
+    step, dim, rows, nnz, flags = _HEADER.unpack_from(payload)
     offset = _HEADER.size
 
     def take(count: int, dtype: str) -> np.ndarray:
         nonlocal offset
-        array = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).astype(dtype[1:])
-        offset += 8 * count
-        return array
+        array = np.frombuffer(payload, dtype=dtype, count=count, offset=offset)
+        offset += array.nbytes
+        return array.astype(np.int64 if dtype[1] in "iu" else np.float64)
 
-    indptr, indices = take(rows + 1, "<i8"), take(nnz, "<i8")
+    indptr = take(rows + 1, "<i8")
+    indices = take(nnz, "<u4" if flags & _NARROW_INDICES else "<i8")
     values, labels = take(nnz, "<f8"), take(rows, "<f8")
-    weights = take(rows, "<f8") if has_weights else None
+    weights = take(rows, "<f8") if flags & _WEIGHTED else None
     if offset != len(payload):
         raise ValueError("record size does not match its header")
     # Logged batches were validated before they were logged; Batch is rebuilt as is.
@@ -179,7 +239,8 @@ class ModelStorage:
         self.close()
         path = self._wal_path(base)
         new = not path.exists()
-        self._wal = open(path, "ab")  # noqa: SIM115 - kept open for appends
+        # Unbuffered: records are written with os.writev on its descriptor (_write_all).
+        self._wal = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open for appends
         self._wal_base = base
         if new:
             fsync_directory(self.directory)
@@ -209,16 +270,19 @@ class ModelStorage:
     # ------------------------------------------------------------------ writes
     def append(self, batch: Batch, step_before: int) -> None:
         """Log a batch before it is applied; on failure nothing is left half-written."""
-        parts = record_parts(batch, step_before)
+        self.append_all([(batch, step_before)])
+
+    def append_all(self, records: Sequence[tuple[Batch, int]]) -> None:
+        """Log batches (each with its step before) in order, with one flush and one fsync:
+        all of them or, on failure, none (nothing is left half-written)."""
+        parts = [part for batch, step in records for part in record_parts(batch, step)]
         with self._lock:
             if self._wal is None:
                 self._open_wal(self._wal_base)
             handle = self._wal
             start = handle.tell()  # type: ignore[attr-defined]
             try:
-                for part in parts:
-                    handle.write(part)  # type: ignore[attr-defined]
-                handle.flush()  # type: ignore[attr-defined]
+                _write_all(handle.fileno(), parts)  # type: ignore[attr-defined]
                 if self.fsync == "always":
                     os.fsync(handle.fileno())  # type: ignore[attr-defined]
                 else:

@@ -13,8 +13,10 @@ import pytest
 import scipy.sparse as sp
 
 from optim import OnlineLogisticRegression
+from service import registry as registry_module
 from service.app import create_app
 from service.settings import Settings
+from service.storage import ModelStorage
 
 OPTIMIZERS = {"a": {"name": "adam", "lr": 0.05}, "b": {"name": "ftrl", "alpha": 0.5}}
 DIM = 32
@@ -35,8 +37,26 @@ def body(X: sp.csr_array, y: np.ndarray) -> dict:
             "values": X.data.tolist(), "labels": y.tolist()}  # fmt: skip
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_concurrent_updates_predictions_and_inspections(tmp_path, seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "overlap"),
+    [(0, False), (1, False), (2, True)],
+    ids=["log-then-learn"] * 2 + ["pipelined"],
+)
+def test_concurrent_updates_predictions_and_inspections(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, seed: int, overlap: bool
+) -> None:
+    """With ``overlap``, every group is logged in another thread while it and the next group
+    are learned (see ManagedModel._learn_group); batches waiting together form one group."""
+    if overlap:
+        monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)
+    groups: list[int] = []  # batches per log write
+    real_append = ModelStorage.append_all
+
+    def counted(storage: ModelStorage, records: list) -> None:
+        groups.append(len(records))
+        real_append(storage, records)
+
+    monkeypatch.setattr(ModelStorage, "append_all", counted)
     app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
     batches = {name: make_batches(seed * 10 + i, 25) for i, name in enumerate(OPTIMIZERS)}
 
@@ -97,6 +117,10 @@ def test_concurrent_updates_predictions_and_inspections(tmp_path, seed: int) -> 
         assert served.table.tobytes() == replay.table.tobytes()
         assert served.counters.tobytes() == replay.counters.tobytes()
         assert set(margins[name]) <= boundary_margins  # never half a batch
+        recovered = ModelStorage(tmp_path / "models" / name).recover().model
+        assert recovered.table.tobytes() == replay.table.tobytes()
+    assert sum(groups) == 50  # every acknowledged batch logged once, in groups
+    assert max(groups) > 1, groups  # batches that waited together were logged together
 
 
 def test_a_small_read_runs_on_the_event_loop_and_a_large_one_in_a_worker(tmp_path) -> None:

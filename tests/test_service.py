@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -247,7 +248,19 @@ def test_prometheus_metrics(client: TestClient) -> None:
         'adaserve_requests_total{method="POST",route="/v1/models/{name}/updates",status="200"}'
         in text
     )
-    assert "adaserve_progressive_log_loss" in text
+    # The log-loss gauges are read from the model when scraped: they match what it reports.
+    metrics = client.get("/v1/models/m").json()["metrics"]
+    gauges = dict(
+        re.findall(r'^(adaserve_\w*progressive_log_loss)\{model="m"\} (\S+)$', text, re.M)
+    )
+    assert float(gauges["adaserve_progressive_log_loss"]) == pytest.approx(
+        metrics["overall"]["log_loss"], rel=1e-12
+    )
+    assert float(gauges["adaserve_recent_progressive_log_loss"]) == pytest.approx(
+        metrics["recent"]["log_loss"], rel=1e-12
+    )
+    assert client.delete("/v1/models/m").status_code == 204
+    assert 'model="m"' not in client.get("/metrics").text
 
 
 def test_openapi_documents_every_route(client: TestClient) -> None:

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from fastapi.testclient import TestClient
 
 from optim import Batch, OnlineLogisticRegression
+from service import storage as storage_module
 from service.app import create_app
 from service.settings import Settings
 from service.storage import ModelStorage, read_records
@@ -147,20 +148,18 @@ def test_full_disk_is_503_and_changes_nothing(tmp_path, monkeypatch) -> None:
         before = client.get("/v1/models/m/export").content
         log = sorted((tmp_path / "models" / "m").glob("wal-*.log"))[-1]
         size = log.stat().st_size
-        managed = client.app.state.registry.get("m")
-        handle = managed.storage._wal
-        real_write = handle.write
+        real_writev = storage_module.os.writev
 
-        def full_disk(data: bytes) -> int:
-            real_write(data[: len(data) // 2])  # part of the record reaches the disk
+        def full_disk(descriptor: int, parts: list) -> int:
+            whole = b"".join(parts)
+            real_writev(descriptor, [whole[: len(whole) // 2]])  # part of the record is written
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(handle, "write", full_disk, raising=False)
+        monkeypatch.setattr(storage_module.os, "writev", full_disk)
         response = client.post("/v1/models/m/updates", json=body)
         assert response.status_code == 503 and response.json()["error"] == "storage_unavailable"
         assert "No space left" in response.json()["detail"]
         monkeypatch.undo()
         assert client.get("/v1/models/m/export").content == before
-        handle.flush()
         assert log.stat().st_size == size  # the half record was taken back
         assert client.post("/v1/models/m/updates", json=body).status_code == 200

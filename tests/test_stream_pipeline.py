@@ -15,6 +15,7 @@ import asyncio
 import errno
 import io
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -294,7 +295,7 @@ def test_memory_stays_bounded_while_the_learner_is_blocked(
     async def scenario() -> None:
         await create_model(app)
         managed = app.state.registry.get("m")
-        async with managed.writers:  # an update in progress: the stream's learner must wait
+        with managed.state_lock:  # a read or write in progress: the stream's learner must wait
             request = asyncio.create_task(
                 post_stream(app, "/v1/models/m/stream", "text/x-libsvm", endless())
             )
@@ -367,13 +368,14 @@ def test_a_log_refused_while_learning_leaves_the_model_unchanged(
         handle = managed.storage._wal
         size = os.fstat(handle.fileno()).st_size
         if failing == "write":
-            real_write = handle.write
+            real_writev = storage_module.os.writev
 
-            def full_disk(data: Any) -> int:
-                real_write(bytes(data)[: len(data) // 2])  # part of the record reaches the disk
+            def full_disk(descriptor: int, parts: list[Any]) -> int:
+                whole = b"".join(parts)
+                real_writev(descriptor, [whole[: len(whole) // 2]])  # part of it is written
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-            monkeypatch.setattr(handle, "write", full_disk, raising=False)
+            monkeypatch.setattr(storage_module.os, "writev", full_disk)
         else:
 
             def broken_fsync(fd: int) -> None:
@@ -420,7 +422,7 @@ def test_a_model_that_cannot_be_rolled_back_refuses_writes(
         def broken(*_: Any) -> None:
             raise OSError(errno.EIO, "Input/output error")
 
-        monkeypatch.setattr(managed.storage, "append", broken)
+        monkeypatch.setattr(managed.storage, "append_all", broken)
         monkeypatch.setattr(managed.storage, "reload", broken)
         _, lines = await post_stream(
             app, "/v1/models/m/stream", "text/x-libsvm", pieces_of([stream_body(14)])
@@ -458,3 +460,62 @@ def test_recover_reads_a_log_written_in_pieces(tmp_path: Path) -> None:
     storage.close()
     assert (tmp_path / "m" / "wal-0.log").read_bytes() == expected.getvalue()
     assert_same_model(ModelStorage(tmp_path / "m").recover().model, model)
+
+
+def test_a_group_the_log_refuses_refuses_the_group_learned_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit, pipelined: a group is learned while the log write of the one before is
+    still running. When that write fails, both are refused (503; the later one was learned on
+    top of it), the model goes back to its files, and nothing of either is in the log."""
+    monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)  # every group logged meanwhile
+    monkeypatch.setattr(registry_module, "GROUP_MAX_NNZ", 1)  # and each batch its own group
+    app = make_app(tmp_path, fsync="always")
+    parser = StreamParser("libsvm", dim=DIM, max_rows_per_batch=100)
+    first, held, later, after = parser.feed(stream_body(16, rows=400)) + parser.finish()
+
+    def csr(batch: Any) -> dict[str, Any]:
+        return {"indptr": batch.indptr.tolist(), "indices": batch.indices.tolist(),
+                "values": batch.values.tolist(), "labels": batch.labels.tolist()}  # fmt: skip
+
+    async def scenario() -> None:
+        await create_model(app)
+        managed = app.state.registry.get("m")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.post("/v1/models/m/updates", json=csr(first))).status_code == 200
+            before, size = managed.model.to_bytes(), os.fstat(managed.storage._wal.fileno()).st_size
+            release, writes = threading.Event(), []
+            real_append = managed.storage.append_all
+
+            def held_then_failing(records: list[Any]) -> None:
+                writes.append(len(records))
+                if len(writes) == 1:
+                    release.wait(30)  # until the next group has been learned
+                    raise storage_module.StorageError(errno.EIO, "Input/output error")
+                real_append(records)
+
+            monkeypatch.setattr(managed.storage, "append_all", held_then_failing)
+            posts = [
+                asyncio.create_task(client.post("/v1/models/m/updates", json=csr(b)))
+                for b in (held, later)
+            ]
+            async with asyncio.timeout(30):
+                while managed.model.step < 300:  # both learned, the first one's log held
+                    await asyncio.sleep(0.005)
+            release.set()
+            answers = await asyncio.gather(*posts)
+            assert [a.status_code for a in answers] == [503, 503], [a.text for a in answers]
+            assert all("Input/output error" in a.json()["detail"] for a in answers)
+            assert writes == [1]  # the later group was never written after the hole
+            assert managed.model.to_bytes() == before
+            assert os.fstat(managed.storage._wal.fileno()).st_size == size
+            monkeypatch.setattr(managed.storage, "append_all", real_append)
+            assert (await client.post("/v1/models/m/updates", json=csr(after))).status_code == 200
+
+    asyncio.run(scenario())
+    expected = OnlineLogisticRegression(OPTIMIZER, dim=DIM)
+    for batch in (first, after):
+        expected.learn_batch(batch)
+    assert_same_model(app.state.registry.get("m").model, expected)
+    assert_same_model(ModelStorage(tmp_path / "models" / "m").recover().model, expected)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import os
 from typing import Annotated, Any
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
@@ -28,6 +30,11 @@ from service.settings import Settings
 router = APIRouter(prefix="/v1/models/{name}", tags=["learning"], responses=ERROR_RESPONSES)
 # Bodies up to this size are parsed on the event loop: ~0.1 ms as CSR, a few ms as named rows.
 INLINE_BODY_BYTES = 1 << 16
+# Where larger bodies are parsed: as many threads as cores (the compiled reader releases the
+# GIL), so concurrent requests queue for them instead of all parsing at once, each slower.
+_PARSERS = concurrent.futures.ThreadPoolExecutor(
+    os.cpu_count() or 2, thread_name_prefix="adaserve-parse"
+)
 
 
 def _body_schema(*models: type) -> dict[str, Any]:
@@ -68,8 +75,9 @@ async def _batch_of(
     millisecond, where a thread hop costs 0.1-0.2 ms), a large one in a worker thread."""
     if len(data) <= INLINE_BODY_BYTES:
         return batch_from_body(data, managed.model, settings, require_labels=require_labels)
-    return await anyio.to_thread.run_sync(
-        lambda: batch_from_body(data, managed.model, settings, require_labels=require_labels)
+    return await asyncio.get_running_loop().run_in_executor(
+        _PARSERS,
+        lambda: batch_from_body(data, managed.model, settings, require_labels=require_labels),
     )
 
 

@@ -83,7 +83,6 @@ async def delete_model(
     metrics: Annotated[ServiceMetrics, Depends(deps.metrics)],
 ) -> Response:
     managed = registry.get(name)
-    async with managed.writers:
-        registry.delete(name)
+    await managed.write(lambda _: registry.delete(name))  # after the writes queued before it
     metrics.forget(name)
     return Response(status_code=204)
