@@ -6,11 +6,13 @@ Layout of one model under ``<data_dir>/models/<name>/``::
     wal-<step>.log         every batch applied after that snapshot, in order
 
 A WAL record is ``length (u32) | crc32 (u32) | payload`` where the payload holds the step the
-batch starts at, its shape and its CSR arrays (labels and optional weights). A batch is appended
-(and, with ``fsync="always"``, fsynced) before it is acknowledged (a large one while it is
-learned; one the log refuses is not applied, see ``ManagedModel.apply``): what was acknowledged
-survives a crash. ``fsync="interval"`` fsyncs every ``fsync_interval_ms`` instead, so a crash may
-lose the batches of that last window; ``"off"`` leaves it to the operating system.
+batch starts at, its shape, flags, and its CSR arrays (indices as uint32 when the dim allows,
+labels and optional weights). A batch is appended (and, with ``fsync="always"``, fsynced) before
+it is acknowledged; the batches a model's writer takes together are appended with one write and
+one fsync (group commit, see ``service.registry``), and one the log refuses is not applied:
+what was acknowledged survives a crash. ``fsync="interval"`` fsyncs every ``fsync_interval_ms``
+instead, so a crash may lose the batches of that last window; ``"off"`` leaves it to the
+operating system.
 
 Recovery loads the newest snapshot that validates and replays the logs after it. A record whose
 length or checksum does not hold (a write torn by a crash: it was never acknowledged) ends the log:

@@ -163,3 +163,58 @@ def test_full_disk_is_503_and_changes_nothing(tmp_path, monkeypatch) -> None:
         assert client.get("/v1/models/m/export").content == before
         assert log.stat().st_size == size  # the half record was taken back
         assert client.post("/v1/models/m/updates", json=body).status_code == 200
+
+
+def test_records_of_both_index_widths_are_read_back(tmp_path) -> None:
+    """Indices are logged as uint32 when the dim allows (2**32 and under), as int64 above it;
+    logs written before uint32 records existed (int64, flags 0 or 1) still recover."""
+    import struct
+    import zlib
+
+    small, large = batches(2, seed=5)
+    wide = Batch(small.indptr, small.indices, small.values, small.labels, small.weights, 2**33)
+    for batch, index_bytes in ((small, 4), (large, 4), (wide, 8)):
+        record = storage_module.encode_batch(batch, 7)
+        length, checksum = struct.unpack_from("<II", record)
+        payload = record[8:]
+        assert zlib.crc32(payload) == checksum and len(payload) == length
+        weights = 0 if batch.weights is None else batch.n_rows
+        arrays = 8 * (batch.n_rows + 1) + index_bytes * batch.nnz + 8 * (batch.nnz + batch.n_rows)
+        assert length == 33 + arrays + 8 * weights
+        step, back = storage_module.decode_batch(payload)
+        assert step == 7 and back.dim == batch.dim
+        for name in ("indptr", "indices", "values", "labels", "weights"):
+            got, want = getattr(back, name), getattr(batch, name)
+            assert (got is None) == (want is None)
+            if want is not None:
+                assert got.dtype == want.dtype and np.array_equal(got, want)
+
+    # a log of the older layout: every array 8 bytes an entry, flags = has weights
+    model = OnlineLogisticRegression(OPTIMIZER, dim=16)
+    storage = ModelStorage(tmp_path / "m")
+    storage.create(model)
+    storage.close()
+    old = bytearray()
+    for batch in batches(4, seed=6):
+        parts = [struct.pack("<qqqqB", model.step, 16, batch.n_rows, batch.nnz,
+                             batch.weights is not None)]  # fmt: skip
+        arrays = [(batch.indptr, "<i8"), (batch.indices, "<i8"), (batch.values, "<f8"),
+                  (batch.labels, "<f8"), (batch.weights, "<f8")]  # fmt: skip
+        parts += [a.astype(t).tobytes() for a, t in arrays if a is not None]
+        payload = b"".join(parts)
+        old += struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+        model.learn_batch(batch)
+    wal_files(tmp_path)[-1].write_bytes(bytes(old))
+    recovered = ModelStorage(tmp_path / "m").recover()
+    assert recovered.dropped == [] and recovered.replayed_rows == model.step
+    assert_same(recovered.model, model)
+
+
+def test_the_compiled_checksum_is_zlibs_crc32() -> None:
+    import zlib
+
+    rng = np.random.default_rng(3)
+    parts = [rng.integers(0, 256, n).astype(np.uint8) for n in (33, 0, 4096, 70_001, 1, 0)]
+    expected = zlib.crc32(b"".join(p.tobytes() for p in parts))
+    assert storage_module._checksum(*parts) == expected
+    assert storage_module._python_checksum(*parts) == expected
