@@ -52,6 +52,16 @@ class LearnResult:
     log_loss: float
 
 
+def save_file_arrays(file: str | os.PathLike[str] | IO[bytes], arrays: Mapping[str, Any]) -> None:
+    """Write :meth:`OnlineLogisticRegression.file_arrays` as a model file (``.npz``)."""
+    if isinstance(file, str | os.PathLike):
+        # np.savez would append ".npz" to a path that lacks it, and load(path) would miss it.
+        with open(file, "wb") as f:
+            np.savez(f, **arrays)
+        return
+    np.savez(file, **arrays)
+
+
 def _resolve_optimizer(optimizer: str | Mapping[str, Any]) -> tuple[OptimizerSpec, dict[str, Any]]:
     if isinstance(optimizer, str):
         optimizer = {"name": optimizer}
@@ -502,24 +512,23 @@ class OnlineLogisticRegression:
         The raw state with its last-touched steps is the complete model: loading it continues
         training bit for bit. No pickle is involved.
         """
-        if isinstance(file, str | os.PathLike):
-            # np.savez would append ".npz" to a path that lacks it, and load(path) would miss it.
-            with open(file, "wb") as f:
-                self.save(f)
-            return
+        save_file_arrays(file, self.file_arrays())
+
+    def file_arrays(self, *, copy: bool = False) -> dict[str, np.ndarray]:
+        """The arrays :meth:`save` writes; ``copy=True``: copies of the state, a picture of the
+        model as it is now that :func:`save_file_arrays` can write while it learns on."""
         names = sorted(self.feature_names.items())
         config = {**self.config, "max_feature_names": self.max_feature_names}
-        np.savez(
-            file,
-            format=np.array(FORMAT),
-            config=np.array(json.dumps(config)),
-            step=np.array(self.step, dtype=np.int64),
-            table=self.table,
-            counters=self.counters,
-            feature_name_indices=np.array([i for i, _ in names], dtype=np.int64),
-            feature_name_keys=np.array([k for _, k in names], dtype=str),
-            **self.metrics.state(),
-        )
+        return {
+            "format": np.array(FORMAT),
+            "config": np.array(json.dumps(config)),
+            "step": np.array(self.step, dtype=np.int64),
+            "table": self.table.copy() if copy else self.table,
+            "counters": self.counters.copy() if copy else self.counters,
+            "feature_name_indices": np.array([i for i, _ in names], dtype=np.int64),
+            "feature_name_keys": np.array([k for _, k in names], dtype=str),
+            **self.metrics.state(),  # copies
+        }
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()

@@ -72,7 +72,7 @@ async def keep_house(registry: ModelRegistry, settings: Settings) -> None:
                     and time.monotonic() - managed.last_snapshot >= settings.snapshot_every_seconds
                 )
                 if due:
-                    await managed.write(lambda _, m=managed: m.snapshot())
+                    await managed.snapshot_in_background()
             except Exception:  # keep housekeeping alive; the failure is logged
                 log.exception("housekeeping of model %s failed", managed.name)
 

@@ -218,3 +218,31 @@ def test_the_compiled_checksum_is_zlibs_crc32() -> None:
     expected = zlib.crc32(b"".join(p.tobytes() for p in parts))
     assert storage_module._checksum(*parts) == expected
     assert storage_module._python_checksum(*parts) == expected
+
+
+def test_a_snapshot_is_written_while_learning_goes_on(tmp_path) -> None:
+    """begin_snapshot copies the state and starts a new log; batches logged before the file is
+    written recover from the previous snapshot and both logs, and from the new one after."""
+    storage = ModelStorage(tmp_path / "m")
+    model = OnlineLogisticRegression(OPTIMIZER, dim=16)
+    storage.create(model)
+    applied = batches(6, seed=8)
+    for batch in applied[:3]:
+        storage.append(batch, model.step)
+        model.learn_batch(batch)
+    at = model.step
+    finish = storage.begin_snapshot(model)
+    for batch in applied[3:]:  # learned and logged while the file is not written yet
+        storage.append(batch, model.step)
+        model.learn_batch(batch)
+    before = ModelStorage(tmp_path / "m").recover()  # a crash now
+    assert before.snapshot_step == 0 and before.replayed_rows == model.step
+    assert_same(before.model, model)
+    assert finish().name == f"snapshot-{at}.npz"
+    storage.close()
+    after = ModelStorage(tmp_path / "m").recover()
+    assert after.snapshot_step == at and after.replayed_rows == model.step - at
+    assert_same(after.model, model)
+    assert_same(
+        OnlineLogisticRegression.load(tmp_path / "m" / f"snapshot-{at}.npz"), replay(applied[:3])
+    )

@@ -87,8 +87,5 @@ async def snapshot(
     managed: Annotated[ManagedModel, Depends(deps.model)],
     registry: Annotated[ModelRegistry, Depends(deps.registry)],
 ) -> dict:
-    def write(model: OnlineLogisticRegression) -> dict:
-        path = managed.snapshot()
-        return {"model": managed.name, "step": model.step, "bytes": path.stat().st_size}
-
-    return await managed.write(write)
+    path, step = await managed.snapshot_in_background()
+    return {"model": managed.name, "step": step, "bytes": path.stat().st_size}
