@@ -10,8 +10,11 @@ loop for a read of a few rows, when it is free), so a prediction never sees half
 
 Every batch is written to the model's log (:mod:`service.storage`) before it is acknowledged;
 one the log refuses is not applied. The batches waiting in the mailbox when the writer takes
-them are logged together, one write and one fsync for all (group commit; a large group is
-logged while it is learned, see :meth:`ManagedModel._learn_group`).
+them are logged together, one write and one fsync for all (group commit), and learned with one
+call of the compiled loop. A large group is logged in another thread while it and the next group
+are learned (:meth:`ManagedModel._learn_group`): a prediction may see a batch whose
+acknowledgement still waits for its fsync; if the log refuses it, it and every group learned
+after it are refused and the model is reloaded from its files.
 """
 
 from __future__ import annotations
@@ -44,14 +47,14 @@ INLINE_READ_SIZE = 1_024
 # Groups of at least this many non-zeros are logged while they are learned (_learn_group);
 # below it, learning takes less than handing the log write to another thread.
 OVERLAP_LOG_NNZ = 16_384
-# A group of batches logged together holds at most this many non-zeros (about 16 bytes each in
+# A group of batches logged together holds at most this many non-zeros (12-16 bytes each in
 # the log) unless its first batch alone is larger: a bounded write, and acknowledgements of the
 # first batches are not held back long by the later ones.
 GROUP_MAX_NNZ = 1 << 21
 # Groups learned ahead of their log write: the writer waits for the oldest beyond this.
 MAX_IN_FLIGHT = 2
-# The threads that drain the models' mailboxes (one per model writing at the moment) and the ones
-# that write a group's log record while it is learned.
+# The threads that drain the models' mailboxes (one per model writing at the moment; beyond 64
+# models at once, a model's writes wait for a thread) and the ones that write groups' log records.
 _WRITERS = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="adaserve-writer")
 _LOG_WRITERS = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="adaserve-log")
 T = TypeVar("T")
