@@ -21,8 +21,7 @@ def probabilities(margins: np.ndarray) -> np.ndarray:
 
 def log_losses(margins: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-row ``-log p(label)`` computed from margins, so ``|margin| = 1000`` stays finite."""
-    signed = np.where(labels > 0.5, -margins, margins)
-    return np.maximum(signed, 0.0) + np.log1p(np.exp(-np.abs(signed)))
+    return score(np.asarray(margins, dtype=np.float64), np.asarray(labels, dtype=np.float64))[1]
 
 
 @nb.njit(cache=True)  # holds the GIL: see _score
@@ -46,21 +45,6 @@ def score(margins: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return probs, losses
 
 
-@nb.njit(cache=True)  # holds the GIL: see _score
-def batch_losses(losses: np.ndarray, weights: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """The weighted mean loss of each batch, rows ``bounds[k]:bounds[k + 1]`` (nan for one
-    that weighs nothing); ``weights`` empty: every row weighs 1."""
-    out = np.empty(bounds.size - 1)
-    for k in range(bounds.size - 1):
-        loss = weight = 0.0
-        for i in range(bounds[k], bounds[k + 1]):
-            w = weights[i] if weights.size else 1.0
-            loss += losses[i] * w
-            weight += w
-        out[k] = loss / weight if weight > 0 else np.nan
-    return out
-
-
 def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     """Area under the ROC curve (rank-sum, ties averaged); None without both classes."""
     positives = labels > 0.5
@@ -82,22 +66,31 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 @nb.njit(cache=True)  # holds the GIL: see _score
 def _accumulate(
     losses: np.ndarray, predictions: np.ndarray, labels: np.ndarray, weights: np.ndarray,
-    rows: int, ring: np.ndarray, totals: np.ndarray,
-) -> None:  # fmt: skip
+    rows: int, ring: np.ndarray, totals: np.ndarray, bounds: np.ndarray,
+) -> np.ndarray:  # fmt: skip
     """Weighted sums into ``totals`` and the last ``len(ring)`` rows into the ring (row ``r`` of
-    the stream at ``r % len(ring)``); ``weights`` empty: every row weighs 1."""
-    n, window = losses.size, ring.shape[0]
-    for i in range(n):
-        w = weights[i] if weights.size else 1.0
-        loss, p, y = losses[i] * w, predictions[i] * w, labels[i] * w
-        totals[0] += loss
-        totals[1] += w
-        totals[2] += p
-        totals[3] += y
-        if i >= n - window:
-            row = ring[(rows + i) % window]
-            row[0], row[1], row[2], row[3] = loss, w, p, y
-            row[4], row[5] = predictions[i], labels[i]
+    the stream at ``r % len(ring)``); ``weights`` empty: every row weighs 1. Returns the
+    weighted mean loss of each batch of rows ``bounds[k]:bounds[k + 1]`` (nan if weightless)."""
+    window = ring.shape[0]
+    n = losses.size
+    means = np.empty(bounds.size - 1)
+    for k in range(bounds.size - 1):
+        loss_sum = weight_sum = 0.0
+        for i in range(bounds[k], bounds[k + 1]):
+            w = weights[i] if weights.size else 1.0
+            loss, p, y = losses[i] * w, predictions[i] * w, labels[i] * w
+            totals[0] += loss
+            totals[1] += w
+            totals[2] += p
+            totals[3] += y
+            loss_sum += loss
+            weight_sum += w
+            if i >= n - window:
+                row = ring[(rows + i) % window]
+                row[0], row[1], row[2], row[3] = loss, w, p, y
+                row[4], row[5] = predictions[i], labels[i]
+        means[k] = loss_sum / weight_sum if weight_sum > 0 else np.nan
+    return means
 
 
 @nb.njit(cache=True)  # holds the GIL: see _score
@@ -141,10 +134,16 @@ class ProgressiveMetrics:
         predictions: np.ndarray,
         labels: np.ndarray,
         weights: np.ndarray | None,
-    ) -> None:
-        """Add rows (each one's loss, prediction, label and weight, in order)."""
+        bounds: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Add rows (each one's loss, prediction, label and weight, in order); return the
+        weighted mean loss of each batch ``bounds[k]:bounds[k + 1]`` (default: all the rows)."""
         w = np.empty(0) if weights is None else weights  # empty: every row weighs 1
-        _accumulate(losses, predictions, labels, w, self.rows, self.ring, self.totals)
+        if bounds is None:
+            bounds = np.array([0, len(losses)])
+        means = _accumulate(
+            losses, predictions, labels, w, self.rows, self.ring, self.totals, bounds
+        )
         start = 0
         while start < len(losses):
             start = _fill_block(losses, w, start, self.block)
@@ -152,6 +151,7 @@ class ProgressiveMetrics:
             if filled == size:
                 self._close_block(self.rows + start, loss, weight)
         self.rows += len(losses)
+        return means
 
     def _close_block(self, rows: int, loss: float, weight: float) -> None:
         self.curve = np.vstack([self.curve, [rows, loss, weight]])

@@ -28,7 +28,7 @@ from optim.batch import Batch, largest_magnitude, row_containing
 from optim.errors import BatchError, ConfigError
 from optim.hashing import FeatureHasher
 from optim.kernels import kernels_for
-from optim.metrics import ProgressiveMetrics, batch_losses, probabilities, score
+from optim.metrics import ProgressiveMetrics, probabilities, score
 from optim.optimizers import OptimizerSpec, get_optimizer
 
 FORMAT = "adaserve-model-v1"
@@ -49,7 +49,8 @@ class LearnResult:
     step: int
     margins: np.ndarray
     probabilities: np.ndarray
-    log_loss: float
+    losses: np.ndarray  # each row's log-loss
+    log_loss: float  # their weighted mean
 
 
 def save_file_arrays(file: str | os.PathLike[str] | IO[bytes], arrays: Mapping[str, Any]) -> None:
@@ -57,9 +58,9 @@ def save_file_arrays(file: str | os.PathLike[str] | IO[bytes], arrays: Mapping[s
     if isinstance(file, str | os.PathLike):
         # np.savez would append ".npz" to a path that lacks it, and load(path) would miss it.
         with open(file, "wb") as f:
-            np.savez(f, **arrays)
-        return
-    np.savez(file, **arrays)
+            save_file_arrays(f, arrays)
+    else:
+        np.savez(file, **arrays)
 
 
 def _resolve_optimizer(optimizer: str | Mapping[str, Any]) -> tuple[OptimizerSpec, dict[str, Any]]:
@@ -311,17 +312,16 @@ class OnlineLogisticRegression:
         )  # fmt: skip
         step_before, self.step = self.step, self.step + n
         probs, losses = score(margins, whole.labels)
-        self.metrics.update(losses, probs, whole.labels, whole.weights)
         bounds = np.cumsum([0, *(batch.n_rows for batch in batches)])
-        means = batch_losses(losses, np.empty(0) if whole.weights is None else weights, bounds)
+        means = self.metrics.update(losses, probs, whole.labels, whole.weights, bounds)
         results = []
         for k, batch in enumerate(batches):
             self._remember_names(batch)
-            start, stop = int(bounds[k]), int(bounds[k + 1])
+            rows = slice(int(bounds[k]), int(bounds[k + 1]))
             results.append(
                 LearnResult(
-                    stop - start, step_before + stop, margins[start:stop], probs[start:stop],
-                    float(means[k]),
+                    rows.stop - rows.start, step_before + rows.stop, margins[rows], probs[rows],
+                    losses[rows], float(means[k]),
                 )
             )  # fmt: skip
         return results

@@ -208,10 +208,9 @@ class ManagedModel:
         is learned and while the writer goes on with the next groups: :meth:`_logged`
         acknowledges it when its write ends.
         """
-        if sum(update.batch.nnz for update in group) >= OVERLAP_LOG_NNZ:
-            self._settle(MAX_IN_FLIGHT - 1)  # bounded: the log may be slower than learning
-        else:
-            self._settle(0)  # the log takes records in order: every earlier group first
+        overlap = sum(update.batch.nnz for update in group) >= OVERLAP_LOG_NNZ
+        # The log takes records in order: a group logged here waits for every earlier write.
+        self._settle(MAX_IN_FLIGHT - 1 if overlap else 0)
         with self.state_lock:
             accepted: list[_Update] = []
             records: list[tuple[Batch, int]] = []
@@ -230,7 +229,9 @@ class ManagedModel:
                 step += update.batch.n_rows
             if not accepted:
                 return
-            if sum(batch.nnz for batch, _ in records) < OVERLAP_LOG_NNZ:
+            if overlap:
+                logged = self._log_after_earlier(records)
+            else:
                 try:
                     self.storage.append_all(records)
                 except StorageError as exc:
@@ -238,13 +239,12 @@ class ManagedModel:
                     for update in accepted:
                         update.done.set_exception(error)
                     return
-                results = self.model.learn_batches([batch for batch, _ in records])
-                self.rows_since_snapshot += step - records[0][1]
+            results = self.model.learn_batches([batch for batch, _ in records])
+            self.rows_since_snapshot += step - records[0][1]
+            if not overlap:
                 self._acknowledge(accepted, results)
                 return
-            flight = _InFlight(accepted, [], self._log_after_earlier(records))
-            flight.results = self.model.learn_batches([batch for batch, _ in records])
-            self.rows_since_snapshot += step - records[0][1]
+            flight = _InFlight(accepted, results, logged)
             with self._in_flight_lock:
                 self._in_flight.append(flight)
         flight.logged.add_done_callback(lambda _: self._logged(flight))
@@ -274,7 +274,7 @@ class ManagedModel:
 
     def _logged(self, flight: _InFlight) -> None:
         """A group's log write has ended (in the log thread): acknowledge the group, or have the
-        writer refuse it and every later group in flight (:meth:`_roll_back_pending`)."""
+        writer refuse it and every later group in flight (:meth:`_settle`)."""
         with self._in_flight_lock:
             if flight not in self._in_flight:
                 return  # refused by a roll-back already
@@ -320,10 +320,10 @@ class ManagedModel:
         for flight in refused:
             flight.logged.exception()  # each fails after the one that failed: the log is idle
         self._last_log = None
-        failure = next(f.logged.exception() for f in refused if f.logged.exception())
+        failure = next(e for f in refused if (e := f.logged.exception()) is not None)
         with self.state_lock:
             try:
-                self._roll_back(failure)  # type: ignore[arg-type]
+                self._roll_back(failure)
             except ApiError as error:
                 for flight in refused:
                     for update in flight.updates:

@@ -278,7 +278,7 @@ class ModelStorage:
         self.append_all([(batch, step_before)])
 
     def append_all(self, records: Sequence[tuple[Batch, int]]) -> None:
-        """Log batches (each with its step before) in order, with one flush and one fsync:
+        """Log batches (each with its step before) in order, with one write and one fsync:
         all of them or, on failure, none (nothing is left half-written)."""
         parts = [part for batch, step in records for part in record_parts(batch, step)]
         with self._lock:
@@ -316,15 +316,17 @@ class ModelStorage:
 
     def snapshot(self, model: OnlineLogisticRegression) -> Path:
         """Write the model file; start a new log; keep one previous snapshot and its log."""
-        return self.begin_snapshot(model)()
+        return self.begin_snapshot(model, copy=False)()
 
-    def begin_snapshot(self, model: OnlineLogisticRegression) -> Callable[[], Path]:
+    def begin_snapshot(
+        self, model: OnlineLogisticRegression, *, copy: bool = True
+    ) -> Callable[[], Path]:
         """Start a new log at the model's step and copy its state (hold the model still for
         this: a memory copy, ~10 ms for 30 MB); the function returned writes the model file from
         the copy, atomically, then removes the snapshots and logs it supersedes. Learning and
         logging may go on meanwhile: until the file is written, recovery takes the previous
-        snapshot and both logs."""
-        step, arrays = model.step, model.file_arrays(copy=True)
+        snapshot and both logs. ``copy=False`` when the model stays still until then."""
+        step, arrays = model.step, model.file_arrays(copy=copy)
         with self._lock:
             self._open_wal(step)
 

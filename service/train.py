@@ -482,7 +482,6 @@ def train(
     with ``outcome.error`` set (every row before it learned).
     """
     from optim import AdaserveError
-    from optim.metrics import log_losses
 
     total = check_inputs(sources, passes)
     start = time.perf_counter() if start is None else start
@@ -509,7 +508,7 @@ def train(
             result = model.learn_batch(batch)
             outcome.rows += batch.n_rows
             if table is not None:
-                table.add(log_losses(result.margins, batch.labels), batch.weights)
+                table.add(result.losses, batch.weights)
     except _AtSource as located:
         outcome.error = _describe(located)
     except AdaserveError as error:  # from learning: a float32 model's step limit
