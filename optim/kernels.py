@@ -10,9 +10,10 @@ per-coordinate ``constants``, ``step``, ``catch_up`` and ``effective_rate``:
     costs O(its non-zeros), never O(dim).
 ``margins``
     Decision values of a CSR batch on caught-up weights, without writing anything.
-``margins_of_json``
-    The same for a JSON CSR body read by :mod:`optim._json` and checked in the same call;
-    ``(False, ...)`` for any body that is not a plain valid one of sorted rows.
+``scores_of_json``
+    The same for a JSON CSR body read by :mod:`optim._json` and checked in the same call, with
+    each row's probability; ``(False, ...)`` for any body that is not a plain valid one of
+    sorted rows, or whose margins are not all finite.
 ``inspect``
     Caught-up weight, state slots and effective rate of chosen coordinates, without writing
     anything.
@@ -57,7 +58,7 @@ _BODY_MARKER = "# --- template body"
 class Kernels:
     learn: Callable[..., None]
     margins: Callable[..., None]
-    margins_of_json: Callable[..., tuple[bool, object]]
+    scores_of_json: Callable[..., tuple[bool, object]]
     inspect: Callable[..., None]
 
 
@@ -121,6 +122,6 @@ def kernels_for(spec: OptimizerSpec) -> Kernels:
         sys.modules[name] = module  # numba's cache finds the module's globals by name
         module_spec.loader.exec_module(module)
         _LOADED[spec.name] = Kernels(
-            module.learn, module.margins, module.margins_of_json, module.inspect
+            module.learn, module.margins, module.scores_of_json, module.inspect
         )
     return _LOADED[spec.name]

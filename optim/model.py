@@ -344,25 +344,26 @@ class OnlineLogisticRegression:
         )  # fmt: skip
         return out
 
-    def decision_function_of_json(
+    def scores_of_json(
         self, data: bytes, *, max_rows: int, max_nnz: int
-    ) -> np.ndarray | None:
-        """Margins of a JSON body ``{"indptr": [...], "indices": [...], "values": [...]}`` read,
-        checked and scored in one compiled call (for a few rows the general path's steps cost
-        more than the scoring); the same numbers as ``decision_function`` of that batch.
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(margins, probabilities)`` of a JSON body ``{"indptr": [...], "indices": [...],
+        "values": [...]}`` read, checked and scored in one compiled call (for a few rows the
+        general path's steps cost more than the scoring); the same numbers as
+        ``decision_function`` of that batch and :func:`~optim.metrics.probabilities` of them.
 
         ``None`` when the body is anything else: other keys or formats, rows that are unsorted
         or repeat an index, more than ``max_rows`` rows or ``max_nnz`` non-zeros, numbers the
-        reader does not parse exactly, or an invalid batch. Build a :class:`Batch` then; it
-        reports or canonicalizes what this left. Never changes the model.
+        reader does not parse exactly, an invalid batch, or a margin that is not finite. Build a
+        :class:`Batch` then; it reports or canonicalizes what this left. Never changes the model.
         """
         if not JSON_READER_ENABLED:
             return None
-        handled, margins = self._kernels.margins_of_json(
+        handled, scores = self._kernels.scores_of_json(
             self.table, self.counters, self._hp, self.step, self._exact, self.fit_intercept,
             np.frombuffer(data, dtype=np.uint8), max_rows, max_nnz,
         )  # fmt: skip
-        return margins if handled else None
+        return (scores[0], scores[1]) if handled else None
 
     def predict_proba(self, X: Features) -> np.ndarray:
         """``[[P(y=0), P(y=1)], ...]``, as scikit-learn classifiers return."""

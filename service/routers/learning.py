@@ -126,28 +126,36 @@ async def predict(request: Request) -> Response:
     managed = deps.authorized_model(request, request.path_params["name"], "read")
     settings: Settings = request.app.state.settings
     data = await read_body(request, settings.max_body_bytes)
-    margins = None
+    scores = None
     if len(data) < SMALL_BODY_BYTES:
-        # A plain CSR body of a few rows is read, checked and scored in one compiled call, on
-        # the event loop (microseconds); any other body takes the general path below.
-        margins = await managed.read(
-            lambda model: model.decision_function_of_json(
+        # A plain CSR body of a few rows is read, checked, scored and squashed in one compiled
+        # call, on the event loop (microseconds); any other body takes the general path below.
+        scores = await managed.read(
+            lambda model: model.scores_of_json(
                 data, max_rows=settings.max_rows_per_batch, max_nnz=settings.max_nnz_per_row
             ),
             inline=True,
         )
-    if margins is None:
-        batch = await _batch_of(data, managed, settings, require_labels=False)
-        # A few rows are scored on the event loop (microseconds; a thread hop costs far more).
-        margins = await managed.read(
-            lambda model: model.decision_function(batch),
-            inline=batch.n_rows + batch.nnz <= INLINE_READ_SIZE,
-        )
+    if scores is None:
+        scores = await _scores_of_batch(data, managed, settings)
+    margins, probs = scores
+    # Predictions' fields, encoded by orjson (see json_response).
+    return json_response({"probabilities": probs, "margins": margins})
+
+
+async def _scores_of_batch(
+    data: bytes, managed: ManagedModel, settings: Settings
+) -> tuple[np.ndarray, np.ndarray]:
+    batch = await _batch_of(data, managed, settings, require_labels=False)
+    # A few rows are scored on the event loop (microseconds; a thread hop costs far more).
+    margins = await managed.read(
+        lambda model: model.decision_function(batch),
+        inline=batch.n_rows + batch.nnz <= INLINE_READ_SIZE,
+    )
     if not np.isfinite(margins).all():  # JSON has no inf: say so rather than answer null
         row = int(np.flatnonzero(~np.isfinite(margins))[0])
         raise ApiError(
             422, "invalid_input", f"the margin of row {row} is not finite (values too large?)",
             {"row": row, "field": "values"},
         )  # fmt: skip
-    # Predictions' fields, encoded by orjson (see json_response).
-    return json_response({"probabilities": probabilities(margins), "margins": margins})
+    return margins, probabilities(margins)

@@ -1,5 +1,6 @@
-"""``decision_function_of_json``: one compiled call from a JSON CSR body to margins, equal to
-``decision_function`` of the batch, and ``None`` for every body it leaves to the general path."""
+"""``scores_of_json``: one compiled call from a JSON CSR body to margins and probabilities, equal
+to ``decision_function`` of the batch and ``probabilities`` of those, and ``None`` for every body it
+leaves to the general path."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from optim import Batch, OnlineLogisticRegression
+from optim.metrics import probabilities
 from optim.optimizers import REGISTRY
 
 DIM = 256
@@ -38,12 +40,11 @@ def test_equals_decision_function_of_the_batch(name: str, lazy: str) -> None:
         indptr = np.cumsum([0] + [len(r) for r in rows]).tolist()
         indices = np.concatenate(rows).astype(int).tolist()
         values = np.round(rng.normal(size=len(indices)), 6).tolist()
-        margins = model.decision_function_of_json(
-            body(indptr=indptr, indices=indices, values=values), **LIMITS
-        )
+        scores = model.scores_of_json(body(indptr=indptr, indices=indices, values=values), **LIMITS)
         expected = model.decision_function(Batch.from_arrays(indptr, indices, values, dim=DIM))
-        assert margins is not None
-        np.testing.assert_array_equal(margins, expected)
+        assert scores is not None
+        np.testing.assert_array_equal(scores[0], expected)
+        np.testing.assert_array_equal(scores[1], probabilities(expected))
 
 
 @pytest.mark.parametrize(
@@ -67,31 +68,41 @@ def test_equals_decision_function_of_the_batch(name: str, lazy: str) -> None:
 )
 def test_anything_else_is_left_to_the_general_path(fields: dict) -> None:
     model = trained("adagrad", "exact")
-    assert model.decision_function_of_json(body(**fields), **LIMITS) is None
+    assert model.scores_of_json(body(**fields), **LIMITS) is None
+
+
+def test_a_margin_that_is_not_finite_is_left_to_the_general_path() -> None:
+    model = OnlineLogisticRegression({"name": "sgd", "lr": 10.0}, dim=8)
+    model.partial_fit(sp.csr_matrix(([1.0], ([0], [1])), shape=(1, 8)), [1])  # weight 5
+    finite = body(indptr=[0, 1], indices=[1], values=[1000.0])
+    overflowing = body(indptr=[0, 1, 2], indices=[1, 1], values=[1.0, 1e308])
+    assert model.scores_of_json(finite, **LIMITS) is not None
+    assert model.scores_of_json(overflowing, **LIMITS) is None
+    assert np.isinf(model.decision_function(sp.csr_matrix(([1e308], ([0], [1])), shape=(1, 8))))
 
 
 def test_limits_are_left_to_the_general_path() -> None:
     model = trained("adagrad", "exact")
     data = body(indptr=[0, 2, 3], indices=[1, 2, 3], values=[1.0, 1.0, 1.0])
-    assert model.decision_function_of_json(data, max_rows=2, max_nnz=3) is not None
-    assert model.decision_function_of_json(data, max_rows=1, max_nnz=3) is None
-    assert model.decision_function_of_json(data, max_rows=2, max_nnz=2) is None
+    assert model.scores_of_json(data, max_rows=2, max_nnz=3) is not None
+    assert model.scores_of_json(data, max_rows=1, max_nnz=3) is None
+    assert model.scores_of_json(data, max_rows=2, max_nnz=2) is None
 
 
 def test_not_json_is_left_to_the_general_path() -> None:
     model = trained("adagrad", "exact")
-    assert model.decision_function_of_json(b"", **LIMITS) is None
-    assert model.decision_function_of_json(b'{"indptr": [0, 1], "indices": [3', **LIMITS) is None
+    assert model.scores_of_json(b"", **LIMITS) is None
+    assert model.scores_of_json(b'{"indptr": [0, 1], "indices": [3', **LIMITS) is None
 
 
-def test_an_empty_batch_has_no_margins() -> None:
+def test_an_empty_batch_has_no_scores() -> None:
     model = trained("adagrad", "exact")
-    margins = model.decision_function_of_json(body(indptr=[0], indices=[], values=[]), **LIMITS)
-    assert margins is not None and margins.shape == (0,)
+    scores = model.scores_of_json(body(indptr=[0], indices=[], values=[]), **LIMITS)
+    assert scores is not None and scores[0].shape == scores[1].shape == (0,)
 
 
 def test_reading_never_changes_the_model() -> None:
     model = trained("adam", "exact")
     before = (model.table.tobytes(), model.counters.tobytes(), model.step)
-    model.decision_function_of_json(body(indptr=[0, 1], indices=[7], values=[2.0]), **LIMITS)
+    model.scores_of_json(body(indptr=[0, 1], indices=[7], values=[2.0]), **LIMITS)
     assert (model.table.tobytes(), model.counters.tobytes(), model.step) == before
