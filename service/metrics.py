@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -45,37 +48,66 @@ class _ProgressiveLogLoss(Collector):
         yield recent
 
 
+class _RequestMetrics(Collector):
+    """Requests by route template, method and status, and their latency by route and method
+    (Prometheus' default buckets), counted in plain Python and turned into metric families when
+    /metrics is scraped.
+
+    A Counter child and a Histogram child updated on every request cost ~12 µs on a busy server
+    (each takes a lock; the histogram walks its buckets in Python), a tenth of a single-row
+    prediction; this is a dict lookup, a bisection and three additions. Counted and collected on
+    the event loop (the middleware, the async /metrics route), so no lock is needed.
+    """
+
+    BOUNDS = Histogram.DEFAULT_BUCKETS[:-1]  # the finite upper bounds; +Inf follows
+
+    def __init__(self) -> None:
+        # (route, method, status) -> [requests, seconds in all, requests per bucket]
+        self.series: dict[tuple[str, str, int], list] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        series = self.series.get((route, method, status))
+        if series is None:
+            series = self.series[route, method, status] = [0, 0.0, [0] * (len(self.BOUNDS) + 1)]
+        series[0] += 1
+        series[1] += seconds
+        series[2][bisect.bisect_left(self.BOUNDS, seconds)] += 1  # le: seconds <= bound
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        requests = CounterMetricFamily(
+            "adaserve_requests", "HTTP requests", labels=["route", "method", "status"]
+        )
+        latency = HistogramMetricFamily(
+            "adaserve_request_seconds", "HTTP request latency", labels=["route", "method"]
+        )
+        by_route: dict[tuple[str, str], tuple[list[float], list[int]]] = {}
+        for (route, method, status), (count, seconds, buckets) in sorted(self.series.items()):
+            requests.add_metric([route, method, str(status)], count)
+            total, counts = by_route.setdefault((route, method), ([0.0], [0] * len(buckets)))
+            total[0] += seconds
+            counts[:] = [a + b for a, b in zip(counts, buckets, strict=True)]
+        bounds = [*map(floatToGoString, self.BOUNDS), "+Inf"]
+        for (route, method), (total, counts) in by_route.items():
+            cumulative = list(zip(bounds, itertools.accumulate(counts), strict=True))
+            latency.add_metric([route, method], cumulative, sum_value=total[0])
+        yield requests
+        yield latency
+
+
 class ServiceMetrics:
     def __init__(self, models: Callable[[], Iterable[ManagedModel]] = tuple) -> None:
         """``models``: the models whose progressive log-loss /metrics reports."""
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "adaserve_requests", "HTTP requests", ["route", "method", "status"],
-            registry=self.registry,
-        )  # fmt: skip
-        self.latency = Histogram(
-            "adaserve_request_seconds", "HTTP request latency", ["route", "method"],
-            registry=self.registry,
-        )  # fmt: skip
+        self.requests = _RequestMetrics()
+        self.registry.register(self.requests)
         self.rows_learned = Counter(
             "adaserve_rows_learned", "rows learned", ["model"], registry=self.registry
         )
         self.registry.register(_ProgressiveLogLoss(models))
-        # The labelled request metrics by (route, method, status), looked up once: labels()
-        # checks its arguments and looks the child up under a lock, a few µs on every request.
-        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count a request and its latency (on the event loop, as the middleware runs)."""
-        children = self._request_children.get((route, method, status))
-        if children is None:
-            children = self._request_children[route, method, status] = (
-                self.requests.labels(route, method, str(status)),
-                self.latency.labels(route, method),
-            )
-        count, latency = children
-        count.inc()
-        latency.observe(seconds)
+        self.requests.observe(route, method, status, seconds)
 
     def learned(self, managed: ManagedModel, result: LearnResult) -> None:
         """Count a learned batch's rows (called by the model's writer)."""

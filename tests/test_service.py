@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from optim import OnlineLogisticRegression
 from service.app import create_app
+from service.metrics import ServiceMetrics
 from service.settings import Settings
 
 
@@ -287,6 +289,44 @@ def test_request_metrics_count_each_route_method_and_status(client: TestClient) 
     for status, count in (("200", 3), ("404", 1), ("422", 1)):
         assert f'adaserve_requests_total{{{route},status="{status}"}} {count}.0' in text
     assert f"adaserve_request_seconds_count{{{route}}} 5.0" in text
+
+
+def test_request_metrics_expose_what_prometheus_client_families_would() -> None:
+    """The plain counts behind the request metrics, against prometheus-client's own Counter and
+    Histogram fed the same requests: the same samples (sums up to rounding of their order)."""
+    metrics = ServiceMetrics()
+    reference = CollectorRegistry()
+    counter = Counter("adaserve_requests", "HTTP requests", ["route", "method", "status"],
+                      registry=reference)  # fmt: skip
+    histogram = Histogram("adaserve_request_seconds", "HTTP request latency", ["route", "method"],
+                          registry=reference)  # fmt: skip
+    rng = np.random.default_rng(5)
+    bounds = list(Histogram.DEFAULT_BUCKETS[:-1])
+    for _ in range(2_000):
+        route, method = ("/a", "GET") if rng.random() < 0.3 else ("/b/{name}", "POST")
+        status = int(rng.choice([200, 404, 422]))
+        # bounds themselves (le is inclusive), just over them, and anything in between
+        seconds = float(
+            rng.choice([*bounds, np.nextafter(rng.choice(bounds), 99), rng.exponential(2)])
+        )
+        metrics.request_done(route, method, status, seconds)
+        counter.labels(route, method, str(status)).inc()
+        histogram.labels(route, method).observe(seconds)
+
+    def samples(registry: CollectorRegistry) -> dict[tuple, float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in registry.collect()
+            if family.name.startswith("adaserve_request")
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    ours, theirs = samples(metrics.registry), samples(reference)
+    assert ours.keys() == theirs.keys()
+    assert len(ours) == 6 + 2 * (len(Histogram.DEFAULT_BUCKETS) + 2)  # counts; buckets, count, sum
+    for key, value in theirs.items():
+        assert ours[key] == (pytest.approx(value, rel=1e-12) if key[0].endswith("_sum") else value)
 
 
 def test_hot_routes_answer_exactly_what_their_response_model_serializes(
