@@ -356,24 +356,41 @@ class ManagedModel:
         raise self._unavailable(f"the batch was not applied: {detail}")
 
     def snapshot(self) -> Path:
-        """Write the model file and start a new log (call from :meth:`write`)."""
-        return self._begin_snapshot()()
+        """Write the model file and start a new log (call from :meth:`write`: the model stays
+        still until the file is written, so its state is not copied)."""
+        return self._begin_snapshot(self.model, copy=False)[0]()
 
     async def snapshot_in_background(self) -> tuple[Path, int]:
         """:meth:`snapshot` holding up this model's writes only while its state is copied: the
         writer starts it after every earlier batch is logged, and the file is written in
         another thread while learning goes on (a 2**20-coordinate AdaGrad model is ~34 MB,
         ~0.25 s to serialize and fsync). The file and the step it holds."""
-        finish, step = await self.write(lambda model: (self._begin_snapshot(), model.step))
-        return await asyncio.to_thread(finish), step
+        finish, step, rows, when = await self.write(self._begin_snapshot)
+        try:
+            return await asyncio.to_thread(finish), step
+        except ApiError:
+            # Those rows are still only in the logs: count them again (in the writer, beside
+            # the batches learned since), so the next attempt is due as if this one never began.
+            def recount(_: OnlineLogisticRegression) -> None:
+                self.rows_since_snapshot += rows
+                self.last_snapshot = min(self.last_snapshot, when)
 
-    def _begin_snapshot(self) -> Callable[[], Path]:
+            with contextlib.suppress(ApiError):  # a model whose log failed: nothing to save
+                await self.write(recount)
+            raise
+
+    def _begin_snapshot(
+        self, model: OnlineLogisticRegression, *, copy: bool = True
+    ) -> tuple[Callable[[], Path], int, int, float]:
+        """In the writer: copy the state and start a new log. The function that writes the
+        file, the step it holds, and the rows and time since the previous snapshot it ends."""
         if self.failed is not None:  # memory holds a batch the log refused: never save it
             raise self._unavailable(self.failed)
         try:
-            finish = self.storage.begin_snapshot(self.model)
+            finish = self.storage.begin_snapshot(model, copy=copy)
         except OSError as exc:
             raise self._snapshot_failed(exc) from None
+        rows, when = self.rows_since_snapshot, self.last_snapshot
         self.rows_since_snapshot = 0
         self.last_snapshot = time.monotonic()
 
@@ -383,7 +400,7 @@ class ManagedModel:
             except OSError as exc:  # the logs since the previous snapshot are all kept
                 raise self._snapshot_failed(exc) from None
 
-        return written
+        return written, model.step, rows, when
 
     def _snapshot_failed(self, exc: OSError) -> ApiError:
         return ApiError(

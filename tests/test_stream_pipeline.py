@@ -31,6 +31,7 @@ from optim.parsers import StreamParser
 from service import registry as registry_module
 from service import storage as storage_module
 from service.app import create_app
+from service.errors import ApiError
 from service.routers import streams
 from service.settings import Settings
 from service.storage import ModelStorage
@@ -441,6 +442,42 @@ def test_a_model_that_cannot_be_rolled_back_refuses_writes(
             assert sorted(p.name for p in (tmp_path / "models" / "m").iterdir()) == snapshot_files
 
     asyncio.run(scenario())
+
+
+def test_a_background_snapshot_that_fails_leaves_its_rows_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot whose file cannot be written: its rows are still only in the logs, so they are
+    counted again and the next snapshot is due as if this one never began; the next one
+    succeeds, and the files recover the model."""
+    app = make_app(tmp_path)
+
+    async def scenario() -> None:
+        await create_model(app)
+        managed = app.state.registry.get("m")
+        _, lines = await post_stream(
+            app, "/v1/models/m/stream", "text/x-libsvm", pieces_of([stream_body(15)])
+        )
+        rows = lines[-1]["rows"]
+        assert managed.rows_since_snapshot == rows > 0
+        due_since = managed.last_snapshot
+
+        def full_disk(*_: Any) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(storage_module, "write_atomically", full_disk)
+        with pytest.raises(ApiError) as refused:
+            await managed.snapshot_in_background()
+        assert refused.value.status == 503 and "snapshot" in refused.value.detail
+        assert managed.rows_since_snapshot == rows and managed.last_snapshot == due_since
+        monkeypatch.undo()
+        path, step = await managed.snapshot_in_background()
+        assert path.exists() and step == managed.model.step == rows
+        assert managed.rows_since_snapshot == 0 and managed.last_snapshot > due_since
+
+    asyncio.run(scenario())
+    expected, _, _ = replay("libsvm", stream_body(15))
+    assert_same_model(ModelStorage(tmp_path / "models" / "m").recover().model, expected)
 
 
 def test_recover_reads_a_log_written_in_pieces(tmp_path: Path) -> None:
