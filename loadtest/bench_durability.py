@@ -41,23 +41,20 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
-import hashlib
 import io
 import json
-import math
 import os
 import platform
 import resource
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +68,21 @@ for _p in (str(HERE), str(REPO)):  # this checkout's optim/service and bench_lea
         sys.path.remove(_p)
     sys.path.insert(0, _p)
 
+from bench_http import (  # noqa: E402
+    MEASURED,
+    LoadResult,
+    _n,
+    build_request,
+    closed_loop,
+    free_port,
+    proc_cpu,
+    service_settings,
+    system_busy,
+)
 from bench_learners import (  # noqa: E402
     SharedMissingError,
+    _load,
+    code_snapshot,
     generate,
     locate_shared,
     machine_info,
@@ -97,6 +107,11 @@ ADAGRAD = {"name": "adagrad", "lr": 0.1}
 MODES = ("always", "interval", "off")
 POLL = 0.02  # seconds between readiness polls
 BUSY_LOAD_PER_CPU = 0.75
+GRACE = 60.0  # seconds a request may lag the end of a measured phase
+# The service settings that shape these numbers (reported with their values in the run).
+DURABILITY_SETTINGS = (
+    "fsync_interval_ms", "snapshot_every_rows", "snapshot_every_seconds", "warm_kernels",
+)  # fmt: skip
 
 
 def log(msg: str) -> None:
@@ -104,28 +119,6 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------- CPU accounting
-
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) of a live process, from /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
-def system_busy() -> float:
-    """CPU seconds all CPUs spent busy since boot (/proc/stat; idle and iowait excluded)."""
-    try:
-        with open("/proc/stat") as f:
-            parts = [int(x) for x in f.readline().split()[1:]]
-        return (sum(parts[:8]) - parts[3] - parts[4]) / CLK_TCK
-    except (OSError, ValueError, IndexError):
-        return float("nan")
 
 
 def own_cpu() -> float:
@@ -156,12 +149,6 @@ def load1() -> float | None:
 
 
 # ---------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -584,122 +571,21 @@ def empty_start(work: Path, servers: Servers) -> dict[str, Any]:
 # ---------------------------------------------------------------- 3. throughput per fsync mode
 
 
-class ProtocolError(Exception):
-    pass
-
-
-def build_request(path: str, body: bytes, port: int) -> bytes:
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 "):
-        raise ProtocolError(head[:40])
-    status, lower = int(head[9:12]), head.lower()
-    i = lower.find(b"\r\ncontent-length:")
-    if i < 0:
-        raise ProtocolError("response without Content-Length")
-    n = int(lower[i + 17 : lower.index(b"\r\n", i + 2)])
-    body = await reader.readexactly(n) if n else b""
-    return status, body, b"\r\nconnection: close" not in lower
-
-
-@dataclass
-class Load:
-    concurrency: int
-    seconds: float = 0.0
-    ok: int = 0
-    rows: int = 0
-    non2xx: int = 0
-    exceptions: int = 0
-    latencies: list[float] = field(default_factory=list, repr=False)
-    samples: list[str] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        lat = np.asarray(self.latencies) * 1e3
-        pct = np.percentile(lat, [50, 90, 99]).tolist() if lat.size else [None] * 3
-        return {
-            "concurrency": self.concurrency,
-            "seconds": self.seconds,
-            "requests": self.ok,
-            "rows": self.rows,
-            "rows_per_s": self.rows / self.seconds if self.seconds > 0 else 0.0,
-            "requests_per_s": self.ok / self.seconds if self.seconds > 0 else 0.0,
-            "non2xx": self.non2xx,
-            "exceptions": self.exceptions,
-            "p50_ms": pct[0],
-            "p90_ms": pct[1],
-            "p99_ms": pct[2],
-            "mean_ms": float(lat.mean()) if lat.size else None,
-            "max_ms": float(lat.max()) if lat.size else None,
-            "error_samples": self.samples[:5],
-        }
-
-
-async def closed_loop(
-    port: int,
-    requests: list[bytes],
-    rows: list[int],
-    concurrency: int,
-    seconds: float,
-    max_requests: int,
-    grace: float = 60.0,
-) -> Load:
-    """``concurrency`` keep-alive connections, each sending its next request when answered."""
-    result = Load(concurrency)
-    issued = 0
-    n = len(requests)
-
-    async def worker(k: int, deadline: float) -> None:
-        nonlocal issued
-        reader, writer = await asyncio.open_connection(HOST, port)
-        i = k
-        try:
-            while issued < max_requests and time.perf_counter() < deadline:
-                issued += 1
-                j = i % n
-                i += concurrency
-                t0 = time.perf_counter()
-                try:
-                    writer.write(requests[j])
-                    status, body, keep = await read_response(reader)
-                except (OSError, EOFError, ValueError, ProtocolError) as exc:
-                    result.exceptions += 1
-                    result.samples.append(repr(exc)[:200])
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(HOST, port)
-                    continue
-                result.latencies.append(time.perf_counter() - t0)
-                if 200 <= status < 300:
-                    result.ok += 1
-                    result.rows += rows[j]
-                else:
-                    result.non2xx += 1
-                    result.samples.append(f"{status}: {body[:200]!r}")
-                if not keep:
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(HOST, port)
-        finally:
-            writer.close()
-
-    t0 = time.perf_counter()
-    tasks = [asyncio.create_task(worker(k, t0 + seconds)) for k in range(concurrency)]
-    done, pending = await asyncio.wait(tasks, timeout=seconds + grace)
-    for task in pending:
-        task.cancel()
-        result.exceptions += 1
-        result.samples.append("timeout: no answer within the grace period")
-    for task in done:
-        if task.exception() is not None:
-            result.exceptions += 1
-            result.samples.append(repr(task.exception())[:200])
-    result.seconds = time.perf_counter() - t0
-    return result
+def load_summary(result: LoadResult) -> dict[str, Any]:
+    """A measured phase as the report's row: counts, rates and latency percentiles (ms)."""
+    seconds = result.seconds
+    return {
+        "concurrency": result.concurrency,
+        "seconds": seconds,
+        "requests": result.ok,
+        "rows": result.rows,
+        "rows_per_s": result.rows / seconds if seconds > 0 else 0.0,
+        "requests_per_s": result.ok / seconds if seconds > 0 else 0.0,
+        "non2xx": result.non2xx,
+        "exceptions": result.exceptions,
+        **{k: getattr(result, k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms")},
+        "error_samples": result.error_samples[:5],
+    }
 
 
 def body_of(batch: Batch) -> bytes:
@@ -753,7 +639,9 @@ def throughput(
         requests = [build_request(path, b, server.port) for b in bodies]
         acked = 0
         warm = asyncio.run(
-            closed_loop(server.port, requests, rows, 1, warmup, max(1, min(20, max_requests)))
+            closed_loop(
+                server.port, requests, 1, warmup, max(1, min(20, max_requests)), GRACE, rows
+            )
         )
         acked += warm.rows
         for c in concurrencies:
@@ -761,7 +649,7 @@ def throughput(
             cpu0 = {n: proc_cpu(p) for n, p in pids.items()}
             me0, sys0, la0 = own_cpu(), system_busy(), load1()
             result = asyncio.run(
-                closed_loop(server.port, requests, rows, c, duration, max_requests)
+                closed_loop(server.port, requests, c, duration, max_requests, GRACE, rows)
             )
             wall = max(result.seconds, 1e-9)
             server_cores = (proc_cpu(server.proc.pid) - cpu0["server"]) / wall
@@ -770,7 +658,7 @@ def throughput(
             acked += result.rows
             row = {
                 "mode": mode,
-                **result.summary(),
+                **load_summary(result),
                 "server_cores": server_cores,
                 "client_cores": client_cores,
                 "other_cores": max(0.0, busy - server_cores - client_cores),
@@ -886,46 +774,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def code_snapshot() -> dict[str, Any]:
-    digest = hashlib.sha256()
-    for path in sorted([*(REPO / "optim").rglob("*.py"), *(REPO / "service").rglob("*.py")]):
-        digest.update(str(path.relative_to(REPO)).encode())
-        digest.update(path.read_bytes())
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10
-            ).stdout.rstrip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    dirty = [
-        line[3:] for line in git("status", "--porcelain", "--", "optim", "service").splitlines()
-    ]
-    return {
-        "commit": git("rev-parse", "--short", "HEAD").strip(),
-        "dirty": dirty,
-        "sha256": digest.hexdigest()[:16],
-    }
-
-
-def service_settings(env: dict[str, str]) -> dict[str, Any]:
-    from service.settings import Settings
-
-    keys = ("fsync_interval_ms", "snapshot_every_rows", "snapshot_every_seconds", "warm_kernels")
-    return {k: env.get(f"ADASERVE_{k.upper()}", Settings.model_fields[k].default) for k in keys}
-
-
 # ---------------------------------------------------------------- report
-
-
-def _n(x: float | None, digits: int = 0) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
-
-
-def _load(x: Any) -> str:
-    return "?" if not x else "/".join("?" if v is None else f"{v:.2f}" for v in x)
 
 
 def _yn(x: bool | None) -> str:
@@ -1306,8 +1155,8 @@ def main(argv: list[str] | None = None) -> int:
         "smoke": args.smoke,
         "machine": machine_info(),
         "versions": versions(),
-        "code": code_snapshot(),
-        "settings": service_settings(env),
+        "code": code_snapshot(MEASURED),
+        "settings": service_settings(env, DURABILITY_SETTINGS),
         "bits": args.bits,
         "batch_rows": args.batch_rows,
         "duration": args.duration,
@@ -1391,7 +1240,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_data:
             shutil.rmtree(work, ignore_errors=True)
     info["machine"]["loadavg_end"] = os.getloadavg()
-    info["code"]["changed_during_run"] = code_snapshot()["sha256"] != info["code"]["sha256"]
+    info["code"]["changed_during_run"] = code_snapshot(MEASURED)["sha256"] != info["code"]["sha256"]
     info["total_seconds"] = time.perf_counter() - t_start
     report_path.write_text(render(info))
     json_path.write_text(json.dumps(info, indent=1, default=str))

@@ -75,6 +75,7 @@ for _p in (str(HERE), str(REPO)):  # this checkout's optim/service and bench_lea
 
 from bench_learners import (  # noqa: E402
     SharedMissingError,
+    code_snapshot,
     generate,
     locate_shared,
     machine_info,
@@ -82,6 +83,7 @@ from bench_learners import (  # noqa: E402
 )
 
 HOST = "127.0.0.1"
+MEASURED = ("optim", "service")  # the packages whose sources the report fingerprints
 REPORT_NAME = "REPORT_HTTP.md"
 JSON_NAME = "bench_http.json"
 MODEL = {"hash_bits": 20, "optimizer": {"name": "adagrad", "lr": 0.1}}
@@ -234,7 +236,9 @@ class ProtocolError(Exception):
     pass
 
 
-def build_request(path: str, body: bytes, content_type: str, port: int) -> bytes:
+def build_request(
+    path: str, body: bytes, port: int, content_type: str = "application/json"
+) -> bytes:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
@@ -281,6 +285,7 @@ class LoadResult:
     concurrency: int
     seconds: float
     ok: int = 0
+    rows: int = 0  # rows in the 2xx answered requests (when the phase is given rows per request)
     non2xx: int = 0
     exceptions: int = 0
     latencies: list[float] = field(default_factory=list, repr=False)
@@ -310,15 +315,17 @@ class LoadResult:
         return self
 
 
-async def _raw_phase(
+async def closed_loop(
     port: int,
     requests: list[bytes],
     concurrency: int,
     seconds: float,
     max_requests: int,
     grace: float,
+    rows: list[int] | None = None,
 ) -> LoadResult:
-    """``concurrency`` keep-alive connections, each sending its next request when answered."""
+    """``concurrency`` keep-alive connections, each sending its next request when answered
+    (``rows[j]``: the rows of ``requests[j]``, counted when it is answered 2xx)."""
     result = LoadResult("asyncio", concurrency, 0.0)
     issued = 0
     n = len(requests)
@@ -330,11 +337,11 @@ async def _raw_phase(
         try:
             while issued < max_requests and time.perf_counter() < deadline:
                 issued += 1
-                request = requests[i % n]
+                j = i % n
                 i += concurrency
                 t0 = time.perf_counter()
                 try:
-                    writer.write(request)
+                    writer.write(requests[j])
                     status, body, keep = await read_response(reader)
                 except (OSError, EOFError, ValueError, ProtocolError) as exc:
                     result.exceptions += 1
@@ -346,6 +353,7 @@ async def _raw_phase(
                 result.latencies.append(time.perf_counter() - t0)
                 if 200 <= status < 300:
                     result.ok += 1
+                    result.rows += rows[j] if rows is not None else 0
                 else:
                     result.non2xx += 1
                     if len(result.error_samples) < 5:
@@ -611,9 +619,9 @@ class Runner:
                     a.grace,
                 )
             )
-        requests = [build_request(sc.path, b, sc.content_type, port) for b in sc.bodies]
+        requests = [build_request(sc.path, b, port, sc.content_type) for b in sc.bodies]
         return asyncio.run(
-            _raw_phase(port, requests, a.concurrency, seconds, a.max_requests, a.grace)
+            closed_loop(port, requests, a.concurrency, seconds, a.max_requests, a.grace)
         )
 
     def measure(self, sc: Scenario, client: str, seconds: float, warmup: float) -> Measured:
@@ -888,31 +896,7 @@ def in_process_references(data: Bodies, chunk_bytes: int, single: int) -> dict[s
     return out
 
 
-# ---------------------------------------------------------------- code snapshot
-
-
-def code_snapshot() -> dict[str, Any]:
-    digest = hashlib.sha256()
-    for path in sorted([*(REPO / "optim").rglob("*.py"), *(REPO / "service").rglob("*.py")]):
-        digest.update(str(path.relative_to(REPO)).encode())
-        digest.update(path.read_bytes())
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10
-            ).stdout.rstrip()  # keep the status columns of porcelain's first line
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    dirty = [
-        line[3:] for line in git("status", "--porcelain", "--", "optim", "service").splitlines()
-    ]
-    return {
-        "commit": git("rev-parse", "--short", "HEAD").strip(),
-        "dirty": dirty,
-        "sha256": digest.hexdigest()[:16],
-    }
+# ---------------------------------------------------------------- versions
 
 
 def versions(wrk: str | None) -> dict[str, str]:
@@ -959,16 +943,17 @@ def _busy(info: dict[str, Any]) -> str:
     )
 
 
-def service_settings(env: dict[str, str]) -> dict[str, Any]:
+# The service settings that shape these numbers (reported with their values in the run).
+HTTP_SETTINGS = (
+    "fsync", "fsync_interval_ms", "warm_kernels", "stream_batch_rows", "max_body_bytes",
+)  # fmt: skip
+
+
+def service_settings(env: dict[str, str], keys: tuple[str, ...] = HTTP_SETTINGS) -> dict[str, Any]:
     """The settings that shape these numbers: the service's defaults, then ADASERVE_* overrides."""
     from service.settings import Settings
 
-    keys = ("fsync", "fsync_interval_ms", "warm_kernels", "stream_batch_rows", "max_body_bytes")
-    out: dict[str, Any] = {}
-    for key in keys:
-        if key in Settings.model_fields:
-            out[key] = env.get(f"ADASERVE_{key.upper()}", Settings.model_fields[key].default)
-    return out
+    return {k: env.get(f"ADASERVE_{k.upper()}", Settings.model_fields[k].default) for k in keys}
 
 
 def _env(env: dict[str, str]) -> str:
@@ -1315,7 +1300,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     machine = machine_info()
-    code = code_snapshot()
+    code = code_snapshot(MEASURED)
     info: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "command": shlex.join(["python", "loadtest/bench_http.py", *argv]),
@@ -1402,7 +1387,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in servers.values():
                 rc = stop_server(s)
                 info.setdefault("exit_codes", {})[s.name] = rc
-    info["code"]["changed_during_run"] = code_snapshot()["sha256"] != code["sha256"]
+    info["code"]["changed_during_run"] = code_snapshot(MEASURED)["sha256"] != code["sha256"]
     machine["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     windows = [s["cpu_cores"]["other"] for s in info["scenarios"] + info["ceilings"]]
     windows += [r["cpu_cores"]["other"] for s in info["streams"].values() for r in s["runs"]]

@@ -283,10 +283,10 @@ def threading_info() -> dict[str, Any]:
     return {"env": env, "threadpools": pools}
 
 
-def optim_snapshot() -> dict[str, Any]:
-    """Commit, dirty files under optim/ and a digest of optim's sources (the code measured)."""
+def code_snapshot(packages: tuple[str, ...] = ("optim",)) -> dict[str, Any]:
+    """Commit, dirty files under ``packages`` and a digest of their sources (the code measured)."""
     digest = hashlib.sha256()
-    for path in sorted((REPO / "optim").rglob("*.py")):
+    for path in sorted(path for package in packages for path in (REPO / package).rglob("*.py")):
         digest.update(str(path.relative_to(REPO)).encode())
         digest.update(path.read_bytes())
 
@@ -298,11 +298,11 @@ def optim_snapshot() -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "optim").splitlines()]
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", *packages).splitlines()]
     return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "optim_dirty": dirty,
-        "optim_sha256": digest.hexdigest()[:16],
+        "commit": git("rev-parse", "--short", "HEAD").strip(),
+        "dirty": dirty,
+        "sha256": digest.hexdigest()[:16],
     }
 
 
@@ -592,11 +592,11 @@ def render(info: dict[str, Any]) -> str:
         f"- threads: env {_env(info['threading']['env'])}; "
         f"threadpools {info['threading']['threadpools']} (no BLAS work in any timed loop; "
         "torch runs with set_num_threads(1), numba kernels are single-threaded)",
-        f"- code measured: commit {snap['commit']}, optim sources sha256 {snap['optim_sha256']}"
+        f"- code measured: commit {snap['commit']}, optim sources sha256 {snap['sha256']}"
         + (
-            f", **uncommitted changes in {len(snap['optim_dirty'])} optim files** "
+            f", **uncommitted changes in {len(snap['dirty'])} optim files** "
             "(work in progress elsewhere, e.g. the Adam kernel: numbers can move between runs)"
-            if snap["optim_dirty"]
+            if snap["dirty"]
             else ", optim clean"
         )
         + (
@@ -807,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "versions": versions(),
         "threading": threading_info(),
-        "optim": optim_snapshot(),
+        "optim": code_snapshot(),
     }
     vw_caches: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench_learners_") as tmp:
@@ -900,9 +900,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = summary
     info["machine"]["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     info["machine"]["load1_per_repeat"] = load1
-    info["optim"]["changed_during_run"] = (
-        optim_snapshot()["optim_sha256"] != info["optim"]["optim_sha256"]
-    )
+    info["optim"]["changed_during_run"] = code_snapshot()["sha256"] != info["optim"]["sha256"]
     info["data"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(data).items()}
     info["skipped"] = skipped
     info["targets"] = evaluate_targets(summary, judge=not args.smoke)
