@@ -37,9 +37,6 @@ without ``--out`` uses a temp dir.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -61,8 +58,16 @@ for _p in (str(HERE), str(REPO)):  # this checkout's code, and peers.py beside t
     sys.path.insert(0, _p)
 
 import peers  # noqa: E402
+from bench_learners import (  # noqa: E402
+    DEFAULT_SHARED,
+    code_snapshot,
+    installed,
+    locate_shared,
+    version_of,
+)
+from bench_learners import generate as generate_clicks  # noqa: E402
+from bench_learners import machine_info as learners_machine_info  # noqa: E402
 
-DEFAULT_SHARED = Path(__file__).resolve().parents[2] / "shared"
 REPORT_NAME = "REPORT_TRAIN.md"
 JSON_NAME = "bench_train.json"
 LR = 0.1
@@ -75,96 +80,38 @@ TARGET_LOGLOSS_GAP = 1e-4  # |log-loss ours - VW| <= 1e-4
 TARGET_RSS_GROWTH_MB = 32.0
 
 
-def installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def version_of(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def machine_info() -> dict[str, Any]:
-    cpu_model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
     return {
-        "cpu_model": cpu_model,
-        "nproc": usable,
-        "platform": platform.platform(),
+        **learners_machine_info(),
         "python": platform.python_version(),
         "versions": {d: version_of(d) for d in ("numpy", "numba", "vowpalwabbit", "tqdm")},
-        "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 # ---------------------------------------------------------------------------------- data
 def generate(shared: Path, rows: int, bits: int, data_dir: Path) -> dict[str, Any]:
-    """The click stream as 1-based libsvm (reused when a complete copy exists)."""
-    tool = shared / "tools" / "make_clicks.py"
-    if not tool.is_file():
-        raise FileNotFoundError(f"{tool} not found (../shared lives beside the repo)")
-    args = ["--rows", str(rows), "--seed", str(SEED), "--format", "libsvm", "--bits", str(bits)]
-    path = data_dir / f"clicks_{rows}_s{SEED}_b{bits}.libsvm"
+    """The click stream as 1-based libsvm, as bench_learners generates it (reused when a
+    complete copy exists)."""
+    path = data_dir / f"clicks_{rows}_s{SEED}_b{bits}.libsvm"  # the name generate() gives it
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("bytes") == path.stat().st_size:
             return {**meta, "reused": True}
     data_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as out:
-        proc = subprocess.run(
-            [sys.executable, str(tool), *args], stdout=out, stderr=subprocess.PIPE
-        )
-    err = proc.stderr.decode(errors="replace").strip()
-    if proc.returncode:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"make_clicks.py failed ({proc.returncode}): {err}")
-    os.replace(tmp, path)
-
-    def grab(key: str) -> float | None:
-        found = re.search(rf"{key}=([0-9.eE+-]+)", err)
-        return float(found.group(1)) if found else None
-
+    made = generate_clicks(locate_shared(str(shared)), rows, SEED, bits, data_dir)
     meta = {
-        "path": str(path),
+        "path": str(made.path),
         "rows": rows,
         "bits": bits,
-        "bytes": path.stat().st_size,
-        "command": f"python {tool} {shlex.join(args)} > {path.name}",
-        "gen_seconds": time.perf_counter() - t0,
-        "stderr": err,
-        "bayes_logloss": grab("bayes_logloss"),
-        "constant_logloss": grab("constant_rate_logloss"),
+        "bytes": made.path.stat().st_size,
+        "command": made.command,
+        "gen_seconds": made.gen_seconds,
+        "stderr": made.stderr,
+        "bayes_logloss": made.bayes_logloss,
+        "constant_logloss": made.constant_logloss,
     }
-    meta_path.write_text(json.dumps(meta, indent=1))
+    meta_path.write_text(json.dumps(meta, indent=1))  # last: a copy without it is remade
     return {**meta, "reused": False}
 
 
@@ -510,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         "smoke": args.smoke,
         "repeat": args.repeat,
         "machine": machine_info(),
-        "commit": git_commit(),
+        "commit": code_snapshot()["commit"] or "unknown",
         "dim": 2**args.bits + 1,
     }
     log = print if not args.smoke else (lambda *a, **k: None)
