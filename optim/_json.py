@@ -36,7 +36,14 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
 
-from optim.parsers import _POW10, _SMALL_ROW, _canon_row, _parse_float, parse_bytes
+from optim.parsers import (
+    _POW10,
+    _SMALL_ROW,
+    _canon_row,
+    _decimal_run,
+    _parse_float,
+    parse_bytes,
+)
 
 # the words are read little-endian: elsewhere every input takes the slow path
 ENABLED = sys.byteorder == "little"
@@ -202,10 +209,7 @@ def _number(buf: np.ndarray, p: int) -> tuple[int, int, float, int]:
         nd = 1
     elif 1 <= d <= 9:
         first = p
-        while 0 <= d <= 9:
-            mant = mant * 10 + d  # wraps past 18 digits: then unused
-            p += 1
-            d = np.int64(buf[p]) - 48
+        mant, p, d = _decimal_run(buf, p, 0)  # wraps past 18 digits: then unused
         nd = p - first
     else:
         return _BAD, 0, 0.0, p
@@ -217,13 +221,8 @@ def _number(buf: np.ndarray, p: int) -> tuple[int, int, float, int]:
         return _INT, mant, float(mant), p
     frac = 0
     if d == -2:
-        p += 1
-        first = p
-        d = np.int64(buf[p]) - 48
-        while 0 <= d <= 9:
-            mant = mant * 10 + d
-            p += 1
-            d = np.int64(buf[p]) - 48
+        first = p + 1
+        mant, p, d = _decimal_run(buf, first, mant)
         frac = p - first
         if frac == 0:
             return _BAD, 0, 0.0, p
