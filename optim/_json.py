@@ -37,11 +37,22 @@ from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
 
 from optim.parsers import (
+    _I_CANON,
+    _I_FIXUPS,
+    _I_LABELED,
+    _I_LINES,
+    _I_NNZ,
+    _I_POS,
+    _I_ROWS,
+    _I_WEIGHTED,
+    _N_COUNTERS,
     _POW10,
     _SMALL_ROW,
     _canon_row,
+    _counters,
     _decimal_run,
     _parse_float,
+    _store_counters,
     parse_bytes,
 )
 
@@ -619,8 +630,12 @@ def read_csr(
 # are left unsorted (state[S_CANON] = 1): the caller re-reads them, then canonicalizes.
 # ---------------------------------------------------------------------------------------------
 
-S_POS, S_LINES, S_ROWS, S_NNZ, S_LABELED, S_WEIGHTED, S_FIXUPS, S_CANON, S_STATUS = range(9)
-S_LEN = 9
+# The counters' slots are the text parsers' (read and written by the same helpers), then this
+# reader's status.
+S_POS, S_LINES, S_ROWS, S_NNZ = _I_POS, _I_LINES, _I_ROWS, _I_NNZ
+S_LABELED, S_WEIGHTED, S_FIXUPS, S_CANON = _I_LABELED, _I_WEIGHTED, _I_FIXUPS, _I_CANON
+S_STATUS = _N_COUNTERS
+S_LEN = _N_COUNTERS + 1
 S_DONE, S_FULL_INDICES, S_FULL_FIXES, S_NOT_HANDLED = 0, 1, 2, 3
 
 _OK, _NO, _FULL_I, _FULL_F = 0, 1, 2, 3
@@ -634,14 +649,7 @@ def ndjson_rows(
     # the arrays are read by the body reader's _ints/_floats; the rest of a line is inline here
     n_buf = buf.shape[0]
     fix_cap = fixes.shape[0]
-    p = state[S_POS]
-    lines = state[S_LINES]
-    rows = state[S_ROWS]
-    n = state[S_NNZ]
-    labeled = state[S_LABELED]
-    weighted = state[S_WEIGHTED]
-    nfix = state[S_FIXUPS]
-    canon = state[S_CANON]
+    p, lines, rows, n, labeled, weighted, nfix, canon = _counters(state)
     max_rows = indptr.shape[0] - 1
     keys = np.empty(_SMALL_ROW, dtype=np.int64)
     tmp = np.empty(_SMALL_ROW, dtype=np.float64)
@@ -826,14 +834,7 @@ def ndjson_rows(
         indptr[rows] = n
         lines += 1
         p = q + 1
-    state[S_POS] = p
-    state[S_LINES] = lines
-    state[S_ROWS] = rows
-    state[S_NNZ] = n
-    state[S_LABELED] = labeled
-    state[S_WEIGHTED] = weighted
-    state[S_FIXUPS] = nfix
-    state[S_CANON] = canon
+    _store_counters(state, p, lines, rows, n, labeled, weighted, nfix, canon)
     state[S_STATUS] = status
 
 
