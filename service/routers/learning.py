@@ -146,6 +146,8 @@ async def predict(request: Request) -> Response:
 async def _scores_of_batch(
     data: bytes, managed: ManagedModel, settings: Settings
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Margins and probabilities of any body (named rows, unsorted CSR, many rows...) through a
+    validated :class:`Batch`; 422 for a margin that is not finite."""
     batch = await _batch_of(data, managed, settings, require_labels=False)
     # A few rows are scored on the event loop (microseconds; a thread hop costs far more).
     margins = await managed.read(
