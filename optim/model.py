@@ -296,12 +296,17 @@ class OnlineLogisticRegression:
         """Learn an already validated batch (see :meth:`learn`); :meth:`check_batch` first."""
         return self.learn_batches([batch])[0]
 
-    def learn_batches(self, batches: Sequence[Batch]) -> list[LearnResult]:
+    def learn_batches(self, batches: Sequence[Batch], *, check: bool = True) -> list[LearnResult]:
         """Learn validated batches in order: bit for bit :meth:`learn_batch` on each in turn,
         with one call of the compiled loop for all of them (a server's writer thread, which
-        lets the GIL go for that call, then waits once to get it back, not once a batch)."""
+        lets the GIL go for that call, then waits once to get it back, not once a batch).
+
+        ``check=False`` when each batch has passed :meth:`check_batch` already, given the rows
+        of the batches before it (``pending_rows``): the group is not checked again.
+        """
         whole = batches[0] if len(batches) == 1 else Batch.concatenated(batches)
-        self.check_batch(whole)
+        if check:
+            self.check_batch(whole)
         n = whole.n_rows
         weights = np.ones(n) if whole.weights is None else whole.weights
         margins = np.empty(n)

@@ -144,11 +144,7 @@ class ManagedModel:
         return await self._post(_Update(batch, on_learned))  # type: ignore[no-any-return]
 
     def _post(self, job: _Update | _Call) -> asyncio.Future[Any]:
-        with self._mailbox_lock:
-            self._mailbox.append(job)
-            start, self._draining = not self._draining, True
-        if start:
-            _WRITERS.submit(self._drain)
+        self._enqueue(job)
         # A request cancelled while its write waits here withdraws it (as it would have left a
         # lock's queue); once the writer has taken it, it runs to the end.
         return asyncio.wrap_future(job.done)
@@ -239,7 +235,8 @@ class ManagedModel:
                     for update in accepted:
                         update.done.set_exception(error)
                     return
-            results = self.model.learn_batches([batch for batch, _ in records])
+            # each checked above, with the rows before it in the group
+            results = self.model.learn_batches([batch for batch, _ in records], check=False)
             self.rows_since_snapshot += step - records[0][1]
             if not overlap:
                 self._acknowledge(accepted, results)
@@ -283,12 +280,14 @@ class ManagedModel:
         if flight.logged.exception() is None:
             self._acknowledge(flight.updates, flight.results)
         else:
-            self._post_first(_Call(lambda _: None))  # the writer settles before any call
+            # before the writes waiting: the writer settles before any call
+            self._enqueue(_Call(lambda _: None), first=True)
 
-    def _post_first(self, job: _Call) -> None:
-        """Put ``job`` before the writes waiting in the mailbox (in the log thread)."""
+    def _enqueue(self, job: _Update | _Call, *, first: bool = False) -> None:
+        """Put ``job`` in the mailbox, last or (``first``) before the writes waiting there, and
+        start a writer unless one is draining it (from any thread)."""
         with self._mailbox_lock:
-            self._mailbox.insert(0, job)
+            self._mailbox.insert(0 if first else len(self._mailbox), job)
             start, self._draining = not self._draining, True
         if start:
             _WRITERS.submit(self._drain)

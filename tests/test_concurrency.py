@@ -33,6 +33,22 @@ def make_batches(seed: int, count: int) -> list[tuple[sp.csr_array, np.ndarray]]
     return out
 
 
+def count_log_writes(monkeypatch: pytest.MonkeyPatch, overlap: bool) -> list[int]:
+    """The batches in each log write from now on (filled as they happen); with ``overlap`` every
+    group is logged in another thread while it is learned (ManagedModel._learn_group)."""
+    if overlap:
+        monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)
+    writes: list[int] = []
+    real_append = ModelStorage.append_all
+
+    def counted(storage: ModelStorage, records: list) -> None:
+        writes.append(len(records))
+        real_append(storage, records)
+
+    monkeypatch.setattr(ModelStorage, "append_all", counted)
+    return writes
+
+
 def body(X: sp.csr_array, y: np.ndarray) -> dict:
     return {"indptr": X.indptr.tolist(), "indices": X.indices.tolist(),
             "values": X.data.tolist(), "labels": y.tolist()}  # fmt: skip
@@ -48,16 +64,7 @@ def test_concurrent_updates_predictions_and_inspections(
 ) -> None:
     """With ``overlap``, every group is logged in another thread while it and the next group
     are learned (see ManagedModel._learn_group); batches waiting together form one group."""
-    if overlap:
-        monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)
-    groups: list[int] = []  # batches per log write
-    real_append = ModelStorage.append_all
-
-    def counted(storage: ModelStorage, records: list) -> None:
-        groups.append(len(records))
-        real_append(storage, records)
-
-    monkeypatch.setattr(ModelStorage, "append_all", counted)
+    groups = count_log_writes(monkeypatch, overlap)  # batches per log write
     app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
     batches = {name: make_batches(seed * 10 + i, 25) for i, name in enumerate(OPTIMIZERS)}
 
@@ -214,16 +221,7 @@ def test_batches_waiting_together_are_logged_and_learned_together(
 ) -> None:
     """While the writer is held, five updates queue in the model's mailbox; released, it logs
     those it finds waiting with one write and acknowledges each at its own step."""
-    if overlap:
-        monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)
-    writes: list[int] = []
-    real_append = ModelStorage.append_all
-
-    def counted(storage: ModelStorage, records: list) -> None:
-        writes.append(len(records))
-        real_append(storage, records)
-
-    monkeypatch.setattr(ModelStorage, "append_all", counted)
+    writes = count_log_writes(monkeypatch, overlap)
     app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
     batches = make_batches(5, 5)
 

@@ -178,3 +178,18 @@ def test_learn_batches_is_learn_batch_on_each_in_turn(name: str, lazy: str) -> N
         probabilities(np.concatenate([r.margins for r in results])),
         rtol=0, atol=1e-15,
     )  # fmt: skip
+
+
+def test_learn_batches_checks_the_group_unless_told_each_batch_was_checked() -> None:
+    """A group holding a batch the model refuses: refused whole, nothing learned. With
+    ``check=False`` the caller has checked each batch (the server's writer does, batch by batch)."""
+    from optim import Batch, BatchError
+
+    good = Batch.from_arrays([0, 1], [3], [1.0], [1], dim=8)
+    huge = Batch.from_arrays([0, 1], [3], [1e200], [1], dim=8)  # over the float64 value limit
+    model = OnlineLogisticRegression("adagrad", dim=8)
+    with pytest.raises(BatchError):
+        model.learn_batches([good, huge])
+    assert model.step == 0 and not model.table.any()
+    results = model.learn_batches([good, good], check=False)
+    assert [r.step for r in results] == [1, 2] and model.step == 2
