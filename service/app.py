@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -90,9 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if settings.warm_kernels:
             threading.Thread(
-                target=lambda: (warm_kernels(), app.state.ready.set()), daemon=True
+                target=lambda: (warm_kernels(), gc.freeze(), app.state.ready.set()), daemon=True
             ).start()
         else:
+            gc.freeze()
             app.state.ready.set()
         housekeeping = asyncio.create_task(keep_house(registry, settings))
         yield

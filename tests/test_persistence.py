@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from streams import sparse_stream, to_csr
 
 from optim import ConfigError, OnlineLogisticRegression
-from optim.model import FORMAT
+from optim.model import _WRITE_PIECE, FORMAT, save_file_arrays
 
 DIM = 16
 N_ROWS = 400
@@ -183,6 +183,19 @@ def test_to_bytes_is_deterministic() -> None:
 
 
 # ----------------------------------------------------------------- feature names
+def test_the_model_file_is_what_np_savez_writes() -> None:
+    """save_file_arrays writes large arrays from their own memory in pieces (np.savez copies
+    them first, holding the GIL): the file is still byte for byte np.savez's."""
+    model = OnlineLogisticRegression("adagrad", dim=1 << 18)  # table and counters: 4 MiB each
+    X, y, _ = stream()
+    model.learn(X, y)
+    ours, numpys = io.BytesIO(), io.BytesIO()
+    save_file_arrays(ours, model.file_arrays())
+    np.savez(numpys, **model.file_arrays())
+    assert model.file_arrays()["table"].nbytes > 2 * _WRITE_PIECE
+    assert ours.getvalue() == numpys.getvalue()
+
+
 def test_feature_names_are_remembered_and_survive_a_roundtrip(tmp_path: Path) -> None:
     model = OnlineLogisticRegression("adagrad", hash_bits=16)
     model.learn([{"IQ": 120, "city": "paris"}, {"member": True, "city": "été"}], [1, 0])
