@@ -11,8 +11,9 @@ loop for a read of a few rows, when it is free), so a prediction never sees half
 Every batch is written to the model's log (:mod:`service.storage`) before it is acknowledged;
 one the log refuses is not applied. The batches waiting in the mailbox when the writer takes
 them are logged together, one write and one fsync for all (group commit), and learned with one
-call of the compiled loop. A large group is logged in another thread while it and the next group
-are learned (:meth:`ManagedModel._learn_group`): a prediction may see a batch whose
+call of the compiled loop. A large group is logged in another thread while it and the next groups
+are learned (:meth:`ManagedModel._learn_group`), and the groups learned while a log write runs
+share the next one (:meth:`ManagedModel._write_log`): a prediction may see a batch whose
 acknowledgement still waits for its fsync; if the log refuses it, it and every group learned
 after it are refused and the model is reloaded from its files.
 """
@@ -38,7 +39,7 @@ import anyio
 from optim import Batch, ConfigError, LearnResult, OnlineLogisticRegression
 from service.errors import ApiError
 from service.settings import Settings
-from service.storage import ModelStorage, StorageError
+from service.storage import ModelStorage, RecordBody, StorageError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Reads of at most this many rows + non-zeros may run on the event loop (``read(inline=True)``):
@@ -51,22 +52,28 @@ OVERLAP_LOG_NNZ = 16_384
 # the log) unless its first batch alone is larger: a bounded write, and acknowledgements of the
 # first batches are not held back long by the later ones.
 GROUP_MAX_NNZ = 1 << 21
-# Groups learned ahead of their log write: the writer waits for the oldest beyond this.
-MAX_IN_FLIGHT = 2
+# Groups learned ahead of their log write: the writer waits for the oldest beyond this. The
+# groups waiting behind a running write are written together when it ends (one write and one
+# fsync, see ManagedModel._write_log), so up to MAX_IN_FLIGHT - 1 groups share a write.
+MAX_IN_FLIGHT = 4
 # The threads that drain the models' mailboxes (one per model writing at the moment; beyond 64
 # models at once, a model's writes wait for a thread) and the ones that write groups' log records.
 _WRITERS = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="adaserve-writer")
 _LOG_WRITERS = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="adaserve-log")
 T = TypeVar("T")
+# A batch's log record: the batch, the step it starts at, its record body if made beforehand.
+_Record = tuple[Batch, int, RecordBody | None]
 log = logging.getLogger("adaserve")
 
 
 @dataclass(eq=False)
 class _Update:
-    """A batch to log and learn; ``on_learned`` runs in the writer once it is both."""
+    """A batch to log and learn (with its log record's body when made beforehand);
+    ``on_learned`` runs in the writer once it is both."""
 
     batch: Batch
     on_learned: Callable[[ManagedModel, LearnResult], None] | None
+    record: RecordBody | None = None
     done: concurrent.futures.Future[LearnResult] = field(default_factory=concurrent.futures.Future)
 
 
@@ -104,11 +111,16 @@ class ManagedModel:
     _mailbox: list[_Update | _Call] = field(default_factory=list)
     _mailbox_lock: threading.Lock = field(default_factory=threading.Lock)
     _draining: bool = False
-    # Groups learned whose log write is running (at most MAX_IN_FLIGHT), oldest first, and the
-    # last log write; acknowledged by _logged as each write ends, refused by _roll_back_pending.
+    # Groups learned whose log write is running (at most MAX_IN_FLIGHT), oldest first;
+    # acknowledged by _logged as each write ends, refused by _settle.
     _in_flight: collections.deque[_InFlight] = field(default_factory=collections.deque)
     _in_flight_lock: threading.Lock = field(default_factory=threading.Lock)
-    _last_log: Future[None] | None = None
+    # Their log writes not begun yet, in order, whether a log writer is taking them, and whether
+    # one failed (every later write is refused then, until _settle has rolled back).
+    _log_queue: list[tuple[list[_Record], Future[None]]] = field(default_factory=list)
+    _log_lock: threading.Lock = field(default_factory=threading.Lock)
+    _log_writing: bool = False
+    _log_broken: bool = False
 
     async def read(self, fn: Callable[[OnlineLogisticRegression], T], *, inline: bool = False) -> T:
         """Run ``fn(model)`` in a worker thread, never concurrently with a batch being learned.
@@ -142,6 +154,30 @@ class ManagedModel:
     ) -> LearnResult:
         """Log and learn ``batch`` after earlier writes; ``on_learned`` runs under the lock."""
         return await self._post(_Update(batch, on_learned))  # type: ignore[no-any-return]
+
+    async def learn_parsed(
+        self,
+        parse: Callable[[], tuple[Batch, RecordBody | None]],
+        parser: concurrent.futures.Executor,
+        on_learned: Callable[[ManagedModel, LearnResult], None] | None = None,
+    ) -> LearnResult:
+        """:meth:`learn` of the batch (and record body) ``parse()`` makes in ``parser``: that
+        thread posts it to the mailbox itself, so the batch goes from the parser to the writer
+        with no hop back to the event loop in between (a wake-up of the loop and a task step
+        less a request). An error of ``parse()`` is raised here; nothing is posted then."""
+        done: Future[LearnResult] = Future()
+
+        def parse_and_post() -> None:
+            try:
+                batch, record = parse()
+            except BaseException as exc:
+                with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled
+                    done.set_exception(exc)
+                return
+            self._enqueue(_Update(batch, on_learned, record, done))
+
+        parser.submit(parse_and_post)
+        return await asyncio.wrap_future(done)
 
     def _post(self, job: _Update | _Call) -> asyncio.Future[Any]:
         self._enqueue(job)
@@ -209,7 +245,7 @@ class ManagedModel:
         self._settle(MAX_IN_FLIGHT - 1 if overlap else 0)
         with self.state_lock:
             accepted: list[_Update] = []
-            records: list[tuple[Batch, int]] = []
+            records: list[_Record] = []
             step = self.model.step
             for update in group:
                 try:
@@ -221,7 +257,7 @@ class ManagedModel:
                     update.done.set_exception(exc)
                     continue
                 accepted.append(update)
-                records.append((update.batch, step))
+                records.append((update.batch, step, update.record))
                 step += update.batch.n_rows
             if not accepted:
                 return
@@ -236,7 +272,7 @@ class ManagedModel:
                         update.done.set_exception(error)
                     return
             # each checked above, with the rows before it in the group
-            results = self.model.learn_batches([batch for batch, _ in records], check=False)
+            results = self.model.learn_batches([u.batch for u in accepted], check=False)
             self.rows_since_snapshot += step - records[0][1]
             if not overlap:
                 self._acknowledge(accepted, results)
@@ -246,28 +282,42 @@ class ManagedModel:
                 self._in_flight.append(flight)
         flight.logged.add_done_callback(lambda _: self._logged(flight))
 
-    def _log_after_earlier(self, records: list[tuple[Batch, int]]) -> Future[None]:
-        """Write ``records`` to the log in another thread, after the earlier group's write; a
-        group after one the log refused is refused too (it would follow a hole in the log)."""
+    def _log_after_earlier(self, records: list[_Record]) -> Future[None]:
+        """Write ``records`` to the log in a log writer thread, after every earlier group's."""
         logged: Future[None] = Future()
-        earlier, self._last_log = self._last_log, logged
-
-        def write() -> None:
-            if earlier is not None and earlier.exception() is not None:
-                logged.set_exception(StorageError(0, "an earlier batch was not logged"))
-                return
-            try:
-                self.storage.append_all(records)
-            except BaseException as exc:
-                logged.set_exception(exc)
-            else:
-                logged.set_result(None)
-
-        if earlier is None:
-            _LOG_WRITERS.submit(write)
-        else:
-            earlier.add_done_callback(lambda _: _LOG_WRITERS.submit(write))
+        with self._log_lock:
+            self._log_queue.append((records, logged))
+            start, self._log_writing = not self._log_writing, True
+        if start:
+            _LOG_WRITERS.submit(self._write_log)
         return logged
+
+    def _write_log(self) -> None:
+        """The log writer: the groups waiting when a write begins are written together, in
+        order, one write and one fsync for all (all of them or none); once a write has failed,
+        every later group is refused without a write (it would follow a hole in the log)."""
+        while True:
+            with self._log_lock:
+                waiting, self._log_queue = self._log_queue, []
+                if not waiting:
+                    self._log_writing = False
+                    return
+                broken = self._log_broken
+            error: BaseException | None = None
+            if broken:
+                error = StorageError(0, "an earlier batch was not logged")
+            else:
+                try:
+                    self.storage.append_all([r for records, _ in waiting for r in records])
+                except BaseException as exc:
+                    error = exc
+                    with self._log_lock:
+                        self._log_broken = True
+            for _, logged in waiting:
+                if error is None:
+                    logged.set_result(None)
+                else:
+                    logged.set_exception(error)
 
     def _logged(self, flight: _InFlight) -> None:
         """A group's log write has ended (in the log thread): acknowledge the group, or have the
@@ -318,7 +368,8 @@ class ManagedModel:
             self._in_flight.clear()
         for flight in refused:
             flight.logged.exception()  # each fails after the one that failed: the log is idle
-        self._last_log = None
+        with self._log_lock:  # every write in flight has ended: the log writer is idle
+            self._log_broken = False
         failure = next(e for f in refused if (e := f.logged.exception()) is not None)
         with self.state_lock:
             try:

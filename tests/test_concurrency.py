@@ -255,6 +255,8 @@ def test_batches_waiting_together_are_logged_and_learned_together(
     steps = asyncio.run(scenario())
     replay = OnlineLogisticRegression(OPTIMIZERS["a"], dim=DIM)
     assert steps == [replay.learn(X, y).step for X, y in batches]  # arrival order
-    assert writes == [1, 4]  # the first alone, the four that waited together in one write
+    # the first alone, the four that waited together in one write; pipelined, the first
+    # group's write may not have begun when the second is learned: then both share it
+    assert writes == [1, 4] or (overlap and writes == [5]), writes
     served = app.state.registry.get("a").model
     assert served.table.tobytes() == replay.table.tobytes()

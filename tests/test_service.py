@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 
 import numpy as np
+import orjson
 import pytest
 import scipy.sparse as sp
 from fastapi.testclient import TestClient
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from optim import OnlineLogisticRegression
 from service.app import create_app
 from service.metrics import ServiceMetrics
+from service.routers import learning as learning_module
 from service.settings import Settings
 
 
@@ -142,6 +144,30 @@ def test_bad_updates_are_422_and_change_nothing(client: TestClient, body, field,
     error = assert_error(client.post("/v1/models/m/updates", json=body), 422, "invalid_input")
     assert error["where"].get("field") == field and error["where"].get("row") == row
     assert client.get("/v1/models/m/export").content == before
+
+
+def test_a_large_bad_update_is_refused_by_its_parser_thread_and_changes_nothing(
+    client: TestClient,
+) -> None:
+    """Bodies over INLINE_BODY_BYTES are parsed in a parser thread that hands the batch to the
+    model's writer itself: an error there is the same 4xx, and nothing is learned or logged."""
+    create(client)
+    rows = 1_000
+    row = [1, 7, 11, 20, 33]
+    good = {"indptr": [5 * r for r in range(rows + 1)], "indices": row * rows,
+            "values": [0.123456789] * (5 * rows),
+            "labels": [r % 2 for r in range(rows)]}  # fmt: skip
+    assert len(orjson.dumps(good)) > learning_module.INLINE_BODY_BYTES
+    assert client.post("/v1/models/m/updates", json=good).json()["step"] == rows
+    before = client.get("/v1/models/m/export").content
+    bad = {**good, "labels": [*good["labels"][:-1], 3]}
+    error = assert_error(client.post("/v1/models/m/updates", json=bad), 422, "invalid_input")
+    assert error["where"] == {"row": rows - 1, "field": "labels"}
+    too_many = {"indptr": [5 * r for r in range(1_002)], "indices": row * 1_001,
+                "values": [0.123456789] * 5_005, "labels": [1] * 1_001}  # fmt: skip
+    assert_error(client.post("/v1/models/m/updates", json=too_many), 413, "batch_too_large")
+    assert client.get("/v1/models/m/export").content == before
+    assert client.post("/v1/models/m/updates", json=good).json()["step"] == 2 * rows
 
 
 def test_invalid_json_and_limits(client: TestClient) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import errno
+import struct
+import zlib
 
 import numpy as np
+import orjson
 import pytest
 import scipy.sparse as sp
 from fastapi.testclient import TestClient
@@ -12,6 +15,7 @@ from fastapi.testclient import TestClient
 from optim import Batch, OnlineLogisticRegression
 from service import storage as storage_module
 from service.app import create_app
+from service.routers import learning as learning_module
 from service.settings import Settings
 from service.storage import ModelStorage, read_records
 
@@ -168,9 +172,6 @@ def test_full_disk_is_503_and_changes_nothing(tmp_path, monkeypatch) -> None:
 def test_records_of_both_index_widths_are_read_back(tmp_path) -> None:
     """Indices are logged as uint32 when the dim allows (2**32 and under), as int64 above it;
     logs written before uint32 records existed (int64, flags 0 or 1) still recover."""
-    import struct
-    import zlib
-
     small, large = batches(2, seed=5)
     wide = Batch(small.indptr, small.indices, small.values, small.labels, small.weights, 2**33)
     for batch, index_bytes in ((small, 4), (large, 4), (wide, 8)):
@@ -210,9 +211,48 @@ def test_records_of_both_index_widths_are_read_back(tmp_path) -> None:
     assert_same(recovered.model, model)
 
 
-def test_the_compiled_checksum_is_zlibs_crc32() -> None:
-    import zlib
+def test_a_record_body_made_beforehand_gives_the_same_record(monkeypatch) -> None:
+    """A batch's record body (made in the thread that parsed it) and its header made later
+    (with the step, by the log writer) are byte for byte the record ``encode_batch`` builds,
+    with zlib's crc32_combine and with the Python one used where ctypes cannot load it."""
+    small, weighted = batches(2, seed=9)
+    wide = Batch(small.indptr, small.indices, small.values, small.labels, None, 2**33)
+    empty = Batch.from_arrays([0], [], [], [], dim=16)
+    for combine in (storage_module._crc32_combine, storage_module._python_crc32_combine):
+        monkeypatch.setattr(storage_module, "_crc32_combine", combine)
+        for batch in (small, weighted, wide, empty):
+            body = storage_module.record_body(batch)
+            later = b"".join(storage_module.record_parts(batch, 11, body))
+            assert later == storage_module.encode_batch(batch, 11)
+            length, checksum = struct.unpack_from("<II", later)
+            assert zlib.crc32(later[8:]) == checksum and len(later) == 8 + length
 
+
+def test_a_large_update_is_logged_as_one_record_and_recovers(tmp_path) -> None:
+    """/updates makes a large body's record body in its parser thread: the log holds exactly
+    the record encode_batch builds, which recovery reads back (its checksum holds)."""
+    rng = np.random.default_rng(4)
+    X = sp.random(3000, 1 << 12, density=0.01, format="csr", random_state=rng)
+    y = rng.integers(0, 2, X.shape[0])
+    body = {"indptr": X.indptr.tolist(), "indices": X.indices.tolist(),
+            "values": X.data.tolist(), "labels": y.tolist()}  # fmt: skip
+    payload = orjson.dumps(body)
+    assert len(payload) > learning_module.INLINE_BODY_BYTES  # parsed in a parser thread
+    settings = Settings(data_dir=tmp_path, warm_kernels=False)
+    with TestClient(create_app(settings)) as client:
+        created = {"name": "m", "dim": 1 << 12, "optimizer": OPTIMIZER}
+        assert client.post("/v1/models", json=created).status_code == 201
+        response = client.post("/v1/models/m/updates", content=payload)
+        assert response.status_code == 200 and response.json()["step"] == X.shape[0]
+    log = tmp_path / "models" / "m" / "wal-0.log"  # kept beside the shutdown's snapshot
+    batch = Batch.from_scipy(X, y, dim=1 << 12)
+    assert log.read_bytes() == storage_module.encode_batch(batch, 0)
+    records, valid, problem = read_records(log)
+    assert problem is None and valid == log.stat().st_size and len(records) == 1
+    assert records[0][1] == 0 and np.array_equal(records[0][2].values, batch.values)
+
+
+def test_the_compiled_checksum_is_zlibs_crc32() -> None:
     rng = np.random.default_rng(3)
     parts = [rng.integers(0, 256, n).astype(np.uint8) for n in (33, 0, 4096, 70_001, 1, 0)]
     expected = zlib.crc32(b"".join(p.tobytes() for p in parts))

@@ -499,6 +499,60 @@ def test_recover_reads_a_log_written_in_pieces(tmp_path: Path) -> None:
     assert_same_model(ModelStorage(tmp_path / "m").recover().model, model)
 
 
+def csr_body(batch: Any) -> dict[str, Any]:
+    """A labelled batch as a JSON CSR body for /updates."""
+    return {"indptr": batch.indptr.tolist(), "indices": batch.indices.tolist(),
+            "values": batch.values.tolist(), "labels": batch.labels.tolist()}  # fmt: skip
+
+
+def test_groups_learned_while_the_log_writes_share_its_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a group's log write runs, the writer learns up to MAX_IN_FLIGHT - 1 more groups;
+    those are logged together when it ends (one write, one fsync), each acknowledged at its
+    own step, and the log recovers them all in order."""
+    monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)  # every group logged meanwhile
+    monkeypatch.setattr(registry_module, "GROUP_MAX_NNZ", 1)  # and each batch its own group
+    app = make_app(tmp_path, fsync="always")
+    parser = StreamParser("libsvm", dim=DIM, max_rows_per_batch=100)
+    held, *later = parser.feed(stream_body(17, rows=400)) + parser.finish()
+    assert len(later) == registry_module.MAX_IN_FLIGHT - 1
+
+    async def scenario() -> list[int]:
+        await create_model(app)
+        managed = app.state.registry.get("m")
+        release, writes = threading.Event(), []
+        real_append = managed.storage.append_all
+
+        def held_first(records: list[Any]) -> None:
+            writes.append([step for _, step, _ in records])
+            if len(writes) == 1:
+                release.wait(30)  # until the later groups have been learned
+            real_append(records)
+
+        monkeypatch.setattr(managed.storage, "append_all", held_first)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            posts = []
+            for batch in (held, *later):
+                post = client.post("/v1/models/m/updates", json=csr_body(batch))
+                posts.append(asyncio.create_task(post))
+                async with asyncio.timeout(30):  # each its own group, in this order
+                    while managed.model.step < 100 * len(posts):
+                        await asyncio.sleep(0.002)
+            release.set()
+            answers = await asyncio.gather(*posts)
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        assert writes == [[0], [100, 200, 300]]
+        return [a.json()["step"] for a in answers]
+
+    assert asyncio.run(scenario()) == [100, 200, 300, 400]
+    expected = OnlineLogisticRegression(OPTIMIZER, dim=DIM)
+    for batch in (held, *later):
+        expected.learn_batch(batch)
+    assert_same_model(ModelStorage(tmp_path / "models" / "m").recover().model, expected)
+
+
 def test_a_group_the_log_refuses_refuses_the_group_learned_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -511,16 +565,13 @@ def test_a_group_the_log_refuses_refuses_the_group_learned_after_it(
     parser = StreamParser("libsvm", dim=DIM, max_rows_per_batch=100)
     first, held, later, after = parser.feed(stream_body(16, rows=400)) + parser.finish()
 
-    def csr(batch: Any) -> dict[str, Any]:
-        return {"indptr": batch.indptr.tolist(), "indices": batch.indices.tolist(),
-                "values": batch.values.tolist(), "labels": batch.labels.tolist()}  # fmt: skip
-
     async def scenario() -> None:
         await create_model(app)
         managed = app.state.registry.get("m")
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            assert (await client.post("/v1/models/m/updates", json=csr(first))).status_code == 200
+            first_post = await client.post("/v1/models/m/updates", json=csr_body(first))
+            assert first_post.status_code == 200
             before, size = managed.model.to_bytes(), os.fstat(managed.storage._wal.fileno()).st_size
             release, writes = threading.Event(), []
             real_append = managed.storage.append_all
@@ -534,7 +585,7 @@ def test_a_group_the_log_refuses_refuses_the_group_learned_after_it(
 
             monkeypatch.setattr(managed.storage, "append_all", held_then_failing)
             posts = [
-                asyncio.create_task(client.post("/v1/models/m/updates", json=csr(b)))
+                asyncio.create_task(client.post("/v1/models/m/updates", json=csr_body(b)))
                 for b in (held, later)
             ]
             async with asyncio.timeout(30):
@@ -548,7 +599,8 @@ def test_a_group_the_log_refuses_refuses_the_group_learned_after_it(
             assert managed.model.to_bytes() == before
             assert os.fstat(managed.storage._wal.fileno()).st_size == size
             monkeypatch.setattr(managed.storage, "append_all", real_append)
-            assert (await client.post("/v1/models/m/updates", json=csr(after))).status_code == 200
+            after_post = await client.post("/v1/models/m/updates", json=csr_body(after))
+            assert after_post.status_code == 200
 
     asyncio.run(scenario())
     expected = OnlineLogisticRegression(OPTIMIZER, dim=DIM)
