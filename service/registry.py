@@ -10,7 +10,7 @@ loop for a read of a few rows, when it is free), so a prediction never sees half
 
 Every batch is written to the model's log (:mod:`service.storage`) before it is acknowledged;
 one the log refuses is not applied. The batches waiting in the mailbox when the writer takes
-them are logged together, one write and one fsync for all (group commit), and learned with one
+them are logged together, one synchronized write for all (group commit), and learned with one
 call of the compiled loop. A large group is logged in another thread while it and the next groups
 are learned (:meth:`ManagedModel._learn_group`), and the groups learned while a log write runs
 share the next one (:meth:`ManagedModel._write_log`): a prediction may see a batch whose
@@ -233,8 +233,8 @@ class ManagedModel:
         """Log and learn batches that arrived in this order (see the module's docstring).
 
         A batch the model refuses (:meth:`OnlineLogisticRegression.check_batch`) is answered with
-        that error and neither logged nor learned. The others are logged together, one write and
-        one fsync, and acknowledged only once that is done. A group under
+        that error and neither logged nor learned. The others are logged together, one
+        synchronized write, and acknowledged only once that is done. A group under
         :data:`OVERLAP_LOG_NNZ` non-zeros is logged first, then learned (it learns in less time
         than a hand-over to another thread). A larger one is logged in another thread while it
         is learned and while the writer goes on with the next groups: :meth:`_logged`
@@ -294,7 +294,7 @@ class ManagedModel:
 
     def _write_log(self) -> None:
         """The log writer: the groups waiting when a write begins are written together, in
-        order, one write and one fsync for all (all of them or none); once a write has failed,
+        order, one synchronized write for all (all of them or none); once a write has failed,
         every later group is refused without a write (it would follow a hole in the log)."""
         while True:
             with self._log_lock:

@@ -7,9 +7,10 @@ Layout of one model under ``<data_dir>/models/<name>/``::
 
 A WAL record is ``length (u32) | crc32 (u32) | payload`` where the payload holds the step the
 batch starts at, its shape, flags, and its CSR arrays (indices as uint32 when the dim allows,
-labels and optional weights). A batch is appended (and, with ``fsync="always"``, fsynced) before
-it is acknowledged; the batches a model's writer takes together are appended with one write and
-one fsync (group commit, see ``service.registry``), and one the log refuses is not applied:
+labels and optional weights). A batch is appended (and, with ``fsync="always"``, made durable:
+the log is opened ``O_DSYNC``, a write returns once its bytes are synced, as by ``fdatasync``)
+before it is acknowledged; the batches a model's writer takes together are appended with one
+write (group commit, see ``service.registry``), and one the log refuses is not applied:
 what was acknowledged survives a crash. ``fsync="interval"`` fsyncs every ``fsync_interval_ms``
 instead, so a crash may lose the batches of that last window; ``"off"`` leaves it to the
 operating system.
@@ -284,8 +285,14 @@ class ModelStorage:
         self.close()
         path = self._wal_path(base)
         new = not path.exists()
-        # Unbuffered: records are written with os.writev on its descriptor (_write_all).
-        self._wal = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open for appends
+        # Unbuffered: records are written with os.writev on its descriptor (_write_all). With
+        # fsync "always", O_DSYNC: a write returns once its bytes are durable (as fdatasync),
+        # one system call where a write and an fsync each let the GIL go and waited to get it
+        # back (a log writer queued behind the event loop twice a group).
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        if self.fsync == "always":
+            flags |= os.O_DSYNC
+        self._wal = open(os.open(path, flags, 0o644), "ab", buffering=0)  # noqa: SIM115
         self._wal_base = base
         if new:
             fsync_directory(self.directory)
@@ -319,8 +326,8 @@ class ModelStorage:
 
     def append_all(self, records: Sequence[tuple[Batch, int, RecordBody | None]]) -> None:
         """Log batches (each with its step before and its :func:`record_body` when made
-        beforehand) in order, with one write and one fsync: all of them or, on failure, none
-        (nothing is left half-written)."""
+        beforehand) in order, with one write (synchronized with fsync "always"): all of them
+        or, on failure, none (nothing is left half-written)."""
         parts = [part for record in records for part in record_parts(*record)]
         with self._lock:
             if self._wal is None:
@@ -329,10 +336,7 @@ class ModelStorage:
             start = handle.tell()  # type: ignore[attr-defined]
             try:
                 _write_all(handle.fileno(), parts)  # type: ignore[attr-defined]
-                if self.fsync == "always":
-                    os.fsync(handle.fileno())  # type: ignore[attr-defined]
-                else:
-                    self._dirty = True
+                self._dirty = self.fsync != "always"  # O_DSYNC: written is durable
             except OSError as exc:
                 self._undo(handle, start)
                 raise StorageError(exc.errno, f"could not log the batch: {exc.strerror}") from exc

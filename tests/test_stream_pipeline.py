@@ -351,7 +351,7 @@ def stream_body(seed: int, rows: int = 200) -> bytes:
     return b"".join(rows_text("libsvm", rows, seed=seed))
 
 
-@pytest.mark.parametrize("failing", ["write", "fsync"])
+@pytest.mark.parametrize("failing", ["write", "sync"])
 def test_a_log_refused_while_learning_leaves_the_model_unchanged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
@@ -368,8 +368,8 @@ def test_a_log_refused_while_learning_leaves_the_model_unchanged(
         before = managed.model.to_bytes()
         handle = managed.storage._wal
         size = os.fstat(handle.fileno()).st_size
+        real_writev = storage_module.os.writev
         if failing == "write":
-            real_writev = storage_module.os.writev
 
             def full_disk(descriptor: int, parts: list[Any]) -> int:
                 whole = b"".join(parts)
@@ -377,12 +377,13 @@ def test_a_log_refused_while_learning_leaves_the_model_unchanged(
                 raise OSError(errno.ENOSPC, "No space left on device")
 
             monkeypatch.setattr(storage_module.os, "writev", full_disk)
-        else:
+        else:  # the log is O_DSYNC: a failed sync is the write's error, every byte written
 
-            def broken_fsync(fd: int) -> None:
+            def written_not_synced(descriptor: int, parts: list[Any]) -> int:
+                real_writev(descriptor, parts)
                 raise OSError(errno.EIO, "Input/output error")
 
-            monkeypatch.setattr(storage_module.os, "fsync", broken_fsync)
+            monkeypatch.setattr(storage_module.os, "writev", written_not_synced)
         status, lines = await post_stream(
             app, "/v1/models/m/stream", "text/x-libsvm", pieces_of([stream_body(12)])
         )
@@ -509,7 +510,7 @@ def test_groups_learned_while_the_log_writes_share_its_next_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While a group's log write runs, the writer learns up to MAX_IN_FLIGHT - 1 more groups;
-    those are logged together when it ends (one write, one fsync), each acknowledged at its
+    those are logged together when it ends (one synchronized write), each acknowledged at its
     own step, and the log recovers them all in order."""
     monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)  # every group logged meanwhile
     monkeypatch.setattr(registry_module, "GROUP_MAX_NNZ", 1)  # and each batch its own group
