@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import anyio
 
@@ -61,9 +61,39 @@ MAX_IN_FLIGHT = 4
 _WRITERS = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="adaserve-writer")
 _LOG_WRITERS = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="adaserve-log")
 T = TypeVar("T")
+J = TypeVar("J")
 # A batch's log record: the batch, the step it starts at, its record body if made beforehand.
 _Record = tuple[Batch, int, RecordBody | None]
 log = logging.getLogger("adaserve")
+
+
+class _Drained(Generic[J]):
+    """Items put from any thread, taken in order by one worker at a time: the first ``put``
+    while none runs starts one in ``pool``, which hands ``take`` every item waiting, again and
+    again, until none is left (a model's mailbox and its log writes)."""
+
+    def __init__(self, pool: concurrent.futures.Executor, take: Callable[[list[J]], None]) -> None:
+        self.pool, self.take = pool, take
+        self.items: list[J] = []
+        self.running = False
+        self._lock = threading.Lock()
+
+    def put(self, item: J, *, first: bool = False) -> None:
+        """``item`` last or (``first``) before the items waiting."""
+        with self._lock:
+            self.items.insert(0 if first else len(self.items), item)
+            start, self.running = not self.running, True
+        if start:
+            self.pool.submit(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                items, self.items = self.items, []
+                if not items:
+                    self.running = False
+                    return
+            self.take(items)
 
 
 @dataclass(eq=False)
@@ -108,19 +138,19 @@ class ManagedModel:
     # Why writes are refused (503): a batch the log refused could not be rolled back.
     failed: str | None = None
     # Writes not taken by the writer yet, in arrival order, and whether a writer is draining.
-    _mailbox: list[_Update | _Call] = field(default_factory=list)
-    _mailbox_lock: threading.Lock = field(default_factory=threading.Lock)
-    _draining: bool = False
+    _mailbox: _Drained[_Update | _Call] = field(init=False)
     # Groups learned whose log write is running (at most MAX_IN_FLIGHT), oldest first;
     # acknowledged by _logged as each write ends, refused by _settle.
     _in_flight: collections.deque[_InFlight] = field(default_factory=collections.deque)
     _in_flight_lock: threading.Lock = field(default_factory=threading.Lock)
-    # Their log writes not begun yet, in order, whether a log writer is taking them, and whether
-    # one failed (every later write is refused then, until _settle has rolled back).
-    _log_queue: list[tuple[list[_Record], Future[None]]] = field(default_factory=list)
-    _log_lock: threading.Lock = field(default_factory=threading.Lock)
-    _log_writing: bool = False
+    # Their log writes not begun yet, in order, and whether one failed (every later write is
+    # refused then, until _settle has rolled back).
+    _log_writes: _Drained[tuple[list[_Record], Future[None]]] = field(init=False)
     _log_broken: bool = False
+
+    def __post_init__(self) -> None:
+        self._mailbox = _Drained(_WRITERS, self._run_taken)
+        self._log_writes = _Drained(_LOG_WRITERS, self._write_log)
 
     async def read(self, fn: Callable[[OnlineLogisticRegression], T], *, inline: bool = False) -> T:
         """Run ``fn(model)`` in a worker thread, never concurrently with a batch being learned.
@@ -174,32 +204,26 @@ class ManagedModel:
                 with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled
                     done.set_exception(exc)
                 return
-            self._enqueue(_Update(batch, on_learned, record, done))
+            self._mailbox.put(_Update(batch, on_learned, record, done))
 
         parser.submit(parse_and_post)
         return await asyncio.wrap_future(done)
 
     def _post(self, job: _Update | _Call) -> asyncio.Future[Any]:
-        self._enqueue(job)
+        self._mailbox.put(job)
         # A request cancelled while its write waits here withdraws it (as it would have left a
         # lock's queue); once the writer has taken it, it runs to the end.
         return asyncio.wrap_future(job.done)
 
-    def _drain(self) -> None:
-        """The writer: take the mailbox's writes in order until it is empty."""
-        while True:
-            with self._mailbox_lock:
-                jobs, self._mailbox = self._mailbox, []
-                if not jobs:
-                    self._draining = False
-                    return
-            try:
-                self._run(jobs)
-            except BaseException as exc:  # a bug: answer the writes taken rather than hang them
-                log.exception("model %s: the writer failed", self.name)
-                for job in jobs:
-                    if not job.done.done():
-                        job.done.set_exception(exc)
+    def _run_taken(self, jobs: list[_Update | _Call]) -> None:
+        """The writer, with the writes it took from the mailbox (:meth:`_run`)."""
+        try:
+            self._run(jobs)
+        except BaseException as exc:  # a bug: answer the writes taken rather than hang them
+            log.exception("model %s: the writer failed", self.name)
+            for job in jobs:
+                if not job.done.done():
+                    job.done.set_exception(exc)
 
     def _run(self, jobs: list[_Update | _Call]) -> None:
         """The writes in order: consecutive batches in groups, anything else alone."""
@@ -285,39 +309,27 @@ class ManagedModel:
     def _log_after_earlier(self, records: list[_Record]) -> Future[None]:
         """Write ``records`` to the log in a log writer thread, after every earlier group's."""
         logged: Future[None] = Future()
-        with self._log_lock:
-            self._log_queue.append((records, logged))
-            start, self._log_writing = not self._log_writing, True
-        if start:
-            _LOG_WRITERS.submit(self._write_log)
+        self._log_writes.put((records, logged))
         return logged
 
-    def _write_log(self) -> None:
-        """The log writer: the groups waiting when a write begins are written together, in
+    def _write_log(self, waiting: list[tuple[list[_Record], Future[None]]]) -> None:
+        """The log writer, with the groups waiting when a write begins: written together, in
         order, one synchronized write for all (all of them or none); once a write has failed,
         every later group is refused without a write (it would follow a hole in the log)."""
-        while True:
-            with self._log_lock:
-                waiting, self._log_queue = self._log_queue, []
-                if not waiting:
-                    self._log_writing = False
-                    return
-                broken = self._log_broken
-            error: BaseException | None = None
-            if broken:
-                error = StorageError(0, "an earlier batch was not logged")
+        error: BaseException | None = None
+        if self._log_broken:
+            error = StorageError(0, "an earlier batch was not logged")
+        else:
+            try:
+                self.storage.append_all([r for records, _ in waiting for r in records])
+            except BaseException as exc:
+                error = exc
+                self._log_broken = True
+        for _, logged in waiting:
+            if error is None:
+                logged.set_result(None)
             else:
-                try:
-                    self.storage.append_all([r for records, _ in waiting for r in records])
-                except BaseException as exc:
-                    error = exc
-                    with self._log_lock:
-                        self._log_broken = True
-            for _, logged in waiting:
-                if error is None:
-                    logged.set_result(None)
-                else:
-                    logged.set_exception(error)
+                logged.set_exception(error)
 
     def _logged(self, flight: _InFlight) -> None:
         """A group's log write has ended (in the log thread): acknowledge the group, or have the
@@ -331,16 +343,7 @@ class ManagedModel:
             self._acknowledge(flight.updates, flight.results)
         else:
             # before the writes waiting: the writer settles before any call
-            self._enqueue(_Call(lambda _: None), first=True)
-
-    def _enqueue(self, job: _Update | _Call, *, first: bool = False) -> None:
-        """Put ``job`` in the mailbox, last or (``first``) before the writes waiting there, and
-        start a writer unless one is draining it (from any thread)."""
-        with self._mailbox_lock:
-            self._mailbox.insert(0 if first else len(self._mailbox), job)
-            start, self._draining = not self._draining, True
-        if start:
-            _WRITERS.submit(self._drain)
+            self._mailbox.put(_Call(lambda _: None), first=True)
 
     def _acknowledge(self, updates: list[_Update], results: list[LearnResult]) -> None:
         for update, result in zip(updates, results, strict=True):
@@ -368,8 +371,7 @@ class ManagedModel:
             self._in_flight.clear()
         for flight in refused:
             flight.logged.exception()  # each fails after the one that failed: the log is idle
-        with self._log_lock:  # every write in flight has ended: the log writer is idle
-            self._log_broken = False
+        self._log_broken = False  # every write in flight has ended: the log writer is idle
         failure = next(e for f in refused if (e := f.logged.exception()) is not None)
         with self.state_lock:
             try:

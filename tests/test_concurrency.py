@@ -243,11 +243,11 @@ def test_batches_waiting_together_are_logged_and_learned_together(
 
                 posts: list[asyncio.Task] = []
                 # the first is taken by the writer (draining, mailbox empty), which then waits
-                await post_and_wait(
-                    *batches[0], until=lambda: managed._draining and not managed._mailbox
-                )
+                mailbox = managed._mailbox
+                first = batches[0]
+                await post_and_wait(*first, until=lambda: mailbox.running and not mailbox.items)
                 for k, (X, y) in enumerate(batches[1:], start=1):
-                    await post_and_wait(X, y, until=lambda k=k: len(managed._mailbox) == k)
+                    await post_and_wait(X, y, until=lambda k=k: len(mailbox.items) == k)
             answers = await asyncio.gather(*posts)
             assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
             return [a.json()["step"] for a in answers]
