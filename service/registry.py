@@ -14,7 +14,7 @@ them are logged together, one synchronized write for all (group commit), and lea
 call of the compiled loop. A large group is logged in another thread while it and the next groups
 are learned (:meth:`ManagedModel._learn_group`), and the groups learned while a log write runs
 share the next one (:meth:`ManagedModel._write_log`): a prediction may see a batch whose
-acknowledgement still waits for its fsync; if the log refuses it, it and every group learned
+acknowledgement still waits for its sync; if the log refuses it, it and every group learned
 after it are refused and the model is reloaded from its files.
 """
 
@@ -53,8 +53,8 @@ OVERLAP_LOG_NNZ = 16_384
 # first batches are not held back long by the later ones.
 GROUP_MAX_NNZ = 1 << 21
 # Groups learned ahead of their log write: the writer waits for the oldest beyond this. The
-# groups waiting behind a running write are written together when it ends (one write and one
-# fsync, see ManagedModel._write_log), so up to MAX_IN_FLIGHT - 1 groups share a write.
+# groups waiting behind a running write are written together when it ends (one synchronized
+# write, see ManagedModel._write_log), so up to MAX_IN_FLIGHT - 1 groups share a write.
 MAX_IN_FLIGHT = 4
 # The threads that drain the models' mailboxes (one per model writing at the moment; beyond 64
 # models at once, a model's writes wait for a thread) and the ones that write groups' log records.
@@ -137,7 +137,7 @@ class ManagedModel:
     state_lock: threading.Lock = field(default_factory=threading.Lock)
     # Why writes are refused (503): a batch the log refused could not be rolled back.
     failed: str | None = None
-    # Writes not taken by the writer yet, in arrival order, and whether a writer is draining.
+    # Writes not taken by the writer yet, in arrival order (the writer drains it).
     _mailbox: _Drained[_Update | _Call] = field(init=False)
     # Groups learned whose log write is running (at most MAX_IN_FLIGHT), oldest first;
     # acknowledged by _logged as each write ends, refused by _settle.
