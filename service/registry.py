@@ -180,10 +180,16 @@ class ManagedModel:
         return await self._post(_Call(fn))  # type: ignore[no-any-return]
 
     async def learn(
-        self, batch: Batch, on_learned: Callable[[ManagedModel, LearnResult], None] | None = None
+        self,
+        batch: Batch,
+        on_learned: Callable[[ManagedModel, LearnResult], None] | None = None,
+        record: RecordBody | None = None,
     ) -> LearnResult:
-        """Log and learn ``batch`` after earlier writes; ``on_learned`` runs under the lock."""
-        return await self._post(_Update(batch, on_learned))  # type: ignore[no-any-return]
+        """Log and learn ``batch`` after earlier writes; ``on_learned`` runs under the lock.
+        ``record``: its :func:`~service.storage.record_body` if made beforehand (in a worker
+        thread: otherwise the model's log writer makes it)."""
+        update = _Update(batch, on_learned, record)
+        return await self._post(update)  # type: ignore[no-any-return]
 
     async def learn_parsed(
         self,

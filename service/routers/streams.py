@@ -41,6 +41,7 @@ from service.metrics import ServiceMetrics
 from service.registry import ManagedModel
 from service.schemas import ERROR_RESPONSES
 from service.settings import Settings
+from service.storage import RecordBody, record_body
 
 router = APIRouter(prefix="/v1/models/{name}", tags=["learning"], responses=ERROR_RESPONSES)
 
@@ -62,6 +63,8 @@ BLOCK_MAX_BYTES = 4 << 20
 BLOCK_FILL = 0.9
 # Parsed batches waiting for the learner: enough for the parser to work one block ahead.
 QUEUED_BATCHES = 2
+# A parsed batch and its log record's body.
+Parsed = tuple[Batch, RecordBody]
 
 
 class BodyStreamingResponse(StreamingResponse):
@@ -84,7 +87,9 @@ class BodyStreamingResponse(StreamingResponse):
 
 class ParsedBody:
     """The request body, received and parsed ahead of the learner: :meth:`next` gives its
-    batches in order.
+    batches in order, each with its log record's body (:func:`service.storage.record_body`),
+    made in the parser's worker thread rather than by a model's log writer, which writes one
+    group at a time.
 
     Two tasks: one receives the body's pieces and coalesces them (bounded); one hands blocks to
     ``parser`` in a worker thread and queues the batches (at most ``QUEUED_BATCHES``). A full
@@ -110,8 +115,8 @@ class ParsedBody:
         self._learner_waiting = False
         self._parser_wake = asyncio.Event()  # pieces arrived, the body ended, or the learner waits
         self._receiver_wake = asyncio.Event()  # the parser took the pending pieces
-        self._parsing: asyncio.Future[tuple[list[Batch], ParseError | None]] | None = None
-        self._queue: asyncio.Queue[tuple[Batch | None, BaseException | None]] = asyncio.Queue(
+        self._parsing: asyncio.Future[tuple[list[Parsed], ParseError | None]] | None = None
+        self._queue: asyncio.Queue[tuple[Parsed | None, BaseException | None]] = asyncio.Queue(
             QUEUED_BATCHES
         )
         self._tasks = [
@@ -127,8 +132,9 @@ class ParsedBody:
             wanted = int(BLOCK_FILL * per_row * self.batch_rows)
             self._block = min(BLOCK_MAX_BYTES, max(BLOCK_MIN_BYTES, wanted))
 
-    async def next(self) -> Batch | None:
-        """The next batch in body order; None at the end (``error`` says if a line was bad).
+    async def next(self) -> Parsed | None:
+        """The next batch in body order with its record body; None at the end (``error`` says
+        if a line was bad).
 
         Raises ``ClientDisconnect`` as soon as the client is gone (the batches still queued are
         not learned: nobody would see the summary), or what else receiving or parsing raised.
@@ -139,7 +145,7 @@ class ParsedBody:
             self._learner_waiting = True  # the parser need not wait for a full block
             self._parser_wake.set()
         try:
-            batch, problem = await self._queue.get()
+            parsed, problem = await self._queue.get()
         finally:
             self._learner_waiting = False
         if isinstance(problem, ParseError):
@@ -147,7 +153,7 @@ class ParsedBody:
             return None
         if problem is not None:
             raise problem
-        return batch
+        return parsed
 
     async def aclose(self) -> None:
         """Stop both tasks, and wait for a parse under way to end in its worker thread."""
@@ -173,17 +179,19 @@ class ParsedBody:
             self._received_all = True
             self._parser_wake.set()
 
-    def _parse_block(self, block: bytes, last: bool) -> tuple[list[Batch], ParseError | None]:
-        """In a worker thread: the batches of ``block``'s complete lines (all lines if ``last``)."""
+    def _parse_block(self, block: bytes, last: bool) -> tuple[list[Parsed], ParseError | None]:
+        """In a worker thread: the batches of ``block``'s complete lines (all lines if
+        ``last``), with their record bodies."""
         batches: list[Batch] = []
+        error = None
         try:
             if block:
                 batches += self.parser.feed(block)
             if last:
                 batches += self.parser.finish()
         except ParseError as exc:
-            return batches + exc.valid_before, exc
-        return batches, None
+            batches, error = batches + exc.valid_before, exc
+        return [(batch, record_body(batch)) for batch in batches], error
 
     async def _parse(self) -> None:
         try:
@@ -209,10 +217,10 @@ class ParsedBody:
                 self._parsing = asyncio.ensure_future(
                     anyio.to_thread.run_sync(self._parse_block, block, last)
                 )
-                batches, error = await asyncio.shield(self._parsing)
+                parsed, error = await asyncio.shield(self._parsing)
                 self._estimate_block()
-                for batch in batches:
-                    await self._queue.put((batch, None))
+                for batch_and_record in parsed:
+                    await self._queue.put((batch_and_record, None))
                 if error is not None or last:
                     await self._queue.put((None, error))
                     return
@@ -287,11 +295,11 @@ def learning_stream(
     rows = 0
     losses = {t.name: [0.0, 0.0] for t in targets}  # weighted loss sum, weight sum
 
-    async def learn(batch: Batch) -> AsyncIterator[bytes]:
+    async def learn(batch: Batch, record: RecordBody) -> AsyncIterator[bytes]:
         nonlocal rows
         weight = float(batch.weights.sum()) if batch.weights is not None else batch.n_rows
         async with order or contextlib.nullcontext():
-            results = [await target.learn(batch, metrics.learned) for target in targets]
+            results = [await target.learn(batch, metrics.learned, record) for target in targets]
         for target, result in zip(targets, results, strict=True):
             losses[target.name][0] += result.log_loss * weight if weight else 0.0
             losses[target.name][1] += weight
@@ -321,8 +329,8 @@ def learning_stream(
         error: AdaserveError | None = None
         parsed = ParsedBody(request, parser, settings.stream_batch_rows)
         try:
-            while (batch := await parsed.next()) is not None:
-                async for line in learn(batch):
+            while (batch_and_record := await parsed.next()) is not None:
+                async for line in learn(*batch_and_record):
                     yield line
             error = parsed.error
         except ClientDisconnect:
