@@ -18,7 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from optim import REGISTRY, OnlineLogisticRegression
 from service.auth import READ, parse_tokens
-from service.errors import ApiError, install_error_handlers
+from service.engine.errors import EngineError, ModelDeleted
+from service.errors import install_error_handlers
 from service.experiments import ExperimentRegistry
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.registry import ModelRegistry
@@ -83,6 +84,8 @@ async def keep_house(registry: ModelRegistry, settings: Settings) -> None:
                 )
                 if due:
                     await managed.snapshot_in_background()
+            except ModelDeleted:
+                pass  # deleted since the loop began: nothing to keep
             except Exception:  # keep housekeeping alive; the failure is logged
                 log.exception("housekeeping of model %s failed", managed.name)
 
@@ -108,9 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for managed in list(registry.models.values()):
             try:
                 await managed.write(lambda _, m=managed: m.snapshot())
-            except ApiError as error:  # e.g. a model whose log failed: its files stay as they are
+            except EngineError as error:  # e.g. its log failed: its files stay as they are
                 log.error("model %s: no snapshot at shutdown: %s", managed.name, error.detail)
-        registry.close()
+        registry.close()  # and the engine's thread pools
         log.info("snapshots written to %s", settings.data_dir.resolve())
 
     app = FastAPI(

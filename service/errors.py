@@ -10,6 +10,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from optim import AdaserveError
+from service.engine.errors import (
+    EngineError,
+    ModelDeleted,
+    ModelExists,
+    ModelInExperiment,
+    ModelNotFound,
+    ModelUnavailable,
+    StorageUnavailable,
+)
 
 
 class ApiError(Exception):
@@ -37,6 +46,26 @@ _HTTP_CODES = {
 }  # fmt: skip
 
 
+# The engine's domain errors: status and code of each (the one place they are decided).
+ENGINE_ERRORS: dict[type[EngineError], tuple[int, str]] = {
+    ModelNotFound: (404, "model_not_found"),
+    ModelDeleted: (404, "model_deleted"),
+    ModelExists: (409, "model_exists"),
+    ModelInExperiment: (409, "model_in_experiment"),
+    ModelUnavailable: (503, "model_unavailable"),
+    StorageUnavailable: (503, "storage_unavailable"),
+}
+
+
+def engine_error(exc: EngineError) -> ApiError:
+    """The HTTP answer to an engine's domain error."""
+    status, code = next(answer for kind, answer in ENGINE_ERRORS.items() if isinstance(exc, kind))
+    where: dict[str, Any] = {"model": exc.model}
+    if isinstance(exc, ModelInExperiment):
+        where["experiment"] = exc.experiment
+    return ApiError(status, code, exc.detail, where)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -44,6 +73,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(exc.code, exc.detail, exc.where), status_code=exc.status, headers=headers
         )
+
+    @app.exception_handler(EngineError)
+    async def domain_error(request: Request, exc: EngineError) -> JSONResponse:
+        return await api_error(request, engine_error(exc))
 
     @app.exception_handler(AdaserveError)
     async def adaserve_error(_: Request, exc: AdaserveError) -> JSONResponse:

@@ -3,7 +3,8 @@
 An experiment's members are ordinary models named ``<experiment>.<n>`` (or given names; a ``/``
 cannot be part of a model's URL), sharing ``dim``/``hash_bits``, ``hash_seed`` and ``dtype`` so
 that a batch is parsed once and learned by every member in the same order. Its definition is kept
-in ``<data_dir>/experiments/<name>.json``; the members persist like any model.
+in ``<data_dir>/experiments/<name>.json``; the members persist like any model. A member cannot
+be deleted on its own (409 ``model_in_experiment``): deleting the experiment deletes its members.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from optim import ConfigError, OnlineLogisticRegression
+from service.engine.errors import EngineError, ModelInExperiment
 from service.errors import ApiError
 from service.registry import NAME_PATTERN, ManagedModel, ModelRegistry
 from service.storage import write_atomically
@@ -41,9 +43,8 @@ class ExperimentRegistry:
 
     def load_all(self) -> None:
         for path in sorted(self.directory.glob("*.json")):
-            members = [
-                m for m in json.loads(path.read_text())["members"] if m in self.models.models
-            ]
+            known = self.models.models.keys() | self.models.quarantined.keys()
+            members = [m for m in json.loads(path.read_text())["members"] if m in known]
             self.experiments[path.stem] = Experiment(path.stem, members)
 
     def get(self, name: str) -> Experiment:
@@ -54,10 +55,16 @@ class ExperimentRegistry:
             )
         return experiment
 
+    def refuse_member(self, model: str) -> None:
+        """:class:`ModelInExperiment` if ``model`` is a member of an experiment."""
+        for experiment in self.experiments.values():
+            if model in experiment.members:
+                raise ModelInExperiment(model, experiment.name)
+
     def members(self, experiment: Experiment) -> list[ManagedModel]:
         return [self.models.get(name) for name in experiment.members]
 
-    def create(
+    async def create(
         self, name: str, shared: dict[str, Any], entries: list[dict[str, Any]]
     ) -> Experiment:
         if not NAME_PATTERN.fullmatch(name) or name.startswith("."):
@@ -103,27 +110,28 @@ class ExperimentRegistry:
             for i, (member, entry) in enumerate(zip(names, entries, strict=True)):
                 config = {k: v for k, v in entry.items() if k != "name"}
                 try:
-                    self.models.create(member, {**shared, **config})
+                    await self.models.create(member, {**shared, **config})
                 except ApiError as error:
                     error.where = {**error.where, "member": i}
                     raise
                 created.append(member)
-        except ApiError:
+        except (ApiError, EngineError):
             for member in created:
-                self.models.delete(member)
+                await self.models.delete(member)
             raise
         write_atomically(self.directory / f"{name}.json", json.dumps({"members": names}).encode())
         experiment = Experiment(name, names)
         self.experiments[name] = experiment
         return experiment
 
-    def delete(self, name: str) -> None:
+    async def delete(self, name: str) -> None:
+        """The experiment, then each of its members (through its writer)."""
         experiment = self.get(name)
         (self.directory / f"{name}.json").unlink(missing_ok=True)
         del self.experiments[name]
         for member in experiment.members:
-            if member in self.models.models:
-                self.models.delete(member)
+            if member in self.models.models or member in self.models.quarantined:
+                await self.models.delete(member)
 
 
 def leaderboard_entry(managed: ManagedModel) -> dict[str, Any]:

@@ -78,6 +78,7 @@ class ProgressiveMetrics(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
+    status: Literal["ready"] = "ready"
     config: ModelConfig
     step: int = Field(description="rows learned so far (the optimizer's step)")
     metrics: ProgressiveMetrics
@@ -85,8 +86,17 @@ class ModelInfo(BaseModel):
     state_bytes: int
 
 
+class UnavailableModel(BaseModel):
+    """A model nothing could be recovered from at start-up (quarantined): its files are kept
+    for an operator, ``DELETE`` removes them; its other routes answer 503."""
+
+    name: str
+    status: Literal["unavailable"] = "unavailable"
+    reason: str = Field(description="why it could not be recovered")
+
+
 class ModelList(BaseModel):
-    models: list[ModelInfo]
+    models: list[ModelInfo | UnavailableModel]
 
 
 class CsrBatch(BaseModel):

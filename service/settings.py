@@ -41,3 +41,22 @@ class Settings(BaseSettings):
     snapshot_every_seconds: float = Field(
         300.0, gt=0, description="snapshot a changed model this often"
     )
+    # The model engine (service/engine): its thread pools and how its writers group work.
+    writer_threads: int = Field(
+        64, ge=1, description="threads draining models' mailboxes (models writing at once)"
+    )
+    log_writer_threads: int = Field(
+        8, ge=1, description="threads writing large groups' log records while they are learned"
+    )
+    inline_read_size: int = Field(
+        1_024, ge=0, description="reads of at most this many rows + non-zeros run on the loop"
+    )
+    overlap_log_nnz: int = Field(
+        16_384, ge=0, description="groups of this many non-zeros are logged while learned"
+    )
+    group_max_nnz: int = Field(
+        1 << 21, ge=1, description="non-zeros at most in a group of batches logged together"
+    )
+    max_in_flight: int = Field(
+        4, ge=1, description="groups learned ahead of their log write at most"
+    )

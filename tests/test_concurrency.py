@@ -14,7 +14,6 @@ import pytest
 import scipy.sparse as sp
 
 from optim import OnlineLogisticRegression
-from service import registry as registry_module
 from service.app import create_app
 from service.settings import Settings
 from service.storage import ModelStorage
@@ -33,11 +32,8 @@ def make_batches(seed: int, count: int) -> list[tuple[sp.csr_array, np.ndarray]]
     return out
 
 
-def count_log_writes(monkeypatch: pytest.MonkeyPatch, overlap: bool) -> list[int]:
-    """The batches in each log write from now on (filled as they happen); with ``overlap`` every
-    group is logged in another thread while it is learned (ManagedModel._learn_group)."""
-    if overlap:
-        monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)
+def count_log_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The batches in each log write from now on (filled as they happen)."""
     writes: list[int] = []
     real_append = ModelStorage.append_all
 
@@ -47,6 +43,13 @@ def count_log_writes(monkeypatch: pytest.MonkeyPatch, overlap: bool) -> list[int
 
     monkeypatch.setattr(ModelStorage, "append_all", counted)
     return writes
+
+
+def app_for(tmp_path: Any, overlap: bool) -> Any:
+    """With ``overlap`` every group is logged in another thread while it is learned
+    (ManagedModel._learn_group)."""
+    tuning = {"overlap_log_nnz": 0} if overlap else {}
+    return create_app(Settings(data_dir=tmp_path, warm_kernels=False, **tuning))
 
 
 def body(X: sp.csr_array, y: np.ndarray) -> dict:
@@ -64,8 +67,8 @@ def test_concurrent_updates_predictions_and_inspections(
 ) -> None:
     """With ``overlap``, every group is logged in another thread while it and the next group
     are learned (see ManagedModel._learn_group); batches waiting together form one group."""
-    groups = count_log_writes(monkeypatch, overlap)  # batches per log write
-    app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
+    groups = count_log_writes(monkeypatch)  # batches per log write
+    app = app_for(tmp_path, overlap)
     batches = {name: make_batches(seed * 10 + i, 25) for i, name in enumerate(OPTIMIZERS)}
 
     async def scenario() -> tuple[dict, dict]:
@@ -132,15 +135,16 @@ def test_concurrent_updates_predictions_and_inspections(
 
 def test_a_small_read_runs_on_the_event_loop_and_a_large_one_in_a_worker(tmp_path) -> None:
     """``read(inline=True)`` skips the thread hop when the state lock is free; predict asks for
-    it only for a batch of at most INLINE_READ_SIZE rows + non-zeros."""
-    from service.registry import INLINE_READ_SIZE, ManagedModel
+    it only for a batch of at most ``inline_read_size`` rows + non-zeros."""
+    from service.registry import ManagedModel
 
     app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
-    dim = 4 * INLINE_READ_SIZE
+    inline_read_size = app.state.settings.inline_read_size
+    dim = 4 * inline_read_size
 
     async def scenario() -> list[bool]:
         loop_thread = threading.get_ident()
-        managed = app.state.registry.create("m", {"dim": dim})
+        managed = await app.state.registry.create("m", {"dim": dim})
         assert await managed.read(lambda _: threading.get_ident(), inline=True) == loop_thread
         assert await managed.read(lambda _: threading.get_ident()) != loop_thread
 
@@ -155,7 +159,7 @@ def test_a_small_read_runs_on_the_event_loop_and_a_large_one_in_a_worker(tmp_pat
         try:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                for nnz in (3, INLINE_READ_SIZE - 1, INLINE_READ_SIZE):  # + 1 row each
+                for nnz in (3, inline_read_size - 1, inline_read_size):  # + 1 row each
                     csr = {"indptr": [0, nnz], "indices": list(range(nnz)), "values": [1.0] * nnz}
                     r = await client.post("/v1/models/m/predict", json=csr)
                     assert r.status_code == 200, r.text
@@ -221,8 +225,8 @@ def test_batches_waiting_together_are_logged_and_learned_together(
 ) -> None:
     """While the writer is held, five updates queue in the model's mailbox; released, it logs
     those it finds waiting with one write and acknowledges each at its own step."""
-    writes = count_log_writes(monkeypatch, overlap)
-    app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
+    writes = count_log_writes(monkeypatch)
+    app = app_for(tmp_path, overlap)
     batches = make_batches(5, 5)
 
     async def scenario() -> list[int]:

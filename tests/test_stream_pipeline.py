@@ -2,7 +2,7 @@
 and learned in overlapping stages. It must learn exactly what a serial in-process parse + learn
 learns, stop at a malformed line after every valid row before it, stop cleanly (no task left) when
 the client goes away, keep memory bounded whatever the body's length, and keep a slow stream's
-rows flowing as they arrive. A large batch is logged while it is learned (registry.py ``apply``):
+rows flowing as they arrive. A large batch is logged while it is learned (engine log pipeline):
 a log that refuses it leaves the model as if the batch had never come.
 
 The app is driven as ASGI directly, so that the body arrives in pieces chosen here (as uvicorn
@@ -28,10 +28,9 @@ import pytest
 
 from optim import OnlineLogisticRegression
 from optim.parsers import StreamParser
-from service import registry as registry_module
 from service import storage as storage_module
 from service.app import create_app
-from service.errors import ApiError
+from service.engine.errors import StorageUnavailable
 from service.routers import streams
 from service.settings import Settings
 from service.storage import ModelStorage
@@ -178,10 +177,12 @@ def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_pipelined_stream_learns_exactly_the_serial_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_blocks: None, fmt: str, overlap: bool
 ) -> None:
-    if overlap:  # every batch logged in the log-writer thread while it is learned
-        monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)
+    # with overlap, every batch logged in the log-writer thread while it is learned
+    tuning = {"overlap_log_nnz": 0} if overlap else {}
     text = b"".join(rows_text(fmt, 3_000, seed=1))
-    app = make_app(tmp_path, stream_batch_rows=97, stream_progress_rows=500, fsync="always")
+    app = make_app(
+        tmp_path, stream_batch_rows=97, stream_progress_rows=500, fsync="always", **tuning
+    )
 
     async def scenario() -> tuple[int, list[dict[str, Any]]]:
         await create_model(app)
@@ -355,8 +356,7 @@ def stream_body(seed: int, rows: int = 200) -> bytes:
 def test_a_log_refused_while_learning_leaves_the_model_unchanged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
-    monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)
-    app = make_app(tmp_path, fsync="always")
+    app = make_app(tmp_path, fsync="always", overlap_log_nnz=0)
 
     async def scenario() -> None:
         await create_model(app)
@@ -388,7 +388,6 @@ def test_a_log_refused_while_learning_leaves_the_model_unchanged(
             app, "/v1/models/m/stream", "text/x-libsvm", pieces_of([stream_body(12)])
         )
         monkeypatch.undo()
-        monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)
         assert status == 200
         summary = lines[-1]
         assert summary["rows"] == 0 and summary["error"] is not None, summary
@@ -414,8 +413,7 @@ def test_a_model_that_cannot_be_rolled_back_refuses_writes(
 ) -> None:
     """The log refused a batch learned meanwhile and the files cannot be read back: memory is a
     batch ahead of the log, so nothing more may be logged (recovery would drop it): 503s."""
-    monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)
-    app = make_app(tmp_path, fsync="always")
+    app = make_app(tmp_path, fsync="always", overlap_log_nnz=0)
 
     async def scenario() -> None:
         await create_model(app)
@@ -467,9 +465,9 @@ def test_a_background_snapshot_that_fails_leaves_its_rows_due(
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(storage_module, "write_atomically", full_disk)
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(StorageUnavailable) as refused:
             await managed.snapshot_in_background()
-        assert refused.value.status == 503 and "snapshot" in refused.value.detail
+        assert "snapshot" in refused.value.detail
         assert managed.rows_since_snapshot == rows and managed.last_snapshot == due_since
         monkeypatch.undo()
         path, step = await managed.snapshot_in_background()
@@ -509,15 +507,14 @@ def csr_body(batch: Any) -> dict[str, Any]:
 def test_groups_learned_while_the_log_writes_share_its_next_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While a group's log write runs, the writer learns up to MAX_IN_FLIGHT - 1 more groups;
+    """While a group's log write runs, the writer learns up to max_in_flight - 1 more groups;
     those are logged together when it ends (one synchronized write), each acknowledged at its
     own step, and the log recovers them all in order."""
-    monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)  # every group logged meanwhile
-    monkeypatch.setattr(registry_module, "GROUP_MAX_NNZ", 1)  # and each batch its own group
-    app = make_app(tmp_path, fsync="always")
+    # every group logged meanwhile, and each batch its own group
+    app = make_app(tmp_path, fsync="always", overlap_log_nnz=0, group_max_nnz=1)
     parser = StreamParser("libsvm", dim=DIM, max_rows_per_batch=100)
     held, *later = parser.feed(stream_body(17, rows=400)) + parser.finish()
-    assert len(later) == registry_module.MAX_IN_FLIGHT - 1
+    assert len(later) == app.state.settings.max_in_flight - 1
 
     async def scenario() -> list[int]:
         await create_model(app)
@@ -560,9 +557,8 @@ def test_a_group_the_log_refuses_refuses_the_group_learned_after_it(
     """Group commit, pipelined: a group is learned while the log write of the one before is
     still running. When that write fails, both are refused (503; the later one was learned on
     top of it), the model goes back to its files, and nothing of either is in the log."""
-    monkeypatch.setattr(registry_module, "OVERLAP_LOG_NNZ", 0)  # every group logged meanwhile
-    monkeypatch.setattr(registry_module, "GROUP_MAX_NNZ", 1)  # and each batch its own group
-    app = make_app(tmp_path, fsync="always")
+    # every group logged meanwhile, and each batch its own group
+    app = make_app(tmp_path, fsync="always", overlap_log_nnz=0, group_max_nnz=1)
     parser = StreamParser("libsvm", dim=DIM, max_rows_per_batch=100)
     first, held, later, after = parser.feed(stream_body(16, rows=400)) + parser.finish()
 

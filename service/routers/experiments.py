@@ -59,7 +59,7 @@ async def create_experiment(
     for entry, model in zip(entries, body.models, strict=True):
         if isinstance(model.optimizer, str):
             entry["optimizer"] = {"name": model.optimizer}
-    return await describe(registry, registry.create(body.name, shared, entries))
+    return await describe(registry, await registry.create(body.name, shared, entries))
 
 
 @router.get("", dependencies=[READ], response_model=ExperimentList, summary="List experiments")
@@ -88,7 +88,7 @@ async def delete_experiment(
 ) -> Response:
     exp = registry.get(name)
     async with exp.order:
-        registry.delete(name)
+        await registry.delete(name)
     return Response(status_code=204)
 
 

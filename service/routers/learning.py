@@ -17,7 +17,7 @@ from service import dependencies as deps
 from service.batches import SMALL_BODY_BYTES, batch_from_body, read_body
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
-from service.registry import INLINE_READ_SIZE, ManagedModel
+from service.registry import ManagedModel
 from service.schemas import (
     ERROR_RESPONSES,
     CsrBatch,
@@ -168,7 +168,7 @@ async def _scores_of_batch(
     # A few rows are scored on the event loop (microseconds; a thread hop costs far more).
     margins = await managed.read(
         lambda model: model.decision_function(batch),
-        inline=batch.n_rows + batch.nnz <= INLINE_READ_SIZE,
+        inline=batch.n_rows + batch.nnz <= settings.inline_read_size,
     )
     if not np.isfinite(margins).all():  # JSON has no inf: say so rather than answer null
         row = int(np.flatnonzero(~np.isfinite(margins))[0])

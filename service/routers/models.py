@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from optim import REGISTRY
 from service import dependencies as deps
@@ -22,6 +22,7 @@ def describe(managed: ManagedModel) -> dict[str, Any]:
     model = managed.model
     return {
         "name": managed.name,
+        "status": "ready",
         "config": model.config,
         "step": model.step,
         "metrics": model.metrics.to_dict(),
@@ -58,13 +59,18 @@ async def create_model(
     config = body.model_dump(exclude={"name"}, exclude_none=True)
     if isinstance(body.optimizer, str):
         config["optimizer"] = {"name": body.optimizer}
-    managed = registry.create(body.name, config)
+    managed = await registry.create(body.name, config)
     return await managed.read(lambda _: describe(managed))
 
 
 @router.get("/models", dependencies=[READ], response_model=ModelList, summary="List the models")
 async def list_models(registry: Annotated[ModelRegistry, Depends(deps.registry)]) -> dict:
-    return {"models": [await m.read(lambda _, m=m: describe(m)) for m in registry.models.values()]}
+    ready = [await m.read(lambda _, m=m: describe(m)) for m in list(registry.models.values())]
+    unavailable = [
+        {"name": q.name, "status": "unavailable", "reason": q.reason}
+        for q in registry.quarantined.values()
+    ]
+    return {"models": ready + unavailable}
 
 
 @router.get(
@@ -75,14 +81,19 @@ async def get_model(managed: Annotated[ManagedModel, Depends(deps.model)]) -> di
 
 
 @router.delete(
-    "/models/{name}", dependencies=[ADMIN], status_code=204, summary="Delete a model and its files"
+    "/models/{name}",
+    dependencies=[ADMIN],
+    status_code=204,
+    summary="Delete a model and its files",
+    responses={409: {"model": ErrorBody, "description": "the model is an experiment's member"}},
 )
 async def delete_model(
     name: str,
+    request: Request,
     registry: Annotated[ModelRegistry, Depends(deps.registry)],
     metrics: Annotated[ServiceMetrics, Depends(deps.metrics)],
 ) -> Response:
-    managed = registry.get(name)
-    await managed.write(lambda _: registry.delete(name))  # after the writes queued before it
+    request.app.state.experiments.refuse_member(name)
+    await registry.delete(name)  # after the writes queued before it
     metrics.forget(name)
     return Response(status_code=204)

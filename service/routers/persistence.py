@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Depends, Request, Response
 
 from optim import ConfigError, OnlineLogisticRegression
@@ -55,8 +56,8 @@ async def import_model(
     settings: Annotated[Settings, Depends(deps.settings)],
 ) -> dict:
     data = await read_body(request, settings.max_body_bytes)
-    try:
-        loaded = OnlineLogisticRegression.load(io.BytesIO(data))
+    try:  # off the event loop: a large file takes a while to read
+        loaded = await anyio.to_thread.run_sync(OnlineLogisticRegression.load, io.BytesIO(data))
     except ConfigError as error:
         raise ApiError.from_adaserve(error) from None
     current = managed.model.config

@@ -36,7 +36,8 @@ from optim import AdaserveError, Batch
 from optim.parsers import ParseError, StreamParser
 from service import dependencies as deps
 from service.auth import WRITE
-from service.errors import ApiError
+from service.engine.errors import EngineError
+from service.errors import ApiError, engine_error
 from service.metrics import ServiceMetrics
 from service.registry import ManagedModel
 from service.schemas import ERROR_RESPONSES
@@ -327,6 +328,7 @@ def learning_stream(
 
     async def body() -> AsyncIterator[bytes]:
         error: AdaserveError | None = None
+        refused: ApiError | None = None  # by the model's engine: its answer as a request's
         parsed = ParsedBody(request, parser, settings.stream_batch_rows)
         try:
             while (batch_and_record := await parsed.next()) is not None:
@@ -337,13 +339,15 @@ def learning_stream(
             return
         except AdaserveError as exc:  # a parsed batch a model refused (a float32 step limit)
             error = exc
-        except ApiError as exc:  # the log could not be written (503): stop here
-            error = AdaserveError(exc.detail)
+        except EngineError as exc:  # the log failed, or the model was deleted: stop here
+            refused = engine_error(exc)
         finally:
             await parsed.aclose()
         summary = {"done": True, **progress(), "error": None}
         if error is not None:
             summary["error"] = {**error.where, "detail": str(error)}
+        if refused is not None:
+            summary["error"] = {"code": refused.code, **refused.where, "detail": refused.detail}
         yield _line(summary)
 
     return BodyStreamingResponse(body(), media_type="application/x-ndjson")

@@ -1,0 +1,62 @@
+"""What a model's engine refuses, in its own terms; :mod:`service.errors` alone maps each kind
+to an HTTP status and code (the engine holds no HTTP)."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """An operation on model ``model`` was refused; ``detail`` says why in a sentence."""
+
+    def __init__(self, model: str, detail: str) -> None:
+        super().__init__(detail)
+        self.model, self.detail = model, detail
+
+
+class ModelNotFound(EngineError):
+    """No model of that name."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model, f"no model named {model!r}")
+
+
+class ModelExists(EngineError):
+    """A model (or a quarantined one's files, or one being created) holds that name."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model, f"a model named {model!r} exists")
+
+
+class ModelDeleted(EngineError):
+    """The instance a request was resolved to has been deleted meanwhile: nothing was written."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            model,
+            f"model {model!r} was deleted while this request was in flight; nothing of it "
+            "was learned or written",
+        )
+
+
+class ModelUnavailable(EngineError):
+    """The model could not be recovered at start-up (quarantined): its files are kept as they
+    are for an operator; ``reason`` says what failed."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(model, f"model {model!r} is unavailable: {reason}")
+        self.reason = reason
+
+
+class StorageUnavailable(EngineError):
+    """The data directory refused a write (or the model cannot safely write any more)."""
+
+
+class ModelInExperiment(EngineError):
+    """The model is a member of an experiment: delete the experiment (with its members)."""
+
+    def __init__(self, model: str, experiment: str) -> None:
+        super().__init__(
+            model,
+            f"model {model!r} is a member of experiment {experiment!r}; delete the experiment "
+            "to delete its models",
+        )
+        self.experiment = experiment
