@@ -1,0 +1,272 @@
+"""A model instance's life: requests in flight when it is deleted (and its name re-created), a
+model that cannot be recovered at start-up (quarantined, never stopping the service), deleting an
+experiment's member, and creation off the event loop.
+
+The delete races run against the real server (tests/servers.py): a request's headers and part of
+its body are sent on a raw socket, so the server has resolved the model before it is deleted.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from service.storage import read_records
+from tests.servers import free_port, start_server, stop_server
+
+DIM = 64
+MODEL = {"name": "m", "dim": DIM, "optimizer": "adagrad"}
+JSON = {"Content-Type": "application/json"}
+UPDATE = orjson.dumps(
+    {"indptr": [0, 2, 3], "indices": [1, 5, 7], "values": [1.0, 2.0, 0.5], "labels": [1, 0]}
+)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Any:
+    port = free_port()
+    process = start_server(tmp_path, port, env={"ADASERVE_WARM_KERNELS": "false"}, quiet=True)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        yield client, port
+    stop_server(process)
+
+
+def begin_request(port: int, head: str, first: bytes) -> socket.socket:
+    """A request's headers and the first part of its body; the server is then given time to
+    resolve the model (it has the headers) and to wait for the rest."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=60)
+    connection.sendall(head.encode() + first)
+    time.sleep(0.5)
+    return connection
+
+
+def response_of(connection: socket.socket) -> tuple[int, bytes]:
+    """Status and body of the response (read until the server closes or the body is whole)."""
+    data = b""
+    while chunk := connection.recv(65536):
+        data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        if b"content-length:" in head.lower() and body:
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            if len(body) >= length:
+                break
+        if head.lower().count(b"transfer-encoding: chunked") and body.endswith(b"0\r\n\r\n"):
+            break
+    connection.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def dechunk(body: bytes) -> bytes:
+    out, rest = b"", body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        out, rest = out + rest[:size], rest[size + 2 :]
+    return out
+
+
+def logged_rows(model_dir: Path) -> int:
+    return sum(
+        batch.n_rows for log in model_dir.glob("wal-*.log") for _, _, batch in read_records(log)[0]
+    )
+
+
+def update_head(port: int) -> str:
+    return (
+        f"POST /v1/models/m/updates HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(UPDATE)}\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize("recreate", [True, False], ids=["re-created", "deleted"])
+def test_an_update_whose_model_is_deleted_meanwhile_writes_nothing(
+    server: Any, tmp_path: Path, recreate: bool
+) -> None:
+    client, port = server
+    assert client.post("/v1/models", json=MODEL).status_code == 201
+    connection = begin_request(port, update_head(port), UPDATE[:20])
+    assert client.delete("/v1/models/m").status_code == 204
+    if recreate:
+        assert client.post("/v1/models", json=MODEL).status_code == 201
+    connection.sendall(UPDATE[20:])
+    status, body = response_of(connection)
+    assert status == 404, body
+    answer = orjson.loads(body)
+    assert answer["error"] == "model_deleted" and answer["where"] == {"model": "m"}
+    if recreate:  # the new model learned nothing of it, in memory or in its log
+        assert client.get("/v1/models/m").json()["step"] == 0
+        assert logged_rows(tmp_path / "models" / "m") == 0
+        again = client.post("/v1/models/m/updates", content=UPDATE, headers=JSON)
+        assert again.status_code == 200 and again.json()["step"] == 2
+        assert logged_rows(tmp_path / "models" / "m") == 2
+    else:
+        assert client.get("/v1/models/m").status_code == 404
+        assert not (tmp_path / "models" / "m").exists()
+
+
+def test_a_stream_whose_model_is_deleted_ends_with_a_line_saying_so(
+    server: Any, tmp_path: Path
+) -> None:
+    client, port = server
+    assert client.post("/v1/models", json=MODEL).status_code == 201
+    head = (
+        f"POST /v1/models/m/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: text/x-libsvm\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    lines = b"1 1:0.5 3:1\n0 2:1\n1 4:2 5:1\n"
+
+    def chunk(data: bytes) -> bytes:
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+    connection = begin_request(port, head, chunk(lines))
+    deadline = time.monotonic() + 30
+    while client.get("/v1/models/m").json()["step"] < 3:  # learned as it arrived
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.delete("/v1/models/m").status_code == 204
+    assert client.post("/v1/models", json=MODEL).status_code == 201  # the name, re-created
+    connection.sendall(chunk(lines) + b"0\r\n\r\n")
+    status, body = response_of(connection)
+    assert status == 200
+    summary = orjson.loads(dechunk(body).splitlines()[-1])
+    assert summary["done"] and summary["rows"] == 3, summary
+    assert summary["error"]["code"] == "model_deleted" and summary["error"]["model"] == "m"
+    assert client.get("/v1/models/m").json()["step"] == 0
+    assert logged_rows(tmp_path / "models" / "m") == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# quarantine: a model nothing can be recovered from never stops the service
+# ---------------------------------------------------------------------------------------------
+
+
+def make_models(data_dir: Path) -> None:
+    app = create_app(Settings(data_dir=data_dir, warm_kernels=False))
+    with TestClient(app) as client:
+        for name in ("good", "bad"):
+            assert client.post("/v1/models", json={**MODEL, "name": name}).status_code == 201
+            response = client.post(f"/v1/models/{name}/updates", content=UPDATE, headers=JSON)
+            assert response.status_code == 200
+
+
+def no_snapshot(directory: Path) -> None:
+    for snapshot in directory.glob("snapshot-*.npz"):
+        snapshot.unlink()
+
+
+def garbage_snapshot(directory: Path) -> None:
+    for snapshot in directory.glob("snapshot-*.npz"):
+        snapshot.write_bytes(b"PK\x03\x04 not a zip file at all" * 10)
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("damage", [no_snapshot, garbage_snapshot])
+def test_a_model_that_cannot_be_recovered_is_quarantined(tmp_path: Path, damage: Any) -> None:
+    make_models(tmp_path)
+    bad = tmp_path / "models" / "bad"
+    damage(bad)
+    damaged = files_of(bad)
+    app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
+    with TestClient(app) as client:  # starts: the good model serves
+        assert client.get("/readyz").status_code == 200
+        listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        assert listed["good"]["status"] == "ready" and listed["good"]["step"] == 2
+        assert listed["bad"]["status"] == "unavailable" and listed["bad"]["reason"]
+        assert (
+            client.post("/v1/models/good/updates", content=UPDATE, headers=JSON).status_code == 200
+        )
+        for method, path, body in [
+            ("GET", "/v1/models/bad", None),
+            ("POST", "/v1/models/bad/updates", UPDATE),
+            ("POST", "/v1/models/bad/predict", UPDATE),
+            ("POST", "/v1/models/bad/snapshot", None),
+            ("GET", "/v1/models/bad/export", None),
+        ]:
+            response = client.request(method, path, content=body, headers=JSON)
+            assert response.status_code == 503, (path, response.text)
+            answer = response.json()
+            assert answer["error"] == "model_unavailable"
+            assert listed["bad"]["reason"] in answer["detail"]
+        assert client.post("/v1/models", json={**MODEL, "name": "bad"}).status_code == 409
+        assert files_of(bad) == damaged  # left for an operator
+        assert client.delete("/v1/models/bad").status_code == 204
+        assert not bad.exists()
+        assert [m["name"] for m in client.get("/v1/models").json()["models"]] == ["good"]
+        assert client.post("/v1/models", json={**MODEL, "name": "bad"}).status_code == 201
+
+
+# ---------------------------------------------------------------------------------------------
+# experiments: a member is deleted with its experiment, not alone
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_member_of_an_experiment_cannot_be_deleted_alone(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
+    with TestClient(app) as client:
+        experiment = {"name": "e", "dim": DIM, "models": [{"optimizer": "sgd"}, {}]}
+        assert client.post("/v1/experiments", json=experiment).status_code == 201
+        refused = client.delete("/v1/models/e.0")
+        assert refused.status_code == 409
+        assert refused.json()["error"] == "model_in_experiment"
+        assert refused.json()["where"] == {"model": "e.0", "experiment": "e"}
+        assert "'e'" in refused.json()["detail"]
+        assert client.get("/v1/experiments").status_code == 200
+        assert (
+            client.post("/v1/experiments/e/updates", content=UPDATE, headers=JSON).status_code
+            == 200
+        )
+        assert client.delete("/v1/experiments/e").status_code == 204
+        assert client.get("/v1/models").json()["models"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# creation runs off the event loop
+# ---------------------------------------------------------------------------------------------
+
+
+def test_health_answers_while_a_large_model_is_created(server: Any) -> None:
+    """/healthz is probed while a 2**22-coordinate AdaGrad model (~100 MB of state, its first
+    snapshot written and synced) is created. The machine is shared and noisy: the bound is on
+    the median probe, the largest is reported."""
+    client, port = server
+    created: list[httpx.Response] = []
+    creating = threading.Thread(
+        target=lambda: created.append(
+            client.post("/v1/models", json={"name": "big", "hash_bits": 22, "optimizer": "adagrad"})
+        )
+    )
+    latencies = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as probe:
+        probe.get("/healthz")  # the connection is open before the create begins
+        creating.start()
+        while creating.is_alive():
+            began = time.perf_counter()
+            assert probe.get("/healthz").status_code == 200
+            latencies.append(time.perf_counter() - began)
+            time.sleep(0.01)
+    creating.join()
+    assert len(latencies) >= 5  # probes while it was being created
+    assert created[0].status_code == 201, created[0].text
+    median, largest = statistics.median(latencies) * 1e3, max(latencies) * 1e3
+    print(
+        f"healthz during create: {len(latencies)} probes, "
+        f"median {median:.1f} ms, max {largest:.1f} ms"
+    )
+    assert statistics.median(latencies) < 0.05
