@@ -61,6 +61,17 @@ class ExperimentRegistry:
             if model in experiment.members:
                 raise ModelInExperiment(model, experiment.name)
 
+    def standing(self, experiment: Experiment) -> tuple[list[ManagedModel], dict[str, str]]:
+        """The members that serve, and why each other one is unavailable (quarantined)."""
+        serving, unavailable = [], {}
+        for name in experiment.members:
+            quarantined = self.models.quarantined.get(name)
+            if quarantined is None:
+                serving.append(self.models.get(name))
+            else:
+                unavailable[name] = quarantined.reason
+        return serving, unavailable
+
     def members(self, experiment: Experiment) -> list[ManagedModel]:
         return [self.models.get(name) for name in experiment.members]
 

@@ -157,6 +157,9 @@ class ExperimentInfo(BaseModel):
     name: str
     members: list[MemberStanding]
     leaderboard: list[str] = Field(description="member models, lowest progressive log-loss first")
+    unavailable: dict[str, str] = Field(
+        {}, description="members that could not be recovered at start-up, and why"
+    )
 
 
 class ExperimentList(BaseModel):

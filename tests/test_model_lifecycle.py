@@ -270,3 +270,21 @@ def test_health_answers_while_a_large_model_is_created(server: Any) -> None:
         f"median {median:.1f} ms, max {largest:.1f} ms"
     )
     assert statistics.median(latencies) < 0.05
+
+
+def test_an_experiment_with_a_quarantined_member_still_lists(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
+    with TestClient(app) as client:
+        experiment = {"name": "e", "dim": DIM, "models": [{"optimizer": "sgd"}, {}]}
+        assert client.post("/v1/experiments", json=experiment).status_code == 201
+    no_snapshot(tmp_path / "models" / "e.1")
+    app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
+    with TestClient(app) as client:
+        (listed,) = client.get("/v1/experiments").json()["experiments"]
+        assert [m["model"] for m in listed["members"]] == ["e.0"]
+        assert list(listed["unavailable"]) == ["e.1"] and listed["unavailable"]["e.1"]
+        refused = client.post("/v1/experiments/e/updates", content=UPDATE, headers=JSON)
+        assert refused.status_code == 503 and refused.json()["where"] == {"model": "e.1"}
+        assert client.delete("/v1/experiments/e").status_code == 204
+        assert client.get("/v1/models").json()["models"] == []
+        assert not (tmp_path / "models" / "e.1").exists()

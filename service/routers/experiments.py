@@ -37,9 +37,16 @@ async def experiment(name: str, request: Request) -> Experiment:
 
 
 async def describe(registry: ExperimentRegistry, exp: Experiment) -> dict[str, Any]:
-    members = [await m.read(lambda _, m=m: leaderboard_entry(m)) for m in registry.members(exp)]
+    serving, unavailable = registry.standing(exp)
+    members = [await m.read(lambda _, m=m: leaderboard_entry(m)) for m in serving]
     ranked = sorted(members, key=lambda m: (m["log_loss"] is None, m["log_loss"] or 0.0))
-    return {"name": exp.name, "members": members, "leaderboard": [m["model"] for m in ranked]}
+    leaderboard = [m["model"] for m in ranked]
+    return {
+        "name": exp.name,
+        "members": members,
+        "leaderboard": leaderboard,
+        "unavailable": unavailable,
+    }
 
 
 @router.post(

@@ -216,7 +216,11 @@ const link = (href, label) => h("a", { href }, label);
 // ---------------------------------------------------------------- list view
 const MODEL_COLUMNS = [
   { key: "name", label: "model", render: (m) => link(`#/models/${enc(m.name)}`, m.name) },
-  { key: "optimizer", label: "optimizer", render: (m) => describeOptimizer(m.config?.optimizer) },
+  {
+    key: "optimizer", label: "optimizer",
+    render: (m) => (m.status === "unavailable" ? `unavailable: ${m.reason}`
+      : describeOptimizer(m.config?.optimizer)),
+  },
   { key: "rows", label: "rows", numeric: true, value: (m) => m.metrics?.rows ?? m.step },
   { key: "log_loss", label: "log-loss", numeric: true, value: (m) => m.metrics?.overall?.log_loss },
   {
