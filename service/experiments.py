@@ -38,13 +38,22 @@ class ExperimentRegistry:
     def __init__(self, models: ModelRegistry) -> None:
         self.models = models
         self.experiments: dict[str, Experiment] = {}
+        # Experiments being created, with their members' names (held from the start).
+        self._creating: dict[str, list[str]] = {}
         self.directory = Path(models.settings.data_dir) / "experiments"
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def load_all(self) -> None:
+        """Every experiment's definition; one that cannot be read is logged and left out (its
+        file and members stay)."""
+        known = self.models.models.keys() | self.models.quarantined.keys()
         for path in sorted(self.directory.glob("*.json")):
-            known = self.models.models.keys() | self.models.quarantined.keys()
-            members = [m for m in json.loads(path.read_text())["members"] if m in known]
+            try:
+                listed = json.loads(path.read_text())["members"]
+                members = [m for m in listed if m in known]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("experiment %s: its definition cannot be read: %r", path.stem, exc)
+                continue
             self.experiments[path.stem] = Experiment(path.stem, members)
 
     def get(self, name: str) -> Experiment:
@@ -56,10 +65,12 @@ class ExperimentRegistry:
         return experiment
 
     def refuse_member(self, model: str) -> None:
-        """:class:`ModelInExperiment` if ``model`` is a member of an experiment."""
-        for experiment in self.experiments.values():
-            if model in experiment.members:
-                raise ModelInExperiment(model, experiment.name)
+        """:class:`ModelInExperiment` if ``model`` is a member of an experiment (or of one being
+        created)."""
+        experiments = {e.name: e.members for e in self.experiments.values()} | self._creating
+        for experiment, members in experiments.items():
+            if model in members:
+                raise ModelInExperiment(model, experiment)
 
     def standing(self, experiment: Experiment) -> tuple[list[ManagedModel], dict[str, str]]:
         """The members that serve, and why each other one is unavailable (quarantined)."""
@@ -82,7 +93,7 @@ class ExperimentRegistry:
             raise ApiError(
                 422, "invalid_input", "name must match [A-Za-z0-9_.-]{1,64}", {"field": "name"}
             )
-        if name in self.experiments:
+        if name in self.experiments or name in self._creating:
             raise ApiError(
                 409,
                 "experiment_exists",
@@ -117,6 +128,7 @@ class ExperimentRegistry:
                     {"field": "dim"},
                 )
         created: list[str] = []
+        self._creating[name] = names
         try:
             for i, (member, entry) in enumerate(zip(names, entries, strict=True)):
                 config = {k: v for k, v in entry.items() if k != "name"}
@@ -126,11 +138,15 @@ class ExperimentRegistry:
                     error.where = {**error.where, "member": i}
                     raise
                 created.append(member)
+            write_atomically(
+                self.directory / f"{name}.json", json.dumps({"members": names}).encode()
+            )
         except (ApiError, EngineError):
             for member in created:
                 await self.models.delete(member)
             raise
-        write_atomically(self.directory / f"{name}.json", json.dumps({"members": names}).encode())
+        finally:
+            del self._creating[name]
         experiment = Experiment(name, names)
         self.experiments[name] = experiment
         return experiment

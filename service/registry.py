@@ -84,8 +84,11 @@ class ModelRegistry:
         removed first when the storage offers it (``remove_leftovers``)."""
         remove_leftovers = getattr(storage_module, "remove_leftovers", None)
         if remove_leftovers is not None:
-            for leftover in remove_leftovers(self.directory):
-                log.warning("removed the leftover temporary directory %s", leftover)
+            try:
+                for leftover in remove_leftovers(self.directory):
+                    log.warning("removed the leftover temporary directory %s", leftover)
+            except OSError:  # they stay; the models are recovered all the same
+                log.exception("leftover temporary directories in %s", self.directory)
         report = {}
         for path in sorted(self.directory.iterdir()):
             if not path.is_dir() or path.name.startswith("."):
