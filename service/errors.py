@@ -17,7 +17,9 @@ from service.engine.errors import (
     ModelInExperiment,
     ModelNotFound,
     ModelUnavailable,
+    OverMemoryBudget,
     StorageUnavailable,
+    TooManyModels,
 )
 
 
@@ -52,6 +54,8 @@ ENGINE_ERRORS: dict[type[EngineError], tuple[int, str]] = {
     ModelDeleted: (404, "model_deleted"),
     ModelExists: (409, "model_exists"),
     ModelInExperiment: (409, "model_in_experiment"),
+    TooManyModels: (422, "too_many_models"),
+    OverMemoryBudget: (422, "over_memory_budget"),
     ModelUnavailable: (503, "model_unavailable"),
     StorageUnavailable: (503, "storage_unavailable"),
 }
@@ -61,6 +65,8 @@ def engine_error(exc: EngineError) -> ApiError:
     """The HTTP answer to an engine's domain error."""
     status, code = next(answer for kind, answer in ENGINE_ERRORS.items() if isinstance(exc, kind))
     where: dict[str, Any] = {"model": exc.model}
+    if exc.field is not None:
+        where["field"] = exc.field
     if isinstance(exc, ModelInExperiment):
         where["experiment"] = exc.experiment
     return ApiError(status, code, exc.detail, where)

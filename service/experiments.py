@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optim import ConfigError, OnlineLogisticRegression
+from optim import AdaserveError, ConfigError, OnlineLogisticRegression
 from service.engine.errors import EngineError, ModelInExperiment
 from service.errors import ApiError
 from service.registry import NAME_PATTERN, ManagedModel, ModelRegistry
@@ -137,6 +137,8 @@ class ExperimentRegistry:
                 except ApiError as error:
                     error.where = {**error.where, "member": i}
                     raise
+                except AdaserveError as error:
+                    raise ApiError.from_adaserve(error, member=i) from None
                 created.append(member)
             write_atomically(
                 self.directory / f"{name}.json", json.dumps({"members": names}).encode()

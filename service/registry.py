@@ -24,11 +24,12 @@ from service.engine.errors import (
     ModelExists,
     ModelNotFound,
     ModelUnavailable,
+    OverMemoryBudget,
     StorageUnavailable,
+    TooManyModels,
 )
 from service.engine.model import ManagedModel
 from service.engine.tuning import Pools, Tuning
-from service.errors import ApiError
 from service.settings import Settings
 from service.storage import ModelStorage
 
@@ -138,18 +139,16 @@ class ModelRegistry:
             raise ModelNotFound(name)
         return managed
 
-    def check_budget(self, optimizer: Any, dim: int, dtype: str) -> int:
-        """The state bytes a model needs, if the budget has room for them (with the models
-        being created); 422 otherwise."""
+    def check_budget(self, name: str, optimizer: Any, dim: int, dtype: str) -> int:
+        """The state bytes model ``name`` needs, if the budget has room for them (with the
+        models being created); :class:`OverMemoryBudget` otherwise."""
         needed = OnlineLogisticRegression.state_bytes_for(optimizer, dim, dtype)
         held = self.state_bytes + sum(self._creating.values())
         if held + needed > self.settings.memory_budget_bytes:
-            raise ApiError(
-                422,
-                "over_memory_budget",
+            raise OverMemoryBudget(
+                name,
                 f"the model needs {needed:,} bytes of state; {held:,} of the "
                 f"{self.settings.memory_budget_bytes:,}-byte budget are in use",
-                {"field": "dim"},
             )
         return needed
 
@@ -157,29 +156,26 @@ class ModelRegistry:
         """A new model: checked here, then allocated and written in a worker thread (the event
         loop answers meanwhile), its name held from the start."""
         if not NAME_PATTERN.fullmatch(name) or name.startswith("."):
-            raise ApiError(
-                422, "invalid_input", "name must match [A-Za-z0-9_.-]{1,64} and not start with '.'",
-                {"field": "name"},
-            )  # fmt: skip
+            raise ConfigError(
+                "name must match [A-Za-z0-9_.-]{1,64} and not start with '.'", field="name"
+            )
         if name in self.models or name in self.quarantined or name in self._creating:
             raise ModelExists(name)
         held = len(self.models) + len(self.quarantined) + len(self._creating)
         if held >= self.settings.max_models:
-            raise ApiError(422, "too_many_models", f"at most {self.settings.max_models} models", {})
+            raise TooManyModels(name, self.settings.max_models)
         dim = config.get("dim")
         if config.get("hash_bits") is not None:
             bits = config["hash_bits"]
             if not isinstance(bits, int) or not 1 <= bits <= 40:
-                raise ApiError(
-                    422, "invalid_input", "hash_bits must be in [1, 40]", {"field": "hash_bits"}
-                )
+                raise ConfigError("hash_bits must be in [1, 40]", field="hash_bits")
             dim = 2**bits
         needed = 0
         if isinstance(dim, int) and dim >= 1:
             # An unknown optimizer is reported precisely by the constructor.
             with contextlib.suppress(ConfigError):
                 optimizer = config.get("optimizer", "adagrad")
-                needed = self.check_budget(optimizer, dim, config.get("dtype", "float64"))
+                needed = self.check_budget(name, optimizer, dim, config.get("dtype", "float64"))
         self._creating[name] = needed
         try:
             # Registered by the worker thread itself: a request cancelled meanwhile leaves a
@@ -189,10 +185,7 @@ class ModelRegistry:
             del self._creating[name]
 
     def _build(self, name: str, config: dict[str, Any]) -> ManagedModel:
-        try:
-            model = OnlineLogisticRegression(**config)
-        except ConfigError as error:
-            raise ApiError.from_adaserve(error) from None
+        model = OnlineLogisticRegression(**config)  # ConfigError: 422 naming the field
         storage = self._storage(name)
         try:
             storage.create(model)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 
 class EngineError(Exception):
-    """An operation on model ``model`` was refused; ``detail`` says why in a sentence."""
+    """An operation on model ``model`` was refused; ``detail`` says why in a sentence, and
+    ``field`` names the request's field at fault, if one is."""
+
+    field: str | None = None
 
     def __init__(self, model: str, detail: str) -> None:
         super().__init__(detail)
@@ -44,6 +47,19 @@ class ModelUnavailable(EngineError):
     def __init__(self, model: str, reason: str) -> None:
         super().__init__(model, f"model {model!r} is unavailable: {reason}")
         self.reason = reason
+
+
+class TooManyModels(EngineError):
+    """The service holds as many models as it may."""
+
+    def __init__(self, model: str, limit: int) -> None:
+        super().__init__(model, f"at most {limit} models")
+
+
+class OverMemoryBudget(EngineError):
+    """The model's state would not fit in the memory budget left."""
+
+    field = "dim"
 
 
 class StorageUnavailable(EngineError):
