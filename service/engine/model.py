@@ -95,7 +95,7 @@ class ManagedModel:
         """Run ``fn(model)`` in a worker thread, never concurrently with a batch being learned.
 
         ``inline=True`` is for a computation of a few microseconds (scoring a few rows, see
-        :attr:`Tuning.inline_read_size`): it runs right here on the event loop when the state
+        ``Settings.inline_read_size``): it runs right here on the event loop when the state
         lock is free, because the hop to a worker thread and back costs 100-200 µs of CPU, far
         more than the work. When a batch is being learned (the lock is held), it waits for it
         in a worker thread like any read: the event loop never blocks on the lock.

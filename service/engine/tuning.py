@@ -14,28 +14,24 @@ from service.settings import Settings
 
 @dataclass(frozen=True)
 class Tuning:
-    """How a model's writer groups, overlaps and reads (see :mod:`service.engine.model`)."""
+    """How a model's writer groups and overlaps its log writes (see
+    :mod:`service.engine.model`); the defaults are :class:`~service.settings.Settings`'."""
 
-    # Reads of at most this many rows + non-zeros may run on the event loop
-    # (``read(inline=True)``): scoring costs 3-150 ns per non-zero (exact Adam catch-up the
-    # most), so at most ~150 µs.
-    inline_read_size: int = 1_024
     # Groups of at least this many non-zeros are logged while they are learned; below it,
     # learning takes less than handing the log write to another thread.
-    overlap_log_nnz: int = 16_384
+    overlap_log_nnz: int
     # A group of batches logged together holds at most this many non-zeros (12-16 bytes each
     # in the log) unless its first batch alone is larger: a bounded write, and
     # acknowledgements of the first batches are not held back long by the later ones.
-    group_max_nnz: int = 1 << 21
+    group_max_nnz: int
     # Groups learned ahead of their log write: the writer waits for the oldest beyond this.
     # The groups waiting behind a running write are written together when it ends (one
     # synchronized write), so up to max_in_flight - 1 groups share a write.
-    max_in_flight: int = 4
+    max_in_flight: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tuning:
         return cls(
-            inline_read_size=settings.inline_read_size,
             overlap_log_nnz=settings.overlap_log_nnz,
             group_max_nnz=settings.group_max_nnz,
             max_in_flight=settings.max_in_flight,
