@@ -39,7 +39,7 @@ import anyio
 from optim import Batch, ConfigError, LearnResult, OnlineLogisticRegression
 from service.errors import ApiError
 from service.settings import Settings
-from service.storage import ModelStorage, RecordBody, StorageError
+from service.storage import ModelStorage, RecordBody, StorageError, remove_leftovers
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Reads of at most this many rows + non-zeros may run on the event loop (``read(inline=True)``):
@@ -483,6 +483,7 @@ class ModelRegistry:
     def load_all(self) -> dict[str, list[str]]:
         """Recover every model in the data directory (at start-up): what was dropped, by model."""
         report = {}
+        remove_leftovers(self.directory)
         for path in sorted(self.directory.iterdir()):
             if not path.is_dir() or path.name.startswith("."):
                 continue
