@@ -766,7 +766,9 @@ class ModelStorage:
                 if record.incarnation is not None and record.incarnation != expected:
                     why = f"a record of another model (incarnation {record.incarnation.hex()})"
                 elif previous is not None and record.step_before != previous:
-                    why = f"a record of step {record.step_before} after one ending at {previous}"
+                    kind = "a gap" if record.step_before > previous else "out of order"
+                    why = f"{kind}: a record of step {record.step_before} after one ending at "
+                    why += str(previous)
                 elif record.step_before > step:
                     why = f"a gap: a record of step {record.step_before}, the model at {step}"
                 elif record.step_before < step < record.step_after:
