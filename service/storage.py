@@ -69,6 +69,7 @@ _NAMES = 8  # flag: the record ends with the batch's feature names (u64 length, 
 _KNOWN_FLAGS = _WEIGHTED | _NARROW_INDICES | _INCARNATION | _NAMES
 _INCARNATION_BYTES = 16
 _NAMES_LENGTH = struct.Struct("<Q")
+_SMALLEST_RECORD = _RECORD.size + _HEADER.size + 8  # no rows: the header and indptr's one entry
 INCARNATION_FILE = "incarnation"
 DAMAGED_FOLDER = "damaged"
 _LEFTOVER = re.compile(r"\.(creating|deleted)-.+")
@@ -382,7 +383,7 @@ def scan_log(name: str, data: bytes) -> LogScan:
     log of hundreds of MB is searched in a second)."""
     records, valid, problem = _read_valid(name, data, 0)
     after: list[LogRecord] = []
-    if problem is not None:
+    if problem is not None and len(data) - valid > _SMALLEST_RECORD:  # a bad byte and a record fit
         array = np.frombuffer(data, np.uint8)
         start = valid + 1
         while (candidate := _next_plausible_record(array, start)) >= 0:
@@ -541,6 +542,12 @@ class ModelStorage:
         except ValueError:
             raise ModelUnrecoverable(f"{INCARNATION_FILE} is unreadable: {text[:64]!r}") from None
 
+    def _incarnation_on_disk(self) -> str | None:
+        try:
+            return self._read_incarnation()
+        except ModelUnrecoverable:  # damaged, but this model's files as far as anyone knows
+            return self.incarnation
+
     # ------------------------------------------------------------------ lifecycle
     def create(self, model: OnlineLogisticRegression) -> None:
         """A new model with a new incarnation: built under a temporary name (its incarnation,
@@ -575,7 +582,7 @@ class ModelStorage:
         being written."""
         with self._snapshot_lock, self._lock:
             self._check_alive()
-            if self.incarnation is not None and self._read_incarnation() != self.incarnation:
+            if self.incarnation is not None and self._incarnation_on_disk() != self.incarnation:
                 self._deleted = True  # the directory is another model's already
                 raise ModelGone(self.directory)
             self.close()

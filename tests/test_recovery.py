@@ -384,6 +384,44 @@ def test_only_the_last_record_torn_stays_a_torn_tail(tmp_path: Path) -> None:
     assert "torn" in recovered.dropped[0] and log.stat().st_size == last
 
 
+def test_a_byte_flipped_anywhere_is_a_torn_tail_only_in_the_last_record(tmp_path: Path) -> None:
+    """Bytes flipped at seeded random places of a 30-record log: in the last record, it is
+    truncated and the 29 others replayed; anywhere before, the model is unrecoverable and no
+    file changes (never a silent loss of the records after the flip)."""
+    applied = batches(30, seed=11)
+    logged(tmp_path / "m", applied)
+    log = tmp_path / "m" / "wal-0.log"
+    intact = log.read_bytes()
+    last = read_records(log)[0][-1][0]
+    rng = np.random.default_rng(14)
+    positions = [*rng.integers(0, last, 40), *rng.integers(last, len(intact), 10)]
+    for position in positions:
+        log.write_bytes(intact)
+        flip(log, int(position))
+        if position >= last:
+            recovered = ModelStorage(tmp_path / "m").recover()
+            assert_same(recovered.model, replay(applied[:29]))
+            assert log.stat().st_size == last
+            continue
+        before = fingerprint(tmp_path)
+        with pytest.raises(ModelUnrecoverable, match="not a torn tail"):
+            ModelStorage(tmp_path / "m").recover()
+        assert fingerprint(tmp_path) == before
+
+
+def test_one_stray_byte_before_the_smallest_record_is_damage(tmp_path: Path) -> None:
+    """The search past a bad record finds even a record of no rows one byte further on."""
+    empty = storage_module.Batch.from_arrays([0], [], [], [], dim=16)
+    logged(tmp_path / "m", [*batches(2), empty])
+    log = tmp_path / "m" / "wal-0.log"
+    data = log.read_bytes()
+    last = read_records(log)[0][-1][0]
+    assert len(data) - last == storage_module._SMALLEST_RECORD + 16  # with its incarnation
+    log.write_bytes(data[:last] + b"\x00" + data[last:])
+    with pytest.raises(ModelUnrecoverable, match="followed by 1 valid records"):
+        ModelStorage(tmp_path / "m").recover()
+
+
 # ---------------------------------------------------------------------- repair
 def test_repair_keeps_the_rows_before_the_damage_and_the_model_serves(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
