@@ -554,6 +554,7 @@ class ModelStorage:
         first snapshot and empty log, each fsynced, then the folder), renamed into place and the
         rename fsynced. A crash leaves the whole model or a leftover :func:`remove_leftovers`
         removes (creating a model of 2**26 coordinates takes seconds)."""
+        self._check_alive()
         if self.directory.exists():
             raise FileExistsError(errno.EEXIST, "the model's directory exists", str(self.directory))
         incarnation = uuid.uuid4().hex
@@ -588,8 +589,8 @@ class ModelStorage:
             self.close()
             tombstone = self.directory.with_name(f".deleted-{self.directory.name}-{time.time_ns()}")
             os.replace(self.directory, tombstone)
-            fsync_directory(self.directory.parent)
             self._deleted = True
+            fsync_directory(self.directory.parent)
         shutil.rmtree(tombstone, ignore_errors=True)
 
     # ------------------------------------------------------------------ writes
@@ -651,9 +652,9 @@ class ModelStorage:
         logging may go on meanwhile: until the file is written, recovery takes the previous
         snapshot and both logs. ``copy=False`` when the model stays still until then. Both
         raise :class:`ModelGone` once the model is deleted."""
+        step, arrays = model.step, model.file_arrays(copy=copy)
         with self._lock:
             self._check_alive()
-            step, arrays = model.step, model.file_arrays(copy=copy)
             self._open_wal(step)
 
         def finish() -> Path:
@@ -720,14 +721,14 @@ class ModelStorage:
                 with open(self.directory / log_name, "r+b") as handle:
                     handle.truncate(valid)
                     os.fsync(handle.fileno())
+            self._set_incarnation(incarnation)
+            self._open_wal(max([*self._steps(_WAL), snapshot_step]))
         except (ModelUnrecoverable, ModelGone):
             raise
         except Exception as exc:
             reason = f"recovery failed: {type(exc).__name__}: {exc}"
             log.exception("model %s: %s", name, reason)
             raise ModelUnrecoverable(reason) from exc
-        self._set_incarnation(incarnation)
-        self._open_wal(max([*self._steps(_WAL), snapshot_step]))
         return Recovered(model, snapshot_step, replayed, dropped)
 
     def _newest_snapshot(self) -> tuple[OnlineLogisticRegression, int, list[str], list[int]]:
