@@ -108,8 +108,8 @@ def _repair(args: argparse.Namespace) -> int:
         f"{name}: damage: {repaired.damage}\n"
         f"kept: step {repaired.kept_step} (snapshot-{repaired.snapshot_step}.npz + {replayed} "
         f"logged rows before the damage), written as snapshot-{repaired.kept_step}.npz\n"
-        f"lost: {repaired.lost_rows} rows (steps {repaired.kept_step} to {end}): the damaged "
-        f"record and {repaired.lost_records} valid records after it\n"
+        f"lost: {repaired.lost_rows} rows (steps {repaired.kept_step} to {end}), in "
+        f"{repaired.lost_records} readable records from the damage on and any unreadable one\n"
         f"moved aside: {', '.join(repaired.moved)}\n"
         f"the model starts at step {repaired.kept_step}"
     )

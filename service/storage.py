@@ -405,11 +405,16 @@ def read_records(path: Path) -> tuple[list[tuple[int, int, Batch]], int, str | N
 
 def remove_leftovers(models_dir: Path) -> list[str]:
     """Remove what a crash left of a model being created or deleted (never acknowledged as
-    created, or already acknowledged as deleted): the names removed, each logged."""
+    created, or already acknowledged as deleted): the names removed, each logged (one that
+    cannot be removed is logged as an error and left; it is no model)."""
     removed = []
     for path in sorted(models_dir.iterdir()):
         if _LEFTOVER.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            try:
+                shutil.rmtree(path)
+            except OSError as exc:  # the service starts anyway: it is no model
+                log.error("could not remove %s, left by a crash: %s", path, exc)
+                continue
             log.warning("removed %s, left by a crash while a model was created or deleted", path)
             removed.append(path.name)
     if removed:

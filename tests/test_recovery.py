@@ -123,6 +123,19 @@ def test_remove_leftovers_removes_only_leftovers(tmp_path: Path) -> None:
     assert sorted(p.name for p in models.iterdir()) == [".creating-file", ".hidden", "c"]
 
 
+def test_a_leftover_that_cannot_be_removed_does_not_stop_start_up(
+    tmp_path: Path, monkeypatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / ".deleted-a-1").mkdir()
+
+    def refuse(path):  # type: ignore[no-untyped-def]
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(storage_module.shutil, "rmtree", refuse)
+    assert remove_leftovers(tmp_path) == []
+    assert any("could not remove" in r.getMessage() for r in caplog.records)
+
+
 def test_creating_over_an_existing_model_changes_nothing(tmp_path: Path) -> None:
     logged(tmp_path / "m", batches(2))
     before = fingerprint(tmp_path)
@@ -438,7 +451,8 @@ def test_repair_keeps_the_rows_before_the_damage_and_the_model_serves(
     out = capsys.readouterr().out
     assert f"kept: step {kept} (snapshot-0.npz + {kept} logged rows" in out
     assert f"lost: {total - kept} rows (steps {kept} to {total})" in out
-    assert f"{40 - damaged - 1} valid records after it" in out and "damaged/wal-0.log" in out
+    assert f"in {40 - damaged - 1} readable records from the damage on" in out
+    assert "moved aside: damaged/wal-0.log" in out
     assert (directory / "damaged" / "wal-0.log").read_bytes() == corrupt_log
     assert cli.main(["repair", str(tmp_path), "m"]) == 0  # a second run: nothing to repair
     assert "nothing to repair" in capsys.readouterr().out
