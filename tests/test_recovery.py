@@ -3,6 +3,7 @@ of a log (never taken for a torn tail), ``adaserve repair``, feature names acros
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -10,6 +11,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -111,6 +114,46 @@ def test_a_crash_while_creating_leaves_no_model_and_start_up_removes_it(
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["big", "good"]
     assert any(leftovers[0] in r.getMessage() and r.levelno == logging.WARNING
                for r in caplog.records)  # fmt: skip
+
+
+def test_kill_minus_nine_of_the_server_while_it_creates_a_large_model(tmp_path: Path) -> None:
+    """The issue's reproduction: the server is killed (SIGKILL) while it writes a large new
+    model. Restarted, it serves the other model; the large one is either whole (the kill came
+    after the rename) or gone with its leftover removed, never a directory that stops start-up."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_server(tmp_path, port, quiet=True)
+    try:
+        created = {"name": "good", "dim": 16, "optimizer": OPTIMIZER}
+        assert httpx.post(f"{url}/v1/models", json=created).status_code == 201
+        body = {"indptr": [0, 1], "indices": [3], "values": [1.0], "labels": [1]}
+        assert httpx.post(f"{url}/v1/models/good/updates", json=body).status_code == 200
+        big = {"name": "big", "hash_bits": 22, "optimizer": "adagrad"}
+
+        def create_big() -> None:
+            with contextlib.suppress(httpx.TransportError):  # the server dies meanwhile
+                httpx.post(f"{url}/v1/models", json=big, timeout=120)
+
+        creating = threading.Thread(target=create_big, daemon=True)
+        creating.start()
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "models").glob(".creating-big-*")):
+            assert time.monotonic() < deadline, "the model was never being created"
+            time.sleep(0.002)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    creating.join(timeout=60)
+    process = start_server(tmp_path, port, quiet=True)
+    try:
+        names = {m["name"] for m in httpx.get(f"{url}/v1/models").json()["models"]}
+        assert httpx.get(f"{url}/v1/models/good").json()["step"] == 1
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    assert not list((tmp_path / "models").glob(".creating-*"))
+    assert names == {"good"} or names == {"good", "big"}
+    assert (names == {"good", "big"}) == (tmp_path / "models" / "big").exists()
 
 
 def test_remove_leftovers_removes_only_leftovers(tmp_path: Path) -> None:
