@@ -2,7 +2,8 @@
 
 ``adaserve serve`` runs the REST service; ``adaserve train`` learns a model file from text files
 in one pass (progressive validation, as ``vw -d``) and ``adaserve predict`` scores a file with
-it (both in :mod:`service.train`, with their options).
+it (both in :mod:`service.train`, with their options). ``adaserve repair DATA_DIR MODEL`` makes a
+model whose log is damaged start again, keeping the rows before the damage.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from service import compare, train
 from service.auth import parse_tokens
 from service.settings import Settings
+from service.storage import ModelUnrecoverable, repair_model
 
 
 def is_loopback(host: str) -> bool:
@@ -87,6 +89,33 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair(args: argparse.Namespace) -> int:
+    name = args.model
+    try:
+        repaired = repair_model(args.data_dir / "models" / name)
+    except FileNotFoundError:
+        print(f"adaserve repair: no model {name!r} in {args.data_dir}", file=sys.stderr)
+        return 2
+    except ModelUnrecoverable as exc:
+        print(f"adaserve repair: {name}: {exc.reason}; nothing was changed", file=sys.stderr)
+        return 1
+    if repaired.damage is None:
+        print(f"{name}: nothing to repair, it recovers as it is (step {repaired.kept_step})")
+        return 0
+    replayed = repaired.kept_step - repaired.snapshot_step
+    end = repaired.kept_step + repaired.lost_rows
+    print(
+        f"{name}: damage: {repaired.damage}\n"
+        f"kept: step {repaired.kept_step} (snapshot-{repaired.snapshot_step}.npz + {replayed} "
+        f"logged rows before the damage), written as snapshot-{repaired.kept_step}.npz\n"
+        f"lost: {repaired.lost_rows} rows (steps {repaired.kept_step} to {end}), in "
+        f"{repaired.lost_records} readable records from the damage on and any unreadable one\n"
+        f"moved aside: {', '.join(repaired.moved)}\n"
+        f"the model starts at step {repaired.kept_step}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="log durability: always (default), interval, off (benchmarks only)",
     )
     serve.set_defaults(run=_serve)
+    repair = commands.add_parser(
+        "repair",
+        help="make a model whose log is damaged start again (with the service stopped): keep "
+        "the rows before the damage, move the damaged files into its damaged/ folder",
+    )
+    repair.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="the service's data dir")
+    repair.add_argument("model", metavar="MODEL", help="the model's name")
+    repair.set_defaults(run=_repair)
     train.add_commands(commands)  # train, predict
     compare.add_command(commands)
     return parser

@@ -19,7 +19,6 @@ from typing import Any
 import anyio
 
 from optim import ConfigError, OnlineLogisticRegression
-from service import storage as storage_module
 from service.engine.errors import (
     ModelExists,
     ModelNotFound,
@@ -31,7 +30,7 @@ from service.engine.errors import (
 from service.engine.model import ManagedModel
 from service.engine.tuning import Pools, Tuning
 from service.settings import Settings
-from service.storage import ModelStorage
+from service.storage import ModelStorage, remove_leftovers
 
 __all__ = ["NAME_PATTERN", "ManagedModel", "ModelRegistry", "QuarantinedModel"]
 
@@ -82,14 +81,11 @@ class ModelRegistry:
 
         A model nothing can be recovered from, whatever the error, is quarantined (logged as an
         error, its files untouched); the others serve. Leftover temporary directories are
-        removed first when the storage offers it (``remove_leftovers``)."""
-        remove_leftovers = getattr(storage_module, "remove_leftovers", None)
-        if remove_leftovers is not None:
-            try:
-                for leftover in remove_leftovers(self.directory):
-                    log.warning("removed the leftover temporary directory %s", leftover)
-            except OSError:  # they stay; the models are recovered all the same
-                log.exception("leftover temporary directories in %s", self.directory)
+        removed first (each logged by :func:`~service.storage.remove_leftovers`)."""
+        try:
+            remove_leftovers(self.directory)
+        except OSError:  # they stay; the models are recovered all the same
+            log.exception("leftover temporary directories in %s", self.directory)
         report = {}
         for path in sorted(self.directory.iterdir()):
             if not path.is_dir() or path.name.startswith("."):

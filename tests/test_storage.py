@@ -246,7 +246,8 @@ def test_a_large_update_is_logged_as_one_record_and_recovers(tmp_path) -> None:
         assert response.status_code == 200 and response.json()["step"] == X.shape[0]
     log = tmp_path / "models" / "m" / "wal-0.log"  # kept beside the shutdown's snapshot
     batch = Batch.from_scipy(X, y, dim=1 << 12)
-    assert log.read_bytes() == storage_module.encode_batch(batch, 0)
+    incarnation = bytes.fromhex((tmp_path / "models" / "m" / "incarnation").read_text())
+    assert log.read_bytes() == storage_module.encode_batch(batch, 0, incarnation)
     records, valid, problem = read_records(log)
     assert problem is None and valid == log.stat().st_size and len(records) == 1
     assert records[0][1] == 0 and np.array_equal(records[0][2].values, batch.values)

@@ -488,9 +488,10 @@ def test_recover_reads_a_log_written_in_pieces(tmp_path: Path) -> None:
     storage = ModelStorage(tmp_path / "m")
     model = OnlineLogisticRegression(OPTIMIZER, dim=DIM)
     storage.create(model)
+    incarnation = bytes.fromhex(storage.incarnation)
     expected = io.BytesIO()
     for batch in batches:
-        expected.write(storage_module.encode_batch(batch, model.step))
+        expected.write(storage_module.encode_batch(batch, model.step, incarnation))
         storage.append(batch, model.step)
         model.learn_batch(batch)
     storage.close()
