@@ -91,13 +91,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _repair(args: argparse.Namespace) -> int:
     name = args.model
-    try:
-        repaired = repair_model(args.data_dir / "models" / name)
-    except FileNotFoundError:
+    directory = args.data_dir / "models" / name
+    if not directory.is_dir():
         print(f"adaserve repair: no model {name!r} in {args.data_dir}", file=sys.stderr)
         return 2
+    try:
+        repaired = repair_model(directory)
     except ModelUnrecoverable as exc:
         print(f"adaserve repair: {name}: {exc.reason}; nothing was changed", file=sys.stderr)
+        return 1
+    except OSError as exc:  # each step leaves files that recover, or repair again, the same
+        print(f"adaserve repair: {name}: {exc}; run it again once that is fixed", file=sys.stderr)
         return 1
     if repaired.damage is None:
         print(f"{name}: nothing to repair, it recovers as it is (step {repaired.kept_step})")

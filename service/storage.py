@@ -878,6 +878,4 @@ def repair_model(directory: Path) -> Repaired:
     rows after the damage are lost: :class:`Repaired` says how many. A model that recovers as
     it is is left alone; one without a snapshot that loads raises :class:`ModelUnrecoverable`
     (nothing is changed)."""
-    if not directory.is_dir():
-        raise FileNotFoundError(errno.ENOENT, "no such model directory", str(directory))
     return ModelStorage(directory).repair()
