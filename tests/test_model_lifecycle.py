@@ -8,6 +8,7 @@ its body are sent on a raw socket, so the server has resolved the model before i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import statistics
@@ -23,6 +24,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.engine import snapshots
+from service.engine.errors import ModelDeleted
 from service.settings import Settings
 from service.storage import read_records
 from tests.servers import free_port, start_server, stop_server
@@ -318,3 +321,77 @@ def test_an_experiment_with_a_quarantined_member_still_lists(tmp_path: Path) -> 
         assert client.delete("/v1/experiments/e").status_code == 204
         assert client.get("/v1/models").json()["models"] == []
         assert not (tmp_path / "models" / "e.1").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# in process: what a deleted instance still holds never reaches the files
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_snapshot_begun_before_a_delete_never_writes_into_the_new_model(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, warm_kernels=False))
+
+    async def scenario() -> None:
+        registry = app.state.registry
+        old = await registry.create("m", {"dim": DIM})
+        await old.learn(next(iter(parsed_rows())))
+        # the state copied in the writer; the file is to be written after the delete
+        finish, step, _, _ = await old.write(lambda model: snapshots.begin(old, model))
+        await registry.delete("m")
+        await registry.create("m", {"dim": DIM})
+        with pytest.raises(ModelDeleted):
+            await asyncio.to_thread(finish)
+        assert sorted(p.name for p in (tmp_path / "models" / "m").glob("snapshot-*")) == [
+            "snapshot-0.npz"
+        ]
+        with pytest.raises(ModelDeleted):
+            await old.learn(next(iter(parsed_rows())))
+        with pytest.raises(ModelDeleted):
+            await old.snapshot_in_background()
+        assert step == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_delete_waits_for_the_groups_whose_log_write_is_running(tmp_path: Path) -> None:
+    """A group logged while it is learned (overlap) is acknowledged before the delete queued
+    after it runs; the update queued after the delete is refused and logs nothing."""
+    app = create_app(Settings(data_dir=tmp_path, warm_kernels=False, overlap_log_nnz=0))
+
+    async def scenario() -> None:
+        registry = app.state.registry
+        managed = await registry.create("m", {"dim": DIM})
+        release, real_append = threading.Event(), managed.storage.append_all
+        writes: list[int] = []
+
+        def held(records: list[Any]) -> None:
+            writes.append(len(records))
+            release.wait(30)
+            real_append(records)
+
+        managed.storage.append_all = held  # type: ignore[method-assign]
+        batch = next(iter(parsed_rows()))
+        first = asyncio.create_task(managed.learn(batch))
+        async with asyncio.timeout(30):
+            while not writes:  # its log write is running
+                await asyncio.sleep(0.002)
+        deleting = asyncio.create_task(registry.delete("m"))
+        later = asyncio.create_task(managed.learn(batch))
+        await asyncio.sleep(0.05)
+        assert not deleting.done() and not first.done()
+        release.set()
+        assert (await first).step == 2
+        await deleting
+        with pytest.raises(ModelDeleted):
+            await later
+        assert writes == [1] and not (tmp_path / "models" / "m").exists()
+
+    asyncio.run(scenario())
+
+
+def parsed_rows() -> list[Any]:
+    """Two labelled rows as one batch."""
+    from optim.parsers import StreamParser
+
+    parser = StreamParser("libsvm", dim=DIM)
+    return parser.feed(b"1 1:0.5 3:1\n0 2:1\n") + parser.finish()
