@@ -61,8 +61,9 @@ class ModelRegistry:
         self.pools = Pools.from_settings(settings)
         self.models: dict[str, ManagedModel] = {}
         self.quarantined: dict[str, QuarantinedModel] = {}
-        # Names being created (in a worker thread) and the state bytes they will hold.
-        self._creating: dict[str, int] = {}
+        # Names held by a create (the state bytes it will hold) or a quarantined model's delete
+        # under way in a worker thread.
+        self._held: dict[str, int] = {}
         self.directory = Path(settings.data_dir) / "models"
         self.directory.mkdir(parents=True, exist_ok=True)
 
@@ -139,7 +140,7 @@ class ModelRegistry:
         """The state bytes model ``name`` needs, if the budget has room for them (with the
         models being created); :class:`OverMemoryBudget` otherwise."""
         needed = OnlineLogisticRegression.state_bytes_for(optimizer, dim, dtype)
-        held = self.state_bytes + sum(self._creating.values())
+        held = self.state_bytes + sum(self._held.values())
         if held + needed > self.settings.memory_budget_bytes:
             raise OverMemoryBudget(
                 name,
@@ -155,9 +156,9 @@ class ModelRegistry:
             raise ConfigError(
                 "name must match [A-Za-z0-9_.-]{1,64} and not start with '.'", field="name"
             )
-        if name in self.models or name in self.quarantined or name in self._creating:
+        if name in self.models or name in self.quarantined or name in self._held:
             raise ModelExists(name)
-        held = len(self.models) + len(self.quarantined) + len(self._creating)
+        held = len(self.models) + len(self.quarantined) + len(self._held)
         if held >= self.settings.max_models:
             raise TooManyModels(name, self.settings.max_models)
         dim = config.get("dim")
@@ -172,13 +173,13 @@ class ModelRegistry:
             with contextlib.suppress(ConfigError):
                 optimizer = config.get("optimizer", "adagrad")
                 needed = self.check_budget(name, optimizer, dim, config.get("dtype", "float64"))
-        self._creating[name] = needed
+        self._held[name] = needed
         try:
             # Registered by the worker thread itself: a request cancelled meanwhile leaves a
             # model that is both on disk and served, never one only on disk.
             return await anyio.to_thread.run_sync(self._build, name, dict(config))
         finally:
-            del self._creating[name]
+            del self._held[name]
 
     def _build(self, name: str, config: dict[str, Any]) -> ManagedModel:
         model = OnlineLogisticRegression(**config)  # ConfigError: 422 naming the field
@@ -196,6 +197,7 @@ class ModelRegistry:
         (see :meth:`ManagedModel.delete`); a quarantined one's files in a worker thread."""
         if name in self.quarantined:
             quarantined = self.quarantined.pop(name)
+            self._held[name] = 0
             try:
                 await anyio.to_thread.run_sync(self._storage(name).delete)
             except OSError as exc:
@@ -203,6 +205,8 @@ class ModelRegistry:
                 raise StorageUnavailable(
                     name, f"the model's files were not deleted: {exc}"
                 ) from None
+            finally:
+                del self._held[name]
             return
         managed = self.get(name)
 
