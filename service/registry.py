@@ -28,7 +28,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -466,12 +466,25 @@ class ManagedModel:
         )
 
 
+def readable_bytes(n: int) -> str:
+    """``n`` bytes in the largest binary unit that keeps it at least 1 (``1.5 GiB``)."""
+    size, unit = float(n), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, larger
+    return f"{n:,} bytes" if unit == "bytes" else f"{size:,.1f} {unit}"
+
+
 class ModelRegistry:
     """Named models, the memory budget across them, and their storage under ``data_dir``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.models: dict[str, ManagedModel] = {}
+        # Bytes claimed by creations and imports in progress (see reservation).
+        self.reserved_bytes = 0
+        self._budget_lock = threading.Lock()
         self.directory = Path(settings.data_dir) / "models"
         self.directory.mkdir(parents=True, exist_ok=True)
 
@@ -505,8 +518,9 @@ class ModelRegistry:
             managed.storage.close()
 
     @property
-    def state_bytes(self) -> int:
-        return sum(m.model.state_bytes for m in self.models.values())
+    def memory_bytes(self) -> int:
+        """What the memory budget counts: every model's ``memory_bytes`` and the reservations."""
+        return sum(m.model.memory_bytes for m in self.models.values()) + self.reserved_bytes
 
     def get(self, name: str) -> ManagedModel:
         managed = self.models.get(name)
@@ -514,17 +528,39 @@ class ModelRegistry:
             raise ApiError(404, "model_not_found", f"no model named {name!r}", {"model": name})
         return managed
 
-    def check_budget(self, optimizer: Any, dim: int, dtype: str) -> None:
-        needed = OnlineLogisticRegression.state_bytes_for(optimizer, dim, dtype)
-        held = self.state_bytes
-        if held + needed > self.settings.memory_budget_bytes:
+    def check_budget(self, needed: int, *, what: str = "the model", field: str = "dim") -> None:
+        """Refuse (422 over_memory_budget) ``needed`` more bytes than the budget has left."""
+        held, budget = self.memory_bytes, self.settings.memory_budget_bytes
+        if held + needed > budget:
             raise ApiError(
                 422,
                 "over_memory_budget",
-                f"the model needs {needed:,} bytes of state; {held:,} of the "
-                f"{self.settings.memory_budget_bytes:,}-byte budget are in use",
-                {"field": "dim"},
+                f"{what} needs {readable_bytes(needed)} ({needed:,} bytes); "
+                f"{readable_bytes(held)} of the {readable_bytes(budget)} budget are in use",
+                {"field": field},
             )
+
+    @contextlib.contextmanager
+    def reservation(
+        self, *, what: str = "the model", field: str = "dim"
+    ) -> Iterator[Callable[[int], None]]:
+        """A claim on the budget for a model being made (created or imported): the callable
+        checks and reserves bytes before they are allocated; all of them are released at exit,
+        when the model, if it was made, counts itself."""
+        claimed = 0
+
+        def claim(needed: int) -> None:
+            nonlocal claimed
+            with self._budget_lock:
+                self.check_budget(needed, what=what, field=field)
+                self.reserved_bytes += needed
+                claimed += needed
+
+        try:
+            yield claim
+        finally:
+            with self._budget_lock:
+                self.reserved_bytes -= claimed
 
     def create(self, name: str, config: Mapping[str, Any]) -> ManagedModel:
         if not NAME_PATTERN.fullmatch(name) or name.startswith("."):
@@ -544,24 +580,30 @@ class ModelRegistry:
                     422, "invalid_input", "hash_bits must be in [1, 40]", {"field": "hash_bits"}
                 )
             dim = 2**bits
-        if isinstance(dim, int) and dim >= 1:
-            # An unknown optimizer is reported precisely by the constructor below.
-            with contextlib.suppress(ConfigError):
-                optimizer = config.get("optimizer", "adagrad")
-                self.check_budget(optimizer, dim, config.get("dtype", "float64"))
-        try:
-            model = OnlineLogisticRegression(**config)
-        except ConfigError as error:
-            raise ApiError.from_adaserve(error) from None
-        storage = self._storage(name)
-        try:
-            storage.create(model)
-        except OSError as exc:
-            raise ApiError(
-                503, "storage_unavailable", f"the model was not created: {exc}", {"model": name}
-            ) from None
-        managed = ManagedModel(name, model, storage)
-        self.models[name] = managed
+        with self.reservation() as claim:
+            if isinstance(dim, int) and dim >= 1:
+                # An unknown optimizer is reported precisely by the constructor below.
+                with contextlib.suppress(ConfigError):
+                    claim(
+                        OnlineLogisticRegression.memory_bytes_for(
+                            config.get("optimizer", "adagrad"), dim,
+                            config.get("dtype", "float64"), config.get("recent_window", 10_000),
+                        )
+                    )  # fmt: skip
+            try:
+                model = OnlineLogisticRegression(**config)
+            except ConfigError as error:
+                raise ApiError.from_adaserve(error) from None
+            storage = self._storage(name)
+            try:
+                storage.create(model)
+            except OSError as exc:
+                raise ApiError(
+                    503, "storage_unavailable", f"the model was not created: {exc}",
+                    {"model": name},
+                ) from None  # fmt: skip
+            managed = ManagedModel(name, model, storage)
+            self.models[name] = managed
         return managed
 
     def delete(self, name: str) -> None:

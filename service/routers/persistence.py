@@ -55,26 +55,29 @@ async def import_model(
     settings: Annotated[Settings, Depends(deps.settings)],
 ) -> dict:
     data = await read_body(request, settings.max_body_bytes)
-    try:
-        loaded = OnlineLogisticRegression.load(io.BytesIO(data))
-    except ConfigError as error:
-        raise ApiError.from_adaserve(error) from None
-    current = managed.model.config
-    differing = sorted(k for k in current if loaded.config.get(k) != current[k])
-    if differing:
-        raise ApiError(
-            422, "config_mismatch",
-            f"the file's configuration differs from the model's in {differing}",
-            {"field": differing[0]},
-        )  # fmt: skip
+    # The file's claim is reserved in the budget before any of its arrays is read, and stays
+    # reserved until the loaded model replaces the current one (and counts itself).
+    with registry.reservation(what="the imported model", field="file") as claim:
+        try:
+            loaded = OnlineLogisticRegression.load(io.BytesIO(data), reserve=claim)
+        except ConfigError as error:
+            raise ApiError.from_adaserve(error) from None
+        current = managed.model.config
+        differing = sorted(k for k in current if loaded.config.get(k) != current[k])
+        if differing:
+            raise ApiError(
+                422, "config_mismatch",
+                f"the file's configuration differs from the model's in {differing}",
+                {"field": differing[0]},
+            )  # fmt: skip
 
-    def replace(_: OnlineLogisticRegression) -> dict:
-        managed.model = loaded
-        managed.failed = None  # a whole new state: no longer a batch ahead of the log
-        managed.snapshot()  # the log so far described the replaced state
-        return {"model": managed.name, "step": loaded.step, "bytes": len(data)}
+        def replace(_: OnlineLogisticRegression) -> dict:
+            managed.model = loaded
+            managed.failed = None  # a whole new state: no longer a batch ahead of the log
+            managed.snapshot()  # the log so far described the replaced state
+            return {"model": managed.name, "step": loaded.step, "bytes": len(data)}
 
-    return await managed.write(replace)
+        return await managed.write(replace)
 
 
 @router.post(
