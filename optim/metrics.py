@@ -234,30 +234,17 @@ class ProgressiveMetrics:
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray], window: int) -> ProgressiveMetrics:
+        """Metrics from :meth:`state`'s arrays, as validated by :mod:`optim.model_file` (dtypes,
+        shapes: the ring holds ``min(rows, window)`` rows, or the whole window; finite values)."""
         # Copies: the metrics are updated in place and must not share the caller's arrays.
-        ring = np.array(state["metrics_ring"], dtype=np.float64)
-        totals = np.array(state["metrics_totals"], dtype=np.float64)
-        curve = np.array(state.get("metrics_curve", np.zeros((0, 3))), dtype=np.float64)
-        block = np.array(state.get("metrics_block", [1_000.0, 0, 0, 0]), dtype=np.float64)
         rows = int(state["metrics_rows"])
-        if (
-            ring.ndim != 2 or ring.shape[1] != cls.RING_COLUMNS or totals.shape != (4,)
-            or rows < 0 or curve.ndim != 2 or curve.shape[1] != cls.CURVE_COLUMNS
-            or block.shape != (4,) or block[0] < 1
-        ):  # fmt: skip
-            raise ValueError("metrics arrays have the wrong shape")
-        if not all(np.isfinite(a).all() for a in (ring, totals, curve, block)):
-            raise ValueError("metrics arrays hold non-finite values")
         metrics = cls(window)
-        # Files hold the rows seen (min(rows, window)); older ones the whole window.
-        if len(ring) not in (min(rows, window), window):
-            raise ValueError(
-                f"metrics ring holds {len(ring)} rows, expected {min(rows, window)} "
-                f"(rows seen, window {window})"
-            )
-        capacity = cls.ring_capacity(rows, window)
-        metrics.ring = np.zeros((capacity, cls.RING_COLUMNS))
-        metrics.ring[: min(capacity, len(ring))] = ring[:capacity]
-        metrics.rows, metrics.totals = rows, totals
-        metrics.curve, metrics.block = curve, block
+        ring = state["metrics_ring"]
+        metrics.ring = np.zeros((cls.ring_capacity(rows, window), cls.RING_COLUMNS))
+        kept = min(len(ring), len(metrics.ring))
+        metrics.ring[:kept] = ring[:kept]
+        metrics.rows = rows
+        metrics.totals = np.array(state["metrics_totals"], dtype=np.float64)
+        metrics.curve = np.array(state.get("metrics_curve", metrics.curve), dtype=np.float64)
+        metrics.block = np.array(state.get("metrics_block", metrics.block), dtype=np.float64)
         return metrics

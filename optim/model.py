@@ -30,13 +30,11 @@ from optim.errors import BatchError, ConfigError, ModelFileError
 from optim.hashing import FeatureHasher
 from optim.kernels import kernels_for
 from optim.metrics import ProgressiveMetrics, probabilities, score
-from optim.model_file import FORMAT, ModelFileReader, check_arrays
+from optim.model_file import FORMAT, ModelFileReader, check_arrays, check_state
 from optim.model_file import STATE_DTYPES as _DTYPES
 from optim.optimizers import OptimizerSpec, get_optimizer
 
 LAZY_MODES = ("exact", "frozen")
-# Steps stay exact integers in the float64 arithmetic of the optimizers' step-dependent terms.
-MAX_STEP = 2**53
 # A remembered feature name's dict entry and integer key, beside the string itself (measured).
 _NAME_ENTRY_BYTES = 80
 _VALUE_LIMITS = {"float64": 1e100, "float32": 1e15}
@@ -638,59 +636,12 @@ class OnlineLogisticRegression:
     def _restore(self, arrays: Mapping[str, np.ndarray], *, copy: bool) -> None:
         """Take over validated arrays (see :meth:`from_arrays`) after checking the invariants
         every state this library writes keeps."""
-        step = int(arrays["step"])
-        step_limit = 2**32 if self.counters.dtype == np.uint32 else MAX_STEP
-        if not 0 <= step < step_limit:
-            raise ModelFileError(
-                f"is {step}, outside [0, 2**{step_limit.bit_length() - 1})", member="step"
-            )
+        check_state(self.spec, arrays)
+        indices, keys = arrays["feature_name_indices"], arrays["feature_name_keys"]
+        metrics = ProgressiveMetrics.from_state(dict(arrays), self.metrics.window)
         table = np.array(arrays["table"], copy=copy)
-        finite = np.isfinite(table)
-        if not finite.all():
-            row, column = np.argwhere(~finite)[0]
-            raise ModelFileError(
-                f"holds non-finite values (first {table[row, column]} at coordinate {row}, "
-                f"column {column})",
-                member="table",
-            )
-        for slot in self.spec.nonnegative_slots:
-            values = table[:, 1 + self.spec.slots.index(slot)]
-            negative = np.flatnonzero(values < 0)
-            if negative.size:
-                raise ModelFileError(
-                    f"holds a negative {self.spec.name} {slot} ({values[negative[0]]:g} at "
-                    f"coordinate {negative[0]}); the optimizer never makes one",
-                    member="table",
-                )
         counters = np.array(arrays["counters"], copy=copy)
-        last, times = counters[:, 0], counters[:, 1]
-        problem = None
-        if counters.size and int(counters.min()) < 0:
-            problem = "holds a negative counter"
-        elif counters.size and int(last.max()) > step:
-            problem = f"holds a last-touched step {int(last.max())} beyond the step {step}"
-        elif counters.size and int(times.max()) > step:
-            problem = f"holds a coordinate touched {int(times.max())} times in {step} steps"
-        elif (times > last).any():
-            problem = "holds a coordinate touched more times than its last-touched step"
-        if problem:
-            raise ModelFileError(problem, member="counters")
-        indices = arrays["feature_name_indices"]
-        keys = arrays["feature_name_keys"]
-        if indices.shape != keys.shape:
-            raise ModelFileError(
-                f"holds {indices.size} indices for {keys.size} names", member="feature_name_keys"
-            )
-        if indices.size and (indices.min() < 0 or indices.max() >= self.dim):
-            raise ModelFileError(
-                f"holds an index outside [0, {self.dim})", member="feature_name_indices"
-            )
-        if np.unique(indices).size != indices.size:
-            raise ModelFileError("holds an index twice", member="feature_name_indices")
-        try:
-            metrics = ProgressiveMetrics.from_state(dict(arrays), self.metrics.window)
-        except (ValueError, TypeError) as exc:
-            raise ModelFileError(str(exc), member="metrics_ring") from None
+        step = int(arrays["step"])
         self.table, self.counters = table, counters
         self.step = step
         self.metrics = metrics

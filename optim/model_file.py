@@ -42,6 +42,8 @@ from optim.errors import AdaserveError, ModelFileError
 from optim.optimizers import OptimizerSpec, get_optimizer
 
 FORMAT = "adaserve-model-v1"
+# Steps stay exact integers in the float64 arithmetic of the optimizers' step-dependent terms.
+MAX_STEP = 2**53
 # The state's dtype setting -> (its float type, its counters' type).
 STATE_DTYPES = {"float64": (np.float64, np.int64), "float32": (np.float32, np.uint32)}
 REQUIRED_MEMBERS = (
@@ -64,6 +66,7 @@ _MAX_SMALL_MEMBER_BYTES = 2 * _MAX_NPY_HEADER + 4 * MAX_CONFIG_CHARS
 _MAX_ENTRIES = 64
 _MAX_DIRECTORY_BYTES = 1 << 16
 _READ_PIECE = 1 << 20
+_CHECK_ROWS = 1 << 16  # rows of state checked at a time
 _END = struct.Struct("<4s4H2LH")  # end of central directory record (zip APPNOTE 4.3.16)
 _END64_LOCATOR = struct.Struct("<4sLQL")  # its zip64 locator (4.3.15), right before it
 _END64 = struct.Struct("<4sQ2H2L4Q")  # the zip64 end record (4.3.14), right before that
@@ -228,6 +231,77 @@ def check_arrays(arrays: Mapping[str, Any]) -> Layout:
     return layout
 
 
+def check_state(spec: OptimizerSpec, arrays: Mapping[str, np.ndarray]) -> None:
+    """The invariants every state this library writes keeps, on arrays that passed
+    :func:`check_arrays`: a step below 2**53 (2**32 for float32 state), finite state and
+    metrics, the optimizer's non-negative slots, counters consistent with the step, and feature
+    names at distinct coordinates. Checked a block of rows at a time (small temporaries)."""
+    step = int(arrays["step"])
+    table, counters = arrays["table"], arrays["counters"]
+    limit = 2**32 if counters.dtype == np.uint32 else MAX_STEP
+    if not 0 <= step < limit:
+        raise ModelFileError(f"is {step}, outside [0, 2**{limit.bit_length() - 1})", member="step")
+    nonnegative = {1 + spec.slots.index(slot): slot for slot in spec.nonnegative_slots}
+    for start in range(0, len(table), _CHECK_ROWS):
+        block = slice(start, start + _CHECK_ROWS)
+        _check_rows(spec.name, nonnegative, table[block], counters[block], start, step)
+    for name in ("metrics_totals", "metrics_ring", "metrics_curve", "metrics_block"):
+        if name in arrays and not np.isfinite(arrays[name]).all():
+            raise ModelFileError("holds non-finite values", member=name)
+    if "metrics_block" in arrays and arrays["metrics_block"][0] < 1:
+        raise ModelFileError("holds a block of fewer than one row", member="metrics_block")
+    indices = arrays["feature_name_indices"]
+    if indices.shape != arrays["feature_name_keys"].shape:
+        raise ModelFileError(
+            f"holds {indices.size} indices for {arrays['feature_name_keys'].size} names",
+            member="feature_name_keys",
+        )
+    if indices.size and (indices.min() < 0 or indices.max() >= len(table) - 1):
+        raise ModelFileError(
+            f"holds an index outside [0, {len(table) - 1})", member="feature_name_indices"
+        )
+    if np.unique(indices).size != indices.size:
+        raise ModelFileError("holds an index twice", member="feature_name_indices")
+
+
+def _check_rows(
+    optimizer: str,
+    nonnegative: Mapping[int, str],
+    table: np.ndarray,
+    counters: np.ndarray,
+    first: int,
+    step: int,
+) -> None:
+    finite = np.isfinite(table)
+    if not finite.all():
+        row, column = np.argwhere(~finite)[0]
+        raise ModelFileError(
+            f"holds non-finite values (first {table[row, column]} at coordinate "
+            f"{first + row}, column {column})",
+            member="table",
+        )
+    for column, slot in nonnegative.items():
+        negative = np.flatnonzero(table[:, column] < 0)
+        if negative.size:
+            raise ModelFileError(
+                f"holds a negative {optimizer} {slot} ({table[negative[0], column]:g} at "
+                f"coordinate {first + negative[0]}); the optimizer never makes one",
+                member="table",
+            )
+    last, times = counters[:, 0], counters[:, 1]
+    problem = None
+    if int(counters.min()) < 0:
+        problem = "holds a negative counter"
+    elif int(last.max()) > step:
+        problem = f"holds a last-touched step {int(last.max())} beyond the step {step}"
+    elif int(times.max()) > step:
+        problem = f"holds a coordinate touched {int(times.max())} times in {step} steps"
+    elif (times > last).any():
+        problem = "holds a coordinate touched more times than its last-touched step"
+    if problem:
+        raise ModelFileError(problem, member="counters")
+
+
 @dataclass(frozen=True)
 class _Member:
     info: zipfile.ZipInfo
@@ -337,9 +411,9 @@ class ModelFileReader:
         return member
 
     def _read(self, name: str, member: _Member) -> np.ndarray:
-        array = np.empty(member.shape, dtype=member.dtype)
-        data = memoryview(array.reshape(-1).view(np.uint8))
         try:
+            array = np.empty(member.shape, dtype=member.dtype)
+            data = memoryview(array.reshape(-1).view(np.uint8))
             with self._archive.open(member.info) as stream:
                 stream.seek(member.header_bytes)
                 done = 0

@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from streams import sparse_stream, to_csr
 
 from optim import REGISTRY, ModelFileError, OnlineLogisticRegression
@@ -612,3 +615,33 @@ def test_readable_bytes() -> None:
     assert readable_bytes(96) == "96 bytes"
     assert readable_bytes(48_000_000) == "45.8 MiB"
     assert readable_bytes(3 << 30) == "3.0 GiB"
+
+
+# ----------------------------------------------------------------- any damage: a model or a refusal
+BASE_FILES = {
+    "stored": base_model().to_bytes(),
+    "deflated": zip_bytes([deflated(e.name, e.data) for e in entries_of(base_arrays())]),
+}
+
+
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(sorted(BASE_FILES)),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), max_size=4),
+    cut=st.none() | st.floats(0, 1),
+)
+def test_damaged_files_load_or_are_refused_never_crash(
+    kind: str, flips: list[tuple[float, int]], cut: float | None
+) -> None:
+    data = bytearray(BASE_FILES[kind])
+    for where, mask in flips:
+        data[int(where * len(data))] ^= mask
+    if cut is not None:
+        del data[int(cut * len(data)) :]
+    try:
+        model = OnlineLogisticRegression.load(io.BytesIO(bytes(data)))
+    except ModelFileError as error:
+        assert error.field == "file" and str(error)
+        return
+    # A flip the format cannot see (a date, an unused field) leaves a valid model.
+    assert np.isfinite(model.table).all() and 0 <= model.step < 2**53
