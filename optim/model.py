@@ -637,14 +637,12 @@ class OnlineLogisticRegression:
         """Take over validated arrays (see :meth:`from_arrays`) after checking the invariants
         every state this library writes keeps."""
         check_state(self.spec, arrays)
+        # The compiled loop takes C-ordered state; copy=False: the arrays are the model's now.
+        self.table = np.array(arrays["table"], order="C", copy=True if copy else None)
+        self.counters = np.array(arrays["counters"], order="C", copy=True if copy else None)
+        self.step = int(arrays["step"])
+        self.metrics = ProgressiveMetrics.from_state(dict(arrays), self.metrics.window)
         indices, keys = arrays["feature_name_indices"], arrays["feature_name_keys"]
-        metrics = ProgressiveMetrics.from_state(dict(arrays), self.metrics.window)
-        table = np.array(arrays["table"], copy=copy)
-        counters = np.array(arrays["counters"], copy=copy)
-        step = int(arrays["step"])
-        self.table, self.counters = table, counters
-        self.step = step
-        self.metrics = metrics
         self.feature_names = dict(zip(indices.tolist(), keys.tolist(), strict=True))
         self._name_bytes = sum(map(sys.getsizeof, self.feature_names.values())) + (
             _NAME_ENTRY_BYTES * len(self.feature_names)

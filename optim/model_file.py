@@ -12,15 +12,16 @@ and why) at the first thing that is not what the format has:
    The configuration's JSON is bounded in size and nesting before it is parsed; it gives the
    dtype and shape every other member must have (:class:`Layout`).
 4. Every other member's ``.npy`` header (a few bytes inflated): its dtype and shape against the
-   configuration, and the member's declared size against its header. What reading the file will
-   allocate is then known (:attr:`ModelFileReader.claimed_bytes`), before any array is.
+   configuration, and the member's declared size against its header. What the model will hold
+   is then known (a server reserves it in its memory budget), before any array is allocated.
 5. The arrays, each into an array of its declared size, a MiB at a time: ``zipfile`` inflates no
    further than a member's declared size and checks its CRC there, so a member whose data
    inflates past what it declares is refused without being inflated further.
 
 The invariants of the state itself (finite values, the optimizer's non-negative slots, counters
-consistent with the step) are checked by :meth:`OnlineLogisticRegression.from_arrays
-<optim.model.OnlineLogisticRegression.from_arrays>`, which every load goes through.
+consistent with the step, a step below 2**53) are :func:`check_state`'s, which
+:meth:`OnlineLogisticRegression.from_arrays <optim.model.OnlineLogisticRegression.from_arrays>`
+applies, on every load and to arrays given in memory alike.
 """
 
 from __future__ import annotations
@@ -353,11 +354,6 @@ class ModelFileReader:
         tb: TracebackType | None,
     ) -> None:
         self._archive.close()
-
-    @property
-    def claimed_bytes(self) -> int:
-        """Bytes of the arrays the file declares: what :meth:`arrays` allocates."""
-        return sum(member.nbytes for member in self._headers.values())
 
     def member_bytes(self, name: str) -> int:
         """Bytes of one member's array as the file declares it (0 if absent)."""
