@@ -397,6 +397,9 @@ def test_refused_by_the_import_route_naming_the_member(
     # The base file itself imports: the refusals were the bad parts'.
     imported = served.post("/v1/models/m/import", content=file_of(base_arrays()))
     assert imported.status_code == 200, imported.text
+    registry: ModelRegistry = served.app.state.registry
+    assert registry.reserved_bytes == 0  # the import's claim ends when the model counts itself
+    assert registry.memory_bytes == registry.models["m"].model.memory_bytes
 
 
 # ----------------------------------------------------------------- the memory budget on import
