@@ -27,12 +27,14 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from streams import sparse_stream, to_csr
 
-from optim import REGISTRY, ModelFileError, OnlineLogisticRegression
+from optim import REGISTRY, Batch, ModelFileError, OnlineLogisticRegression
+from optim.model import save_file_arrays
 from optim.model_file import MAX_CONFIG_DEPTH, json_depth
 from service.app import create_app
 from service.errors import ApiError
 from service.registry import ModelRegistry, readable_bytes
 from service.settings import Settings
+from service.storage import ModelStorage
 
 DIM = 8
 WINDOW = 50
@@ -648,3 +650,42 @@ def test_damaged_files_load_or_are_refused_never_crash(
         return
     # A flip the format cannot see (a date, an unused field) leaves a valid model.
     assert np.isfinite(model.table).all() and 0 <= model.step < 2**53
+
+
+# ----------------------------------------------------------------- the server's own loader
+RECOVERY_DAMAGE: dict[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]] = {
+    "negative-adagrad-sum": lambda a: {**a, "table": a["table"] * [1, -1]},
+    "step-2**63-1": lambda a: {**a, "step": np.array(2**63 - 1)},
+    "times-touched-beyond-step": lambda a: {**a, "counters": a["counters"] + [0, 10**6]},
+    "extra-member": lambda a: {**a, "extra": np.zeros(3)},
+}
+
+
+@pytest.mark.parametrize("damage", list(RECOVERY_DAMAGE))
+def test_recovery_loads_snapshots_through_the_same_checks(tmp_path: Path, damage: str) -> None:
+    """A snapshot the loader refuses is skipped at start-up for the one before it and its log,
+    as a corrupt one is: the server's own files get no more trust than an upload."""
+    rows, labels, weights = sparse_stream(3, dim=16, n_rows=60)
+    X = to_csr(rows, 16)
+    batches = [
+        Batch.from_scipy(X[i : i + 10], labels[i : i + 10], weights[i : i + 10], dim=16)
+        for i in range(0, 60, 10)
+    ]
+    storage = ModelStorage(tmp_path / "m")
+    model = OnlineLogisticRegression("adagrad", dim=16)
+    storage.create(model)
+    for i, batch in enumerate(batches):
+        storage.append(batch, model.step)
+        model.learn_batch(batch)
+        if i == 3:
+            newest = storage.snapshot(model)
+    storage.close()
+    with np.load(newest) as data:
+        arrays = {name: data[name] for name in data.files}
+    save_file_arrays(newest, RECOVERY_DAMAGE[damage](arrays))
+    with pytest.raises(ModelFileError):
+        OnlineLogisticRegression.load(newest)
+    recovered = ModelStorage(tmp_path / "m").recover()
+    assert recovered.snapshot_step == 0 and recovered.replayed_rows == 60
+    assert recovered.model.to_bytes() == model.to_bytes()
+    assert any("unreadable" in line and "member" in line for line in recovered.dropped)
