@@ -387,7 +387,7 @@ class ModelFileReader:
         except AdaserveError:
             raise
         except _UNREADABLE as exc:
-            raise ModelFileError(f"has no readable .npy header: {exc}", member=name) from None
+            raise ModelFileError(f"is not readable: {exc}", member=name) from None
         shape, fortran_order, dtype = header
         if fortran_order or dtype.hasobject or dtype.fields is not None or dtype.subdtype:
             raise ModelFileError(
