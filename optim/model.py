@@ -252,6 +252,8 @@ class OnlineLogisticRegression:
     ) -> int:
         """:attr:`memory_bytes` of a new model of this configuration."""
         spec, params = _resolve_optimizer(optimizer)
+        if isinstance(recent_window, bool) or not isinstance(recent_window, int):
+            raise ConfigError(f"must be an integer, got {recent_window!r}", field="recent_window")
         return (
             OnlineLogisticRegression.state_bytes_for(optimizer, dim, dtype)
             + spec.pack(params).nbytes
