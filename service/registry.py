@@ -520,7 +520,8 @@ class ModelRegistry:
     @property
     def memory_bytes(self) -> int:
         """What the memory budget counts: every model's ``memory_bytes`` and the reservations."""
-        return sum(m.model.memory_bytes for m in self.models.values()) + self.reserved_bytes
+        held = sum(m.model.memory_bytes for m in list(self.models.values()))
+        return held + self.reserved_bytes
 
     def get(self, name: str) -> ManagedModel:
         managed = self.models.get(name)
