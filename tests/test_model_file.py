@@ -8,6 +8,7 @@ counts everything a model holds."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import struct
@@ -31,7 +32,7 @@ from optim import REGISTRY, Batch, ModelFileError, OnlineLogisticRegression
 from optim.model import save_file_arrays
 from optim.model_file import MAX_CONFIG_DEPTH, json_depth
 from service.app import create_app
-from service.errors import ApiError
+from service.engine.errors import OverMemoryBudget
 from service.registry import ModelRegistry, readable_bytes
 from service.settings import Settings
 from service.storage import ModelStorage
@@ -446,7 +447,7 @@ def test_an_import_over_the_budget_is_refused_before_allocating(tmp_path: Path) 
             tracemalloc.stop()
         assert response.status_code == 422, response.text
         body = response.json()
-        assert body["error"] == "over_memory_budget" and body["where"] == {"field": "file"}
+        assert body["error"] == "over_memory_budget" and body["where"] == {"model": "m", "field": "file"}
         assert "GiB" in body["detail"] and "MiB budget" in body["detail"], body["detail"]
         assert peak < REFUSAL_PEAK
         registry: ModelRegistry = client.app.state.registry
@@ -611,14 +612,13 @@ def test_a_reservation_holds_its_bytes_until_released(tmp_path: Path) -> None:
     with registry.reservation() as claim:
         claim(6 << 20)
         assert registry.memory_bytes == 6 << 20
-        with pytest.raises(ApiError) as error:
-            registry.create("m", {"dim": 1, "optimizer": "adam"})
-        assert error.value.code == "over_memory_budget"
-        with pytest.raises(ApiError):
+        with pytest.raises(OverMemoryBudget):
+            asyncio.run(registry.create("m", {"dim": 1, "optimizer": "adam"}))
+        with pytest.raises(OverMemoryBudget):
             claim(3 << 20)
         assert registry.reserved_bytes == 6 << 20
     assert registry.reserved_bytes == 0
-    registry.create("m", {"dim": 1, "optimizer": "adam"})
+    asyncio.run(registry.create("m", {"dim": 1, "optimizer": "adam"}))
     assert registry.memory_bytes == registry.models["m"].model.memory_bytes
     registry.close()
 
