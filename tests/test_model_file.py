@@ -447,7 +447,8 @@ def test_an_import_over_the_budget_is_refused_before_allocating(tmp_path: Path) 
             tracemalloc.stop()
         assert response.status_code == 422, response.text
         body = response.json()
-        assert body["error"] == "over_memory_budget" and body["where"] == {"model": "m", "field": "file"}
+        assert body["error"] == "over_memory_budget"
+        assert body["where"] == {"model": "m", "field": "file"}
         assert "GiB" in body["detail"] and "MiB budget" in body["detail"], body["detail"]
         assert peak < REFUSAL_PEAK
         registry: ModelRegistry = client.app.state.registry
