@@ -29,25 +29,21 @@ compile-time constant of each generated module, and ``indptr``/``indices`` arriv
 
 The loops' code is the template :mod:`optim._loop`. numba cannot cache closures, so for each
 optimizer a module is written once — a header binding the optimizer's functions, then the template
-— under ``ADASERVE_KERNEL_DIR`` (default ``~/.cache/adaserve/kernels``, or a temporary folder when
-that is not writable), named by a digest of the sources it depends on. numba then caches its
-compiled loops on disk, and a new process loads them instead of compiling (about 2.5 s per
-optimizer otherwise).
+— in the folder of this source version (:data:`optim._cache.COMPILED_DIRECTORY`, named by the key
+of every source file of the package). numba then caches its compiled loops there, and a new
+process loads them instead of compiling (about 2.5 s per optimizer otherwise).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba as nb
-
+from optim._cache import CACHE_KEY, COMPILED_DIRECTORY
 from optim.optimizers import OptimizerSpec
 
 _TEMPLATE = Path(__file__).with_name("_loop.py")
@@ -63,33 +59,6 @@ class Kernels:
 
 
 _LOADED: dict[str, Kernels] = {}
-
-
-def kernel_directory() -> Path:
-    """Where generated kernel modules (and numba's cache of them) live."""
-    configured = os.environ.get("ADASERVE_KERNEL_DIR")
-    candidates = [Path(configured)] if configured else []
-    candidates += [Path.home() / ".cache" / "adaserve" / "kernels",
-                   Path(tempfile.gettempdir()) / f"adaserve-kernels-{os.getuid()}"]  # fmt: skip
-    for directory in candidates:
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            if os.access(directory, os.W_OK):
-                return directory
-        except OSError:
-            continue
-    raise OSError(f"no writable directory for compiled kernels among {candidates}")
-
-
-def _source_digest(spec: OptimizerSpec) -> str:
-    digest = hashlib.sha256(f"{nb.__version__} {sys.version} {spec.name}".encode())
-    for path in sorted(Path(__file__).parent.joinpath("optimizers").glob("*.py")):
-        digest.update(path.read_bytes())
-    digest.update(_TEMPLATE.read_bytes())
-    # numba's cache of the generated module does not notice changes to what it calls
-    for module in ("_prefetch.py", "_json.py", "batch.py"):
-        digest.update(_TEMPLATE.with_name(module).read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _generated_source(spec: OptimizerSpec) -> str:
@@ -110,8 +79,8 @@ def _generated_source(spec: OptimizerSpec) -> str:
 def kernels_for(spec: OptimizerSpec) -> Kernels:
     """The compiled loops for ``spec``: generated once per source version, loaded once a process."""
     if spec.name not in _LOADED:
-        name = f"adaserve_kernels_{spec.name}_{_source_digest(spec)}"
-        path = kernel_directory() / f"{name}.py"
+        name = f"adaserve_kernels_{spec.name}_{CACHE_KEY}"
+        path = COMPILED_DIRECTORY / f"{name}.py"
         if not path.exists():
             temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             temporary.write_text(_generated_source(spec))
