@@ -189,7 +189,7 @@ def run_adaserve(path: Path, dim: int, work: Path) -> dict[str, Any]:
 
 def imports_only_rss_mb() -> float:
     """Peak RSS of a process that only imports what ``adaserve train`` imports."""
-    code = "import service.cli, service.train, optim, optim.parsers, tqdm"
+    code = "import service.cli, service.train, optim, optim.formats, tqdm"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO)
     _, status, usage = os.wait4(proc.pid, 0)

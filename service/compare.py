@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from optim import OnlineLogisticRegression
-from optim.parsers import iter_file_batches
+from optim.formats import iter_file_batches
 
 
 def compare(

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from optim import OnlineLogisticRegression
+from optim.formats import FORMATS, iter_file_batches
 from optim.metrics import log_losses
-from optim.parsers import FORMATS, iter_file_batches
 from service import train as train_module
 from service.cli import main
 

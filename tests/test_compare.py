@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from optim import OnlineLogisticRegression
-from optim.parsers import iter_file_batches
+from optim.formats import iter_file_batches
 from service.cli import main
 from service.compare import compare
 

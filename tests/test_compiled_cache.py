@@ -27,9 +27,9 @@ import optim
 
 # The changed helper: the general reader of decimals (numbers of more than 15 digits take it in
 # every format), made to return twice the number it read.
-PATCHED_FILE = "parsers.py"
-PATCH_FROM = "    return _compose(neg, mant, exp10, dropped)\n"
-PATCH_TO = "    v, status = _compose(neg, mant, exp10, dropped)\n    return v * 2.0, status\n"
+PATCHED_FILE = "formats/_scan.py"
+PATCH_FROM = "    return compose(neg, mant, exp10, dropped)\n"
+PATCH_TO = "    v, status = compose(neg, mant, exp10, dropped)\n    return v * 2.0, status\n"
 
 # A number the general reader reads exactly (17 significant characters; no fixup re-reads it).
 LONG = "0.5000000000000000"
@@ -39,8 +39,8 @@ import json, sys
 import numpy as np
 import optim
 from optim import Batch, OnlineLogisticRegression
-from optim._json import read_csr
-from optim.parsers import ParseError, parse_bytes
+from optim.formats import ParseError, parse_bytes
+from optim.formats.json_csr import read_csr, scores_of_json
 from optim._cache import CACHE_KEY
 
 def values(data, fmt):
@@ -60,7 +60,7 @@ out["json_csr"] = csr[2].tolist()
 model = OnlineLogisticRegression({{"name": "sgd", "lr": 1.0}}, dim=16, fit_intercept=False)
 model.learn(Batch.from_arrays([0, 1], [3], [1.0], [1], dim=16))  # w3 = 0.5, no parsing
 features = b'{{"indptr": [0, 1], "indices": [3], "values": [{LONG}]}}'
-scores = model.scores_of_json(features, max_rows=10, max_nnz=10)
+scores = scores_of_json(model, features, max_rows=10, max_nnz=10)
 out["predict"] = scores[0].tolist()
 learned = model.learn(Batch.from_arrays(*csr[:3], csr[3], dim=16))
 out["learn"] = [learned.margins.tolist(), model.table[3, 0]]
