@@ -2,7 +2,8 @@
 
 ``adaserve serve`` runs the REST service; ``adaserve train`` learns a model file from text files
 in one pass (progressive validation, as ``vw -d``) and ``adaserve predict`` scores a file with
-it (both in :mod:`service.train`, with their options).
+it (both in :mod:`adaserve_cli.train`, with their options); ``adaserve compare`` is in
+:mod:`adaserve_cli.compare`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service import compare, train
+from adaserve_cli import compare, train
 from service.auth import parse_tokens
 from service.settings import Settings
 

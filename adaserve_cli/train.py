@@ -624,19 +624,6 @@ def _print_summary(outcome: TrainOutcome, output: str | None) -> None:
 
 
 # --------------------------------------------------------------------------------- predict
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties counted half); NaN with one class."""
-    from scipy.stats import rankdata
-
-    positives = labels > 0.5
-    n_pos = int(positives.sum())
-    n_neg = labels.shape[0] - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    ranks = rankdata(scores)
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 @dataclass
 class PredictOutcome:
     rows: int = 0
@@ -660,7 +647,7 @@ def predict(
     Raises :class:`CommandError` on a malformed line (the probabilities of the rows before it
     have been written).
     """
-    from optim.metrics import log_losses, probabilities
+    from optim.metrics import auc, log_losses, probabilities
 
     total = check_inputs([source])
     start = time.perf_counter()
@@ -710,7 +697,8 @@ def predict(
         losses = _weighted(log_losses(m, y), w)
         total_weight = float(y.shape[0] if w is None else w.sum())
         outcome.log_loss = float(losses.sum() / total_weight) if total_weight > 0 else math.nan
-        outcome.auc = auc(m, y)
+        area = auc(m, y)
+        outcome.auc = math.nan if area is None else area  # None: a single class
     elif not margins:
         outcome.labeled = False
     outcome.seconds = time.perf_counter() - start
@@ -790,7 +778,6 @@ __all__ = [
     "CommandError",
     "ProgressTable",
     "TrainOutcome",
-    "auc",
     "build_model",
     "parse_param",
     "predict",
