@@ -142,3 +142,53 @@ def test_the_real_package_is_unchanged_after_the_copy_ran(
     probes: dict[str, dict[str, object]],
 ) -> None:
     assert probes["real_again"] == probes["real"]
+
+
+KEY_PROBE = (
+    "import numba, optim._cache as c; "
+    "print(c.CACHE_KEY, c.COMPILED_DIRECTORY, numba.config.CACHE_DIR, sep='\\n')"
+)
+
+
+def cache_settings(package_parent: Path, **env: str) -> list[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR",)}
+    done = subprocess.run(
+        [sys.executable, "-c", KEY_PROBE],
+        cwd=package_parent,
+        env={**clean, "PYTHONPATH": str(package_parent), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.split("\n")[:3]
+
+
+def test_the_key_covers_every_source_file(tmp_path: Path) -> None:
+    """Not a hand-kept list: an edit anywhere in the package, or a new module, changes the key."""
+    real_parent = Path(optim.__file__).parent.parent
+    copy = tmp_path / "copy"
+    shutil.copytree(
+        real_parent / "optim", copy / "optim", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    env = {"ADASERVE_KERNEL_DIR": str(tmp_path / "kernels")}
+    keys = [cache_settings(copy, **env)[0]]
+    optimizer = copy / "optim" / "optimizers" / "sgd.py"
+    optimizer.write_text(optimizer.read_text() + "\n# an edit\n")
+    keys.append(cache_settings(copy, **env)[0])
+    (copy / "optim" / "formats" / "extra.py").write_text('"""A new module."""\n')
+    keys.append(cache_settings(copy, **env)[0])
+    assert len(set(keys)) == 3
+
+
+def test_the_cache_folders_follow_the_key(tmp_path: Path) -> None:
+    real_parent = Path(optim.__file__).parent.parent
+    kernels = tmp_path / "kernels"
+    key, compiled, numba_dir = cache_settings(real_parent, ADASERVE_KERNEL_DIR=str(kernels))
+    assert Path(compiled) == kernels / key and numba_dir == compiled
+    # a folder the user gave numba stays the parent of numba's cache
+    user = tmp_path / "numba"
+    _, compiled, numba_dir = cache_settings(
+        real_parent, ADASERVE_KERNEL_DIR=str(kernels), NUMBA_CACHE_DIR=str(user)
+    )
+    assert Path(compiled) == kernels / key and Path(numba_dir) == user / f"adaserve-{key}"
