@@ -9,6 +9,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY optim ./optim
 COPY service ./service
+COPY adaserve_cli ./adaserve_cli
 RUN pip install . && useradd --create-home --uid 10001 adaserve \
     && mkdir -p /data && chown adaserve /data
 

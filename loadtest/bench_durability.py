@@ -16,7 +16,7 @@ temp dir, and are removed at the end unless ``--keep-data``):
    nor extra and the report says how often it was logged. As a stronger check the exported
    model is compared bit for bit with an in-process replay of the acknowledged batches.
 2. Recovery of a long log: ``make_clicks.py --format libsvm --bits 20`` rows, parsed by
-   ``optim.parsers.iter_file_batches`` and cut into 1,000-row ``Batch`` objects (0-based), are
+   ``optim.formats.iter_file_batches`` and cut into 1,000-row ``Batch`` objects (0-based), are
    appended in-process with ``ModelStorage.append`` after a snapshot at step 0 (AdaGrad,
    hash_bits 20). Then (a) ``ModelStorage(dir).recover()`` in this process and (b) the real
    server's start until ``/readyz`` 200 and ``GET /v1/models/m`` shows every row. The server is
@@ -90,7 +90,7 @@ from bench_learners import (  # noqa: E402
 )
 
 from optim import Batch, OnlineLogisticRegression  # noqa: E402
-from optim.parsers import concat_batches, iter_file_batches  # noqa: E402
+from optim.formats import concat_batches, iter_file_batches  # noqa: E402
 from service.storage import ModelStorage, encode_batch, read_records  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -907,7 +907,7 @@ def render(info: dict[str, Any]) -> str:
         "## 2. Recovery time of a long log",
         "",
         f"- rows: `{rec['data']['command']}` ({rec['data']['gen_seconds']:.0f}s), parsed by "
-        f"`optim.parsers.iter_file_batches` in {rec['data']['parse_seconds']:.1f}s (untimed), cut "
+        f"`optim.formats.iter_file_batches` in {rec['data']['parse_seconds']:.1f}s (untimed), cut "
         f"into {build['batches']:,} Batches of {info['batch_rows']:,} rows, 0-based, "
         f"{build['nnz']:,} non-zeros ({build['nnz'] / max(build['rows'], 1):.1f}/row)",
         f"- data dir: AdaGrad (lr 0.1), hash_bits {info['bits']}; snapshot at step 0 "

@@ -771,7 +771,7 @@ class Bodies:
 
 def prepare(path: Path, bits: int, batch_rows: int, single_rows: int) -> Bodies:
     """Parse the 1-based libsvm once; build every body the scenarios send, 0-based."""
-    from optim.parsers import parse_bytes
+    from optim.formats import parse_bytes
 
     t0 = time.perf_counter()
     dim = 2**bits
@@ -827,7 +827,7 @@ def prepare(path: Path, bits: int, batch_rows: int, single_rows: int) -> Bodies:
 def in_process_references(data: Bodies, chunk_bytes: int, single: int) -> dict[str, Any]:
     """The work behind each HTTP scenario, in this process without HTTP (ceilings, not targets)."""
     from optim import Batch, OnlineLogisticRegression
-    from optim.parsers import StreamParser
+    from optim.formats import StreamParser
     from service.batches import batch_from_body
     from service.settings import Settings
 

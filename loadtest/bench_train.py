@@ -189,7 +189,7 @@ def run_adaserve(path: Path, dim: int, work: Path) -> dict[str, Any]:
 
 def imports_only_rss_mb() -> float:
     """Peak RSS of a process that only imports what ``adaserve train`` imports."""
-    code = "import service.cli, service.train, optim, optim.parsers, tqdm"
+    code = "import service.cli, adaserve_cli.train, optim, optim.formats, tqdm"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -383,7 +383,7 @@ def render(info: dict[str, Any]) -> str:
         "",
         "| run | file MiB | peak RSS MB |",
         "|---|---:|---:|",
-        f"| imports only (`python -c 'import service.train, optim, ...'`) | — "
+        f"| imports only (`python -c 'import adaserve_cli.train, optim, ...'`) | — "
         f"| {mem['imports_peak_rss_mb']:.0f} |",
         f"| `adaserve train` warm-up (1,000 rows) | {mem['tiny_bytes'] / 2**20:.1f} "
         f"| {mem['tiny_peak_rss_mb']:.0f} |",

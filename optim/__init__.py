@@ -1,6 +1,8 @@
 """adaserve's learning library: online logistic regression over sparse rows with lazy
 per-coordinate optimizers, compiled with numba. No web code; usable alone from a notebook."""
 
+# first: numba must cache every compiled function of the package under its source key
+import optim._cache  # noqa: F401
 from optim.batch import Batch
 from optim.errors import AdaserveError, BatchError, ConfigError, ModelFileError
 from optim.hashing import FeatureHasher, murmurhash3_32

@@ -24,11 +24,10 @@ from typing import IO, Any
 import numpy as np
 import scipy.sparse as sp
 
-from optim._json import ENABLED as JSON_READER_ENABLED
 from optim.batch import Batch, largest_magnitude, row_containing
 from optim.errors import BatchError, ConfigError, ModelFileError
 from optim.hashing import FeatureHasher
-from optim.kernels import kernels_for
+from optim.kernels import Kernels, kernels_for
 from optim.metrics import ProgressiveMetrics, probabilities, score
 from optim.model_file import FORMAT, ModelFileReader, check_arrays, check_state
 from optim.model_file import STATE_DTYPES as _DTYPES
@@ -399,26 +398,13 @@ class OnlineLogisticRegression:
         )  # fmt: skip
         return out
 
-    def scores_of_json(
-        self, data: bytes, *, max_rows: int, max_nnz: int
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(margins, probabilities)`` of a JSON body ``{"indptr": [...], "indices": [...],
-        "values": [...]}`` read, checked and scored in one compiled call (for a few rows the
-        general path's steps cost more than the scoring); the same numbers as
-        ``decision_function`` of that batch and :func:`~optim.metrics.probabilities` of them.
-
-        ``None`` when the body is anything else: other keys or formats, rows that are unsorted
-        or repeat an index, more than ``max_rows`` rows or ``max_nnz`` non-zeros, numbers the
-        reader does not parse exactly, an invalid batch, or a margin that is not finite. Build a
-        :class:`Batch` then; it reports or canonicalizes what this left. Never changes the model.
-        """
-        if not JSON_READER_ENABLED:
-            return None
-        handled, scores = self._kernels.scores_of_json(
-            self.table, self.counters, self._hp, self.step, self._exact, self.fit_intercept,
-            np.frombuffer(data, dtype=np.uint8), max_rows, max_nnz,
-        )  # fmt: skip
-        return (scores[0], scores[1]) if handled else None
+    def compiled_scoring(self) -> tuple[Kernels, tuple[Any, ...]]:
+        """This model's compiled kernels and the arguments their scoring loops (``margins``,
+        ``scores_of_json``) take first: state arrays, hyper-parameters, step, lazy mode and
+        intercept. For compiled paths composed outside the learner (predict's fused JSON reader,
+        :func:`optim.formats.json_csr.scores_of_json`); a scoring loop never writes them."""
+        state = (self.table, self.counters, self._hp, self.step, self._exact, self.fit_intercept)
+        return self._kernels, state
 
     def predict_proba(self, X: Features) -> np.ndarray:
         """``[[P(y=0), P(y=1)], ...]``, as scikit-learn classifiers return."""

@@ -38,8 +38,6 @@ from service.settings import Settings
 
 log = logging.getLogger("adaserve")
 # The routers in the order the API documents them (/docs, /openapi.json).
-# One valid Criteo line: label, 13 integer and 26 categorical columns.
-CRITEO_LINE = b"\t".join([b"1", *[b"1"] * 13, *[b"a"] * 26]) + b"\n"
 ROUTERS = (health, models, learning, streams, inspection, persistence, experiments, ui)
 
 
@@ -47,12 +45,9 @@ def warm_kernels() -> None:
     """Compile (or load from numba's cache) every optimizer's learn/predict/inspect kernels, the
     compiled JSON readers and the text parsers, so no request pays for it."""
     indptr, indices, values = np.array([0, 1]), np.array([0]), np.array([1.0])
-    from optim import Batch, _json
-    from optim.parsers import parse_bytes
+    from optim import Batch, formats
 
-    _json.warm()
-    for fmt, line in (("libsvm", b"1 0:1\n"), ("vw", b"1 | a\n"), ("criteo", CRITEO_LINE)):
-        parse_bytes(line, fmt, dim=2)
+    formats.warm()
     batch = Batch.from_arrays(indptr, indices, values, [1], dim=2)
     for name in REGISTRY:
         model = OnlineLogisticRegression(name, dim=2)

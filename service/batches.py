@@ -1,7 +1,7 @@
 """Request bodies into validated ``optim`` batches: JSON (CSR or named rows) and limits.
 
-A CSR body is read by a compiled reader (:mod:`optim._json`) when it can be; anything else,
-and every error, goes through ``orjson`` and :func:`batch_from_json`.
+A CSR body is read by a compiled reader (:mod:`optim.formats.json_csr`) when it can be; anything
+else, and every error, goes through ``orjson`` and :func:`batch_from_json`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import orjson
 from fastapi import Request
 
 from optim import Batch, BatchError, OnlineLogisticRegression
-from optim._json import read_csr
+from optim.formats.json_csr import read_csr
 from service.errors import ApiError
 from service.settings import Settings
 
@@ -113,8 +113,8 @@ def batch_from_body(
 ) -> Batch:
     """A validated batch from a raw JSON body: what ``orjson.loads`` (422 ``invalid_json``) then
     :func:`batch_from_json` give, with a CSR body read by the compiled reader of
-    :mod:`optim._json` when it can. A body it does not handle, or whose arrays do not validate,
-    takes the ``orjson`` path, which gives every error."""
+    :mod:`optim.formats.json_csr` when it can. A body it does not handle, or whose arrays do not
+    validate, takes the ``orjson`` path, which gives every error."""
     arrays = read_csr(data) if len(data) >= SMALL_BODY_BYTES else None
     if arrays is not None:
         try:

@@ -2,8 +2,9 @@
 
 ``adaserve serve`` runs the REST service; ``adaserve train`` learns a model file from text files
 in one pass (progressive validation, as ``vw -d``) and ``adaserve predict`` scores a file with
-it (both in :mod:`service.train`, with their options). ``adaserve repair DATA_DIR MODEL`` makes a
-model whose log is damaged start again, keeping the rows before the damage.
+it (both in :mod:`adaserve_cli.train`, with their options); ``adaserve compare`` is in
+:mod:`adaserve_cli.compare`. ``adaserve repair DATA_DIR MODEL`` makes a model whose log is
+damaged start again, keeping the rows before the damage.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service import compare, train
+from adaserve_cli import compare, train
 from service.auth import parse_tokens
 from service.settings import Settings
 from service.storage import ModelUnrecoverable, repair_model

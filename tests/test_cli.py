@@ -1,4 +1,5 @@
-"""``adaserve train`` and ``adaserve predict`` (service/train.py), run in-process through ``main``.
+"""``adaserve train`` and ``adaserve predict`` (adaserve_cli/train.py), run in-process through
+``main``.
 
 The saved model must be exactly what an in-process ``OnlineLogisticRegression`` learns over
 ``iter_file_batches`` of the same file; the service must import it. The click streams come from
@@ -21,10 +22,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from adaserve_cli import train as train_module
 from optim import OnlineLogisticRegression
+from optim.formats import FORMATS, iter_file_batches
+from optim.metrics import auc as metrics_auc
 from optim.metrics import log_losses
-from optim.parsers import FORMATS, iter_file_batches
-from service import train as train_module
 from service.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -330,7 +332,7 @@ def test_predict_matches_predict_proba(tmp_path: Path, capsys) -> None:
     assert float(re.search(r"log-loss (\S+)", err).group(1)) == pytest.approx(loss, abs=1e-6)
     auc = pairwise_auc(expected, batch.labels)
     assert float(re.search(r"AUC (\S+)", err).group(1)) == pytest.approx(auc, abs=1e-6)
-    assert train_module.auc(margins, batch.labels) == pytest.approx(auc, abs=1e-12)
+    assert metrics_auc(margins, batch.labels) == pytest.approx(auc, abs=1e-12)
     assert model.step == 300  # predicting never changes the file
     assert OnlineLogisticRegression.load(model_path).table.tobytes() == model.table.tobytes()
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from adaserve_cli.compare import compare
 from optim import OnlineLogisticRegression
-from optim.parsers import iter_file_batches
+from optim.formats import iter_file_batches
 from service.cli import main
-from service.compare import compare
 
 
 def write_libsvm(path, rows: int = 1_500, dim: int = 20, seed: int = 0) -> None:

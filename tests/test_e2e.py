@@ -14,7 +14,7 @@ from servers import free_port, start_server, stop_server
 from test_real_data import auc
 
 from optim import OnlineLogisticRegression
-from optim.parsers import iter_file_batches
+from optim.formats import iter_file_batches
 from service.client import AdaserveClient
 
 

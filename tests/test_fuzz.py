@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from optim import OnlineLogisticRegression
-from optim.parsers import parse_bytes
+from optim.formats import parse_bytes
 from service.app import create_app
 from service.settings import Settings
 

@@ -1,4 +1,5 @@
-"""The compiled JSON readers (optim._json) change nothing but speed.
+"""The compiled JSON readers (optim.formats.json_csr, optim.formats.ndjson) change nothing but
+speed.
 
 A CSR body read by ``service.batches.batch_from_body`` must give exactly what ``orjson.loads`` +
 ``batch_from_json`` give (the same arrays bit for bit, or the same error), and an NDJSON stream
@@ -22,9 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optim import Batch, BatchError, OnlineLogisticRegression
-from optim._json import read_csr
+from optim.formats import ParseError, StreamParser
+from optim.formats._scan import canon_all
+from optim.formats.json_csr import read_csr
+from optim.formats.ndjson import NdjsonReader, RowError, read_row
 from optim.hashing import feature_key
-from optim.parsers import ParseError, StreamParser, _canon_all, _RowError
 from service.batches import batch_from_body, batch_from_json
 from service.errors import ApiError
 from service.settings import Settings
@@ -335,7 +338,7 @@ def test_csr_numbers_bit_for_bit() -> None:
 class OldStreamParser(StreamParser):
     """The parser with the ndjson reader it had before the compiled one (copied verbatim)."""
 
-    def _ndjson_step(
+    def _step(
         self, arr: np.ndarray, pos: int, stop: int, max_rows: int
     ) -> tuple[Batch | None, int, int, tuple[str | None, str] | None]:
         data = self._buf
@@ -369,8 +372,10 @@ class OldStreamParser(StreamParser):
                 continue
             mark = (len(direct), len(keys))
             try:
-                label, weight, row_weighted = self._ndjson_row(line, direct, values, key_pos, keys)
-            except _RowError as exc:
+                label, weight, row_weighted = read_row(
+                    line, self.dim, self.require_labels, direct, values, key_pos, keys
+                )
+            except RowError as exc:
                 del direct[mark[0] :], values[mark[0] :], key_pos[mark[1] :], keys[mark[1] :]
                 failure = (exc.field, exc.reason)
                 break
@@ -388,7 +393,7 @@ class OldStreamParser(StreamParser):
                 names = dict(zip(keys, hashed.tolist(), strict=True))
             ptr = np.asarray(indptr, dtype=np.int64)
             vals = np.asarray(values, dtype=np.float64)
-            nnz = _canon_all(ptr, idx, vals)
+            nnz = canon_all(ptr, idx, vals)
             all_labeled = all(y is not None for y in labels)
             batch = Batch(
                 ptr,
@@ -575,7 +580,7 @@ def test_ndjson_fast_path_takes_index_lines(monkeypatch: pytest.MonkeyPatch) -> 
     def refuse(*args: Any) -> None:
         raise AssertionError("a line went to the Python reader")
 
-    monkeypatch.setattr(StreamParser, "_ndjson_slow", refuse)
+    monkeypatch.setattr(NdjsonReader, "_read_slow", refuse)
     for max_rows in (7, 10_000):
         parser = StreamParser("ndjson", dim=1 << 20, max_rows_per_batch=max_rows)
         got = parser.feed(text) + parser.finish()
@@ -603,9 +608,11 @@ def test_ndjson_long_streams_of_named_features_and_errors() -> None:
 
 def test_disabled_fast_paths_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the fast paths are off (a big-endian machine), everything takes the slow paths."""
-    import optim._json
+    import optim.formats.json_csr
+    import optim.formats.ndjson
 
-    monkeypatch.setattr(optim._json, "ENABLED", False)
+    monkeypatch.setattr(optim.formats.json_csr, "ENABLED", False)
+    monkeypatch.setattr(optim.formats.ndjson, "ENABLED", False)
     assert read_csr(b'{"indptr":[0],"indices":[],"values":[]}') is None
     check_body(b'{"indptr":[0,1],"indices":[3],"values":[0.5],"labels":[1]}')
     for text in STREAMS:

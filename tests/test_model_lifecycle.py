@@ -391,7 +391,7 @@ def test_a_delete_waits_for_the_groups_whose_log_write_is_running(tmp_path: Path
 
 def parsed_rows() -> list[Any]:
     """Two labelled rows as one batch."""
-    from optim.parsers import StreamParser
+    from optim.formats import StreamParser
 
     parser = StreamParser("libsvm", dim=DIM)
     return parser.feed(b"1 1:0.5 3:1\n0 2:1\n") + parser.finish()

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optim import Batch, FeatureHasher
-from optim.parsers import (
+from optim.formats import (
     FORMATS,
     ParseError,
     StreamParser,

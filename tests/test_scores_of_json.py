@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from optim import Batch, OnlineLogisticRegression
+from optim.formats.json_csr import scores_of_json
 from optim.metrics import probabilities
 from optim.optimizers import REGISTRY
 
@@ -40,7 +41,9 @@ def test_equals_decision_function_of_the_batch(name: str, lazy: str) -> None:
         indptr = np.cumsum([0] + [len(r) for r in rows]).tolist()
         indices = np.concatenate(rows).astype(int).tolist()
         values = np.round(rng.normal(size=len(indices)), 6).tolist()
-        scores = model.scores_of_json(body(indptr=indptr, indices=indices, values=values), **LIMITS)
+        scores = scores_of_json(
+            model, body(indptr=indptr, indices=indices, values=values), **LIMITS
+        )
         expected = model.decision_function(Batch.from_arrays(indptr, indices, values, dim=DIM))
         assert scores is not None
         np.testing.assert_array_equal(scores[0], expected)
@@ -68,7 +71,7 @@ def test_equals_decision_function_of_the_batch(name: str, lazy: str) -> None:
 )
 def test_anything_else_is_left_to_the_general_path(fields: dict) -> None:
     model = trained("adagrad", "exact")
-    assert model.scores_of_json(body(**fields), **LIMITS) is None
+    assert scores_of_json(model, body(**fields), **LIMITS) is None
 
 
 def test_a_margin_that_is_not_finite_is_left_to_the_general_path() -> None:
@@ -76,33 +79,33 @@ def test_a_margin_that_is_not_finite_is_left_to_the_general_path() -> None:
     model.partial_fit(sp.csr_matrix(([1.0], ([0], [1])), shape=(1, 8)), [1])  # weight 5
     finite = body(indptr=[0, 1], indices=[1], values=[1000.0])
     overflowing = body(indptr=[0, 1, 2], indices=[1, 1], values=[1.0, 1e308])
-    assert model.scores_of_json(finite, **LIMITS) is not None
-    assert model.scores_of_json(overflowing, **LIMITS) is None
+    assert scores_of_json(model, finite, **LIMITS) is not None
+    assert scores_of_json(model, overflowing, **LIMITS) is None
     assert np.isinf(model.decision_function(sp.csr_matrix(([1e308], ([0], [1])), shape=(1, 8))))
 
 
 def test_limits_are_left_to_the_general_path() -> None:
     model = trained("adagrad", "exact")
     data = body(indptr=[0, 2, 3], indices=[1, 2, 3], values=[1.0, 1.0, 1.0])
-    assert model.scores_of_json(data, max_rows=2, max_nnz=3) is not None
-    assert model.scores_of_json(data, max_rows=1, max_nnz=3) is None
-    assert model.scores_of_json(data, max_rows=2, max_nnz=2) is None
+    assert scores_of_json(model, data, max_rows=2, max_nnz=3) is not None
+    assert scores_of_json(model, data, max_rows=1, max_nnz=3) is None
+    assert scores_of_json(model, data, max_rows=2, max_nnz=2) is None
 
 
 def test_not_json_is_left_to_the_general_path() -> None:
     model = trained("adagrad", "exact")
-    assert model.scores_of_json(b"", **LIMITS) is None
-    assert model.scores_of_json(b'{"indptr": [0, 1], "indices": [3', **LIMITS) is None
+    assert scores_of_json(model, b"", **LIMITS) is None
+    assert scores_of_json(model, b'{"indptr": [0, 1], "indices": [3', **LIMITS) is None
 
 
 def test_an_empty_batch_has_no_scores() -> None:
     model = trained("adagrad", "exact")
-    scores = model.scores_of_json(body(indptr=[0], indices=[], values=[]), **LIMITS)
+    scores = scores_of_json(model, body(indptr=[0], indices=[], values=[]), **LIMITS)
     assert scores is not None and scores[0].shape == scores[1].shape == (0,)
 
 
 def test_reading_never_changes_the_model() -> None:
     model = trained("adam", "exact")
     before = (model.table.tobytes(), model.counters.tobytes(), model.step)
-    model.scores_of_json(body(indptr=[0, 1], indices=[7], values=[2.0]), **LIMITS)
+    scores_of_json(model, body(indptr=[0, 1], indices=[7], values=[2.0]), **LIMITS)
     assert (model.table.tobytes(), model.counters.tobytes(), model.step) == before

@@ -27,7 +27,7 @@ import orjson
 import pytest
 
 from optim import OnlineLogisticRegression
-from optim.parsers import StreamParser
+from optim.formats import StreamParser
 from service import storage as storage_module
 from service.app import create_app
 from service.engine.errors import StorageUnavailable

@@ -12,6 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from optim import Batch, LearnResult
+from optim.formats.json_csr import scores_of_json
 from optim.metrics import probabilities
 from service import dependencies as deps
 from service.batches import SMALL_BODY_BYTES, batch_from_body, read_body
@@ -147,8 +148,8 @@ async def predict(request: Request) -> Response:
         # A plain CSR body of a few rows is read, checked, scored and squashed in one compiled
         # call, on the event loop (microseconds); any other body takes the general path below.
         scores = await managed.read(
-            lambda model: model.scores_of_json(
-                data, max_rows=settings.max_rows_per_batch, max_nnz=settings.max_nnz_per_row
+            lambda model: scores_of_json(
+                model, data, max_rows=settings.max_rows_per_batch, max_nnz=settings.max_nnz_per_row
             ),
             inline=True,
         )

@@ -1,6 +1,6 @@
 """``POST /v1/models/{name}/stream``: learn a streamed text body while it arrives.
 
-The body is parsed by :class:`optim.parsers.StreamParser` and learned in batches of at most
+The body is parsed by :class:`optim.formats.StreamParser` and learned in batches of at most
 ``stream_batch_rows`` rows; each batch takes the model's writer lock like an update, so
 concurrent updates may land between two batches of a stream. The response is NDJSON: a progress
 line every ``stream_progress_rows`` rows, the pre-update probabilities of every batch when
@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from optim import AdaserveError, Batch
-from optim.parsers import ParseError, StreamParser
+from optim.formats import ParseError, StreamParser
 from service import dependencies as deps
 from service.auth import WRITE
 from service.engine.errors import EngineError

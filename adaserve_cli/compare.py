@@ -20,9 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from optim import OnlineLogisticRegression
-from optim.parsers import iter_file_batches
-
 
 def compare(
     files: Sequence[str | Path],
@@ -34,6 +31,10 @@ def compare(
     hash_seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Learn ``files`` with one model per optimizer; each member's standing, curve and rates."""
+    # optim (numba) is imported when the command runs, not for `adaserve --help`
+    from optim import OnlineLogisticRegression
+    from optim.formats import iter_file_batches
+
     models = [
         OnlineLogisticRegression(o, dim=dim, lazy=lazy, hash_seed=hash_seed) for o in optimizers
     ]

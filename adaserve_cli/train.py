@@ -6,7 +6,7 @@ stderr shows the log-loss of those scores. It writes the model file that ``model
 and the service imports (``POST /v1/models/{name}/import``). ``predict`` scores a file with a
 saved model. No server is involved.
 
-Inputs are read in chunks by :func:`optim.parsers.iter_file_batches` (``.gz`` is decompressed,
+Inputs are read in chunks by :func:`optim.formats.iter_file_batches` (``.gz`` is decompressed,
 ``-`` is stdin), so memory is the model's state plus one chunk and one batch, whatever the
 file's size. A malformed line stops the run with its file, line number and reason; every row
 before it has been learned (the parsers' atomicity), and the model file is written only when
@@ -54,7 +54,7 @@ class CommandError(Exception):
 
 
 # --------------------------------------------------------------------------------- options
-# optim.parsers.FORMATS, spelled out so that `adaserve --help` does not import numba
+# optim.formats.FORMATS, spelled out so that `adaserve --help` does not import numba
 FORMATS = ("libsvm", "vw", "criteo", "ndjson")
 TRAIN_EPILOG = """\
 examples:
@@ -399,7 +399,7 @@ def _located_batches(
 ) -> Generator[Batch, None, None]:
     """The batches of every source, ``passes`` times over; errors wrapped in :class:`_AtSource`."""
     from optim import AdaserveError
-    from optim.parsers import iter_file_batches
+    from optim.formats import iter_file_batches
 
     for pass_number in range(1, passes + 1):
         for source in sources:
@@ -477,7 +477,7 @@ def train(
 ) -> TrainOutcome:
     """Learn every row of ``sources`` (``passes`` times over) into ``model``, progressively.
 
-    The batches are those of :func:`optim.parsers.iter_file_batches` over each source, read and
+    The batches are those of :func:`optim.formats.iter_file_batches` over each source, read and
     parsed by a thread ahead of learning (:func:`read_ahead`). Stops at the first malformed line
     with ``outcome.error`` set (every row before it learned).
     """
@@ -624,19 +624,6 @@ def _print_summary(outcome: TrainOutcome, output: str | None) -> None:
 
 
 # --------------------------------------------------------------------------------- predict
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties counted half); NaN with one class."""
-    from scipy.stats import rankdata
-
-    positives = labels > 0.5
-    n_pos = int(positives.sum())
-    n_neg = labels.shape[0] - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    ranks = rankdata(scores)
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 @dataclass
 class PredictOutcome:
     rows: int = 0
@@ -660,7 +647,7 @@ def predict(
     Raises :class:`CommandError` on a malformed line (the probabilities of the rows before it
     have been written).
     """
-    from optim.metrics import log_losses, probabilities
+    from optim.metrics import auc, log_losses, probabilities
 
     total = check_inputs([source])
     start = time.perf_counter()
@@ -710,7 +697,8 @@ def predict(
         losses = _weighted(log_losses(m, y), w)
         total_weight = float(y.shape[0] if w is None else w.sum())
         outcome.log_loss = float(losses.sum() / total_weight) if total_weight > 0 else math.nan
-        outcome.auc = auc(m, y)
+        area = auc(m, y)
+        outcome.auc = math.nan if area is None else area  # None: a single class
     elif not margins:
         outcome.labeled = False
     outcome.seconds = time.perf_counter() - start
@@ -790,7 +778,6 @@ __all__ = [
     "CommandError",
     "ProgressTable",
     "TrainOutcome",
-    "auc",
     "build_model",
     "parse_param",
     "predict",

@@ -1,0 +1,144 @@
+"""Parse speed of each input format: CPU time of the compiled parsers over generated click logs.
+
+    PYTHONPATH=. python loadtest/bench_parse.py                  # 100,000 rows, 5 runs a format
+    PYTHONPATH=. python loadtest/bench_parse.py --rows 20000 --runs 3
+
+``make_clicks.py`` (``../shared/tools``) writes the same click rows as Criteo TSV, as libsvm
+(``--bits 20``) and as VW text with named features; the NDJSON file is the libsvm rows as
+``{"indices", "values", "label"}`` lines. Each file is parsed from memory in 1 MiB chunks by
+:class:`optim.formats.StreamParser` (10,000-row batches) after a warm-up run; the JSON CSR reader
+reads a body of the first 1,000 rows, and predict's fused path scores a one-row body. Times are
+CPU seconds of this process (``time.process_time``), which move less than wall time on a shared
+machine; the median and the minimum of the runs are printed. Nothing is written but the
+generated files (in ``--data-dir``, reused by later runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from optim import OnlineLogisticRegression
+from optim.formats import StreamParser
+from optim.formats.json_csr import read_csr, scores_of_json
+
+# the shared tools live beside the repository
+MAKE_CLICKS = Path(__file__).resolve().parents[2] / "shared" / "tools" / "make_clicks.py"
+DIM = 1 << 20
+CHUNK = 1 << 20
+SOURCES = {"criteo": ("criteo", "clicks.tsv"), "libsvm": ("libsvm", "clicks.libsvm"),
+           "vw": ("vw-named", "clicks.vw")}  # fmt: skip
+
+
+def generate(make_clicks: Path, rows: int, data_dir: Path) -> dict[str, Path]:
+    """The click log in every format (made once per row count)."""
+    files = {}
+    for fmt, (flavour, name) in SOURCES.items():
+        path = data_dir / f"{rows}.{name}"
+        if not path.exists():
+            partial = path.with_suffix(".partial")
+            with partial.open("wb") as out:
+                subprocess.run(
+                    [sys.executable, str(make_clicks), "--rows", str(rows), "--seed", "3",
+                     "--format", flavour, "--bits", "20"],
+                    stdout=out, stderr=subprocess.DEVNULL, check=True,
+                )  # fmt: skip
+            partial.rename(path)
+        files[fmt] = path
+    ndjson = data_dir / f"{rows}.clicks.ndjson"
+    if not ndjson.exists():
+        lines = []
+        for line in files["libsvm"].read_bytes().splitlines():
+            label, *pairs = line.split()
+            index_values = [pair.split(b":") for pair in pairs]
+            row = {
+                "indices": [int(index) for index, _ in index_values],
+                "values": [float(value) for _, value in index_values],
+                "label": int(label == b"1"),
+            }
+            lines.append(orjson.dumps(row))
+        ndjson.write_bytes(b"\n".join(lines) + b"\n")
+    files["ndjson"] = ndjson
+    return files
+
+
+def parse_all(fmt: str, data: bytes) -> int:
+    parser = StreamParser(fmt, dim=DIM, max_rows_per_batch=10_000)
+    view = memoryview(data)
+    batches = [
+        b for start in range(0, len(data), CHUNK) for b in parser.feed(view[start : start + CHUNK])
+    ]
+    return sum(b.n_rows for b in batches + parser.finish())
+
+
+def cpu_seconds(work: Callable[[], object], runs: int, repeat: int = 1) -> list[float]:
+    """CPU seconds of ``work`` per call: ``runs`` measurements of ``repeat`` calls each."""
+    work()  # warm-up: the compiled code is loaded (or compiled) here
+    times = []
+    for _ in range(runs):
+        start = time.process_time()
+        for _ in range(repeat):
+            work()
+        times.append((time.process_time() - start) / repeat)
+    return times
+
+
+def csr_body(libsvm: Path, rows: int) -> tuple[bytes, bytes]:
+    """A JSON CSR body of the first ``rows`` rows of the libsvm file (with labels), and one of
+    its first row alone (features only, as predict takes it)."""
+    indptr, indices, values, labels = [0], [], [], []
+    for line in libsvm.read_bytes().splitlines()[:rows]:
+        label, *pairs = line.split()
+        for pair in pairs:
+            index, value = pair.split(b":")
+            indices.append(int(index))
+            values.append(float(value))
+        indptr.append(len(indices))
+        labels.append(int(label == b"1"))
+    body = {"indptr": indptr, "indices": indices, "values": values, "labels": labels}
+    one = {"indptr": [0, indptr[1]], "indices": indices[: indptr[1]], "values": values[: indptr[1]]}
+    return orjson.dumps(body), orjson.dumps(one)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "adaserve-parse")
+    ap.add_argument(
+        "--make-clicks", type=Path, default=MAKE_CLICKS, help=f"(default {MAKE_CLICKS})"
+    )
+    args = ap.parse_args(argv)
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    files = generate(args.make_clicks, args.rows, args.data_dir)
+    print(f"{'format':24} {'rows/s (median)':>16} {'MB/s (median)':>14} {'rows/s (best)':>14}")
+    for fmt, path in files.items():
+        data = path.read_bytes()
+        rows = parse_all(fmt, data)
+        times = cpu_seconds(lambda fmt=fmt, data=data: parse_all(fmt, data), args.runs)
+        median = statistics.median(times)
+        print(f"{fmt:24} {rows / median:16,.0f} {len(data) / median / 1e6:14.1f} "
+              f"{rows / min(times):14,.0f}")  # fmt: skip
+    body, one = csr_body(files["libsvm"], 1_000)
+    times = cpu_seconds(lambda: read_csr(body), args.runs, repeat=50)
+    print(f"{'JSON CSR, 1,000 rows':24} {statistics.median(times) * 1e6:13,.0f} us "
+          f"{len(body) / statistics.median(times) / 1e6:14.1f}")  # fmt: skip
+    model = OnlineLogisticRegression("adagrad", dim=DIM)
+    assert scores_of_json(model, one, max_rows=10, max_nnz=1_000) is not None
+    times = cpu_seconds(
+        lambda: scores_of_json(model, one, max_rows=10, max_nnz=1_000), args.runs, repeat=5_000
+    )
+    print(f"{'predict fused, 1 row':24} {statistics.median(times) * 1e6:13.2f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

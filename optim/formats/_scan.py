@@ -1,0 +1,499 @@
+"""The compiled readers every format shares, and the protocol of the format kernels.
+
+Readers of bytes (``buf``: a uint8 array holding a ``'\\n'`` after whatever is read, so no read
+checks the buffer's end): tokens, decimals read exactly as Python's ``float`` reads them (a plain
+decimal of up to 15 digits is one correctly rounded division of an exact integer; anything longer
+goes through :func:`parse_float`, which answers "approximate" when it cannot be sure, and the
+driver then re-reads the token with ``float(bytes)``: a *fixup*), labels, and the
+canonicalisation of a row (indices sorted, duplicates summed in the order of the line).
+
+The format kernels (:mod:`~optim.formats.libsvm`, :mod:`~optim.formats.vw`,
+:mod:`~optim.formats.criteo`, :mod:`~optim.formats.ndjson`) all follow one protocol. Each parses
+whole lines from ``state.pos`` up to ``stop`` (``buf[stop - 1]`` is ``'\\n'``) into the arrays
+of a :class:`Rows` it is given (their lengths are their capacities: a kernel never reallocates,
+which keeps its hot loop free of reference counting), and stops at ``stop``, at a full
+``indptr``, or with ``state.status`` set: an error code (> 0: the line is consumed, its token
+between ``token_start`` and ``token_stop``), :data:`FULL_INDICES` or :data:`FULL_FIXES` (the
+driver grows those arrays and calls again; the row in progress was rolled back) or
+:data:`NOT_HANDLED` (NDJSON: a line its compiled reader leaves to Python, at ``state.pos``).
+``state`` is one record of :data:`STATE`, kept between the calls of one batch. Rows holding an
+approximate value are left unsorted (``state.canon``): the driver re-reads, then canonicalizes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+
+from optim.hashing import FeatureHasher
+
+POW10 = np.array([10.0**k for k in range(23)])
+DBL_MAX = 1.7976931348623157e308
+# a little over DBL_MAX: an approximate value beyond it surely overflows; one between DBL_MAX and it
+# is re-read exactly (a fixup) and refused then if it overflows
+DBL_LIMIT = 1.7976931348624e308
+
+# -- the kernels' protocol ---------------------------------------------------------------------
+
+STATE = np.dtype(
+    [
+        ("pos", np.int64),  # where the next line starts
+        ("lines", np.int64),  # lines read (blank and comment lines too)
+        ("rows", np.int64),  # rows written
+        ("nnz", np.int64),  # non-zeros written
+        ("labeled", np.int64),  # rows with a label
+        ("weighted", np.int64),  # rows with a weight
+        ("fixups", np.int64),  # approximate values noted in Rows.fixes
+        ("canon", np.int64),  # 1: rows wait to be canonicalized
+        ("status", np.int64),  # DONE, an error code (> 0), FULL_INDICES, FULL_FIXES, NOT_HANDLED
+        ("token_start", np.int64),  # the bad token of an error
+        ("token_stop", np.int64),
+        ("extra", np.int64),  # a number for the error's message
+    ]
+)
+DONE, FULL_INDICES, FULL_FIXES, NOT_HANDLED = 0, -1, -2, -3
+
+# error codes every format may give (each format numbers its own from FIRST_FORMAT_ERROR)
+E_LINE_TOO_LONG, E_LABEL_MISSING, E_LABEL, E_VALUE, E_VALUE_RANGE = 1, 2, 3, 4, 5
+FIRST_FORMAT_ERROR = 16
+
+# (field, reason) of each common error code: ``str.format`` fields tok (the bad token), extra,
+# dim, max_line_bytes
+COMMON_ERRORS = {
+    E_LINE_TOO_LONG: (
+        "line",
+        "line of {extra} bytes is longer than max_line_bytes={max_line_bytes}",
+    ),
+    E_LABEL_MISSING: (
+        "label",
+        "is missing: required to learn (read unlabeled rows with require_labels=False)",
+    ),
+    E_LABEL: ("label", "must be -1/+1 or 0/1, got {tok!r}"),
+    E_VALUE: ("value", "must be a finite number, got {tok!r}"),
+    E_VALUE_RANGE: ("value", "{tok!r} is out of the float64 range"),
+}
+
+
+class Rows(NamedTuple):
+    """The arrays a kernel writes a batch's rows into. ``fixes`` rows: (entry of ``values``, or
+    ``-1 - row`` for a row's weight, token start, token end, line); ``fix_scale``: the factor of
+    each re-read value (a VW namespace's scale)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    labels: np.ndarray
+    weights: np.ndarray
+    fixes: np.ndarray
+    fix_scale: np.ndarray
+
+
+@nb.njit(inline="always")
+def counters(state: np.ndarray) -> tuple[int, int, int, int, int, int, int, int]:
+    """Where the kernel's last call left the batch: position, lines, rows, non-zeros, labelled
+    rows, weighted rows, fixups, whether rows wait to be canonicalized."""
+    s = state[0]
+    return s.pos, s.lines, s.rows, s.nnz, s.labeled, s.weighted, s.fixups, s.canon
+
+
+@nb.njit(inline="always")
+def store(
+    state: np.ndarray, p: int, lines: int, rows: int, n: int, labeled: int, weighted: int,
+    nfix: int, canon: int, status: int, token_start: int, token_stop: int, extra: int,
+) -> None:  # fmt: skip
+    s = state[0]
+    s.pos = p
+    s.lines = lines
+    s.rows = rows
+    s.nnz = n
+    s.labeled = labeled
+    s.weighted = weighted
+    s.fixups = nfix
+    s.canon = canon
+    s.status = status
+    s.token_start = token_start
+    s.token_stop = token_stop
+    s.extra = extra
+
+
+@nb.njit(inline="always")
+def note_fixup(
+    rows: Rows, nfix: int, entry: int, start: int, stop: int, scale: float, line: int
+) -> None:
+    rows.fixes[nfix, 0] = entry
+    rows.fixes[nfix, 1] = start
+    rows.fixes[nfix, 2] = stop
+    rows.fixes[nfix, 3] = line
+    rows.fix_scale[nfix] = scale
+
+
+# -- readers -----------------------------------------------------------------------------------
+
+
+@nb.njit(inline="always")
+def is_space(c: np.uint8) -> bool:
+    return c == 32 or c == 9 or c == 13 or c == 11 or c == 12
+
+
+TOKEN_END = np.zeros(256, dtype=np.bool_)
+TOKEN_END[[9, 10, 11, 12, 13, 32, 35]] = True  # whitespace, '\n', '#'
+
+
+@nb.njit(inline="always")
+def ends_token(c: np.uint8) -> bool:
+    """Whether a libsvm token may end before ``c`` (a space, the line's end or a comment)."""
+    return TOKEN_END[c]
+
+
+@nb.njit(inline="always")
+def decimal_run(buf: np.ndarray, p: int, mant: int) -> tuple[int, int, int]:
+    """The decimal digits from ``p`` appended to ``mant`` (wrapping past 18 digits: callers
+    count the digits and read such a number carefully): (mant, their end, the byte there minus
+    ord('0'), so -2 for '.', 10 for ':', 53 or 21 for 'e' or 'E')."""
+    d = np.int64(buf[p]) - 48
+    while 0 <= d <= 9:
+        mant = mant * 10 + d
+        p += 1
+        d = np.int64(buf[p]) - 48
+    return mant, p, d
+
+
+@nb.njit(inline="always")
+def plain_decimal(buf: np.ndarray, p: int) -> tuple[int, int, int, int, int]:
+    """Digits, then '.' and digits, from ``p`` read as one integer ``mant * 10**exp10``:
+    (mant, the end, the byte there minus ord('0'), how many digits, exp10)."""
+    mant, end, d = decimal_run(buf, p, 0)
+    digits = end - p
+    exp10 = 0
+    if d == -2:  # '.'
+        fraction = end + 1
+        mant, end, d = decimal_run(buf, fraction, mant)
+        exp10 = fraction - end
+        digits -= exp10
+    return mant, end, d, digits, exp10
+
+
+@nb.njit(nogil=True, cache=True)
+def token_end(buf: np.ndarray, p: int) -> int:
+    while not ends_token(buf[p]):
+        p += 1
+    return p
+
+
+@nb.njit(nogil=True, cache=True)
+def skip_line(buf: np.ndarray, p: int) -> int:
+    """The position after the next '\\n' (there is always one)."""
+    while buf[p] != 10:
+        p += 1
+    return p + 1
+
+
+@nb.njit(nogil=True, cache=True)
+def find(buf: np.ndarray, s: int, e: int, byte: int) -> int:
+    for k in range(s, e):
+        if buf[k] == byte:
+            return k
+    return -1
+
+
+@nb.njit(nogil=True, cache=True)
+def scan_float(buf: np.ndarray, p: int) -> tuple[float, int, int]:
+    """Read the longest number at ``p`` (the buffer has a '\\n' after it): (value, end, status)
+    with status 0 exact, 3 approximate (to be re-read exactly), 1 no number, 2 out of range."""
+    start = p
+    c = buf[p]
+    neg = c == 45
+    if neg or c == 43:
+        p += 1
+    mant, p, d, digits, exp10 = plain_decimal(buf, p)  # past 18 digits: the slow path below
+    if digits == 0:
+        return 0.0, p, 1
+    if d == 53 or d == 21:  # 'e' or 'E': leave it to the careful reader
+        p += 1
+        c = buf[p]
+        if c == 45 or c == 43:
+            p += 1
+        first = p
+        while 0 <= np.int64(buf[p]) - 48 <= 9:
+            p += 1
+        if p == first:
+            return 0.0, p, 1
+        v, status = parse_float(buf, start, p)
+        return v, p, status
+    if digits <= 15 and exp10 >= -22:  # mant < 2**53: one correctly rounded division
+        v = float(mant) / POW10[-exp10]
+        return (-v if neg else v), p, 0
+    v, status = parse_float(buf, start, p)
+    return v, p, status
+
+
+@nb.njit(nogil=True, cache=True)
+def compose(neg: bool, mant: int, exp10: int, dropped: bool) -> tuple[float, int]:
+    """``(-1)**neg * mant * 10**exp10`` and a status (0 exact, 3 approximate, 2 out of range)."""
+    if mant == 0:
+        return (-0.0 if neg else 0.0), 0
+    status = 0
+    if not dropped and mant <= 9_007_199_254_740_992 and -22 <= exp10 <= 22:
+        v = float(mant)  # exact, then one correctly rounded operation (Clinger's fast path)
+        if exp10 >= 0:
+            v *= POW10[exp10]
+        else:
+            v /= POW10[-exp10]
+    else:
+        status = 3
+        if exp10 > 400:
+            v = np.inf
+        elif exp10 < -400:
+            v = 0.0
+        else:
+            v = float(mant) * 10.0**exp10
+    if neg:
+        v = -v
+    if not abs(v) <= DBL_LIMIT:
+        return v, 2
+    return v, status
+
+
+@nb.njit(nogil=True, cache=True)
+def parse_float(buf: np.ndarray, s: int, e: int) -> tuple[float, int]:
+    """The float in ``buf[s:e]`` and a status: 0 exact, 3 approximate (to be re-read exactly),
+    1 not a number, 2 out of the float64 range."""
+    i = s
+    neg = False
+    if i < e and (buf[i] == 43 or buf[i] == 45):
+        neg = buf[i] == 45
+        i += 1
+    mant = 0
+    exp10 = 0
+    digits = 0
+    dropped = False
+    while i < e:
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            break
+        digits += 1
+        if mant < 100_000_000_000_000_000:
+            mant = mant * 10 + d
+        else:
+            exp10 += 1
+            dropped = dropped or d != 0
+        i += 1
+    if i < e and buf[i] == 46:
+        i += 1
+        while i < e:
+            d = np.int64(buf[i]) - 48
+            if d < 0 or d > 9:
+                break
+            digits += 1
+            if mant < 100_000_000_000_000_000:
+                mant = mant * 10 + d
+                exp10 -= 1
+            else:
+                dropped = dropped or d != 0
+            i += 1
+    if digits == 0:
+        return 0.0, 1
+    if i < e and (buf[i] == 101 or buf[i] == 69):
+        i += 1
+        eneg = False
+        if i < e and (buf[i] == 43 or buf[i] == 45):
+            eneg = buf[i] == 45
+            i += 1
+        edigits = 0
+        ev = 0
+        while i < e:
+            d = np.int64(buf[i]) - 48
+            if d < 0 or d > 9:
+                break
+            edigits += 1
+            if ev < 100_000:
+                ev = ev * 10 + d
+            i += 1
+        if edigits == 0:
+            return 0.0, 1
+        exp10 += -ev if eneg else ev
+    if i != e:
+        return 0.0, 1
+    return compose(neg, mant, exp10, dropped)
+
+
+@nb.njit(nogil=True, cache=True)
+def parse_index(buf: np.ndarray, s: int, e: int) -> tuple[int, int]:
+    """The integer in ``buf[s:e]`` and a status: 0 ok, 1 not an integer, 2 negative or huge."""
+    i = s
+    neg = False
+    if i < e and (buf[i] == 43 or buf[i] == 45):
+        neg = buf[i] == 45
+        i += 1
+    if i == e:
+        return 0, 1
+    v = 0
+    huge = False
+    while i < e:
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            return 0, 1
+        if v < 100_000_000_000_000_000:
+            v = v * 10 + d
+        else:
+            huge = True
+        i += 1
+    if huge or (neg and v != 0):
+        return v, 2
+    return v, 0
+
+
+@nb.njit(nogil=True, cache=True)
+def parse_count(buf: np.ndarray, s: int, e: int) -> tuple[float, bool]:
+    """The integer in ``buf[s:e]`` (as a float, any size) and whether it is one."""
+    i = s
+    neg = False
+    if i < e and (buf[i] == 43 or buf[i] == 45):
+        neg = buf[i] == 45
+        i += 1
+    if i == e:
+        return 0.0, False
+    x = 0.0
+    while i < e:
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            return 0.0, False
+        x = x * 10.0 + d
+        i += 1
+    if not x <= DBL_MAX:
+        return 0.0, False
+    return (-x if neg else x), True
+
+
+@nb.njit(nogil=True, cache=True)
+def label_of(v: float, status: int) -> float:
+    """0.0 / 1.0 for a label read as ``v``, or -1.0 when it is not -1, 0 or 1."""
+    if status == 1 or status == 2:
+        return -1.0
+    if v == 1.0:
+        return 1.0
+    if v == 0.0 or v == -1.0:
+        return 0.0
+    return -1.0
+
+
+SMALL_ROW = 64  # rows up to this long are sorted by rank (branch-free, vectorized)
+
+
+@nb.njit(nogil=True, cache=True)
+def canon_row(
+    indices: np.ndarray, values: np.ndarray, rs: int, re: int, keys: np.ndarray, tmp: np.ndarray
+) -> int:
+    """Sort ``[rs, re)`` by index (stable) and sum duplicates in place; the row's new end.
+
+    ``keys`` (int64) and ``tmp`` (float64) are scratch arrays of ``SMALL_ROW`` entries.
+    """
+    for k in range(rs + 1, re):
+        if indices[k] <= indices[k - 1]:
+            break
+    else:
+        return re
+    m = re - rs
+    small = m <= keys.shape[0]
+    if small:
+        for k in range(m):
+            j = indices[rs + k]
+            small = small and j < 2_147_483_648
+            keys[k] = (j << 32) | k  # index, then position: a stable order
+            tmp[k] = values[rs + k]
+    if small:
+        for k in range(m):
+            key = keys[k]
+            rank = 0
+            for q in range(m):
+                rank += keys[q] < key
+            indices[rs + rank] = key >> 32
+            values[rs + rank] = tmp[k]
+    else:
+        order = np.argsort(indices[rs:re], kind="mergesort")
+        idx = indices[rs:re].copy()
+        val = values[rs:re].copy()
+        for k in range(m):
+            indices[rs + k] = idx[order[k]]
+            values[rs + k] = val[order[k]]
+    w = rs
+    for k in range(rs, re):
+        if w > rs and indices[w - 1] == indices[k]:
+            values[w - 1] += values[k]
+        else:
+            indices[w] = indices[k]
+            values[w] = values[k]
+            w += 1
+    return w
+
+
+@nb.njit(nogil=True, cache=True)
+def canon_all(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray) -> int:
+    """Canonicalize every row in place (rows move left as duplicates merge); the new nnz."""
+    keys = np.empty(SMALL_ROW, dtype=np.int64)
+    tmp = np.empty(SMALL_ROW, dtype=np.float64)
+    w = 0
+    start = indptr[0]
+    for r in range(indptr.shape[0] - 1):
+        stop = indptr[r + 1]
+        for k in range(start, stop):
+            indices[w + k - start] = indices[k]
+            values[w + k - start] = values[k]
+        end = canon_row(indices, values, w, w + stop - start, keys, tmp)
+        indptr[r + 1] = end
+        w = end
+        start = stop
+    return w
+
+
+# -- the Python side of a format -----------------------------------------------------------------
+
+
+def token_text(buf: np.ndarray, start: int, stop: int) -> str:
+    """A bad token as an error message quotes it (at most 60 characters)."""
+    text = bytes(buf[start:stop]).decode("utf-8", errors="replace")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Reader:
+    """One format's kernel for one stream: its settings, how it is called and its errors."""
+
+    errors: dict[int, tuple[str, str]] = COMMON_ERRORS  # (field, reason) of each code
+
+    def __init__(self, hasher: FeatureHasher, require_labels: bool, max_line_bytes: int) -> None:
+        self.hasher = hasher
+        self.dim = hasher.dim
+        self.seed = hasher.seed
+        self.require_labels = require_labels
+        self.max_line_bytes = max_line_bytes
+        self._scratch = np.empty(0, dtype=np.uint8)
+
+    def scratch(self, stop: int, state: np.ndarray) -> np.ndarray:
+        """Room for a kernel to build hash keys in: a key is at most a line, plus a separator."""
+        size = min(stop - int(state[0]["pos"]), self.max_line_bytes) + 64
+        if self._scratch.shape[0] < size:
+            self._scratch = np.empty(size, dtype=np.uint8)
+        return self._scratch
+
+    def read(self, buf: np.ndarray, stop: int, out: Rows, state: np.ndarray) -> None:
+        """Parse lines from ``state.pos`` as the kernels' protocol says."""
+        raise NotImplementedError
+
+    def describe(self, buf: np.ndarray, state: np.ndarray) -> tuple[str | None, str]:
+        """(field, reason) of the error in ``state``."""
+        s = state[0]
+        field, reason = self.errors[int(s["status"])]
+        words = {
+            "tok": token_text(buf, int(s["token_start"]), int(s["token_stop"])),
+            "extra": int(s["extra"]),
+            "dim": self.dim,
+            "max_line_bytes": self.max_line_bytes,
+        }
+        return field.format(**words), reason.format(**words)
+
+    def names(self, indices: np.ndarray) -> dict[str, int] | None:
+        """Hash the named features of the batch just read into their places in ``indices``:
+        their names and coordinates (``None``: this format's rows name no feature)."""
+        return None
