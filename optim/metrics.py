@@ -115,7 +115,9 @@ class ProgressiveMetrics:
     # Columns of the per-row ring (the first four also of the overall totals).
     _LOSS, _WEIGHT, _PREDICTION, _LABEL, _RAW_PREDICTION, _RAW_LABEL = range(6)
 
-    def __init__(self, window: int = 10_000, block: int = 1_000, max_points: int = 500) -> None:
+    # The first blocks are of 10 rows, so that a data set of a few hundred rows has a curve too;
+    # a long stream doubles them as often as needed to stay within max_points.
+    def __init__(self, window: int = 10_000, block: int = 10, max_points: int = 500) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window = window
