@@ -133,6 +133,7 @@ def rates_by_frequency(
                 "max_touches": 2 ** (k + 1) - 1,
                 "coordinates": int(sizes[k]),
                 "measured": int(measured[k]),
+                "median_times_touched": float(np.median(counts[within])),
                 "median_effective_learning_rate": float(np.median(rate[within])),
                 "median_abs_weight": float(np.median(np.abs(weight[within]))),
             }

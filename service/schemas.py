@@ -206,6 +206,7 @@ class FrequencyBin(BaseModel):
     measured: int = Field(
         description="coordinates the medians are computed over (at most 10,000, seeded)"
     )
+    median_times_touched: float
     median_effective_learning_rate: float
     median_abs_weight: float
 

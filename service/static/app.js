@@ -380,14 +380,14 @@ function curveSeries(curve) {
 }
 
 // GET .../learning-rates/by-frequency as a scatter panel: points and the binned medians, each
-// median drawn at its bin's geometric middle.
+// drawn at the median times touched of its bin.
 function frequencyPanel(byFrequency, color, title) {
   return {
     title,
     color,
     points: (byFrequency.points ?? []).map((p) => [p.times_touched, p.effective_learning_rate]),
     medians: (byFrequency.bins ?? []).map((b) => [
-      Math.sqrt(b.min_touches * b.max_touches), b.median_effective_learning_rate,
+      b.median_times_touched, b.median_effective_learning_rate,
     ]),
   };
 }
@@ -395,8 +395,10 @@ function frequencyPanel(byFrequency, color, title) {
 const SCATTER_NOTE =
   "Each dot is a touched coordinate (a sample stratified by times touched, so rare and " +
   "frequent features both show); the dark line is the median rate of each power-of-two bin " +
-  "of times touched. AdaGrad's rate falls as a feature is seen more often; a moving-average " +
-  "method's (RMSProp) stays level.";
+  "of times touched. AdaGrad's rate falls as a feature is seen more often; RMSProp's follows a " +
+  "moving average of recent gradients and stays level (with lazy=\"exact\" an absent " +
+  "coordinate's average decays, so rarely seen features get large rates from Adam and RMSProp " +
+  "too).";
 
 // Quantiles {"0": v, "0.01": v, ..., "1": v} in the order of their levels.
 const quantiles = (q) =>
@@ -609,15 +611,15 @@ function swatch(color) {
   return svg;
 }
 
-// Columns for each hyperparameter whose value differs between members (the optimizer's name too).
+// A column for each hyperparameter whose value differs between members ("—": not one of its own).
 function differingColumns(members) {
   const keys = [...new Set(members.flatMap((m) => Object.keys(m.optimizer ?? {})))];
   const shown = (v) => (v === undefined ? "—" : isNum(v) ? String(+v.toPrecision(6)) : JSON.stringify(v));
   return keys
+    .filter((k) => k !== "name") // the optimizer column shows it
     .filter((k) => new Set(members.map((m) => shown(m.optimizer?.[k]))).size > 1)
     .map((k) => ({
-      key: `hp-${k}`, label: k, numeric: k !== "name",
-      render: (m) => (k === "name" ? m.optimizer?.name ?? "—" : shown(m.optimizer?.[k])),
+      key: `hp-${k}`, label: k, numeric: true, render: (m) => shown(m.optimizer?.[k]),
     }));
 }
 
@@ -675,12 +677,9 @@ function experimentView(name) {
     const panels = members.map((m, i) => frequencyPanel(
       answers[i], PALETTE[m.colorIndex], `${m.model}: ${describeOptimizer(m.optimizer)}`));
     const domain = logLogDomain(panels);
-    scatters.replaceChildren(...panels.map((panel, i) => {
-      const box = h("div", { class: "chart-box", "data-model": members[i].model });
-      scatters.append(box); // laid out before drawing: the chart takes the box's width
-      rateScatter(box, panel, domain, { height: 260 });
-      return box;
-    }));
+    const boxes = members.map((m) => h("div", { class: "chart-box", "data-model": m.model }));
+    scatters.replaceChildren(...boxes); // laid out first: each chart takes its box's width
+    panels.forEach((panel, i) => rateScatter(boxes[i], panel, domain, { height: 260 }));
   }
 
   setCrumbs([["experiments", "#/"], [name, `#/experiments/${enc(name)}`]]);
