@@ -202,6 +202,9 @@ def test_route_answers_as_the_model(open_client: TestClient) -> None:
     }
     rates = [b["median_effective_learning_rate"] for b in out["bins"]]
     assert rates == sorted(rates, reverse=True)
+    touches = [ROWS // 2**g for g in reversed(range(GROUPS))]
+    assert [b["median_times_touched"] for b in out["bins"]] == touches
+    assert [b["min_touches"] for b in out["bins"]] == touches  # powers of two here
     assert client.get(path, params={"sample": 40, "seed": 3}).json() == out
     for params in ({"sample": 0}, {"sample": 20_001}, {"sample": "x"}, {"seed": -1}):
         bad = client.get(path, params=params)
