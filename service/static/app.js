@@ -623,6 +623,9 @@ function differingColumns(members) {
     }));
 }
 
+const memberLabel = (m) =>
+  `${m.model}: ${describeOptimizer(m.optimizer)}${m.lazy === "frozen" ? ", lazy=frozen" : ""}`;
+
 function experimentView(name) {
   const summary = h("p", { id: "experiment-summary", class: "note" }, "loading…");
   const curves = h("div", { id: "experiment-curves", "data-testid": "experiment-curves", class: "chart-box" });
@@ -653,7 +656,7 @@ function experimentView(name) {
       if (!curve) sampled = true;
       return {
         name: m.model,
-        label: `${m.model}: ${describeOptimizer(m.optimizer)}${m.lazy === "frozen" ? " (frozen)" : ""}`,
+        label: memberLabel(m),
         color: PALETTE[m.colorIndex],
         points: curve
           ? (useRunning ? runningMean(curve) : curve)
@@ -675,7 +678,7 @@ function experimentView(name) {
     const answers = await Promise.all(members.map((m) =>
       api(`v1/models/${enc(m.model)}/learning-rates/by-frequency?sample=1000`)));
     const panels = members.map((m, i) => frequencyPanel(
-      answers[i], PALETTE[m.colorIndex], `${m.model}: ${describeOptimizer(m.optimizer)}`));
+      answers[i], PALETTE[m.colorIndex], memberLabel(m)));
     const domain = logLogDomain(panels);
     const boxes = members.map((m) => h("div", { class: "chart-box", "data-model": m.model }));
     scatters.replaceChildren(...boxes); // laid out first: each chart takes its box's width

@@ -338,12 +338,6 @@ export function rateScatter(container, panel, domain, options = {}) {
     yLabel: "effective rate (log)",
   });
   if (panel.title) text(svg, plot.left, 14, panel.title, { class: "label" });
-  const dots = svgEl("g", { class: "points", fill: panel.color, "fill-opacity": 0.35 }, svg);
-  for (const [x, y] of points) {
-    svgEl("circle", {
-      cx: xScale(Math.log10(x)).toFixed(1), cy: yScale(Math.log10(y)).toFixed(1), r: 2.2,
-    }, dots);
-  }
   const medians = panel.medians.filter(([x, y]) => x > 0 && y > 0 && Number.isFinite(y));
   if (medians.length) {
     const d = medians
@@ -359,6 +353,14 @@ export function rateScatter(container, panel, domain, options = {}) {
       }, svg);
       svgEl("title", {}, dot).textContent = `median rate ${formatTick(y)} at ~${formatTick(x)} touches`;
     }
+  }
+  // The points on top of the medians: where a bin's coordinates were touched alike, they sit on
+  // its median and must still show.
+  const dots = svgEl("g", { class: "points", fill: panel.color, "fill-opacity": 0.45 }, svg);
+  for (const [x, y] of points) {
+    svgEl("circle", {
+      cx: xScale(Math.log10(x)).toFixed(1), cy: yScale(Math.log10(y)).toFixed(1), r: 2.5,
+    }, dots);
   }
   svg.dataset.points = points.length;
 }
