@@ -117,7 +117,9 @@ class ProgressiveMetrics:
     RING_COLUMNS = 6
     CURVE_COLUMNS = 3
 
-    def __init__(self, window: int = 10_000, block: int = 1_000, max_points: int = 500) -> None:
+    # The first blocks are of 10 rows, so that a data set of a few hundred rows has a curve too;
+    # a long stream doubles them as often as needed to stay within max_points.
+    def __init__(self, window: int = 10_000, block: int = 10, max_points: int = 500) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window = window

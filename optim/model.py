@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from optim.batch import Batch, largest_magnitude, row_containing
 from optim.errors import BatchError, ConfigError, ModelFileError
+from optim.frequency import rates_by_frequency
 from optim.hashing import FeatureHasher
 from optim.kernels import Kernels, kernels_for
 from optim.metrics import ProgressiveMetrics, probabilities, score
@@ -493,12 +494,20 @@ class OnlineLogisticRegression:
             for i, (index, name) in enumerate(keyed)
         ]
 
-    def rate_summary(self, top: int = 20, bins: int = 20) -> dict[str, Any]:
-        """Quantiles, histograms and top-k of effective rates and weights, touched coordinates."""
+    def rate_summary(self, top: int = 20, bins: int = 20, min_touches: int = 10) -> dict[str, Any]:
+        """Quantiles, histograms and top-k of effective rates and weights, touched coordinates.
+
+        The top by effective rate leaves out coordinates touched fewer than ``min_touches``
+        times: otherwise it lists only features seen once, whose rates have not moved yet.
+        """
         if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 10_000:
             raise BatchError(f"must be an integer in [0, 10000], got {top!r}", field="top")
         if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= 1_000:
             raise BatchError(f"must be an integer in [1, 1000], got {bins!r}", field="bins")
+        if isinstance(min_touches, bool) or not isinstance(min_touches, int) or min_touches < 1:
+            raise BatchError(
+                f"must be a positive integer, got {min_touches!r}", field="min_touches"
+            )
         touched = np.flatnonzero(self.times_touched[: self.dim]).astype(np.int64)
         weight, _, rate = self._inspect_arrays(touched)
 
@@ -525,8 +534,11 @@ class OnlineLogisticRegression:
                 },
             }
 
-        def top_by(key: np.ndarray) -> list[dict[str, Any]]:
-            order = np.argsort(-key, kind="stable")[:top]
+        def top_by(key: np.ndarray, eligible: np.ndarray | None = None) -> list[dict[str, Any]]:
+            order = np.argsort(-key, kind="stable")
+            if eligible is not None:
+                order = order[eligible[order]]
+            order = order[:top]
             return [
                 {
                     "index": int(touched[i]),
@@ -544,8 +556,26 @@ class OnlineLogisticRegression:
             "effective_learning_rate": describe(rate, log_scale=True),
             "weight": describe(weight, log_scale=False),
             "top_by_abs_weight": top_by(np.abs(weight)),
-            "top_by_effective_learning_rate": top_by(rate),
+            "min_touches": min_touches,
+            "top_by_effective_learning_rate": top_by(
+                rate, self.times_touched[touched] >= min_touches
+            ),
         }
+
+    def rates_by_frequency(self, sample: int = 2_000, seed: int = 0) -> dict[str, Any]:
+        """Effective rate against times touched on a seeded sample of at most ``sample`` touched
+        coordinates, stratified by frequency, with the median rate per log2 bin of times touched
+        (see :mod:`optim.frequency`)."""
+
+        def inspect(coordinates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            weight, _, rate = self._inspect_arrays(coordinates)
+            return weight, rate
+
+        out = rates_by_frequency(
+            self.times_touched[: self.dim], inspect, sample=sample, seed=seed,
+            feature_names=self.feature_names,
+        )  # fmt: skip
+        return {"step": self.step, **out}
 
     # ----------------------------------------------------------------- persistence
     def save(self, file: str | os.PathLike[str] | IO[bytes]) -> None:

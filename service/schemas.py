@@ -204,6 +204,41 @@ class LearningRates(BaseModel):
     intercept: Coordinate | None
 
 
+class FrequencyPoint(BaseModel):
+    index: int
+    feature: str | None = Field(description="the feature name, when known")
+    times_touched: int
+    effective_learning_rate: float
+    weight: float
+
+
+class FrequencyBin(BaseModel):
+    min_touches: int = Field(
+        description="the bin holds coordinates touched min_touches to max_touches times"
+    )
+    max_touches: int
+    coordinates: int = Field(description="touched coordinates in the bin")
+    measured: int = Field(
+        description="coordinates the medians are computed over (at most 10,000, seeded)"
+    )
+    median_times_touched: float
+    median_effective_learning_rate: float
+    median_abs_weight: float
+
+
+class RatesByFrequency(BaseModel):
+    model: str
+    step: int
+    touched: int = Field(description="coordinates present in at least one row")
+    sample: int = Field(description="the most points asked for")
+    seed: int
+    points: list[FrequencyPoint] = Field(
+        description="a sample of touched coordinates, each bin of times touched sharing it "
+        "equally (a smaller bin whole), by bin then index"
+    )
+    bins: list[FrequencyBin] = Field(description="non-empty bins, fewest touches first")
+
+
 class Snapshot(BaseModel):
     model: str
     step: int

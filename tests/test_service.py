@@ -220,7 +220,7 @@ def test_learning_rates_by_index_and_name(client: TestClient) -> None:
     assert iq["times_touched"] == 1 and cgpa["times_touched"] == 31
     assert iq["effective_learning_rate"] > cgpa["effective_learning_rate"]
     assert set(iq["state"]) == {"sum"} and out["intercept"]["times_touched"] == 31
-    summary = client.get("/v1/models/m/learning-rates/summary?top=1").json()
+    summary = client.get("/v1/models/m/learning-rates/summary?top=1&min_touches=1").json()
     assert (
         summary["touched"] == 2 and summary["top_by_effective_learning_rate"][0]["feature"] == "IQ"
     )

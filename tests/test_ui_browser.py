@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from datasets import shared_file
 from servers import free_port, start_server, stop_server
@@ -253,7 +254,7 @@ def test_experiment_view(server: str, api: httpx.Client, page, tmp_path: Path) -
     for member in experiment["members"]:
         line = page.locator(f'#experiment-curves svg path.line[data-series="{member["model"]}"]')
         points = int(line.get_attribute("data-points"))
-        # The server's curve (a block of 1,000 rows a point), else the page's own samples.
+        # The server's curve (a point a block of rows), else the page's own samples.
         assert points == len(member["curve"]) if len(member["curve"]) >= 2 else points >= 1
     expect(page.locator("#experiment-curves svg .legend [data-series]")).to_have_count(3)
     rows = page.locator("#leaderboard tbody tr")
@@ -268,4 +269,110 @@ def test_experiment_view(server: str, api: httpx.Client, page, tmp_path: Path) -
     rows.first.locator("a").click()
     page.wait_for_url(f"**/ui/#/models/{shown[0]}")
     expect(page.locator("#rate-histogram svg rect[data-count]")).to_have_count(30)
+    assert errors == [], errors
+
+
+def periodic_rows(rows: int = 2_048, groups: int = 8, per_group: int = 6) -> list[dict]:
+    """Named rows where feature ``g<g>_<i>`` is present every 2**g rows (rows / 2**g touches):
+    frequent and rare features side by side; coin-flip labels, so gradients are alike."""
+    rng = np.random.default_rng(0)
+    out = []
+    for r in range(rows):
+        features = {
+            f"g{g}_{i}": 1.0 for g in range(groups) for i in range(per_group) if (r + i) % 2**g == 0
+        }
+        out.append({"features": features, "label": int(rng.random() < 0.5)})
+    return out
+
+
+def test_rare_versus_frequent(server: str, api: httpx.Client, page, tmp_path: Path) -> None:
+    """The scatter of effective rate against times touched (a model, and an experiment's members
+    side by side), the min-touches control of the top by rate, the experiment chart's log scale
+    and running mean, the leaderboard's lazy mode and differing hyperparameters."""
+    page, errors = page
+    rows = periodic_rows()
+    config = {"name": "periodic", "hash_bits": 16, "optimizer": {"name": "adagrad", "lr": 0.1}}
+    assert api.post("/v1/models", json=config).status_code == 201
+    assert api.post("/v1/models/periodic/updates", json={"rows": rows}).status_code == 200
+    by_frequency = api.get("/v1/models/periodic/learning-rates/by-frequency").json()
+
+    page.goto(f"{server}/ui/#/models/periodic")
+    expect(page.locator("#auth-banner")).to_be_visible()  # the page is set up: a token is asked
+    enter_token(page, READER)
+    scatter = page.locator("#rate-scatter svg")
+    expect(scatter).to_have_attribute("data-points", str(len(by_frequency["points"])))
+    assert by_frequency["touched"] == len(by_frequency["points"]) == 48  # all, no collision
+    expect(scatter.locator(".points circle")).to_have_count(48)
+    median = scatter.locator("path.median")
+    expect(median).to_have_attribute("data-points", str(len(by_frequency["bins"])))
+    # AdaGrad: the median line goes down from rare (left) to frequent (right) features; SVG's
+    # y grows downwards.
+    ys = [float(y) for y in scatter.locator(".median-dot").evaluate_all(
+        "ds => ds.map(d => d.getAttribute('cy'))")]  # fmt: skip
+    assert ys == sorted(ys) and ys[0] < ys[-1], ys
+    # Quantiles in order of their level.
+    expect(page.locator("#rate-quantiles")).to_contain_text("q0: ")
+    shown = page.locator("#rate-quantiles").inner_text()
+    levels = [float(part.split(":")[0][1:]) for part in shown.split(" · ")]
+    assert levels == sorted(levels) and levels[0] == 0 and levels[-1] == 1, shown
+
+    # Top by effective rate: the rare features (16 touches, bin g7) once the threshold lets them.
+    top_touches = page.locator('#top-rate tbody td[data-field="times_touched"]')
+    expect(top_touches.first).to_be_visible()
+    default = [int(v) for v in top_touches.evaluate_all("cs => cs.map(c => c.dataset.value)")]
+    assert min(default) >= 10, default
+    page.fill("#min-touches", "100")
+    page.press("#min-touches", "Enter")
+    page.locator("#min-touches").dispatch_event("change")
+    expect(top_touches.first).not_to_have_attribute("data-value", str(default[0]))
+    raised = [int(v) for v in top_touches.evaluate_all("cs => cs.map(c => c.dataset.value)")]
+    assert min(raised) >= 100 and raised != default, raised
+    shot(page, tmp_path / "rates-by-frequency.png")
+
+    members = [
+        {"name": "pair.adagrad", "optimizer": {"name": "adagrad", "lr": 0.1}},
+        {"name": "pair.rmsprop", "optimizer": {"name": "rmsprop", "lr": 0.01}, "lazy": "frozen"},
+        {"name": "pair.adam", "optimizer": {"name": "adam", "lr": 0.01}},
+    ]
+    created = api.post("/v1/experiments", json={"name": "pair", "hash_bits": 16, "models": members})
+    if created.status_code in (404, 405):
+        pytest.skip(f"no experiments API on this server yet ({created.status_code})")
+    assert created.status_code == 201, created.text
+    assert api.post("/v1/experiments/pair/updates", json={"rows": rows}).status_code == 200
+    experiment = api.get("/v1/experiments/pair").json()
+    assert all(len(m["curve"]) >= 2 for m in experiment["members"])  # 2,048 rows are enough
+
+    page.goto(f"{server}/ui/#/experiments/pair")
+    panels = page.locator("#member-scatters svg")
+    expect(panels).to_have_count(3)
+    for i in range(3):
+        expect(panels.nth(i).locator(".points circle").first).to_be_visible()
+    # Leaderboard: lazy mode and every hyperparameter that differs (name, lr), not the others.
+    board = page.locator("#leaderboard-table")
+    for column in ("lazy", "lr", "alpha", "betas"):
+        expect(board.locator("th", has_text=column).first).to_be_visible()
+    frozen = board.locator('tr[data-model="pair.rmsprop"] td[data-field="lazy"]')
+    expect(frozen).to_have_text("frozen")
+    expect(board.locator('td[data-field="hp-lr"]')).to_have_count(3)
+    # Log scale and running mean redraw the curves.
+    chart = page.locator("#experiment-curves svg")
+    expect(chart).to_have_attribute("data-y-scale", "linear")
+    line = page.locator('#experiment-curves path.line[data-series="pair.adam"]')
+    block_path = line.get_attribute("d")
+    page.check("#log-scale")
+    expect(chart).to_have_attribute("data-y-scale", "log")
+    expect(chart.locator(".axes text.label").last).to_contain_text("log scale")
+    page.check("#running-mean")
+    expect(line).not_to_have_attribute("d", block_path)
+    expect(page.locator("#experiment-curves-note")).to_contain_text("Running mean")
+    # The legend shows each member's optimizer, inside the drawing.
+    legend = page.locator("#experiment-curves svg .legend [data-series]")
+    expect(legend).to_have_count(3)
+    width = float(chart.evaluate("s => s.viewBox.baseVal.width"))
+    for box in legend.evaluate_all(
+        "es => es.map(e => { const b = e.getBBox(); return {x: b.x, width: b.width}; })"
+    ):
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width, (box, width)
+    expect(legend.first).to_contain_text("adagrad")
+    shot(page, tmp_path / "experiment-rates.png")
     assert errors == [], errors

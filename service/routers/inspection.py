@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from optim import BatchError, OnlineLogisticRegression
+from optim.frequency import MAX_SAMPLE
 from service import dependencies as deps
 from service.auth import READ
 from service.registry import ManagedModel
-from service.schemas import ERROR_RESPONSES, LearningRates
+from service.schemas import ERROR_RESPONSES, LearningRates, RatesByFrequency
 
 router = APIRouter(prefix="/v1/models/{name}", tags=["inspection"], responses=ERROR_RESPONSES)
 
@@ -61,5 +62,36 @@ async def learning_rate_summary(
     managed: Annotated[ManagedModel, Depends(deps.model)],
     top: Annotated[int, Query(ge=0, le=10_000)] = 20,
     bins: Annotated[int, Query(ge=1, le=1_000)] = 20,
+    min_touches: Annotated[
+        int,
+        Query(
+            ge=1,
+            description="the top by effective rate leaves out coordinates touched fewer times "
+            "(features seen once or twice keep their initial rate)",
+        ),
+    ] = 10,
 ) -> dict[str, Any]:
-    return await managed.read(lambda model: model.rate_summary(top=top, bins=bins))
+    return await managed.read(
+        lambda model: model.rate_summary(top=top, bins=bins, min_touches=min_touches)
+    )
+
+
+@router.get(
+    "/learning-rates/by-frequency",
+    dependencies=[READ],
+    response_model=RatesByFrequency,
+    summary="Effective learning rate against times touched, on a sample stratified by frequency",
+)
+async def learning_rates_by_frequency(
+    managed: Annotated[ManagedModel, Depends(deps.model)],
+    sample: Annotated[
+        int, Query(ge=1, le=MAX_SAMPLE, description="the most points returned")
+    ] = 2_000,
+    seed: Annotated[
+        int, Query(ge=0, lt=2**63, description="the same seed and model give the same points")
+    ] = 0,
+) -> dict[str, Any]:
+    def by_frequency(model: OnlineLogisticRegression) -> dict[str, Any]:
+        return {"model": managed.name, **model.rates_by_frequency(sample=sample, seed=seed)}
+
+    return await managed.read(by_frequency)

@@ -1,5 +1,7 @@
 // The adaserve dashboard: models, experiments, learning rates. Vanilla JS, no dependencies.
-import { barHistogram, lineChart, PALETTE, svgEl } from "./charts.js";
+import {
+  barHistogram, lineChart, logLogDomain, PALETTE, rateScatter, svgEl,
+} from "./charts.js";
 
 const TOKEN_KEY = "adaserve.token";
 const REFRESH_MS = 2000;
@@ -360,8 +362,8 @@ function card(label, value, id) {
     h("div", { class: "card-value" }, value));
 }
 
-// Block log-loss and its running (row-weighted) mean from metrics.curve.
-function curveSeries(curve) {
+// The running (row-weighted) mean of a block loss curve [[rows at the block's end, loss], ...].
+function runningMean(curve) {
   const running = [];
   let lossSum = 0;
   let previous = 0;
@@ -370,10 +372,48 @@ function curveSeries(curve) {
     previous = rows;
     running.push([rows, lossSum / rows]);
   }
+  return running;
+}
+
+// Block log-loss and its running mean from metrics.curve.
+function curveSeries(curve) {
   return [
     { name: "log-loss per block", points: curve, color: PALETTE[0] },
-    { name: "progressive (running mean)", points: running, color: PALETTE[1] },
+    { name: "progressive (running mean)", points: runningMean(curve), color: PALETTE[1] },
   ];
+}
+
+// GET .../learning-rates/by-frequency as a scatter panel: points and the binned medians, each
+// drawn at the median times touched of its bin.
+function frequencyPanel(byFrequency, color, title) {
+  return {
+    title,
+    color,
+    points: (byFrequency.points ?? []).map((p) => [p.times_touched, p.effective_learning_rate]),
+    medians: (byFrequency.bins ?? []).map((b) => [
+      b.median_times_touched, b.median_effective_learning_rate,
+    ]),
+  };
+}
+
+const SCATTER_NOTE =
+  "Each dot is a touched coordinate (a sample stratified by times touched, so rare and " +
+  "frequent features both show); the dark line is the median rate of each power-of-two bin " +
+  "of times touched. AdaGrad's rate falls as a feature is seen more often; RMSProp's follows a " +
+  "moving average of recent gradients and stays level (with lazy=\"exact\" an absent " +
+  "coordinate's average decays, so rarely seen features get large rates from Adam and RMSProp " +
+  "too).";
+
+// Quantiles {"0": v, "0.01": v, ..., "1": v} in the order of their levels.
+const quantiles = (q) =>
+  Object.entries(q ?? {})
+    .sort(([a], [b]) => Number(a) - Number(b))
+    .map(([k, v]) => `q${k}: ${fmtSci(v)}`)
+    .join(" · ");
+
+function checkbox(id, label, onchange, checked = false) {
+  const input = h("input", { id, type: "checkbox", checked, onchange });
+  return h("label", { class: "toggle", for: id }, input, ` ${label}`);
 }
 
 function parseLookup(textValue) {
@@ -397,6 +437,16 @@ function modelView(name) {
   const weightQuantiles = h("p", { id: "weight-quantiles", class: "note" });
   const topWeight = h("div", { id: "top-weight", "data-testid": "top-weight" });
   const topRate = h("div", { id: "top-rate", "data-testid": "top-rate" });
+  const scatter = h("div", { id: "rate-scatter", "data-testid": "rate-scatter", class: "chart-box" });
+  const scatterNote = h("p", { id: "rate-scatter-note", class: "note" });
+  const minTouches = h("input", {
+    id: "min-touches", "data-testid": "min-touches", type: "number", min: 1, value: 10,
+    title: "coordinates touched fewer times are left out of this table",
+    onchange: () => {
+      lastStep = null; // fetch the summary again with the new threshold
+      state.view?.refresh().catch(handleError);
+    },
+  });
   const lookupInput = h("input", {
     id: "lookup-input", "data-testid": "lookup-input", type: "search", autocomplete: "off",
     placeholder: "feature name or index, e.g. IQ or 17 (comma-separated for several)",
@@ -451,12 +501,17 @@ function modelView(name) {
     title,
     summary,
     h("section", {}, h("h3", {}, "Progressive log-loss"), lossCurve, lossNote),
+    h("section", {}, h("h3", {}, "Rare versus frequent: effective learning rate against times touched"),
+      scatter, scatterNote),
     h("div", { class: "two" },
       h("section", {}, h("h3", {}, "Effective learning rates"), rateHistogram, rateQuantiles),
       h("section", {}, h("h3", {}, "Weights"), weightHistogram, weightQuantiles)),
     h("div", { class: "two" },
       h("section", {}, h("h3", {}, "Top features by |weight|"), topWeight),
-      h("section", {}, h("h3", {}, "Top features by effective rate"), topRate)),
+      h("section", {}, h("h3", {}, "Top features by effective rate"),
+        h("p", { class: "note" }, h("label", { for: "min-touches" }, "touched at least "), minTouches,
+          " times (features seen a few times keep their initial rate)"),
+        topRate)),
     h("section", { id: "lookup" },
       h("h3", {}, "Look up a coordinate"),
       h("form", {
@@ -469,9 +524,6 @@ function modelView(name) {
       lookupResult),
   );
   setCrumbs([["models", "#/"], [name, `#/models/${enc(name)}`]]);
-
-  const quantiles = (q) =>
-    Object.entries(q ?? {}).map(([k, v]) => `q${k}: ${fmtSci(v)}`).join(" · ");
 
   return {
     async refresh() {
@@ -508,8 +560,15 @@ function modelView(name) {
       }
 
       if (info.step === lastStep) return; // nothing learned since: the rates are unchanged
-      const rates = await api(`v1/models/${enc(name)}/learning-rates/summary?top=20&bins=30`);
+      const threshold = Math.max(1, Math.floor(Number(minTouches.value)) || 1);
+      const [rates, byFrequency] = await Promise.all([
+        api(`v1/models/${enc(name)}/learning-rates/summary?top=20&bins=30&min_touches=${threshold}`),
+        api(`v1/models/${enc(name)}/learning-rates/by-frequency?sample=2000`),
+      ]);
       lastStep = info.step;
+      const panel = frequencyPanel(byFrequency, PALETTE[0]);
+      rateScatter(scatter, panel, logLogDomain([panel]));
+      scatterNote.textContent = `${fmt(panel.points.length)} of ${fmt(byFrequency.touched)} touched coordinates. ${SCATTER_NOTE}`;
       barHistogram(rateHistogram, rates.effective_learning_rate?.histogram, {
         xLabel: "effective learning rate", color: PALETTE[0],
       });
@@ -525,7 +584,8 @@ function modelView(name) {
       );
       topRate.replaceChildren(
         table(COORDINATE_COLUMNS, rates.top_by_effective_learning_rate ?? [], {
-          id: "top-rate-table", rowAttrs: topRows, empty: "no touched coordinates yet",
+          id: "top-rate-table", rowAttrs: topRows,
+          empty: `no coordinate touched ${fmt(rates.min_touches ?? threshold)} times or more yet`,
         }),
       );
       await runLookup();
@@ -541,6 +601,7 @@ const MEMBER_COLUMNS = [
     render: (m) => h("span", {}, swatch(PALETTE[m.colorIndex]), link(`#/models/${enc(m.model)}`, m.model)),
   },
   { key: "optimizer", label: "optimizer", render: (m) => describeOptimizer(m.optimizer) },
+  { key: "lazy", label: "lazy", render: (m) => m.lazy ?? "—" },
   { key: "rows", label: "rows", numeric: true, value: (m) => m.rows },
   { key: "log_loss", label: "log-loss", numeric: true, value: (m) => m.log_loss },
   { key: "recent_log_loss", label: "recent log-loss", numeric: true, value: (m) => m.recent_log_loss },
@@ -554,37 +615,88 @@ function swatch(color) {
   return svg;
 }
 
+// A column for each hyperparameter whose value differs between members ("—": not one of its own).
+function differingColumns(members) {
+  const keys = [...new Set(members.flatMap((m) => Object.keys(m.optimizer ?? {})))];
+  const shown = (v) => (v === undefined ? "—" : isNum(v) ? String(+v.toPrecision(6)) : JSON.stringify(v));
+  return keys
+    .filter((k) => k !== "name") // the optimizer column shows it
+    .filter((k) => new Set(members.map((m) => shown(m.optimizer?.[k]))).size > 1)
+    .map((k) => ({
+      key: `hp-${k}`, label: k, numeric: true, render: (m) => shown(m.optimizer?.[k]),
+    }));
+}
+
+const memberLabel = (m) =>
+  `${m.model}: ${describeOptimizer(m.optimizer)}${m.lazy === "frozen" ? ", lazy=frozen" : ""}`;
+
 function experimentView(name) {
   const summary = h("p", { id: "experiment-summary", class: "note" }, "loading…");
   const curves = h("div", { id: "experiment-curves", "data-testid": "experiment-curves", class: "chart-box" });
   const note = h("p", { id: "experiment-curves-note", class: "note" });
   const leaderboard = h("div", { id: "leaderboard", "data-testid": "leaderboard" });
+  const scatters = h("div", { id: "member-scatters", "data-testid": "member-scatters", class: "multiples" });
+  let experiment = null;
+  let drawnSteps = "";
+  const draw = () => experiment && drawCurves();
+  const logScale = checkbox("log-scale", "log scale", draw);
+  const running = checkbox("running-mean", "running mean (progressive log-loss so far)", draw);
   $("#view").replaceChildren(
     h("h2", {}, "Experiment ", h("code", {}, name)),
     summary,
-    h("section", {}, h("h3", {}, "Progressive log-loss of each member"), curves, note),
+    h("section", {}, h("h3", {}, "Progressive log-loss of each member"),
+      h("div", { class: "controls" }, logScale, running), curves, note),
     h("section", {}, h("h3", {}, "Leaderboard"), leaderboard),
+    h("section", {}, h("h3", {}, "Rare versus frequent: effective learning rate against times touched, per member"),
+      scatters, h("p", { class: "note" }, SCATTER_NOTE)),
   );
+
+  function drawCurves() {
+    const members = experiment.members;
+    const useRunning = $("#running-mean").checked;
+    let sampled = false;
+    const series = members.map((m) => {
+      const curve = Array.isArray(m.curve) && m.curve.length >= 2 ? m.curve : null;
+      if (!curve) sampled = true;
+      return {
+        name: m.model,
+        label: memberLabel(m),
+        color: PALETTE[m.colorIndex],
+        points: curve
+          ? (useRunning ? runningMean(curve) : curve)
+          : state.history.get(`experiment:${name}:${m.model}`) ?? [],
+      };
+    });
+    lineChart(curves, series, {
+      xLabel: "rows", yLabel: useRunning ? "progressive log-loss" : "log-loss per block",
+      empty: "no rows learned yet", yLog: $("#log-scale").checked,
+    });
+    note.textContent = (sampled
+      ? "Members without a server-side curve show the log-loss sampled by this page. "
+      : "") + (useRunning
+      ? "Running mean: each member's log-loss over all rows so far."
+      : "Log-loss per block of rows, one line per member.");
+  }
+
+  async function drawScatters(members) {
+    const answers = await Promise.all(members.map((m) =>
+      api(`v1/models/${enc(m.model)}/learning-rates/by-frequency?sample=1000`)));
+    const panels = members.map((m, i) => frequencyPanel(
+      answers[i], PALETTE[m.colorIndex], memberLabel(m)));
+    const domain = logLogDomain(panels);
+    const boxes = members.map((m) => h("div", { class: "chart-box", "data-model": m.model }));
+    scatters.replaceChildren(...boxes); // laid out first: each chart takes its box's width
+    panels.forEach((panel, i) => rateScatter(boxes[i], panel, domain, { height: 260 }));
+  }
+
   setCrumbs([["experiments", "#/"], [name, `#/experiments/${enc(name)}`]]);
   return {
     async refresh() {
-      const experiment = await api(`v1/experiments/${enc(name)}`);
-      const members = (experiment.members ?? []).map((m, i) => ({ ...m, colorIndex: i % PALETTE.length }));
-      let sampled = false;
-      const series = members.map((m) => {
-        remember(`experiment:${name}:${m.model}`, m.rows, m.log_loss);
-        const curve = Array.isArray(m.curve) && m.curve.length >= 2 ? m.curve : null;
-        if (!curve) sampled = true;
-        return {
-          name: m.model,
-          color: PALETTE[m.colorIndex],
-          points: curve ?? state.history.get(`experiment:${name}:${m.model}`) ?? [],
-        };
-      });
-      lineChart(curves, series, { xLabel: "rows", yLabel: "log-loss", empty: "no rows learned yet" });
-      note.textContent = sampled
-        ? "Members without a server-side curve show the log-loss sampled by this page."
-        : "Log-loss per block of rows, one line per member.";
+      const answer = await api(`v1/experiments/${enc(name)}`);
+      const members = (answer.members ?? []).map((m, i) => ({ ...m, colorIndex: i % PALETTE.length }));
+      for (const m of members) remember(`experiment:${name}:${m.model}`, m.rows, m.log_loss);
+      experiment = { ...answer, members };
+      drawCurves();
       const order = Array.isArray(experiment.leaderboard) ? experiment.leaderboard : [];
       const ranked = [...members].sort((a, b) => {
         const [ia, ib] = [order.indexOf(a.model), order.indexOf(b.model)];
@@ -597,11 +709,16 @@ function experimentView(name) {
       summary.textContent = `${members.length} members learning one stream; ${
         fmt(Math.max(0, ...members.map((m) => m.rows ?? 0)))} rows so far.`;
       leaderboard.replaceChildren(
-        table(MEMBER_COLUMNS, ranked, {
+        table([...MEMBER_COLUMNS.slice(0, 3), ...differingColumns(members), ...MEMBER_COLUMNS.slice(3)], ranked, {
           id: "leaderboard-table",
           rowAttrs: (m) => ({ "data-model": m.model, "data-testid": "leaderboard-row" }),
         }),
       );
+      const steps = members.map((m) => `${m.model}:${m.rows}`).join(",");
+      if (steps !== drawnSteps) {
+        await drawScatters(members); // only when a member learned: the rates are unchanged else
+        drawnSteps = steps;
+      }
     },
   };
 }

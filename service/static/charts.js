@@ -41,7 +41,40 @@ export function formatTick(value) {
   return String(+value.toPrecision(3));
 }
 
-const LEGEND_ENTRY = 260;
+// Ticks for a log axis spanning [10**lo, 10**hi] (lo, hi in log10): powers of ten, or 1-2-5
+// steps over less than two decades, or plain nice ticks over less than one.
+export function logTicks(lo, hi) {
+  const values = [];
+  const multiples = hi - lo > 6 ? [1] : hi - lo > 2 ? [1, 10 ** 0.5] : [1, 2, 5];
+  for (let k = Math.floor(lo); k <= Math.ceil(hi); k += 1) {
+    for (const m of multiples) {
+      const v = m * 10 ** k;
+      if (Math.log10(v) >= lo - 1e-9 && Math.log10(v) <= hi + 1e-9) values.push(v);
+    }
+  }
+  if (values.length >= 2) return values;
+  return niceTicks(10 ** lo, 10 ** hi, 4).filter((v) => v > 0);
+}
+
+// Legend entries flow left to right, wrapping: each as wide as its label.
+const LEGEND_GAP = 24;
+const CHAR_WIDTH = 7; // ~12px system-ui, generous so that labels never overlap
+
+function legendLayout(names, left, right) {
+  let x = left;
+  let row = 0;
+  return names.map((name) => {
+    const label = name.length > 60 ? `${name.slice(0, 59)}…` : name;
+    const width = 20 + label.length * CHAR_WIDTH + LEGEND_GAP;
+    if (x > left && x + width > right) {
+      x = left;
+      row += 1;
+    }
+    const entry = { label, x, row };
+    x += width;
+    return entry;
+  });
+}
 
 // The drawing is as wide as its box (in CSS pixels), so text keeps its size at any width.
 function chartWidth(container) {
@@ -106,12 +139,13 @@ function message(container, content) {
 
 // series: [{name, points: [[x, y], ...]}]; points with a non-finite y are left out.
 export function lineChart(container, series, options = {}) {
-  const { xLabel = "", yLabel = "", empty = "no data yet", height = 300 } = options;
+  const { xLabel = "", yLabel = "", empty = "no data yet", height = 300, yLog = false } = options;
   const clean = series.map((s, i) => ({
     name: s.name,
+    label: s.label ?? s.name,
     color: s.color ?? PALETTE[i % PALETTE.length],
     points: (s.points ?? []).filter(
-      ([x, y]) => Number.isFinite(x) && Number.isFinite(y),
+      ([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!yLog || y > 0),
     ),
   }));
   const all = clean.flatMap((s) => s.points);
@@ -120,22 +154,27 @@ export function lineChart(container, series, options = {}) {
     return;
   }
   const width = chartWidth(container);
-  const perRow = Math.max(1, Math.floor((width - 80) / LEGEND_ENTRY));
-  const margin = { left: 64, right: 16, top: 16 + 18 * Math.ceil(clean.length / perRow), bottom: 46 };
+  const legendEntries = legendLayout(clean.map((s) => s.label), 64, width - 16);
+  const legendRows = 1 + Math.max(0, ...legendEntries.map((e) => e.row));
+  const margin = { left: 64, right: 16, top: 16 + 18 * legendRows, bottom: 46 };
   const { svg, plot } = frame(container, { width, height, margin });
+  svg.dataset.yScale = yLog ? "log" : "linear";
+  const ty = yLog ? Math.log10 : (y) => y;
   let [xMin, xMax] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
-  let [yMin, yMax] = [Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1]))];
+  let [yMin, yMax] = [Math.min(...all.map((p) => ty(p[1]))), Math.max(...all.map((p) => ty(p[1])))];
   if (options.xZero !== false) xMin = Math.min(0, xMin);
   if (xMax === xMin) xMax = xMin + 1;
   const pad = (yMax - yMin) * 0.05 || Math.abs(yMax) * 0.05 || 0.05;
   yMin -= pad;
   yMax += pad;
-  const yTicks = niceTicks(yMin, yMax, 5);
+  const yTicks = yLog ? logTicks(yMin, yMax).map(Math.log10) : niceTicks(yMin, yMax, 5);
   const xTicks = niceTicks(xMin, xMax, 6);
   const xScale = (x) => plot.left + ((x - xMin) / (xMax - xMin)) * (plot.right - plot.left);
-  const yScale = (y) => plot.bottom - ((y - yMin) / (yMax - yMin)) * (plot.bottom - plot.top);
+  const yScale = (y) => plot.bottom - ((ty(y) - yMin) / (yMax - yMin)) * (plot.bottom - plot.top);
   axes(svg, plot, {
-    xTicks, yTicks, xScale, yScale, xFormat: formatTick, yFormat: formatTick, xLabel, yLabel,
+    xTicks, yTicks, xScale, yScale: (t) => plot.bottom - ((t - yMin) / (yMax - yMin)) * (plot.bottom - plot.top),
+    xFormat: formatTick, yFormat: yLog ? (t) => formatTick(10 ** t) : formatTick, xLabel,
+    yLabel: yLog ? `${yLabel} (log scale)` : yLabel,
   });
 
   const lines = svgEl("g", { class: "series" }, svg);
@@ -158,15 +197,15 @@ export function lineChart(container, series, options = {}) {
     }
   });
 
-  // Legend above the plot, as many entries a row as fit.
+  // Legend above the plot, wrapped to the chart's width.
   const legend = svgEl("g", { class: "legend" }, svg);
   clean.forEach((s, i) => {
-    const x = plot.left + (i % perRow) * LEGEND_ENTRY;
-    const y = 12 + 18 * Math.floor(i / perRow);
+    const { label, x, row } = legendEntries[i];
+    const y = 12 + 18 * row;
     const entry = svgEl("g", { "data-series": s.name }, legend);
     svgEl("rect", { x, y: y - 8, width: 14, height: 4, fill: s.color }, entry);
-    const label = s.name.length > 36 ? `${s.name.slice(0, 35)}…` : s.name;
     text(entry, x + 20, y - 2, label, { class: "legend-text" });
+    if (label !== s.label) svgEl("title", {}, entry).textContent = s.label;
   });
 
   // Hover: a vertical rule and each series' value at the nearest point.
@@ -248,4 +287,80 @@ export function barHistogram(container, histogram, options = {}) {
     svgEl("title", {}, bar).textContent =
       `[${formatTick(edges[i])}, ${formatTick(edges[i + 1])}): ${count}`;
   });
+}
+
+// Effective learning rate against times touched, log-log: one panel per model, sharing `domain`
+// ({x: [lo, hi], y: [lo, hi]} in log10) so that panels side by side compare at a glance.
+// panel: {points: [[touches, rate], ...], medians: [[touches, rate], ...], color, title}
+export function logLogDomain(panels) {
+  const xs = [];
+  const ys = [];
+  for (const p of panels) {
+    for (const [x, y] of [...p.points, ...p.medians]) {
+      if (x > 0 && y > 0 && Number.isFinite(y)) {
+        xs.push(Math.log10(x));
+        ys.push(Math.log10(y));
+      }
+    }
+  }
+  if (!xs.length) return null;
+  const span = (v) => {
+    let [lo, hi] = [Math.min(...v), Math.max(...v)];
+    if (hi - lo < 0.5) [lo, hi] = [lo - 0.25, hi + 0.25];
+    const pad = (hi - lo) * 0.04;
+    return [lo - pad, hi + pad];
+  };
+  return { x: span(xs), y: span(ys) };
+}
+
+export function rateScatter(container, panel, domain, options = {}) {
+  const { height = 300, empty = "no touched coordinates yet" } = options;
+  const points = panel.points.filter(([x, y]) => x > 0 && y > 0 && Number.isFinite(y));
+  if (!domain || !points.length) {
+    message(container, empty);
+    return;
+  }
+  const width = chartWidth(container);
+  const { svg, plot } = frame(container, {
+    width, height, margin: { left: 64, right: 16, top: panel.title ? 24 : 12, bottom: 46 },
+  });
+  const [[x0, x1], [y0, y1]] = [domain.x, domain.y];
+  const xScale = (t) => plot.left + ((t - x0) / (x1 - x0)) * (plot.right - plot.left);
+  const yScale = (t) => plot.bottom - ((t - y0) / (y1 - y0)) * (plot.bottom - plot.top);
+  axes(svg, plot, {
+    xTicks: logTicks(x0, x1).filter((v) => Number.isInteger(Math.log10(v)) || x1 - x0 < 2)
+      .map(Math.log10),
+    yTicks: logTicks(y0, y1).map(Math.log10),
+    xScale, yScale,
+    xFormat: (t) => formatTick(10 ** t),
+    yFormat: (t) => formatTick(10 ** t),
+    xLabel: "times touched (log scale)",
+    yLabel: "effective rate (log)",
+  });
+  if (panel.title) text(svg, plot.left, 14, panel.title, { class: "label" });
+  const medians = panel.medians.filter(([x, y]) => x > 0 && y > 0 && Number.isFinite(y));
+  if (medians.length) {
+    const d = medians
+      .map(([x, y], i) => `${i ? "L" : "M"}${xScale(Math.log10(x)).toFixed(1)} ${yScale(Math.log10(y)).toFixed(1)}`)
+      .join(" ");
+    const line = svgEl("path", {
+      d, class: "line median", stroke: "#111827", "data-points": medians.length,
+    }, svg);
+    svgEl("title", {}, line).textContent = "median effective rate per bin of times touched";
+    for (const [x, y] of medians) {
+      const dot = svgEl("circle", {
+        cx: xScale(Math.log10(x)), cy: yScale(Math.log10(y)), r: 3.5, class: "median-dot",
+      }, svg);
+      svgEl("title", {}, dot).textContent = `median rate ${formatTick(y)} at ~${formatTick(x)} touches`;
+    }
+  }
+  // The points on top of the medians: where a bin's coordinates were touched alike, they sit on
+  // its median and must still show.
+  const dots = svgEl("g", { class: "points", fill: panel.color, "fill-opacity": 0.45 }, svg);
+  for (const [x, y] of points) {
+    svgEl("circle", {
+      cx: xScale(Math.log10(x)).toFixed(1), cy: yScale(Math.log10(y)).toFixed(1), r: 2.5,
+    }, dots);
+  }
+  svg.dataset.points = points.length;
 }
