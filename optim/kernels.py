@@ -42,6 +42,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,9 @@ class Kernels:
 
 
 _LOADED: dict[str, Kernels] = {}
+# One lock per optimizer: a thread asking for kernels another thread is loading waits for them
+# rather than executing the module a second time (a second set of loops, compiled again).
+_LOADING: dict[str, threading.Lock] = {}
 
 
 def kernel_directory() -> Path:
@@ -109,7 +113,11 @@ def _generated_source(spec: OptimizerSpec) -> str:
 
 def kernels_for(spec: OptimizerSpec) -> Kernels:
     """The compiled loops for ``spec``: generated once per source version, loaded once a process."""
-    if spec.name not in _LOADED:
+    if spec.name in _LOADED:
+        return _LOADED[spec.name]
+    with _LOADING.setdefault(spec.name, threading.Lock()):  # setdefault: atomic
+        if spec.name in _LOADED:  # loaded while this thread waited
+            return _LOADED[spec.name]
         name = f"adaserve_kernels_{spec.name}_{_source_digest(spec)}"
         path = kernel_directory() / f"{name}.py"
         if not path.exists():

@@ -7,16 +7,14 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import anyio
-import numpy as np
 from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from optim import REGISTRY, OnlineLogisticRegression
 from service.auth import READ, parse_tokens
 from service.errors import ApiError, install_error_handlers
 from service.experiments import ExperimentRegistry
@@ -34,37 +32,27 @@ from service.routers import (
 )  # fmt: skip
 from service.schemas import CsrBatch, NamedRows
 from service.settings import Settings
+from service.warmup import Warmup, plan
 
 log = logging.getLogger("adaserve")
 # The routers in the order the API documents them (/docs, /openapi.json).
-# One valid Criteo line: label, 13 integer and 26 categorical columns.
-CRITEO_LINE = b"\t".join([b"1", *[b"1"] * 13, *[b"a"] * 26]) + b"\n"
 ROUTERS = (health, models, learning, streams, inspection, persistence, experiments, ui)
 
 
-def warm_kernels() -> None:
-    """Compile (or load from numba's cache) every optimizer's learn/predict/inspect kernels, the
-    compiled JSON readers and the text parsers, so no request pays for it."""
-    indptr, indices, values = np.array([0, 1]), np.array([0]), np.array([1.0])
-    from optim import Batch, _json
-    from optim.parsers import parse_bytes
-
-    _json.warm()
-    for fmt, line in (("libsvm", b"1 0:1\n"), ("vw", b"1 | a\n"), ("criteo", CRITEO_LINE)):
-        parse_bytes(line, fmt, dim=2)
-    batch = Batch.from_arrays(indptr, indices, values, [1], dim=2)
-    for name in REGISTRY:
-        model = OnlineLogisticRegression(name, dim=2)
-        model.learn_batch(batch)
-        model.decision_function(batch)
-        model.inspect_coordinates([0])
+def warm_kernels(optimizers_in_use: Iterable[str] = ()) -> Warmup:
+    """Compile (or load from numba's cache) every optimizer's kernels, the compiled JSON reader
+    and the text parsers, those of ``optimizers_in_use`` first (:mod:`service.warmup`), logging
+    what each piece took."""
+    warmup = Warmup(plan(optimizers_in_use))
+    warmup.run()
+    return warmup
 
 
-def warm() -> None:
-    """:func:`warm_kernels`, then the objects alive from then on for the life of a server (numba's,
+def warm(warmup: Warmup) -> None:
+    """``warmup.run()``, then the objects alive from then on for the life of a server (numba's,
     FastAPI's, pydantic's) are moved out of the cyclic GC's reach (``gc.freeze``): its full
     collections under load took 47 ms instead of 88 ms, all that time holding the GIL."""
-    warm_kernels()
+    warmup.run()
     gc.collect()  # what is garbage already is not frozen
     gc.freeze()
 
@@ -99,9 +87,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "data directory %s: %d model(s)", settings.data_dir.resolve(), len(registry.models)
         )
         if settings.warm_kernels:
-            threading.Thread(target=lambda: (warm(), app.state.ready.set()), daemon=True).start()
-        else:
-            app.state.ready.set()
+            in_use = [m.model.config["optimizer"]["name"] for m in registry.models.values()]
+            app.state.warmup = Warmup(plan(in_use))
+            threading.Thread(
+                target=warm, args=(app.state.warmup,), name="adaserve-warm-up", daemon=True
+            ).start()
         housekeeping = asyncio.create_task(keep_house(registry, settings))
         yield
         housekeeping.cancel()
@@ -123,7 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = ModelRegistry(settings)
     app.state.experiments = ExperimentRegistry(app.state.registry)
     app.state.metrics = ServiceMetrics(lambda: app.state.registry.models.values())
-    app.state.ready = threading.Event()
+    app.state.warmup = Warmup([])  # nothing to wait for unless the lifespan plans a warm-up
+    app.state.warmup.ready.set()
     app.state.tokens = parse_tokens(settings.tokens, settings.tokens_file)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -87,6 +87,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warm(args: argparse.Namespace) -> int:
+    from optim.kernels import kernel_directory
+    from service.app import warm_kernels
+
+    log = logging.getLogger("adaserve")
+    log.info("compiling into %s (and numba's cache)", kernel_directory())
+    warmup = warm_kernels()
+    log.info("%d piece(s) warm; %d failed", len(warmup.seconds), len(warmup.failed))
+    return 1 if warmup.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="log durability: always (default), interval, off (benchmarks only)",
     )
     serve.set_defaults(run=_serve)
+    warm = commands.add_parser(
+        "warm", help="compile all the numba code into the caches now, so servers start warm"
+    )
+    warm.set_defaults(run=_warm)
     train.add_commands(commands)  # train, predict
     compare.add_command(commands)
     return parser
