@@ -12,7 +12,10 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI, Response
+from fastapi.openapi.docs import get_redoc_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.auth import READ, parse_tokens
@@ -37,6 +40,13 @@ from service.warmup import Warmup, plan
 log = logging.getLogger("adaserve")
 # The routers in the order the API documents them (/docs, /openapi.json).
 ROUTERS = (health, models, learning, streams, inspection, persistence, experiments, ui)
+DOCS_FILES = "/static-offline-docs"  # Swagger UI's and ReDoc's files (fastapi-offline's)
+# ReDoc's side menu shows an image from its maker's CDN: the page's policy keeps it from loading
+# (ReDoc hides it then). It styles itself inline and searches in a worker made from a blob.
+REDOC_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "worker-src 'self' blob:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
+)
 
 
 def warm_kernels(optimizers_in_use: Iterable[str] = ()) -> Warmup:
@@ -55,6 +65,20 @@ def warm(warmup: Warmup) -> None:
     warmup.run()
     gc.collect()  # what is garbage already is not frozen
     gc.freeze()
+
+
+def declare_bearer_auth(schema: dict) -> None:
+    """Every operation takes an API token (``Authorization: Bearer``), unless it declares
+    ``security: []`` itself (/healthz, /readyz): "Authorize" in /docs sends it."""
+    schema["components"]["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token with the role the operation needs (read < write < "
+            "admin); ignored by a server without tokens (one bound to loopback only).",
+        }
+    }
+    schema["security"] = [{"bearer": []}]
 
 
 async def keep_house(registry: ModelRegistry, settings: Settings) -> None:
@@ -103,11 +127,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry.close()
         log.info("snapshots written to %s", settings.data_dir.resolve())
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI's and ReDoc's files from this server (the package
+    # fastapi-offline ships them), not from a CDN: the docs work without the internet.
+    app = FastAPIOffline(
+        redoc_url=None,  # redoc() below
+        static_url=DOCS_FILES,
         title="adaserve",
         version="0.1.0",
         summary="Online logistic regression with lazy per-coordinate optimizers, over HTTP",
         lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
     )
     app.state.settings = settings
     app.state.registry = ModelRegistry(settings)
@@ -118,7 +147,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tokens = parse_tokens(settings.tokens, settings.tokens_file)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    framework_routes = list(app.routes)  # /openapi.json, /docs, /redoc: not documented
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_FILES}/redoc.standalone.js", with_google_fonts=False,
+            redoc_favicon_url=f"{DOCS_FILES}/favicon.png",
+        )  # fmt: skip
+        page.headers["Content-Security-Policy"] = REDOC_POLICY
+        return page
+
+    framework_routes = list(app.routes)  # /openapi.json, /docs, /redoc, their files: undocumented
     # The per-row learning routes (predict, updates) are the app's first own routes rather than
     # an included router's: FastAPI matches a request against each included router in turn,
     # with ~8 µs of bookkeeping a router (twice for the one that answers), ~20 µs of a ~150 µs
@@ -148,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(definition.pop("$defs", {}))
                 components[model.__name__] = definition
+            declare_bearer_auth(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

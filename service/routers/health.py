@@ -8,9 +8,10 @@ from fastapi.responses import JSONResponse
 from service.warmup import Warmup
 
 router = APIRouter(tags=["health"])
+OPEN = {"security": []}  # no token needed, whatever the server's tokens
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get("/healthz", summary="Liveness: the process answers", openapi_extra=OPEN)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -22,6 +23,7 @@ async def healthz() -> dict[str, str]:
     "which wait and which failed; `all_warm` is true once everything is (see `adaserve warm`). "
     "A request needing a piece still compiling waits for it.",
     responses={503: {"description": "still compiling what the first requests need"}},
+    openapi_extra=OPEN,
 )
 async def readyz(request: Request) -> JSONResponse:
     warmup: Warmup = request.app.state.warmup
