@@ -466,6 +466,14 @@ class ManagedModel:
         )
 
 
+def binary_size(count: int) -> str:
+    """A byte count as people read it: ``512 bytes``, ``3.0 MiB``, ``16.0 GiB``."""
+    if count < 1024:
+        return f"{count:,} bytes"
+    exponent = min((count.bit_length() - 1) // 10, 4)  # 1024**exponent <= count
+    return f"{count / 1024**exponent:,.1f} {('KiB', 'MiB', 'GiB', 'TiB')[exponent - 1]}"
+
+
 class ModelRegistry:
     """Named models, the memory budget across them, and their storage under ``data_dir``."""
 
@@ -518,11 +526,13 @@ class ModelRegistry:
         needed = OnlineLogisticRegression.state_bytes_for(optimizer, dim, dtype)
         held = self.state_bytes
         if held + needed > self.settings.memory_budget_bytes:
+            budget = self.settings.memory_budget_bytes
             raise ApiError(
                 422,
                 "over_memory_budget",
-                f"the model needs {needed:,} bytes of state; {held:,} of the "
-                f"{self.settings.memory_budget_bytes:,}-byte budget are in use",
+                f"the model needs {binary_size(needed)} of state; {binary_size(held)} of the "
+                f"{binary_size(budget)} budget (ADASERVE_MEMORY_BUDGET_BYTES) are in use, "
+                f"{binary_size(max(budget - held, 0))} free",
                 {"field": "dim"},
             )
 
