@@ -69,7 +69,8 @@ def warm(warmup: Warmup) -> None:
 
 def declare_bearer_auth(schema: dict) -> None:
     """Every operation takes an API token (``Authorization: Bearer``), unless it declares
-    ``security: []`` itself (/healthz, /readyz): "Authorize" in /docs sends it."""
+    ``security: []`` itself (/healthz, /readyz): "Authorize" in /docs sends it. The others
+    document the answers to a missing or insufficient token."""
     schema["components"]["securitySchemes"] = {
         "bearer": {
             "type": "http",
@@ -79,6 +80,17 @@ def declare_bearer_auth(schema: dict) -> None:
         }
     }
     schema["security"] = [{"bearer": []}]
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            if operation.get("security") != []:
+                responses = operation.setdefault("responses", {})
+                responses.setdefault(
+                    "401", {"description": "no valid API token", "content": error_body}
+                )
+                responses.setdefault(
+                    "403", {"description": "the token's role is not enough", "content": error_body}
+                )
 
 
 async def keep_house(registry: ModelRegistry, settings: Settings) -> None:
