@@ -22,6 +22,7 @@ from optim import REGISTRY, kernels
 from service.app import create_app
 from service.batches import SMALL_BODY_BYTES
 from service.cli import main
+from service.registry import ManagedModel
 from service.settings import Settings
 from service.warmup import JSON_READER, Piece, Warmup, plan
 
@@ -136,6 +137,20 @@ def test_readyz_reports_pieces_and_requests_avoid_the_cold_json_reader(
         assert response.status_code == 503
         assert response.json()["compiling"] == "loops/adagrad"
         assert response.json()["pending"] == [JSON_READER, "predict/adagrad"]
+        # Not ready yet, but answering: a read of a model whose loops are not warm yet runs
+        # in a thread (were it compiling, the event loop would wait with it).
+        assert client.post("/v1/models", json={"name": "early", "dim": 64}).status_code == 201
+        inline_reads: list[bool] = []
+        real_read = ManagedModel.read
+
+        def read(self, fn, *, inline=False):  # type: ignore[no-untyped-def]
+            inline_reads.append(inline)
+            return real_read(self, fn, inline=inline)
+
+        monkeypatch.setattr(ManagedModel, "read", read)
+        one_row = {"indptr": [0, 1], "indices": [3], "values": [1.0]}
+        assert client.post("/v1/models/early/predict", json=one_row).status_code == 200
+        assert inline_reads == [False]
         gated_warmup["needed"].set()
         wait_for(lambda: client.get("/readyz").status_code == 200)
         body = client.get("/readyz").json()

@@ -179,7 +179,8 @@ async def _scores_of_batch(
     # A few rows are scored on the event loop (microseconds; a thread hop costs far more).
     margins = await managed.read(
         lambda model: model.decision_function(batch),
-        inline=batch.n_rows + batch.nnz <= INLINE_READ_SIZE,
+        inline=batch.n_rows + batch.nnz <= INLINE_READ_SIZE
+        and warmup.is_warm(f"loops/{managed.model.spec.name}"),  # compiling: not on the loop
     )
     if not np.isfinite(margins).all():  # JSON has no inf: say so rather than answer null
         row = int(np.flatnonzero(~np.isfinite(margins))[0])
