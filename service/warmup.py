@@ -2,11 +2,11 @@
 
 On a fresh install nothing is in numba's cache and compiling everything takes a minute or more
 on two cores (the JSON readers alone ~20-30 s, each optimizer's loops ~2-4 s). A server is ready
-(``/readyz`` 200) once the pieces marked ``needed`` are warm: the loops of the optimizers of the
-models on disk, then of the default optimizer (AdaGrad), and the path of a small JSON update
-(reading the body into a batch, its log record's checksum). The other pieces (the JSON readers,
-the one-call predict of each optimizer, the text parsers, the other optimizers) compile after
-that in the same background thread.
+(``/readyz`` 200) once the pieces marked ``needed`` are warm: the learn loops of the optimizers
+of the models on disk, then of the default optimizer (AdaGrad), and the path of a small JSON
+update (reading the body into a batch, hashing named rows, its log record's checksum). The other
+pieces (their read loops, the text parsers, the other optimizers, the JSON reader, the one-call
+predict of each optimizer) compile after that in the same background thread.
 
 A request needing a piece still compiling waits for it rather than failing: numba compiles a
 function under one process-wide lock and looks for a compiled version again once it holds it,
@@ -50,13 +50,16 @@ def _tiny_batch() -> Batch:
     return Batch.from_arrays(np.array([0, 1]), np.array([0]), np.array([1.0]), [1], dim=2)
 
 
-def optimizer_loops(optimizer: str) -> None:
-    """An optimizer's learn, margins and inspect loops (and, for the first, the batch code and
-    progressive metrics they call)."""
+def learn_loop(optimizer: str) -> None:
+    """An optimizer's learn loop (and, for the first, the batch code and progressive metrics it
+    calls): what an update needs."""
+    OnlineLogisticRegression(optimizer, dim=2).learn_batch(_tiny_batch())
+
+
+def read_loops(optimizer: str) -> None:
+    """An optimizer's margins and inspect loops: predictions of a batch, rate lookups."""
     model = OnlineLogisticRegression(optimizer, dim=2)
-    batch = _tiny_batch()
-    model.learn_batch(batch)
-    model.decision_function(batch)
+    model.decision_function(_tiny_batch())
     model.inspect_coordinates([0])
 
 
@@ -99,19 +102,25 @@ def text_parser(fmt: str, line: bytes) -> Callable[[], None]:
 
 
 def plan(optimizers_in_use: Iterable[str] = ()) -> list[Piece]:
-    """Every piece, in the order compiled: the loops of the optimizers in use and of the default
-    one and the small-update path (needed); then the text parsers, the other optimizers' loops,
-    the JSON reader (~20-40 s cold: until it is warm, requests that could use it take the
-    orjson path or a parser thread, see :meth:`Warmup.is_warm`) and the one-call predicts."""
+    """Every piece, in the order compiled: the learn loops of the optimizers in use and of the
+    default one, and the small-update path (needed); then their read loops, the text parsers,
+    the other optimizers' loops, the JSON reader (~20-70 s cold: until it is warm, requests that
+    could use it take the orjson path or a parser thread, see :meth:`Warmup.is_warm`) and the
+    one-call predicts."""
     first = list(dict.fromkeys([*optimizers_in_use, DEFAULT_OPTIMIZER]))
     rest = [name for name in REGISTRY if name not in first]
     return [
-        *(Piece(f"loops/{name}", lambda n=name: optimizer_loops(n), True) for name in first),
+        *(Piece(f"learn/{name}", lambda n=name: learn_loop(n), True) for name in first),
         Piece("update-path", small_update_path, True),
+        *(Piece(f"reads/{name}", lambda n=name: read_loops(n)) for name in first),
         Piece("parser/vw", text_parser("vw", b"1 | a\n")),
         Piece("parser/libsvm", text_parser("libsvm", b"1 0:1\n")),
         Piece("parser/criteo", text_parser("criteo", CRITEO_LINE)),
-        *(Piece(f"loops/{name}", lambda n=name: optimizer_loops(n)) for name in rest),
+        *(
+            Piece(f"{kind}/{name}", lambda n=name, f=loop: f(n))
+            for name in rest
+            for kind, loop in (("learn", learn_loop), ("reads", read_loops))
+        ),
         Piece(JSON_READER, json_reader),
         *(Piece(f"predict/{name}", lambda n=name: one_call_predict(n)) for name in [*first, *rest]),
         Piece("parser/ndjson", text_parser("ndjson", NDJSON_LINE)),

@@ -37,15 +37,18 @@ def test_plan_puts_models_optimizers_then_the_default_first_and_covers_every_opt
     pieces = plan(["ftrl", "adam", "ftrl"])
     names = [piece.name for piece in pieces]
     needed = [piece.name for piece in pieces if piece.needed]
-    assert needed == ["loops/ftrl", "loops/adam", "loops/adagrad", "update-path"]
+    assert needed == ["learn/ftrl", "learn/adam", "learn/adagrad", "update-path"]
     assert names[: len(needed)] == needed
     assert len(names) == len(set(names))
     for optimizer in REGISTRY:
-        assert f"loops/{optimizer}" in names and f"predict/{optimizer}" in names
+        for kind in ("learn", "reads", "predict"):
+            assert f"{kind}/{optimizer}" in names
     assert {JSON_READER, "parser/vw", "parser/libsvm", "parser/criteo", "parser/ndjson"} <= set(
         names
     )
-    assert [p.name for p in plan() if p.needed] == ["loops/adagrad", "update-path"]
+    assert [p.name for p in plan() if p.needed] == ["learn/adagrad", "update-path"]
+    # what the first reads of the models in use need comes next
+    assert names[len(needed) : len(needed) + 3] == ["reads/ftrl", "reads/adam", "reads/adagrad"]
 
 
 def test_ready_once_the_needed_pieces_are_settled_and_the_rest_follows(caplog) -> None:
@@ -111,7 +114,8 @@ def gated_warmup(monkeypatch) -> Iterator[dict[str, threading.Event]]:
 
     def fake_plan(in_use: list[str] = ()) -> list[Piece]:  # type: ignore[assignment]
         return [
-            Piece("loops/adagrad", lambda: gates["needed"].wait(30), needed=True),
+            Piece("learn/adagrad", lambda: gates["needed"].wait(30), needed=True),
+            Piece("reads/adagrad", lambda: None),
             Piece(JSON_READER, lambda: gates["json"].wait(30)),
             Piece("predict/adagrad", lambda: None),
         ]
@@ -135,8 +139,8 @@ def test_readyz_reports_pieces_and_requests_avoid_the_cold_json_reader(
     with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
         response = client.get("/readyz")
         assert response.status_code == 503
-        assert response.json()["compiling"] == "loops/adagrad"
-        assert response.json()["pending"] == [JSON_READER, "predict/adagrad"]
+        assert response.json()["compiling"] == "learn/adagrad"
+        assert response.json()["pending"] == ["reads/adagrad", JSON_READER, "predict/adagrad"]
         # Not ready yet, but answering: a read of a model whose loops are not warm yet runs
         # in a thread (were it compiling, the event loop would wait with it).
         assert client.post("/v1/models", json={"name": "early", "dim": 64}).status_code == 201
@@ -153,8 +157,10 @@ def test_readyz_reports_pieces_and_requests_avoid_the_cold_json_reader(
         assert inline_reads == [False]
         gated_warmup["needed"].set()
         wait_for(lambda: client.get("/readyz").status_code == 200)
+        wait_for(lambda: client.get("/readyz").json()["compiling"] == JSON_READER)
         body = client.get("/readyz").json()
-        assert body["warm"] == ["loops/adagrad"] and body["compiling"] == JSON_READER
+        assert body["warm"] == ["learn/adagrad", "reads/adagrad"]
+        assert body["compiling"] == JSON_READER
         assert client.post("/v1/models", json={"name": "m", "dim": 64}).status_code == 201
 
         # While the one-call predict is not warm, predict takes the general path.
@@ -233,14 +239,14 @@ def test_cold_server_compiles_the_models_optimizer_first_and_waiting_requests_su
         assert response.status_code == 200 and response.json()["rows"] == 1
         wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 600)
         ready = httpx.get(f"{url}/readyz").json()
-        assert {"loops/ftrl", "loops/adagrad", "update-path"} <= set(ready["warm"])
+        assert {"learn/ftrl", "learn/adagrad", "update-path"} <= set(ready["warm"])
         assert ready["pending"] and ready["all_warm"] is False, ready
     finally:
         process.terminate()
         output = process.communicate(timeout=120)[0].decode()
     assert process.returncode == 0, output
-    assert output.index("compiling loops/ftrl") < output.index("compiling loops/adagrad")
-    assert "loops/ftrl warm in" in output and "ready after" in output
+    assert output.index("compiling learn/ftrl") < output.index("compiling learn/adagrad")
+    assert "learn/ftrl warm in" in output and "ready after" in output
 
 
 def wait_for_answer(url: str, process: subprocess.Popen) -> None:

@@ -180,7 +180,7 @@ async def _scores_of_batch(
     margins = await managed.read(
         lambda model: model.decision_function(batch),
         inline=batch.n_rows + batch.nnz <= INLINE_READ_SIZE
-        and warmup.is_warm(f"loops/{managed.model.spec.name}"),  # compiling: not on the loop
+        and warmup.is_warm(f"reads/{managed.model.spec.name}"),  # compiling: not on the loop
     )
     if not np.isfinite(margins).all():  # JSON has no inf: say so rather than answer null
         row = int(np.flatnonzero(~np.isfinite(margins))[0])
