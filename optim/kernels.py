@@ -41,6 +41,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,9 @@ class Kernels:
 
 
 _LOADED: dict[str, Kernels] = {}
+# One lock per optimizer: a thread asking for kernels another thread is loading waits for them
+# rather than executing the module a second time (a second set of loops, compiled again).
+_LOADING: dict[str, threading.Lock] = {}
 
 
 def _generated_source(spec: OptimizerSpec) -> str:
@@ -85,7 +89,11 @@ def _generated_source(spec: OptimizerSpec) -> str:
 
 def kernels_for(spec: OptimizerSpec) -> Kernels:
     """The compiled loops for ``spec``: generated once per source version, loaded once a process."""
-    if spec.name not in _LOADED:
+    if spec.name in _LOADED:
+        return _LOADED[spec.name]
+    with _LOADING.setdefault(spec.name, threading.Lock()):  # setdefault: atomic
+        if spec.name in _LOADED:  # loaded while this thread waited
+            return _LOADED[spec.name]
         name = f"adaserve_kernels_{spec.name}_{CACHE_KEY}"
         path = COMPILED_DIRECTORY / f"{name}.py"
         if not path.exists():

@@ -7,16 +7,17 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import anyio
-import numpy as np
 from fastapi import FastAPI, Response
+from fastapi.openapi.docs import get_redoc_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from optim import REGISTRY, OnlineLogisticRegression
 from service.auth import READ, parse_tokens
 from service.engine.errors import EngineError, ModelDeleted
 from service.errors import install_error_handlers
@@ -35,34 +36,62 @@ from service.routers import (
 )  # fmt: skip
 from service.schemas import CsrBatch, NamedRows
 from service.settings import Settings
+from service.warmup import Warmup, plan
 
 log = logging.getLogger("adaserve")
 # The routers in the order the API documents them (/docs, /openapi.json).
 ROUTERS = (health, models, learning, streams, inspection, persistence, experiments, ui)
+DOCS_FILES = "/static-offline-docs"  # Swagger UI's and ReDoc's files (fastapi-offline's)
+# ReDoc's side menu shows an image from its maker's CDN: the page's policy keeps it from loading
+# (ReDoc hides it then). It styles itself inline and searches in a worker made from a blob.
+REDOC_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "worker-src 'self' blob:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
+)
 
 
-def warm_kernels() -> None:
-    """Compile (or load from numba's cache) every optimizer's learn/predict/inspect kernels, the
-    compiled JSON readers and the text parsers, so no request pays for it."""
-    indptr, indices, values = np.array([0, 1]), np.array([0]), np.array([1.0])
-    from optim import Batch, formats
-
-    formats.warm()
-    batch = Batch.from_arrays(indptr, indices, values, [1], dim=2)
-    for name in REGISTRY:
-        model = OnlineLogisticRegression(name, dim=2)
-        model.learn_batch(batch)
-        model.decision_function(batch)
-        model.inspect_coordinates([0])
+def warm_kernels(optimizers_in_use: Iterable[str] = ()) -> Warmup:
+    """Compile (or load from numba's cache) every optimizer's kernels, the compiled JSON reader
+    and the text parsers, those of ``optimizers_in_use`` first (:mod:`service.warmup`), logging
+    what each piece took."""
+    warmup = Warmup(plan(optimizers_in_use))
+    warmup.run()
+    return warmup
 
 
-def warm() -> None:
-    """:func:`warm_kernels`, then the objects alive from then on for the life of a server (numba's,
+def warm(warmup: Warmup) -> None:
+    """``warmup.run()``, then the objects alive from then on for the life of a server (numba's,
     FastAPI's, pydantic's) are moved out of the cyclic GC's reach (``gc.freeze``): its full
     collections under load took 47 ms instead of 88 ms, all that time holding the GIL."""
-    warm_kernels()
+    warmup.run()
     gc.collect()  # what is garbage already is not frozen
     gc.freeze()
+
+
+def declare_bearer_auth(schema: dict) -> None:
+    """Every operation takes an API token (``Authorization: Bearer``), unless it declares
+    ``security: []`` itself (/healthz, /readyz): "Authorize" in /docs sends it. The others
+    document the answers to a missing or insufficient token."""
+    schema["components"]["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token with the role the operation needs (read < write < "
+            "admin); ignored by a server without tokens (one bound to loopback only).",
+        }
+    }
+    schema["security"] = [{"bearer": []}]
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            if operation.get("security") != []:
+                responses = operation.setdefault("responses", {})
+                responses.setdefault(
+                    "401", {"description": "no valid API token", "content": error_body}
+                )
+                responses.setdefault(
+                    "403", {"description": "the token's role is not enough", "content": error_body}
+                )
 
 
 async def keep_house(registry: ModelRegistry, settings: Settings) -> None:
@@ -97,9 +126,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "data directory %s: %d model(s)", settings.data_dir.resolve(), len(registry.models)
         )
         if settings.warm_kernels:
-            threading.Thread(target=lambda: (warm(), app.state.ready.set()), daemon=True).start()
-        else:
-            app.state.ready.set()
+            in_use = [m.model.config["optimizer"]["name"] for m in registry.models.values()]
+            app.state.warmup = Warmup(plan(in_use))
+            threading.Thread(
+                target=warm, args=(app.state.warmup,), name="adaserve-warm-up", daemon=True
+            ).start()
         housekeeping = asyncio.create_task(keep_house(registry, settings))
         yield
         housekeeping.cancel()
@@ -111,21 +142,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry.close()  # and the engine's thread pools
         log.info("snapshots written to %s", settings.data_dir.resolve())
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI's and ReDoc's files from this server (the package
+    # fastapi-offline ships them), not from a CDN: the docs work without the internet.
+    app = FastAPIOffline(
+        redoc_url=None,  # redoc() below
+        static_url=DOCS_FILES,
         title="adaserve",
         version="0.1.0",
         summary="Online logistic regression with lazy per-coordinate optimizers, over HTTP",
         lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
     )
     app.state.settings = settings
     app.state.registry = ModelRegistry(settings)
     app.state.experiments = ExperimentRegistry(app.state.registry)
     app.state.metrics = ServiceMetrics(lambda: app.state.registry.models.values())
-    app.state.ready = threading.Event()
+    app.state.warmup = Warmup([])  # nothing to wait for unless the lifespan plans a warm-up
+    app.state.warmup.ready.set()
     app.state.tokens = parse_tokens(settings.tokens, settings.tokens_file)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    framework_routes = list(app.routes)  # /openapi.json, /docs, /redoc: not documented
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_FILES}/redoc.standalone.js", with_google_fonts=False,
+            redoc_favicon_url=f"{DOCS_FILES}/favicon.png",
+        )  # fmt: skip
+        page.headers["Content-Security-Policy"] = REDOC_POLICY
+        return page
+
+    framework_routes = list(app.routes)  # /openapi.json, /docs, /redoc, their files: undocumented
     # The per-row learning routes (predict, updates) are the app's first own routes rather than
     # an included router's: FastAPI matches a request against each included router in turn,
     # with ~8 µs of bookkeeping a router (twice for the one that answers), ~20 µs of a ~150 µs
@@ -155,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(definition.pop("$defs", {}))
                 components[model.__name__] = definition
+            declare_bearer_auth(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -121,6 +121,17 @@ def _repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warm(args: argparse.Namespace) -> int:
+    from optim._cache import COMPILED_DIRECTORY
+    from service.app import warm_kernels
+
+    log = logging.getLogger("adaserve")
+    log.info("compiling into %s (and numba's cache)", COMPILED_DIRECTORY)
+    warmup = warm_kernels()
+    log.info("%d piece(s) warm; %d failed", len(warmup.seconds), len(warmup.failed))
+    return 1 if warmup.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -149,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="the service's data dir")
     repair.add_argument("model", metavar="MODEL", help="the model's name")
     repair.set_defaults(run=_repair)
+
+    warm = commands.add_parser(
+        "warm", help="compile all the numba code into the caches now, so servers start warm"
+    )
+    warm.set_defaults(run=_warm)
     train.add_commands(commands)  # train, predict
     compare.add_command(commands)
     return parser

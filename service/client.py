@@ -4,6 +4,12 @@
 >>> client = AdaserveClient("http://127.0.0.1:8080")        # doctest: +SKIP
 >>> client.create_model("clicks", optimizer="adagrad", hash_bits=20)  # doctest: +SKIP
 >>> client.update("clicks", rows=[{"IQ": 1.2}], labels=[1])  # doctest: +SKIP
+>>> client.stream_file("clicks", "train.vw", "vw")  # doctest: +SKIP
+
+Every failure is an :class:`AdaserveError`: an error answer (4xx/5xx, with the service's
+``error``, ``detail`` and ``where``), or a :class:`StreamError` when a stream stopped on a line
+it could not learn (the answer had begun: 200), carrying the line, the reason and the rows
+learned before it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,27 @@ class AdaserveError(RuntimeError):
         self.detail = body.get("detail", "")
         self.where = body.get("where", {})
         super().__init__(f"{status} {self.error}: {self.detail} {self.where or ''}".strip())
+
+
+class StreamError(AdaserveError):
+    """A stream stopped before its end: on a line the service could not parse or learn (``line``,
+    ``field``, ``reason``), or cut off before its summary (``line`` None). Every row before it
+    was learned: ``rows``. ``summary`` is the final line as the service sent it (``{}`` when
+    none came)."""
+
+    def __init__(self, summary: Mapping[str, Any]) -> None:
+        error = summary.get("error") or {}
+        self.summary = dict(summary)
+        self.rows: int = summary.get("rows", 0)
+        self.line: int | None = error.get("line")
+        self.field: str | None = error.get("field")
+        self.reason: str = error.get("detail") or "the stream ended without its summary line"
+        where = f"line {self.line}" if self.line is not None else "the stream"
+        super().__init__(200, {
+            "error": "stream_stopped",
+            "detail": f"{where}: {self.reason}; {self.rows:,} rows learned before it",
+            "where": {k: v for k, v in error.items() if k != "detail"},
+        })  # fmt: skip
 
 
 def _csr_body(X: Any, labels: Any = None, weights: Any = None) -> dict[str, Any]:
@@ -148,10 +175,25 @@ class AdaserveClient:
         return {k: np.asarray(v) for k, v in out.items()}
 
     def stream(
-        self, name: str, source: str | os.PathLike[str] | bytes, fmt: str, *,
+        self, name: str, source: str | os.PathLike[str] | bytes, fmt: str, **kw: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Stream a file (or bytes) to the model's ``/stream``; yields the server's NDJSON lines
+        as dicts (the last says whether the stream stopped on an error: see
+        :meth:`stream_file`). ``kw``: ``progress`` (a tqdm bar, default True),
+        ``return_predictions``, ``chunk_bytes``."""
+        return self._stream(f"/v1/models/{name}/stream", source, fmt, **kw)
+
+    def stream_file(
+        self, name: str, source: str | os.PathLike[str] | bytes, fmt: str, **kw: Any
+    ) -> dict[str, Any]:
+        """Stream a whole file; the final summary line. Raises :class:`StreamError` when the
+        stream stopped on an error (the rows before it are learned)."""
+        return _summary(self.stream(name, source, fmt, **kw))
+
+    def _stream(
+        self, path: str, source: str | os.PathLike[str] | bytes, fmt: str, *,
         progress: bool = True, return_predictions: bool = False, chunk_bytes: int = 1 << 20,
     ) -> Iterator[dict[str, Any]]:  # fmt: skip
-        """Stream a file (or bytes) to ``/stream``; yields the server's NDJSON lines as dicts."""
         if fmt not in CONTENT_TYPES:
             raise ValueError(f"fmt must be one of {sorted(CONTENT_TYPES)}, got {fmt!r}")
 
@@ -178,7 +220,7 @@ class AdaserveClient:
                 handle.close()
 
         with self.http.stream(
-            "POST", f"/v1/models/{name}/stream", content=chunks(),
+            "POST", path, content=chunks(),
             params={"return_predictions": str(return_predictions).lower()},
             headers={"Content-Type": CONTENT_TYPES[fmt]},
         ) as response:  # fmt: skip
@@ -189,14 +231,55 @@ class AdaserveClient:
                 if line:
                     yield orjson.loads(line)
 
-    def stream_file(
+    # ------------------------------------------------------------------ experiments
+    def create_experiment(
+        self, name: str, members: Sequence[str | Mapping[str, Any]], **shared: Any
+    ) -> dict[str, Any]:
+        """One model per member, all with the same ``shared`` dim or hash_bits, hash_seed,
+        dtype, fit_intercept. A member is an optimizer name (``"adam"``), an optimizer
+        configuration (``{"name": "adam", "lr": 0.01}``), or a member as the API takes it
+        (``{"optimizer": ..., "lazy": "frozen", "name": "model-name"}``)."""
+        models = [
+            {"optimizer": m} if isinstance(m, str) or "optimizer" not in m else dict(m)
+            for m in members
+        ]
+        return self._call(
+            "POST", "/v1/experiments", json={"name": name, "models": models, **shared}
+        )
+
+    def list_experiments(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/experiments")["experiments"]
+
+    def leaderboard(self, name: str) -> dict[str, Any]:
+        """The experiment's members (progressive log-loss, recent AUC, calibration, loss curve)
+        and ``leaderboard``: the member model names, lowest log-loss first."""
+        return self._call("GET", f"/v1/experiments/{name}")
+
+    def delete_experiment(self, name: str) -> None:
+        self._call("DELETE", f"/v1/experiments/{name}")
+
+    def update_experiment(
+        self, name: str, X: Any = None, labels: Any = None, sample_weight: Any = None, *,
+        rows: Sequence[Mapping[str, Any]] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Learn one batch in every member, in the same order; rows and each member's step and
+        log_loss."""
+        return self._call(
+            "POST", f"/v1/experiments/{name}/updates",
+            json=self._batch(X, rows, labels, sample_weight),
+        )  # fmt: skip
+
+    def stream_experiment(
+        self, name: str, source: str | os.PathLike[str] | bytes, fmt: str, **kw: Any
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`stream` to every member of an experiment (the body parsed once)."""
+        return self._stream(f"/v1/experiments/{name}/stream", source, fmt, **kw)
+
+    def stream_experiment_file(
         self, name: str, source: str | os.PathLike[str] | bytes, fmt: str, **kw: Any
     ) -> dict[str, Any]:
-        """Stream a whole file; return the final summary line."""
-        last: dict[str, Any] = {}
-        for line in self.stream(name, source, fmt, **kw):
-            last = line
-        return last
+        """:meth:`stream_file` to every member of an experiment."""
+        return _summary(self.stream_experiment(name, source, fmt, **kw))
 
     # ------------------------------------------------------------------ inspection
     def learning_rates(
@@ -235,3 +318,14 @@ class AdaserveClient:
 
     def snapshot(self, name: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/models/{name}/snapshot")
+
+
+def _summary(lines: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    """A stream's final summary line; :class:`StreamError` when it stopped on an error or ended
+    without one."""
+    last: dict[str, Any] = {}
+    for line in lines:
+        last = line
+    if not last.get("done") or last.get("error") is not None:
+        raise StreamError(last)
+    return last

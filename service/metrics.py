@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -123,6 +124,23 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app, self.metrics = app, metrics
+        self._templates: dict[object, str] | None = None
+
+    def template(self, scope: Scope) -> str:
+        """The matched route's path template. Starlette's own routes and mounts (/docs,
+        /openapi.json, the docs' files) leave only their endpoint in the scope: it is looked up
+        among the app's routes. A request no route matched is ``unmatched``."""
+        route = scope.get("route")
+        if route is not None:
+            return route.path
+        if self._templates is None:
+            self._templates = {}
+            for candidate in scope["app"].routes:
+                if isinstance(candidate, Mount):
+                    self._templates[candidate.app] = f"{candidate.path}/{{path}}"
+                elif isinstance(candidate, Route):
+                    self._templates[candidate.endpoint] = candidate.path
+        return self._templates.get(scope.get("endpoint"), "unmatched")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -140,7 +158,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            template = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.request_done(
-                template, scope.get("method", ""), status, time.perf_counter() - start
+                self.template(scope), scope.get("method", ""), status, time.perf_counter() - start
             )

@@ -160,7 +160,9 @@ class ModelRegistry:
             raise OverMemoryBudget(
                 model,
                 f"{what} needs {readable_bytes(needed)} ({needed:,} bytes); "
-                f"{readable_bytes(held)} of the {readable_bytes(budget)} budget are in use",
+                f"{readable_bytes(held)} of the {readable_bytes(budget)} budget "
+                f"(ADASERVE_MEMORY_BUDGET_BYTES) are in use, "
+                f"{readable_bytes(max(budget - held, 0))} free",
                 field=field,
             )
         return needed

@@ -15,7 +15,7 @@ from test_real_data import auc
 
 from optim import OnlineLogisticRegression
 from optim.formats import iter_file_batches
-from service.client import AdaserveClient
+from service.client import AdaserveClient, StreamError
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +68,10 @@ def test_stream_rcv1_as_vw_text(server: str) -> None:
 def test_malformed_line_stops_the_stream_and_says_where(server: str) -> None:
     with AdaserveClient(server) as client:
         client.create_model("bad", "sgd", dim=10)
-        summary = client.stream_file(
-            "bad", b"1 1:1\n0 2:1\n1 3:x\n1 4:1\n", "libsvm", progress=False
-        )
-        assert summary["rows"] == 2 and summary["error"]["line"] == 3
+        with pytest.raises(StreamError) as caught:
+            client.stream_file("bad", b"1 1:1\n0 2:1\n1 3:x\n1 4:1\n", "libsvm", progress=False)
+        assert caught.value.rows == 2 and caught.value.line == 3
+        assert caught.value.summary["error"]["line"] == 3
         assert client.get_model("bad")["step"] == 2
 
 

@@ -33,7 +33,7 @@ from optim.model import save_file_arrays
 from optim.model_file import MAX_CONFIG_DEPTH, json_depth
 from service.app import create_app
 from service.engine.errors import OverMemoryBudget
-from service.registry import ModelRegistry, readable_bytes
+from service.registry import ModelRegistry
 from service.settings import Settings
 from service.storage import ModelStorage
 
@@ -622,12 +622,6 @@ def test_a_reservation_holds_its_bytes_until_released(tmp_path: Path) -> None:
     asyncio.run(registry.create("m", {"dim": 1, "optimizer": "adam"}))
     assert registry.memory_bytes == registry.models["m"].model.memory_bytes
     registry.close()
-
-
-def test_readable_bytes() -> None:
-    assert readable_bytes(96) == "96 bytes"
-    assert readable_bytes(48_000_000) == "45.8 MiB"
-    assert readable_bytes(3 << 30) == "3.0 GiB"
 
 
 # ----------------------------------------------------------------- any damage: a model or a refusal

@@ -376,3 +376,55 @@ def test_rare_versus_frequent(server: str, api: httpx.Client, page, tmp_path: Pa
     expect(legend.first).to_contain_text("adagrad")
     shot(page, tmp_path / "experiment-rates.png")
     assert errors == [], errors
+
+
+def test_api_docs_render_offline_and_try_it_out_sends_the_token(
+    server: str, browser, tmp_path: Path
+) -> None:
+    """/docs (Swagger UI) and /redoc with every request intercepted: each goes to the server
+    (127.0.0.1), the route list renders, and "Authorize" then "Try it out" gets a 200 from a
+    route that needs a token."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    requested: list[str] = []
+
+    def only_the_server(route) -> None:  # type: ignore[no-untyped-def]
+        requested.append(route.request.url)
+        if route.request.url.startswith(f"{server}/"):
+            route.continue_()
+        else:
+            route.abort()
+
+    context.route("**/*", only_the_server)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.set_default_timeout(20_000)
+    operations = sum(
+        len(methods) for methods in httpx.get(f"{server}/openapi.json").json()["paths"].values()
+    )
+
+    page.goto(f"{server}/docs")
+    expect(page.locator(".opblock")).to_have_count(operations)
+    expect(
+        page.locator(".opblock-summary-path", has_text="/v1/models/{name}/updates")
+    ).to_be_visible()
+    page.click("button.authorize")
+    page.fill(".auth-container input", READER)
+    page.click(".auth-btn-wrapper button.authorize")
+    page.click("button.btn-done")
+    listing = page.locator("#operations-models-list_models_v1_models_get")  # GET /v1/models
+    listing.locator(".opblock-summary").click()
+    listing.locator(".try-out__btn").click()
+    listing.locator(".execute").click()
+    status = listing.locator(".live-responses-table tbody .response-col_status")
+    expect(status).to_have_text("200")  # the read token was sent: auth is on
+    shot(page, tmp_path / "docs.png")
+
+    page.goto(f"{server}/redoc")
+    expect(page.locator("h2", has_text="Learn a batch (CSR or named rows)")).to_be_visible()
+    shot(page, tmp_path / "redoc.png")
+    context.close()
+
+    assert requested and errors == []
+    elsewhere = [url for url in requested if not url.startswith("http://127.0.0.1:")]
+    assert elsewhere == [], f"requests left the server: {elsewhere}"

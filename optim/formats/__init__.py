@@ -53,7 +53,6 @@ dropped as it arrives. :func:`parse_bytes` puts every row before the bad line in
 
 from __future__ import annotations
 
-from optim.formats.json_csr import read_csr
 from optim.formats.stream import (
     READERS,
     ParseError,
@@ -72,18 +71,4 @@ __all__ = [
     "concat_batches",
     "iter_file_batches",
     "parse_bytes",
-    "warm",
 ]
-
-
-def warm() -> None:
-    """Compile (or load from numba's cache) every format's kernels and the JSON CSR reader, for a
-    server to call at start-up."""
-    read_csr(b'{"indptr": [0, 1], "indices": [0], "values": [0.5], "labels": [1]}')
-    for fmt, line in (
-        ("libsvm", b"1 0:0.5\n"),
-        ("vw", b"1 | a:0.5\n"),
-        ("criteo", b"\t".join([b"1", *[b"1"] * 13, *[b"a"] * 26]) + b"\n"),
-        ("ndjson", b'{"indices": [0], "values": [0.5], "label": 1}\n'),
-    ):
-        parse_bytes(line, fmt, dim=2)

@@ -29,6 +29,7 @@ from service.schemas import (
 )
 from service.settings import Settings
 from service.storage import RecordBody, record_body
+from service.warmup import JSON_READER, Warmup
 
 router = APIRouter(prefix="/v1/models/{name}", tags=["learning"], responses=ERROR_RESPONSES)
 # Bodies up to this size are parsed on the event loop: ~0.1 ms as CSR, a few ms as named rows.
@@ -67,12 +68,21 @@ _NAME_PARAMETER: dict[str, Any] = {
 }  # fmt: skip
 
 
+def _parse_inline(data: bytes, warmup: Warmup) -> bool:
+    """Whether to parse ``data`` on the event loop: when it is small, and when the compiled JSON
+    reader it may use is warm (on a fresh install, compiling it takes 20-40 s: in a parser
+    thread that is the request's wait, on the event loop every request's)."""
+    return len(data) <= INLINE_BODY_BYTES and (
+        len(data) < SMALL_BODY_BYTES or warmup.is_warm(JSON_READER)
+    )
+
+
 async def _batch_of(
-    data: bytes, managed: ManagedModel, settings: Settings, *, require_labels: bool
+    data: bytes, managed: ManagedModel, settings: Settings, warmup: Warmup, *, require_labels: bool
 ) -> Batch:
     """The body as a validated batch: a small one on the event loop (compiled: well under a
     millisecond, where a thread hop costs 0.1-0.2 ms), a large one in a parser thread."""
-    if len(data) <= INLINE_BODY_BYTES:
+    if _parse_inline(data, warmup):
         return batch_from_body(data, managed.model, settings, require_labels=require_labels)
     return await asyncio.get_running_loop().run_in_executor(
         _PARSERS,
@@ -81,13 +91,13 @@ async def _batch_of(
 
 
 def _learn(
-    data: bytes, managed: ManagedModel, settings: Settings, metrics: ServiceMetrics
+    data: bytes, managed: ManagedModel, settings: Settings, metrics: ServiceMetrics, warmup: Warmup
 ) -> Awaitable[LearnResult]:
     """Learn the body: a small one parsed on the event loop, a large one in a parser thread,
     which also makes its log record's body (rather than the model's log writer, which writes
     one group at a time: there, its ~0.3 ms a 1,000-row batch held up every batch behind it)
     and hands both to the model's writer."""
-    if len(data) <= INLINE_BODY_BYTES:
+    if _parse_inline(data, warmup):
         batch = batch_from_body(data, managed.model, settings, require_labels=True)
         return managed.learn(batch, metrics.learned)
 
@@ -118,7 +128,7 @@ async def update(
     settings: Settings = request.app.state.settings
     metrics: ServiceMetrics = request.app.state.metrics
     data = await read_body(request, settings.max_body_bytes)
-    result = await _learn(data, managed, settings, metrics)
+    result = await _learn(data, managed, settings, metrics, request.app.state.warmup)
     return json_response(  # UpdateResult's fields, encoded by orjson (see json_response)
         {
             "rows": result.rows,
@@ -142,9 +152,10 @@ async def predict(request: Request) -> Response:
     # and Depends(deps.model) would check them, in that order.
     managed = deps.authorized_model(request, request.path_params["name"], "read")
     settings: Settings = request.app.state.settings
+    warmup: Warmup = request.app.state.warmup
     data = await read_body(request, settings.max_body_bytes)
     scores = None
-    if len(data) < SMALL_BODY_BYTES:
+    if len(data) < SMALL_BODY_BYTES and warmup.is_warm(f"predict/{managed.model.spec.name}"):
         # A plain CSR body of a few rows is read, checked, scored and squashed in one compiled
         # call, on the event loop (microseconds); any other body takes the general path below.
         scores = await managed.read(
@@ -154,22 +165,23 @@ async def predict(request: Request) -> Response:
             inline=True,
         )
     if scores is None:
-        scores = await _scores_of_batch(data, managed, settings)
+        scores = await _scores_of_batch(data, managed, settings, warmup)
     margins, probs = scores
     # Predictions' fields, encoded by orjson (see json_response).
     return json_response({"probabilities": probs, "margins": margins})
 
 
 async def _scores_of_batch(
-    data: bytes, managed: ManagedModel, settings: Settings
+    data: bytes, managed: ManagedModel, settings: Settings, warmup: Warmup
 ) -> tuple[np.ndarray, np.ndarray]:
     """Margins and probabilities of any body (named rows, unsorted CSR, many rows...) through a
     validated :class:`Batch`; 422 for a margin that is not finite."""
-    batch = await _batch_of(data, managed, settings, require_labels=False)
+    batch = await _batch_of(data, managed, settings, warmup, require_labels=False)
     # A few rows are scored on the event loop (microseconds; a thread hop costs far more).
     margins = await managed.read(
         lambda model: model.decision_function(batch),
-        inline=batch.n_rows + batch.nnz <= settings.inline_read_size,
+        inline=batch.n_rows + batch.nnz <= settings.inline_read_size
+        and warmup.is_warm(f"reads/{managed.model.spec.name}"),  # compiling: not on the loop
     )
     if not np.isfinite(margins).all():  # JSON has no inf: say so rather than answer null
         row = int(np.flatnonzero(~np.isfinite(margins))[0])
