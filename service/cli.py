@@ -18,6 +18,7 @@ from pathlib import Path
 from service import compare, train
 from service.auth import parse_tokens
 from service.settings import Settings
+from service.websafety import parse_origins
 
 
 def is_loopback(host: str) -> bool:
@@ -63,6 +64,13 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         log.error("tokens: %s", exc)
         return 2
+    try:
+        origins = parse_origins(settings.allowed_origins)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    if origins:
+        log.info("web pages of these origins may call the API: %s", ", ".join(sorted(origins)))
     if tokens:
         roles = sorted(set(tokens.values()))
         log.info("auth: %d token(s) with roles %s", len(tokens), ", ".join(roles))
@@ -100,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="allow binding a non-loopback address without tokens",
+    )
+    serve.add_argument(
+        "--allowed-origins",
+        help="comma-separated origins (scheme://host[:port]) whose web pages may call the API",
     )
     serve.add_argument(
         "--fsync",
