@@ -246,12 +246,8 @@ def test_export_import_snapshot_round_trip(client: TestClient, settings: Setting
     model = OnlineLogisticRegression.load(io.BytesIO(exported.content))
     assert model.step == 2
     client.post("/v1/models/m/updates", json=CSR)
-    assert (
-        client.post("/v1/models/m/import", content=exported.content, headers=MODEL_FILE).json()[
-            "step"
-        ]
-        == 2
-    )
+    imported = client.post("/v1/models/m/import", content=exported.content, headers=MODEL_FILE)
+    assert imported.json()["step"] == 2
     assert client.get("/v1/models/m").json()["step"] == 2
     snap = client.post("/v1/models/m/snapshot").json()
     snapshot_file = settings.data_dir / "models" / "m" / "snapshot-2.npz"
@@ -262,14 +258,11 @@ def test_import_validates_before_replacing(client: TestClient) -> None:
     create(client)
     client.post("/v1/models/m/updates", json=CSR)
     before = client.get("/v1/models/m/export").content
-    assert_error(
-        client.post("/v1/models/m/import", content=b"not a model", headers=MODEL_FILE),
-        422,
-        "invalid_input",
-    )
+    refused = client.post("/v1/models/m/import", content=b"not a model", headers=MODEL_FILE)
+    assert_error(refused, 422, "invalid_input")
     other = OnlineLogisticRegression("adam", dim=64).to_bytes()
-    assert_error(client.post("/v1/models/m/import", content=other, headers=MODEL_FILE), 422, "config_mismatch",
-                 field="optimizer")  # fmt: skip
+    mismatched = client.post("/v1/models/m/import", content=other, headers=MODEL_FILE)
+    assert_error(mismatched, 422, "config_mismatch", field="optimizer")
     assert client.get("/v1/models/m/export").content == before
 
 
