@@ -14,9 +14,12 @@ must change nothing, hence two checks:
 * :class:`OriginGuard`, a pure ASGI middleware: a request whose ``Origin`` header is not the
   service's own origin (the scheme and the ``Host`` it was asked for) nor one of
   ``ADASERVE_ALLOWED_ORIGINS`` is refused with 403 ``forbidden_origin``, whatever its method.
-  Browsers send ``Origin`` with every cross-origin request a script or form makes (and with a
-  same-origin POST); other clients (curl, the Python client) send none. Refusing GETs too is not
-  needed (a page cannot read them) but keeps the rule simple: no foreign page gets an answer.
+  Browsers send ``Origin`` with every request a page makes but a ``no-cors`` GET (an image, a
+  script, ``fetch`` in that mode), and (Fetch Metadata) ``Sec-Fetch-Site`` with every request:
+  a GET without ``Origin`` that a page of another site made is refused too, unless it is a
+  navigation (a link to the service followed). Refusing GETs is not needed (a page cannot read
+  their answers) but keeps the rule simple: no foreign page gets an answer. Other clients (curl,
+  the Python client) send neither header.
 """
 
 from __future__ import annotations
@@ -119,8 +122,10 @@ def parse_origins(setting: str) -> frozenset[str]:
 
 class OriginGuard:
     """Refuses (403 ``forbidden_origin``) a request from a foreign web page: one whose ``Origin``
-    is neither the service's own origin (``scheme://Host``) nor allowed. Pure ASGI: a request
-    without ``Origin`` costs one scan of its header list."""
+    is neither the service's own origin (``scheme://Host``) nor allowed, or, without ``Origin``
+    (a ``no-cors`` GET: browsers send none), one the browser marks as made by a page of another
+    site (``Sec-Fetch-Site``) other than a navigation (a link followed to the service). Pure
+    ASGI: one scan of the header list a request."""
 
     def __init__(self, app: ASGIApp, allowed: Iterable[str] = ()) -> None:
         self.app = app
@@ -128,38 +133,48 @@ class OriginGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            origin = host = None
+            origin = site = mode = None
             for name, value in scope["headers"]:
                 if name == b"origin":
                     origin = value
-                elif name == b"host":
-                    host = value
-            if origin is not None and not self._admitted(scope, origin, host):
-                await self._refuse(send, origin)
+                elif name == b"sec-fetch-site":
+                    site = value
+                elif name == b"sec-fetch-mode":
+                    mode = value
+            if origin is not None:
+                if not self._admitted(scope, origin.decode("latin-1")):
+                    await _refuse(send, f"web pages of origin {origin.decode('latin-1')!r}")
+                    return
+            elif site in _OTHER_SITES and mode != b"navigate":
+                await _refuse(send, f"web pages of another site (Sec-Fetch-Site: {site.decode()})")
                 return
         await self.app(scope, receive, send)
 
-    def _admitted(self, scope: Scope, origin: bytes, host: bytes | None) -> bool:
-        claimed = normalized_origin(origin.decode("latin-1"))
-        if host is not None and claimed == normalized_origin(
-            f"{scope.get('scheme', 'http')}://{host.decode('latin-1')}"
-        ):
+    def _admitted(self, scope: Scope, origin: str) -> bool:
+        claimed = normalized_origin(origin)
+        if claimed in self.allowed:
             return True
-        return claimed in self.allowed
+        host = next((value for name, value in scope["headers"] if name == b"host"), None)
+        own = f"{scope.get('scheme', 'http')}://{(host or b'').decode('latin-1')}"
+        return host is not None and claimed == normalized_origin(own)
 
-    @staticmethod
-    async def _refuse(send: Send, origin: bytes) -> None:
-        body = orjson.dumps(
-            error_body(
-                "forbidden_origin",
-                f"requests from web pages of origin {origin.decode('latin-1')!r} are refused; "
-                "allow the origin in ADASERVE_ALLOWED_ORIGINS to admit them",
-                {"field": "Origin"},
-            )
+
+# Sec-Fetch-Site of a request a page of another origin made (same-site: another port, say).
+_OTHER_SITES = (b"cross-site", b"same-site")
+
+
+async def _refuse(send: Send, whom: str) -> None:
+    body = orjson.dumps(
+        error_body(
+            "forbidden_origin",
+            f"requests from {whom} are refused; allow the origin in ADASERVE_ALLOWED_ORIGINS "
+            "to admit them",
+            {"field": "Origin"},
         )
-        await send({
-            "type": "http.response.start", "status": 403,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode())],
-        })  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+    )
+    await send({
+        "type": "http.response.start", "status": 403,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+    })  # fmt: skip
+    await send({"type": "http.response.body", "body": body})

@@ -187,3 +187,22 @@ def test_serve_refuses_a_malformed_allowed_origin(tmp_path, caplog) -> None:
     args = ["serve", "--data-dir", str(tmp_path), "--allowed-origins", "dash.example"]
     assert main(args) == 2
     assert "is not scheme://host[:port]" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "site, mode, admitted",
+    [
+        ("cross-site", "no-cors", False),  # an <img>, a <script>, a no-cors fetch elsewhere
+        ("same-site", "no-cors", False),  # a page on another port of this host
+        ("cross-site", "navigate", True),  # a link to the service, followed
+        ("same-origin", "cors", True),  # the dashboard
+        ("none", "navigate", True),  # typed in the address bar
+    ],
+)
+def test_a_get_without_origin_is_judged_by_fetch_metadata(client, site, mode, admitted) -> None:
+    headers = {"Sec-Fetch-Site": site, "Sec-Fetch-Mode": mode}
+    response = client.get("/v1/models/m", headers=headers)
+    assert response.status_code == (200 if admitted else 403), response.text
+    if not admitted:
+        assert response.json()["error"] == "forbidden_origin"
+        assert f"Sec-Fetch-Site: {site}" in response.json()["detail"]
