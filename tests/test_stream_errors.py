@@ -6,19 +6,22 @@ lines, across batches of a few rows."""
 
 from __future__ import annotations
 
+import asyncio
 import io
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import orjson
 import pytest
-from fastapi.testclient import TestClient
 
 from optim import OnlineLogisticRegression
 from optim.parsers import parse_bytes
 from service.app import CRITEO_LINE, create_app
 from service.errors import ApiError
 from service.registry import ManagedModel
+from service.routers import streams
 from service.settings import Settings
 
 DIM = 1 << 10
@@ -88,66 +91,98 @@ def stream_text(fmt: str, bad_at: int, bad: bytes, skipped: bool) -> tuple[bytes
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        data_dir=tmp_path, warm_kernels=False, max_nnz_per_row=MAX_NNZ, stream_batch_rows=7
-    )
-    with TestClient(create_app(settings)) as c:
-        assert c.post("/v1/models", json={"name": "m", "dim": DIM,
-                                          "optimizer": OPTIMIZER}).status_code == 201  # fmt: skip
-        yield c
+def app(tmp_path: Path) -> Any:
+    return create_app(
+        Settings(data_dir=tmp_path, warm_kernels=False, max_nnz_per_row=MAX_NNZ,
+                 stream_batch_rows=7)
+    )  # fmt: skip
 
 
-def summary_of(client: TestClient, fmt: str, body: bytes) -> dict:
-    response = client.post(
-        "/v1/models/m/stream", content=body, headers={"Content-Type": CONTENT_TYPES[fmt]}
-    )
+def stream(app: Any, fmt: str, body: bytes, piece: int | None = None) -> tuple[dict, bytes]:
+    """Create model ``m``, stream ``body`` to it, and give the summary line and the model file.
+    With ``piece``, the body arrives in pieces of that many bytes (cut anywhere in a line), each
+    an ASGI message, parsed in blocks of at most 256 bytes (streams.BLOCK_MAX_BYTES, patched by
+    the ``small_blocks`` fixture): the parser holds a half line between blocks."""
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), piece or len(body)):
+            yield body[start : start + (piece or len(body))]
+            await asyncio.sleep(0)  # let the pipeline parse and learn while the body arrives
+
+    async def scenario() -> tuple[httpx.Response, bytes]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            config = {"name": "m", "dim": DIM, "optimizer": OPTIMIZER}
+            assert (await client.post("/v1/models", json=config)).status_code == 201
+            response = await client.post(
+                "/v1/models/m/stream", content=body if piece is None else pieces(),
+                headers={"Content-Type": CONTENT_TYPES[fmt]},
+            )  # fmt: skip
+            return response, (await client.get("/v1/models/m/export")).content
+
+    response, exported = asyncio.run(scenario())
     assert response.status_code == 200, response.text
     summary = orjson.loads(response.text.splitlines()[-1])
     assert summary["done"] is True
-    return summary
+    return summary, exported
 
 
-def assert_learned_exactly(client: TestClient, fmt: str, before: bytes) -> None:
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streams, "BLOCK_MIN_BYTES", 64)
+    monkeypatch.setattr(streams, "BLOCK_MAX_BYTES", 256)
+
+
+def assert_learned_exactly(exported: bytes, fmt: str, before: bytes) -> None:
     """The model is a serial parse and learn of ``before``: every valid row, nothing after."""
     expected = OnlineLogisticRegression(OPTIMIZER, dim=DIM)
     if before:
         expected.learn_batch(parse_bytes(before, fmt, dim=DIM))
-    model = OnlineLogisticRegression.load(io.BytesIO(client.get("/v1/models/m/export").content))
+    model = OnlineLogisticRegression.load(io.BytesIO(exported))
     assert model.step == expected.step
     assert model.table.tobytes() == expected.table.tobytes()
 
 
-@pytest.mark.parametrize("skipped", [False, True], ids=["rows", "with-blank-lines"])
+PIECES = pytest.mark.parametrize("piece", [None, 37], ids=["at-once", "in-pieces"])
+SKIPPED = pytest.mark.parametrize("skipped", [False, True], ids=["rows", "with-blank-lines"])
+
+
+@PIECES
+@SKIPPED
 @pytest.mark.parametrize("fmt", list(CONTENT_TYPES))
 @pytest.mark.parametrize("bad_at", [1, 2, 16, 41])  # in the first batch, across several
-def test_a_row_over_max_nnz_stops_the_stream_at_its_line(client, fmt, bad_at, skipped) -> None:
+def test_a_row_over_max_nnz_stops_the_stream_at_its_line(
+    app, small_blocks, fmt, bad_at, skipped, piece
+) -> None:
     body, before, line = stream_text(fmt, bad_at, wide(fmt, 1000), skipped)
-    summary = summary_of(client, fmt, body)
+    summary, exported = stream(app, fmt, body, piece)
     rows_before = parse_bytes(before, fmt, dim=DIM).n_rows if before else 0
     error = summary["error"]
     assert error["line"] == line and error["row"] == rows_before
     assert f"line {line}: " in error["detail"]
     assert f"at most {MAX_NNZ} per row" in error["detail"]
     assert summary["rows"] == rows_before
-    assert_learned_exactly(client, fmt, before)
+    assert_learned_exactly(exported, fmt, before)
 
 
-@pytest.mark.parametrize("skipped", [False, True], ids=["rows", "with-blank-lines"])
+@PIECES
+@SKIPPED
 @pytest.mark.parametrize("fmt", list(CONTENT_TYPES))
 @pytest.mark.parametrize("bad_at", [1, 3, 16, 41])
-def test_a_value_a_model_refuses_names_its_line(client, fmt, bad_at, skipped) -> None:
+def test_a_value_a_model_refuses_names_its_line(
+    app, small_blocks, fmt, bad_at, skipped, piece
+) -> None:
     body, before, line = stream_text(fmt, bad_at, huge(fmt, 1000), skipped)
-    summary = summary_of(client, fmt, body)
+    summary, exported = stream(app, fmt, body, piece)
     rows_before = parse_bytes(before, fmt, dim=DIM).n_rows if before else 0
     error = summary["error"]
     assert error["line"] == line and error["row"] == rows_before, error
     assert f"line {line}, field " in error["detail"]
     assert summary["rows"] == rows_before
-    assert_learned_exactly(client, fmt, before)
+    assert_learned_exactly(exported, fmt, before)
 
 
-def test_a_batch_the_log_refuses_names_its_first_line(client, monkeypatch) -> None:
+def test_a_batch_the_log_refuses_names_its_first_line(app, monkeypatch) -> None:
     learn = ManagedModel.learn
     calls = 0
 
@@ -160,7 +195,7 @@ def test_a_batch_the_log_refuses_names_its_first_line(client, monkeypatch) -> No
 
     monkeypatch.setattr(ManagedModel, "learn", refusing_the_third_batch)
     body = b"# a header\n" + b"".join(row("libsvm", i) for i in range(30))
-    summary = summary_of(client, "libsvm", body)
+    summary, _ = stream(app, "libsvm", body)
     # batches of 7 rows: the third starts at row 14, line 16 (after the comment)
     assert summary["error"] == {
         "line": 16, "row": 14, "detail": "line 16: the log could not be written",
@@ -168,7 +203,7 @@ def test_a_batch_the_log_refuses_names_its_first_line(client, monkeypatch) -> No
     assert summary["rows"] == 14
 
 
-def test_a_stream_without_errors_ends_with_none(client) -> None:
+def test_a_stream_without_errors_ends_with_none(app) -> None:
     body = b"".join(row("vw", i) for i in range(50))
-    summary = summary_of(client, "vw", body)
+    summary, _ = stream(app, "vw", body, piece=13)
     assert summary["error"] is None and summary["rows"] == 50

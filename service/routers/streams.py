@@ -88,14 +88,15 @@ class Lines:
 
     Each line of a stream holds one row or is skipped (blank, a comment). The batch came from one
     call of the parser, which began at ``first_line`` and row ``first_row`` (1-based line, 0-based
-    row of the stream) and read ``text``. When that call skipped no line (by far the usual case)
-    a row's line follows by arithmetic and ``text`` is not kept; else the lines of ``text`` are
-    parsed again one by one to find it (only for an error).
+    row of the stream) and read the bytes of ``text`` (the line it held from before, its block).
+    When that call skipped no line (by far the usual case) a row's line follows by arithmetic and
+    ``text`` is not kept; else the lines of ``text`` are parsed again one by one to find it (only
+    for an error).
     """
 
     first_line: int
     first_row: int
-    text: bytes | None
+    text: tuple[bytes, bytes] | None
     new_parser: Callable[[], StreamParser]
     batch_first_row: int = 0  # the stream row of the batch's first row
 
@@ -104,7 +105,7 @@ class Lines:
         if self.text is None:
             return self.first_line + row - self.first_row
         parser, rows = self.new_parser(), self.first_row
-        for number, line in enumerate(self.text.split(b"\n"), self.first_line):
+        for number, line in enumerate(b"".join(self.text).split(b"\n"), self.first_line):
             rows += sum(batch.n_rows for batch in parser.feed(line + b"\n"))
             if rows > row:
                 return number
@@ -278,7 +279,7 @@ class ParsedBody:
         lines_of_rows = (error.line if error else self.parser.lines_read + 1) - first_line
         skipped = lines_of_rows - (self.parser.rows_parsed - first_row)
         lines = Lines(
-            first_line, first_row, unterminated + block if skipped else None, self.new_parser
+            first_line, first_row, (unterminated, block) if skipped else None, self.new_parser
         )
         parsed: list[Parsed] = []
         for batch in batches:
