@@ -77,9 +77,10 @@ class MediaTypeRoute(APIRoute):
         accepted = body_media_types(self)
         if not accepted:
             return handler
-        expected = " or ".join(sorted(accepted)) + (
-            " (or a +json type)" if JSON in accepted else ""
-        )
+        if len(accepted) > 1:
+            expected = f"one of {', '.join(sorted(accepted))}"
+        else:
+            expected = f"{JSON} (or a +json type)" if JSON in accepted else next(iter(accepted))
 
         async def checked(request: Request) -> Response:
             given = media_type(request.headers.get("content-type"))
