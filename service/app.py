@@ -34,7 +34,7 @@ from service.routers import (
 )  # fmt: skip
 from service.schemas import CsrBatch, NamedRows
 from service.settings import Settings
-from service.websafety import OriginGuard, parse_origins
+from service.websafety import OriginGuard, is_loopback, parse_origins
 
 log = logging.getLogger("adaserve")
 # The routers in the order the API documents them (/docs, /openapi.json).
@@ -128,7 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tokens = parse_tokens(settings.tokens, settings.tokens_file)
     install_error_handlers(app)
     # Inside the metrics middleware, so that refused requests are counted too.
-    app.add_middleware(OriginGuard, allowed=parse_origins(settings.allowed_origins))
+    app.add_middleware(
+        OriginGuard,
+        allowed=parse_origins(settings.allowed_origins),
+        loopback_only=not app.state.tokens and is_loopback(settings.host),
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     framework_routes = list(app.routes)  # /openapi.json, /docs, /redoc: not documented
     # The per-row learning routes (predict, updates) are the app's first own routes rather than

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
@@ -18,17 +17,7 @@ from pathlib import Path
 from service import compare, train
 from service.auth import parse_tokens
 from service.settings import Settings
-from service.websafety import parse_origins
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from service.websafety import is_loopback, parse_origins
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ must change nothing, hence two checks:
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -121,20 +122,38 @@ def parse_origins(setting: str) -> frozenset[str]:
     return frozenset(origins)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
+
+
 class OriginGuard:
     """Refuses (403 ``forbidden_origin``) a request from a foreign web page: one whose ``Origin``
     is neither the service's own origin (``scheme://Host``) nor allowed, or, without ``Origin``
     (a ``no-cors`` GET: browsers send none), one the browser marks as made by a page of another
-    site (``Sec-Fetch-Site``) other than a navigation (a link followed to the service). Pure
-    ASGI: one scan of the header list a request."""
+    site (``Sec-Fetch-Site``) other than a navigation (a link followed to the service).
 
-    def __init__(self, app: ASGIApp, allowed: Iterable[str] = ()) -> None:
+    ``loopback_only`` (open mode on a loopback address): a request from a browser (one with
+    ``Origin`` or ``Sec-Fetch-Site``) must also have asked for a loopback ``Host`` (or an allowed
+    origin's): a page whose own name an attacker re-points at 127.0.0.1 (DNS rebinding) is
+    same-origin with the service as far as the browser knows. Pure ASGI: one scan of the header
+    list a request."""
+
+    def __init__(
+        self, app: ASGIApp, allowed: Iterable[str] = (), *, loopback_only: bool = False
+    ) -> None:
         self.app = app
         self.allowed = frozenset(allowed)
+        self.loopback_only = loopback_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            origin = site = mode = None
+            origin = site = mode = host = None
             for name, value in scope["headers"]:
                 if name == b"origin":
                     origin = value
@@ -142,22 +161,35 @@ class OriginGuard:
                     site = value
                 elif name == b"sec-fetch-mode":
                     mode = value
+                elif name == b"host":
+                    host = value
+            refused = None
+            own = f"{scope.get('scheme', 'http')}://{(host or b'').decode('latin-1')}"
             if origin is not None:
-                if not self._admitted(scope, origin.decode("latin-1")):
-                    await _refuse(send, f"web pages of origin {origin.decode('latin-1')!r}")
-                    return
+                claimed = normalized_origin(origin.decode("latin-1"))
+                if claimed not in self.allowed and (
+                    host is None or claimed != normalized_origin(own)
+                ):
+                    refused = f"web pages of origin {origin.decode('latin-1')!r}"
             elif site in _OTHER_SITES and mode != b"navigate":
-                await _refuse(send, f"web pages of another site (Sec-Fetch-Site: {site.decode()})")
+                refused = f"web pages of another site (Sec-Fetch-Site: {site.decode()})"
+            if (
+                refused is None
+                and self.loopback_only
+                and (origin is not None or site is not None)
+                and not self._loopback_or_allowed(own)
+            ):
+                refused = f"web pages at {own!r}, not a loopback address (DNS rebinding?)"
+            if refused is not None:
+                await _refuse(send, refused)
                 return
         await self.app(scope, receive, send)
 
-    def _admitted(self, scope: Scope, origin: str) -> bool:
-        claimed = normalized_origin(origin)
-        if claimed in self.allowed:
-            return True
-        host = next((value for name, value in scope["headers"] if name == b"host"), None)
-        own = f"{scope.get('scheme', 'http')}://{(host or b'').decode('latin-1')}"
-        return host is not None and claimed == normalized_origin(own)
+    def _loopback_or_allowed(self, own: str) -> bool:
+        origin = normalized_origin(own)
+        netloc = origin.partition("://")[2]
+        hostname = netloc.rpartition(":")[0] if netloc.rfind(":") > netloc.rfind("]") else netloc
+        return is_loopback(hostname) or origin in self.allowed
 
 
 # Sec-Fetch-Site of a request a page of another origin made (same-site: another port, say).

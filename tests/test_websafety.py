@@ -35,6 +35,7 @@ JSON_BODIES = {
     "/v1/experiments/e/updates": CSR,
 }
 STREAMS = ["/v1/models/m/stream", "/v1/experiments/e/stream"]
+SERVICE = "http://127.0.0.1:8080"  # where the tests' client sends its requests (Host)
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def client(tmp_path) -> Iterator[TestClient]:
     settings = Settings(
         data_dir=tmp_path, warm_kernels=False, allowed_origins="https://dash.example:8443"
     )
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=SERVICE) as c:
         assert c.post("/v1/models", json={"name": "m", "dim": 8}).status_code == 201
         experiment = {"name": "e", "dim": 8, "models": [{"optimizer": "adagrad"}]}
         assert c.post("/v1/experiments", json=experiment).status_code == 201
@@ -129,8 +130,8 @@ def test_streams_take_their_text_formats(client, path) -> None:
     assert_unsupported(client.post(path, content=b"1 1:1\n", headers={"Content-Type": "text/csv"}))
 
 
-FOREIGN = ["https://evil.example", "http://127.0.0.1:8080", "http://testserver:8080", "null"]
-OWN = ["http://testserver", "http://testserver:80", "HTTP://TestServer/"]
+FOREIGN = ["https://evil.example", "http://127.0.0.1:8081", "http://localhost:8080", "null"]
+OWN = [SERVICE, "HTTP://127.0.0.1:8080/"]
 ALLOWED = ["https://dash.example:8443", "https://DASH.example:8443/"]
 
 
@@ -164,10 +165,38 @@ def test_the_own_and_allowed_origins_are_admitted(client, origin) -> None:
 
 def test_the_own_origin_follows_the_host_asked_for(tmp_path) -> None:
     with TestClient(create_app(Settings(data_dir=tmp_path, warm_kernels=False))) as c:
-        ok = c.get("/v1/models", headers={"Host": "[::1]:8080", "Origin": "http://[::1]:8080"})
-        assert ok.status_code == 200
-        other_port = c.get("/v1/models", headers={"Host": "[::1]:8080", "Origin": "http://[::1]"})
-        assert other_port.status_code == 403
+        for host, origin, status in [
+            ("[::1]:8080", "http://[::1]:8080", 200),
+            ("[::1]:8080", "http://[::1]", 403),
+            ("localhost", "http://localhost:80", 200),  # the default port
+            ("localhost:8443", "http://localhost:8443", 200),
+        ]:
+            response = c.get("/v1/models", headers={"Host": host, "Origin": origin})
+            assert response.status_code == status, (host, origin, response.text)
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "http://evil.example:8080"},
+                                     {"Sec-Fetch-Site": "same-origin"}])  # fmt: skip
+def test_open_mode_answers_browsers_only_at_a_loopback_host(tmp_path, headers) -> None:
+    """DNS rebinding: evil.example re-pointed at 127.0.0.1, its page is same-origin with the
+    service as far as the browser knows. Open on a loopback address, the service answers a
+    browser's request only when it asked for a loopback host (or an allowed origin's)."""
+    rebound = {"Host": "evil.example:8080", **headers}
+    settings = Settings(data_dir=tmp_path, warm_kernels=False)
+    with TestClient(create_app(settings)) as c:
+        refused = c.post("/v1/models", json={"name": "m", "dim": 8}, headers=rebound)
+        assert refused.status_code == 403, refused.text
+        assert "not a loopback address" in refused.json()["detail"]
+        assert c.get("/v1/models", headers=rebound).status_code == 403
+        assert c.get("/v1/models", headers={"Host": "evil.example:8080"}).status_code == 200  # curl
+        assert c.get("/v1/models").json() == {"models": []}
+    allowed = settings.model_copy(update={"allowed_origins": "http://evil.example:8080"})
+    with TestClient(create_app(allowed)) as c:
+        assert c.get("/v1/models", headers=rebound).status_code == 200
+    with_tokens = settings.model_copy(update={"tokens": "read:secret"})
+    with TestClient(create_app(with_tokens)) as c:  # a page cannot know the token
+        authorized = {**rebound, "Authorization": "Bearer secret"}
+        assert c.get("/v1/models", headers=authorized).status_code == 200
 
 
 def test_origins_are_compared_normalized() -> None:
