@@ -141,8 +141,8 @@ class OriginGuard:
     ``loopback_only`` (open mode on a loopback address): a request from a browser (one with
     ``Origin`` or ``Sec-Fetch-Site``) must also have asked for a loopback ``Host`` (or an allowed
     origin's): a page whose own name an attacker re-points at 127.0.0.1 (DNS rebinding) is
-    same-origin with the service as far as the browser knows. Pure ASGI: one scan of the header
-    list a request."""
+    same-origin with the service as far as the browser knows. Pure ASGI: a request without either
+    header (curl, the Python client) costs a dict of its headers and two lookups."""
 
     def __init__(
         self, app: ASGIApp, allowed: Iterable[str] = (), *, loopback_only: bool = False
@@ -153,37 +153,30 @@ class OriginGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            origin = site = mode = host = None
-            for name, value in scope["headers"]:
-                if name == b"origin":
-                    origin = value
-                elif name == b"sec-fetch-site":
-                    site = value
-                elif name == b"sec-fetch-mode":
-                    mode = value
-                elif name == b"host":
-                    host = value
-            refused = None
-            own = f"{scope.get('scheme', 'http')}://{(host or b'').decode('latin-1')}"
-            if origin is not None:
-                claimed = normalized_origin(origin.decode("latin-1"))
-                if claimed not in self.allowed and (
-                    host is None or claimed != normalized_origin(own)
-                ):
-                    refused = f"web pages of origin {origin.decode('latin-1')!r}"
-            elif site in _OTHER_SITES and mode != b"navigate":
-                refused = f"web pages of another site (Sec-Fetch-Site: {site.decode()})"
-            if (
-                refused is None
-                and self.loopback_only
-                and (origin is not None or site is not None)
-                and not self._loopback_or_allowed(own)
-            ):
-                refused = f"web pages at {own!r}, not a loopback address (DNS rebinding?)"
-            if refused is not None:
-                await _refuse(send, refused)
-                return
+            headers = dict(scope["headers"])  # one C-level pass: cheaper than a loop over them
+            origin, site = headers.get(b"origin"), headers.get(b"sec-fetch-site")
+            if origin is not None or site is not None:  # a browser's request
+                refused = self._refusal(scope, headers, origin, site)
+                if refused is not None:
+                    await _refuse(send, refused)
+                    return
         await self.app(scope, receive, send)
+
+    def _refusal(
+        self, scope: Scope, headers: dict[bytes, bytes], origin: bytes | None, site: bytes | None
+    ) -> str | None:
+        """Why a browser's request is refused (whose it is), or None."""
+        host = headers.get(b"host")
+        own = f"{scope.get('scheme', 'http')}://{(host or b'').decode('latin-1')}"
+        if origin is not None:
+            claimed = normalized_origin(origin.decode("latin-1"))
+            if claimed not in self.allowed and (host is None or claimed != normalized_origin(own)):
+                return f"web pages of origin {origin.decode('latin-1')!r}"
+        elif site in _OTHER_SITES and headers.get(b"sec-fetch-mode") != b"navigate":
+            return f"web pages of another site (Sec-Fetch-Site: {site.decode('latin-1')})"
+        if self.loopback_only and not self._loopback_or_allowed(own):
+            return f"web pages at {own!r}, not a loopback address (DNS rebinding?)"
+        return None
 
     def _loopback_or_allowed(self, own: str) -> bool:
         origin = normalized_origin(own)
