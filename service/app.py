@@ -37,6 +37,7 @@ from service.routers import (
 from service.schemas import CsrBatch, NamedRows
 from service.settings import Settings
 from service.warmup import Warmup, plan
+from service.websafety import OriginGuard, is_loopback, parse_origins
 
 log = logging.getLogger("adaserve")
 # The routers in the order the API documents them (/docs, /openapi.json).
@@ -161,6 +162,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.warmup.ready.set()
     app.state.tokens = parse_tokens(settings.tokens, settings.tokens_file)
     install_error_handlers(app)
+    # Inside the metrics middleware, so that refused requests are counted too.
+    app.add_middleware(
+        OriginGuard,
+        allowed=parse_origins(settings.allowed_origins),
+        loopback_only=not app.state.tokens and is_loopback(settings.host),
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 
     @app.get("/redoc", include_in_schema=False)

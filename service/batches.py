@@ -138,12 +138,17 @@ def check_limits(batch: Batch, settings: Settings) -> None:
             f"{batch.n_rows:,} rows; at most {settings.max_rows_per_batch:,} per batch",
             {"field": "rows"},
         )  # fmt: skip
-    if batch.nnz > settings.max_nnz_per_row:  # else no row can be over the limit
+    check_row_sizes(batch, settings.max_nnz_per_row)
+
+
+def check_row_sizes(batch: Batch, limit: int) -> None:
+    """413 ``row_too_large`` naming the first row of more than ``limit`` non-zeros."""
+    if batch.nnz > limit:  # else no row can be over the limit
         sizes = np.diff(batch.indptr)
-        row = int(sizes.argmax())
-        if sizes[row] > settings.max_nnz_per_row:
+        over = np.flatnonzero(sizes > limit)
+        if over.size:
+            row = int(over[0])
             raise ApiError(
                 413, "row_too_large",
-                f"{int(sizes[row]):,} non-zeros; at most {settings.max_nnz_per_row:,} per row",
-                {"row": row},
+                f"{int(sizes[row]):,} non-zeros; at most {limit:,} per row", {"row": row},
             )  # fmt: skip

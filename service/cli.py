@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
@@ -21,16 +20,7 @@ from adaserve_cli import compare, train
 from service.auth import parse_tokens
 from service.settings import Settings
 from service.storage import ModelUnrecoverable, repair_model
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from service.websafety import is_loopback, parse_origins
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -66,6 +56,13 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         log.error("tokens: %s", exc)
         return 2
+    try:
+        origins = parse_origins(settings.allowed_origins)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    if origins:
+        log.info("web pages of these origins may call the API: %s", ", ".join(sorted(origins)))
     if tokens:
         roles = sorted(set(tokens.values()))
         log.info("auth: %d token(s) with roles %s", len(tokens), ", ".join(roles))
@@ -145,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="allow binding a non-loopback address without tokens",
+    )
+    serve.add_argument(
+        "--allowed-origins",
+        help="comma-separated origins (scheme://host[:port]) whose web pages may call the API",
     )
     serve.add_argument(
         "--fsync",

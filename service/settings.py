@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     tokens: str = Field("", description="comma-separated role:token pairs (read, write, admin)")
     tokens_file: Path | None = Field(None, description="one 'role token' per line")
     insecure: bool = Field(False, description="allow a non-loopback bind without tokens")
+    allowed_origins: str = Field(
+        "",
+        description="comma-separated scheme://host[:port] origins whose web pages may call the "
+        "API besides the service's own (service/websafety.py)",
+    )
     fsync: Literal["always", "interval", "off"] = Field(
         "always",
         description="always: fsync the log before each acknowledgement; interval: every "

@@ -51,6 +51,8 @@ def assert_error(response, status: int, code: str | None, **where) -> dict:
     return body
 
 
+JSON = {"Content-Type": "application/json"}
+MODEL_FILE = {"Content-Type": "application/x-adaserve-model"}
 CSR = {"indptr": [0, 2, 3], "indices": [1, 5, 5], "values": [1.0, 2.0, -1.0], "labels": [1, 0]}
 
 
@@ -172,14 +174,18 @@ def test_a_large_bad_update_is_refused_by_its_parser_thread_and_changes_nothing(
 
 def test_invalid_json_and_limits(client: TestClient) -> None:
     create(client)
-    assert_error(client.post("/v1/models/m/updates", content=b"{nope"), 422, "invalid_json")
+    assert_error(
+        client.post("/v1/models/m/updates", content=b"{nope", headers=JSON), 422, "invalid_json"
+    )
     big = {"indptr": list(range(1_002)), "indices": [1] * 1_001, "values": [1.0] * 1_001,
            "labels": [1] * 1_001}  # fmt: skip
     assert_error(client.post("/v1/models/m/updates", json=big), 413, "batch_too_large")
     wide = {"indptr": [0, 60], "indices": list(range(60)), "values": [1.0] * 60, "labels": [1]}
     assert_error(client.post("/v1/models/m/updates", json=wide), 413, "row_too_large", row=0)
     huge = b'{"rows": [' + b" " * (2 << 20) + b"]}"
-    assert_error(client.post("/v1/models/m/updates", content=huge), 413, "payload_too_large")
+    assert_error(
+        client.post("/v1/models/m/updates", content=huge, headers=JSON), 413, "payload_too_large"
+    )
     assert client.get("/v1/models/m").json()["step"] == 0
 
 
@@ -190,7 +196,9 @@ def test_unknown_model_is_404_everywhere(client: TestClient) -> None:
         ("GET", "/v1/models/x/learning-rates/summary"), ("GET", "/v1/models/x/export"),
         ("POST", "/v1/models/x/import"), ("POST", "/v1/models/x/snapshot"),
     ]:  # fmt: skip
-        assert_error(client.request(method, path, json=CSR), 404, "model_not_found", model="x")
+        headers = MODEL_FILE if path.endswith("/import") else JSON
+        response = client.request(method, path, content=orjson.dumps(CSR), headers=headers)
+        assert_error(response, 404, "model_not_found", model="x")
 
 
 def test_predict_never_changes_the_model(client: TestClient) -> None:
@@ -238,7 +246,8 @@ def test_export_import_snapshot_round_trip(client: TestClient, settings: Setting
     model = OnlineLogisticRegression.load(io.BytesIO(exported.content))
     assert model.step == 2
     client.post("/v1/models/m/updates", json=CSR)
-    assert client.post("/v1/models/m/import", content=exported.content).json()["step"] == 2
+    imported = client.post("/v1/models/m/import", content=exported.content, headers=MODEL_FILE)
+    assert imported.json()["step"] == 2
     assert client.get("/v1/models/m").json()["step"] == 2
     snap = client.post("/v1/models/m/snapshot").json()
     snapshot_file = settings.data_dir / "models" / "m" / "snapshot-2.npz"
@@ -249,10 +258,11 @@ def test_import_validates_before_replacing(client: TestClient) -> None:
     create(client)
     client.post("/v1/models/m/updates", json=CSR)
     before = client.get("/v1/models/m/export").content
-    assert_error(client.post("/v1/models/m/import", content=b"not a model"), 422, "invalid_input")
+    refused = client.post("/v1/models/m/import", content=b"not a model", headers=MODEL_FILE)
+    assert_error(refused, 422, "invalid_input")
     other = OnlineLogisticRegression("adam", dim=64).to_bytes()
-    assert_error(client.post("/v1/models/m/import", content=other), 422, "config_mismatch",
-                 field="optimizer")  # fmt: skip
+    mismatched = client.post("/v1/models/m/import", content=other, headers=MODEL_FILE)
+    assert_error(mismatched, 422, "config_mismatch", field="optimizer")
     assert client.get("/v1/models/m/export").content == before
 
 
@@ -309,7 +319,7 @@ def test_request_metrics_count_each_route_method_and_status(client: TestClient) 
     for _ in range(3):
         assert client.post("/v1/models/m/predict", json=probe).status_code == 200
     assert client.post("/v1/models/x/predict", json=probe).status_code == 404
-    assert client.post("/v1/models/m/predict", content=b"{").status_code == 422
+    assert client.post("/v1/models/m/predict", content=b"{", headers=JSON).status_code == 422
     text = client.get("/metrics").text
     route = 'method="POST",route="/v1/models/{name}/predict"'
     for status, count in (("200", 3), ("404", 1), ("422", 1)):

@@ -242,7 +242,9 @@ def test_a_large_update_is_logged_as_one_record_and_recovers(tmp_path) -> None:
     with TestClient(create_app(settings)) as client:
         created = {"name": "m", "dim": 1 << 12, "optimizer": OPTIMIZER}
         assert client.post("/v1/models", json=created).status_code == 201
-        response = client.post("/v1/models/m/updates", content=payload)
+        response = client.post(
+            "/v1/models/m/updates", content=payload, headers={"Content-Type": "application/json"}
+        )
         assert response.status_code == 200 and response.json()["step"] == X.shape[0]
     log = tmp_path / "models" / "m" / "wal-0.log"  # kept beside the shutdown's snapshot
     batch = Batch.from_scipy(X, y, dim=1 << 12)

@@ -24,8 +24,14 @@ from service.schemas import (
     NamedRows,
 )
 from service.settings import Settings
+from service.websafety import MediaTypeRoute
 
-router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/experiments",
+    tags=["experiments"],
+    responses=ERROR_RESPONSES,
+    route_class=MediaTypeRoute,
+)
 
 
 async def experiments(request: Request) -> ExperimentRegistry:

@@ -12,8 +12,14 @@ from service import dependencies as deps
 from service.auth import READ
 from service.registry import ManagedModel
 from service.schemas import ERROR_RESPONSES, LearningRates, RatesByFrequency
+from service.websafety import MediaTypeRoute
 
-router = APIRouter(prefix="/v1/models/{name}", tags=["inspection"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/models/{name}",
+    tags=["inspection"],
+    responses=ERROR_RESPONSES,
+    route_class=MediaTypeRoute,
+)
 
 
 def _split(text: str | None, field: str, as_int: bool) -> list:

@@ -30,8 +30,14 @@ from service.schemas import (
 from service.settings import Settings
 from service.storage import RecordBody, record_body
 from service.warmup import JSON_READER, Warmup
+from service.websafety import MediaTypeRoute
 
-router = APIRouter(prefix="/v1/models/{name}", tags=["learning"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/models/{name}",
+    tags=["learning"],
+    responses=ERROR_RESPONSES,
+    route_class=MediaTypeRoute,
+)
 # Bodies up to this size are parsed on the event loop: ~0.1 ms as CSR, a few ms as named rows.
 INLINE_BODY_BYTES = 1 << 16
 # Where larger bodies are parsed (the compiled reader releases the GIL): a thread per core but

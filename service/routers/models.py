@@ -13,8 +13,11 @@ from service.auth import ADMIN, READ
 from service.metrics import ServiceMetrics
 from service.registry import ManagedModel, ModelRegistry
 from service.schemas import ERROR_RESPONSES, CreateModel, ErrorBody, ModelInfo, ModelList
+from service.websafety import MediaTypeRoute
 
-router = APIRouter(prefix="/v1", tags=["models"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1", tags=["models"], responses=ERROR_RESPONSES, route_class=MediaTypeRoute
+)
 
 
 def describe(managed: ManagedModel) -> dict[str, Any]:

@@ -17,8 +17,14 @@ from service.errors import ApiError
 from service.registry import ManagedModel, ModelRegistry
 from service.schemas import ERROR_RESPONSES, Snapshot
 from service.settings import Settings
+from service.websafety import MediaTypeRoute
 
-router = APIRouter(prefix="/v1/models/{name}", tags=["persistence"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/models/{name}",
+    tags=["persistence"],
+    responses=ERROR_RESPONSES,
+    route_class=MediaTypeRoute,
+)
 MODEL_FILE = "application/x-adaserve-model"
 
 

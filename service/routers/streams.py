@@ -13,16 +13,26 @@ bounded whatever the body's length: a block being coalesced, one being parsed (o
 waiting for room in the queue), ``QUEUED_BATCHES`` batches queued and one being learned; with
 ``BLOCK_MAX_BYTES`` of 4 MiB, a few tens of MB per stream at most.
 
-Unit of atomicity: the line. A malformed line stops the stream; every valid row before it is
-learned, and the final line says so: ``{"done": true, "rows": <learned>, "error": {"line": n,
-"field": ..., "detail": ...}}``. The status is 200 then (the response has begun); read ``error``.
+Unit of atomicity: the line. A malformed line, a line of more than ``max_nnz_per_row``
+non-zeros, or a row a model refuses to learn (a value so large its state would overflow, ...)
+stops the stream; every valid row before it is learned, and the final line says so: ``{"done":
+true, "rows": <learned>, "error": {"line": n, "row": <its index in the stream>, "field": ...,
+"detail": ...}}``. The status is 200 then (the response has begun); read ``error``. Every error
+names its line: where the stream stopped (the first line of a batch when the whole batch was
+refused, as when the log could not be written).
+
+A stream cut by the client (the connection closed in the middle of the body) is learned up to
+its last complete line: every complete line received before is learned and logged like any
+other, and the half line is dropped; no summary is sent (nobody would read it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import dataclasses
+import functools
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
@@ -36,6 +46,7 @@ from optim import AdaserveError, Batch
 from optim.formats import ParseError, StreamParser
 from service import dependencies as deps
 from service.auth import WRITE
+from service.batches import check_row_sizes
 from service.engine.errors import EngineError
 from service.errors import ApiError, engine_error
 from service.metrics import ServiceMetrics
@@ -43,8 +54,14 @@ from service.registry import ManagedModel
 from service.schemas import ERROR_RESPONSES
 from service.settings import Settings
 from service.storage import RecordBody, record_body
+from service.websafety import MediaTypeRoute, media_type
 
-router = APIRouter(prefix="/v1/models/{name}", tags=["learning"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/models/{name}",
+    tags=["learning"],
+    responses=ERROR_RESPONSES,
+    route_class=MediaTypeRoute,
+)
 
 FORMATS = {
     "application/x-ndjson": "ndjson",
@@ -64,8 +81,56 @@ BLOCK_MAX_BYTES = 4 << 20
 BLOCK_FILL = 0.9
 # Parsed batches waiting for the learner: enough for the parser to work one block ahead.
 QUEUED_BATCHES = 2
-# A parsed batch and its log record's body.
-Parsed = tuple[Batch, RecordBody]
+
+
+@dataclasses.dataclass(frozen=True)
+class Lines:
+    """Where a parsed batch's rows are in the stream, to name a row's line in an error.
+
+    Each line of a stream holds one row or is skipped (blank, a comment). The batch came from one
+    call of the parser, which began at ``first_line`` and row ``first_row`` (1-based line, 0-based
+    row of the stream) and read the bytes of ``text`` (the line it held from before, its block).
+    When that call skipped no line (by far the usual case) a row's line follows by arithmetic and
+    ``text`` is not kept; else the lines of ``text`` are parsed again one by one to find it (only
+    for an error).
+    """
+
+    first_line: int
+    first_row: int
+    text: tuple[bytes, bytes] | None
+    new_parser: Callable[[], StreamParser]
+    batch_first_row: int = 0  # the stream row of the batch's first row
+
+    def line_of(self, row: int) -> int:
+        """The line of stream row ``row``, one of this call's."""
+        if self.text is None:
+            return self.first_line + row - self.first_row
+        parser, rows = self.new_parser(), self.first_row
+        for number, line in enumerate(b"".join(self.text).split(b"\n"), self.first_line):
+            rows += sum(batch.n_rows for batch in parser.feed(line + b"\n"))
+            if rows > row:
+                return number
+        raise AssertionError(f"row {row} is not in the text of lines from {self.first_line}")
+
+    def stop(self, reason: str, row: int = 0, field: str | None = None) -> ParseError:
+        """The error ending the stream at the batch's row ``row``: its line and stream row."""
+        at = self.batch_first_row + row
+        return ParseError(reason, line=self.line_of(at), row=at, field=field)
+
+
+# A parsed batch, its log record's body and its lines.
+Parsed = tuple[Batch, RecordBody, Lines]
+
+
+def first_rows(batch: Batch, count: int) -> Batch:
+    """The first ``count`` rows of ``batch`` (views of its arrays)."""
+    end = int(batch.indptr[count])
+    return Batch(
+        batch.indptr[: count + 1], batch.indices[:end], batch.values[:end],
+        None if batch.labels is None else batch.labels[:count],
+        None if batch.weights is None else batch.weights[:count], batch.dim,
+        batch.feature_names,
+    )  # fmt: skip
 
 
 class BodyStreamingResponse(StreamingResponse):
@@ -102,15 +167,25 @@ class ParsedBody:
     so a slow (live) stream is learned as it arrives, as before.
     """
 
-    def __init__(self, request: Request, parser: StreamParser, batch_rows: int) -> None:
+    def __init__(
+        self,
+        request: Request,
+        new_parser: Callable[[], StreamParser],
+        batch_rows: int,
+        max_nnz_per_row: int,
+    ) -> None:
         self.request = request
-        self.parser = parser
+        self.new_parser = new_parser
+        self.parser = new_parser()
         self.batch_rows = batch_rows
-        self.error: ParseError | None = None  # the malformed line that ended the body, if any
+        self.max_nnz_per_row = max_nnz_per_row
+        self.error: ParseError | None = None  # the line that ended the body, if any
+        self._unterminated = b""  # the start of a line the parser holds (for Lines.text)
         self._pieces: list[bytes] = []
         self._pending = 0  # bytes in _pieces
         self._received_all = False  # or the receiver stopped (_failure says why)
-        self._failure: BaseException | None = None  # from receiving: ClientDisconnect, ...
+        self.disconnected = False  # the client went away before the body's end
+        self._failure: BaseException | None = None  # from receiving, but a disconnect
         self._fed = 0  # bytes given to the parser, for the bytes-per-row estimate
         self._block = BLOCK_MAX_BYTES  # until rows were seen
         self._learner_waiting = False
@@ -134,11 +209,11 @@ class ParsedBody:
             self._block = min(BLOCK_MAX_BYTES, max(BLOCK_MIN_BYTES, wanted))
 
     async def next(self) -> Parsed | None:
-        """The next batch in body order with its record body; None at the end (``error`` says
-        if a line was bad).
+        """The next batch in body order with its record body and lines; None at the end
+        (``error`` says if a line was bad, ``disconnected`` if the client went away: the body's
+        complete lines are given then, its half line dropped).
 
-        Raises ``ClientDisconnect`` as soon as the client is gone (the batches still queued are
-        not learned: nobody would see the summary), or what else receiving or parsing raised.
+        Raises what else receiving (at once) or parsing raised.
         """
         if self._failure is not None:
             raise self._failure
@@ -174,15 +249,20 @@ class ParsedBody:
                     while self._pending >= self._block:
                         self._receiver_wake.clear()
                         await self._receiver_wake.wait()
-        except Exception as exc:  # ClientDisconnect above all: the learner stops at once
+        except ClientDisconnect:  # the complete lines received are still learned
+            self.disconnected = True
+        except Exception as exc:  # the learner stops at once
             self._failure = exc
         finally:
             self._received_all = True
             self._parser_wake.set()
 
     def _parse_block(self, block: bytes, last: bool) -> tuple[list[Parsed], ParseError | None]:
-        """In a worker thread: the batches of ``block``'s complete lines (all lines if
-        ``last``), with their record bodies."""
+        """In a worker thread: the batches of ``block``'s complete lines (and of an unterminated
+        last line if ``last``), with their record bodies and lines, up to the first line that is
+        malformed or has more than ``max_nnz_per_row`` non-zeros (the error)."""
+        first_line, first_row = self.parser.lines_read + 1, self.parser.rows_parsed
+        unterminated = self._unterminated
         batches: list[Batch] = []
         error = None
         try:
@@ -192,7 +272,30 @@ class ParsedBody:
                 batches += self.parser.finish()
         except ParseError as exc:
             batches, error = batches + exc.valid_before, exc
-        return [(batch, record_body(batch)) for batch in batches], error
+        held = self.parser.buffered_bytes
+        if held <= len(block):
+            self._unterminated = block[len(block) - held :]
+        else:
+            self._unterminated = unterminated[len(unterminated) - held + len(block) :] + block
+        lines_of_rows = (error.line if error else self.parser.lines_read + 1) - first_line
+        skipped = lines_of_rows - (self.parser.rows_parsed - first_row)
+        lines = Lines(
+            first_line, first_row, (unterminated, block) if skipped else None, self.new_parser
+        )
+        parsed: list[Parsed] = []
+        for batch in batches:
+            at = dataclasses.replace(lines, batch_first_row=first_row)
+            first_row += batch.n_rows
+            try:
+                check_row_sizes(batch, self.max_nnz_per_row)
+            except ApiError as exc:
+                row = exc.where["row"]
+                if row:  # the rows before it are learned, as before a malformed line
+                    valid = first_rows(batch, row)
+                    parsed.append((valid, record_body(valid), at))
+                return parsed, at.stop(exc.detail, row)
+            parsed.append((batch, record_body(batch), at))
+        return parsed, error
 
     async def _parse(self) -> None:
         try:
@@ -208,6 +311,7 @@ class ParsedBody:
                     await self._queue.put((None, self._failure))
                     return
                 last = self._received_all
+                whole = last and not self.disconnected  # else a half line is dropped
                 block = b"".join(self._pieces)
                 self._pieces.clear()
                 self._pending = 0
@@ -216,7 +320,7 @@ class ParsedBody:
                 # Shielded: cancelling this task (aclose) must not return before the worker
                 # thread is done with the parser; aclose awaits _parsing for that.
                 self._parsing = asyncio.ensure_future(
-                    anyio.to_thread.run_sync(self._parse_block, block, last)
+                    anyio.to_thread.run_sync(self._parse_block, block, whole)
                 )
                 parsed, error = await asyncio.shield(self._parsing)
                 self._estimate_block()
@@ -280,24 +384,19 @@ def learning_stream(
     experiment) a ``members`` object maps each to them. ``order`` (an experiment's lock) keeps
     concurrent writers from interleaving differently in different members.
     """
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in FORMATS:
-        raise ApiError(
-            415, "unsupported_media_type",
-            f"Content-Type must be one of {sorted(FORMATS)}, got {content_type or 'none'!r}",
-            {"field": "Content-Type"},
-        )  # fmt: skip
     first = targets[0].model
-    parser = StreamParser(
-        FORMATS[content_type], dim=first.dim, hash_seed=first.hasher.seed,
-        max_rows_per_batch=settings.stream_batch_rows,
+    new_parser = functools.partial(
+        StreamParser, FORMATS[media_type(request.headers.get("content-type"))],  # MediaTypeRoute
+        dim=first.dim, hash_seed=first.hasher.seed, max_rows_per_batch=settings.stream_batch_rows,
         max_line_bytes=settings.max_stream_line_bytes,
     )  # fmt: skip
     rows = 0
     losses = {t.name: [0.0, 0.0] for t in targets}  # weighted loss sum, weight sum
 
-    async def learn(batch: Batch, record: RecordBody) -> AsyncIterator[bytes]:
+    async def learn(batch: Batch, record: RecordBody | None) -> list[bytes]:
+        """Learn ``batch`` into every target; the lines to send for it."""
         nonlocal rows
+        out = []
         weight = float(batch.weights.sum()) if batch.weights is not None else batch.n_rows
         async with order or contextlib.nullcontext():
             results = [await target.learn(batch, metrics.learned, record) for target in targets]
@@ -311,10 +410,32 @@ def learning_stream(
                 t.name: r.probabilities.tolist() for t, r in zip(targets, results, strict=True)
             }
             single = len(targets) == 1
-            yield _line({"probabilities": results[0].probabilities.tolist()} if single
-                        else {"probabilities": probabilities})  # fmt: skip
+            out.append(_line({"probabilities": results[0].probabilities.tolist()} if single
+                             else {"probabilities": probabilities}))  # fmt: skip
         if rows // settings.stream_progress_rows > before:
-            yield _line(progress())
+            out.append(_line(progress()))
+        return out
+
+    async def learn_until_refused(
+        batch: Batch, record: RecordBody | None, lines: Lines
+    ) -> tuple[list[bytes], dict[str, Any] | None]:
+        """:func:`learn`, and when a model refuses a row, the summary's error naming its line;
+        with one target, the rows before the refused one are learned then (a refused row is like
+        a malformed line). With several, some may have learned the batch. When the model's
+        engine refuses the batch (the log failed, the model was deleted) the stream stops there,
+        the error carrying the engine's code."""
+        try:
+            return await learn(batch, record), None
+        except AdaserveError as exc:  # a value too large for the state, the step limit...
+            row, error = exc.row or 0, lines.stop(exc.reason, exc.row or 0, exc.field)
+        except EngineError as exc:
+            refused, stopped = engine_error(exc), lines.stop(exc.detail)
+            return [], {"code": refused.code, **refused.where, **stopped.where,
+                        "detail": str(stopped)}  # fmt: skip
+        if row == 0 or len(targets) > 1:
+            return [], {**error.where, "detail": str(error)}
+        out, before = await learn_until_refused(first_rows(batch, row), None, lines)
+        return out, before or {**error.where, "detail": str(error)}
 
     def progress() -> dict[str, Any]:
         members = {
@@ -327,27 +448,21 @@ def learning_stream(
         return {"rows": rows, "members": members}
 
     async def body() -> AsyncIterator[bytes]:
-        error: AdaserveError | None = None
-        refused: ApiError | None = None  # by the model's engine: its answer as a request's
-        parsed = ParsedBody(request, parser, settings.stream_batch_rows)
+        error: dict[str, Any] | None = None
+        parsed = ParsedBody(
+            request, new_parser, settings.stream_batch_rows, settings.max_nnz_per_row
+        )
         try:
-            while (batch_and_record := await parsed.next()) is not None:
-                async for line in learn(*batch_and_record):
+            while error is None and (parsed_batch := await parsed.next()) is not None:
+                out, error = await learn_until_refused(*parsed_batch)
+                for line in out:
                     yield line
-            error = parsed.error
-        except ClientDisconnect:
-            return
-        except AdaserveError as exc:  # a parsed batch a model refused (a float32 step limit)
-            error = exc
-        except EngineError as exc:  # the log failed, or the model was deleted: stop here
-            refused = engine_error(exc)
+            if error is None and parsed.error is not None:
+                error = {**parsed.error.where, "detail": str(parsed.error)}
         finally:
             await parsed.aclose()
-        summary = {"done": True, **progress(), "error": None}
-        if error is not None:
-            summary["error"] = {**error.where, "detail": str(error)}
-        if refused is not None:
-            summary["error"] = {"code": refused.code, **refused.where, "detail": refused.detail}
-        yield _line(summary)
+        if parsed.disconnected:
+            return  # nobody to read a summary
+        yield _line({"done": True, **progress(), "error": error})
 
     return BodyStreamingResponse(body(), media_type="application/x-ndjson")
