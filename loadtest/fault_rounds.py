@@ -359,8 +359,10 @@ class Client:
         rng: random.Random,
         tally: Tally,
         learning: threading.Event,
+        mix: dict[str, int],
     ) -> None:
         self.learning = learning  # set at the first acknowledged rows
+        self.mix = mix
         self.url = server.url
         self.http = httpx.Client(base_url=server.url, timeout=TIMEOUT)
         self.slot, self.rng, self.tally = slot, rng, tally
@@ -396,7 +398,8 @@ class Client:
         operations = {
             self.update: 55, self.stream: 12, self.import_: 6, self.delete: 5, self.race: 5,
         }  # fmt: skip
-        operation = self.rng.choices(list(operations), list(operations.values()))[0]
+        weights = [self.mix.get(op.__name__.rstrip("_"), w) for op, w in operations.items()]
+        operation = self.rng.choices(list(operations), weights)[0]
         operation(instance)
 
     def create(self) -> None:
@@ -834,6 +837,9 @@ class Plan:
     bad_bodies: int = 6  # per round
     ready_timeout: float = 120.0
     use_tmpfs: bool = True
+    # Weights of the operations that override the defaults (update 55, stream 12, import 6,
+    # delete 5, race 5), e.g. {"race": 0} to leave one out while narrowing a finding down.
+    mix: dict[str, int] = field(default_factory=dict)
 
 
 def run(work: Path, seed: int, plan: Plan, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -908,7 +914,9 @@ def traffic(
         tally.faults["full disk"] += 1
         log(f"disk full: {disk.fill(server.proc.pid, rng.choice([8192, 32768, 131072]))}")
     stop, dead, learning = threading.Event(), threading.Event(), threading.Event()
-    clients = [Client(server, s, random.Random(rng.random()), tally, learning) for s in slots]
+    clients = [
+        Client(server, s, random.Random(rng.random()), tally, learning, plan.mix) for s in slots
+    ]
     threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in clients]
     threads.append(threading.Thread(
         target=send_bad_input,

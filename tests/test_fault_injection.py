@@ -96,3 +96,37 @@ def test_an_import_to_a_lower_step_survives_kill_9(tmp_path: Path) -> None:
     finally:
         server.kill()
         server.wait(30)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an import whose snapshot cannot be written (disk full) is answered 503 but has "
+    "already replaced the served model: later updates are acknowledged on the imported state "
+    "and logged after a gap, and the next start quarantines the model",
+)
+def test_an_import_refused_by_a_full_disk_changes_nothing(tmp_path: Path) -> None:
+    import resource
+
+    rng = np.random.default_rng(1)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port, quiet=True, env={"ADASERVE_WARM_KERNELS": "false"})
+    try:
+        created = httpx.post(f"{url}/v1/models", json={"name": "m", "dim": 64}, timeout=60)
+        assert created.status_code == 201
+        assert _update(url, 5, rng) == 5
+        imported = OnlineLogisticRegression("adagrad", dim=64)
+        imported.learn_batch(Batch.from_arrays([0, 1, 2], [3, 4], [1.0, 1.0], [1, 0], dim=64))
+        imported.learn_batch(Batch.from_arrays([0, 1], [5], [1.0], [1], dim=64))
+        imported.learn_batch(Batch.from_arrays([0, 1], [6], [1.0], [0], dim=64))
+        # The disk fills: no file of the server may grow past a few KiB (a snapshot is larger).
+        resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (4096, 4096))
+        answer = httpx.post(
+            f"{url}/v1/models/m/import", content=imported.to_bytes(), timeout=60,
+            headers={"Content-Type": "application/x-adaserve-model"},
+        )  # fmt: skip
+        assert answer.status_code == 503, answer.text
+        assert httpx.get(f"{url}/v1/models/m", timeout=60).json()["step"] == 5
+    finally:
+        server.kill()
+        server.wait(30)
