@@ -1045,7 +1045,7 @@ def render_faults(f: dict[str, Any], command: str) -> list[str]:
     lines = [
         FAULTS_TITLE,
         "",
-        f"`{command}` (seed {f['seed']}; the same `--fault-seed` replays the choices, the "
+        f"`{command}` at {f['date']} (seed {f['seed']}; the same `--fault-seed` replays the choices, the "
         f"moments depend on timing), {f['seconds']:.0f}s. `loadtest/fault_rounds.py`: each "
         "round starts the real server (`--fsync always`, snapshots every 400 rows or 1 s) on the "
         "same data directory and checks what the last round left, then one client per model "
@@ -1182,6 +1182,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fault-models", type=int, default=4, help="models in those rounds (4)")
     ap.add_argument("--fault-seed", type=int, default=None, help="replay a fault run's seed")
     ap.add_argument(
+        "--fault-mix", type=json.loads, default={}, help='operation weights, e.g. {"race": 0}'
+    )
+    ap.add_argument(
+        "--full-disk-mix", type=json.loads, default={}, help="the same, while the disk is full"
+    )
+    ap.add_argument(
         "--faults-only", action="store_true", help="only the fault rounds, into the report"
     )
     ap.add_argument(
@@ -1199,6 +1205,9 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.recovery_rows, args.recovery_repeat = 2, 20_000, 1
         args.duration, args.warmup, args.bodies = 2.0, 0.5, 20
         args.faults, args.fault_models = 1, 2
+        # An import refused by a full disk loses acknowledged rows today (see the report and
+        # tests/test_fault_injection.py's strict xfail): the smoke run must not flake on it.
+        args.full_disk_mix = {"import": 0, **args.full_disk_mix}
     if args.fault_seed is None:
         args.fault_seed = int.from_bytes(os.urandom(4), "little")
         argv += ["--fault-seed", str(args.fault_seed)]  # the report's command replays it
@@ -1347,11 +1356,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_faults(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    plan = fault_rounds.Plan(rounds=args.faults, names=args.fault_models, kill_after=(0.0, 3.0))
-    if args.smoke:
-        plan = fault_rounds.Plan(rounds=args.faults, names=args.fault_models)
+    plan = fault_rounds.Plan(
+        rounds=args.faults,
+        names=args.fault_models,
+        kill_after=(0.0, 1.5 if args.smoke else 3.0),
+        mix=args.fault_mix,
+        full_disk_mix=args.full_disk_mix,
+    )
     (work / "faults").mkdir()
-    return fault_rounds.run(work / "faults", args.fault_seed, plan)
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return {"date": date, **fault_rounds.run(work / "faults", args.fault_seed, plan)}
 
 
 def faults_only(args: argparse.Namespace, argv: list[str]) -> int:

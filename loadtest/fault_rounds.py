@@ -134,6 +134,7 @@ class Instance:
     delete_in_flight: bool = False
     damaged: list[str] = field(default_factory=list)
     quarantined: bool = False
+    diverged: bool = False  # the server acknowledged a step the replay does not hold
 
     def __post_init__(self) -> None:
         self.replay = OnlineLogisticRegression(**self.config)
@@ -436,8 +437,10 @@ class Client:
             self.tally.ops["update"] += 1
             self.learning.set()
             self.tally.acked_rows += len(op.rows)
-            if response.json()["step"] != instance.replay.step:
-                self.tally.violate(f"{path}: step {response.json()['step']}, replay at "
+            if response.json()["step"] != instance.replay.step and not instance.diverged:
+                instance.diverged = True  # reported once: what follows is its consequence
+                self.tally.violate(f"{path}: step {response.json()['step']} acknowledged, the "
+                                   f"replay of the acknowledged operations at "
                                    f"{instance.replay.step}")  # fmt: skip
         elif not self.storage_refused(response):
             self.unexpected(path, response)
@@ -557,7 +560,7 @@ class Client:
             self.tally.violate(f"a stream cut by a delete ended without a summary: {answer}")
         elif code == "model_deleted" and self.slot.instance is not old:
             return  # the old instance's rows, gone with it
-        elif resolved_to_old and self.slot.instance is not old:
+        elif resolved_to_old and self.slot.instance is not old and not old.diverged:
             self.tally.violate(f"a stream into a deleted model ended with {summary}")
         elif code in (None, "storage_unavailable") and self.slot.instance is not None:
             learned = int(summary["rows"])  # the instance the name now holds took it
@@ -748,7 +751,7 @@ def verify(server: Server, slots: list[Slot], tally: Tally) -> None:
             lost = check_state(instance, served, tally)
             if lost and reported[slot.name] and not damaged:
                 tally.violate(f"{slot.name}: acknowledged rows dropped as 'never acknowledged'")
-        instance.in_flight, instance.damaged = None, []
+        instance.in_flight, instance.damaged, instance.diverged = None, [], False
     for name, entry in listing.items():
         tally.violate(f"an unknown model is served: {name} {entry}")
     if "Exception in ASGI application" in server.log_text():
@@ -840,6 +843,9 @@ class Plan:
     # Weights of the operations that override the defaults (update 55, stream 12, import 6,
     # delete 5, race 5), e.g. {"race": 0} to leave one out while narrowing a finding down.
     mix: dict[str, int] = field(default_factory=dict)
+    full_disk_mix: dict[str, int] = field(
+        default_factory=dict
+    )  # over ``mix`` when the disk is full
 
 
 def run(work: Path, seed: int, plan: Plan, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -910,13 +916,13 @@ def traffic(
 ) -> None:  # fmt: skip
     """Clients on every name and bad input until a kill -9 at a random moment."""
     tally.faults["kill -9"] += 1
+    mix = plan.mix
     if rng.random() < plan.full_disk_chance:
+        mix = {**plan.mix, **plan.full_disk_mix}
         tally.faults["full disk"] += 1
         log(f"disk full: {disk.fill(server.proc.pid, rng.choice([8192, 32768, 131072]))}")
     stop, dead, learning = threading.Event(), threading.Event(), threading.Event()
-    clients = [
-        Client(server, s, random.Random(rng.random()), tally, learning, plan.mix) for s in slots
-    ]
+    clients = [Client(server, s, random.Random(rng.random()), tally, learning, mix) for s in slots]
     threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in clients]
     threads.append(threading.Thread(
         target=send_bad_input,
