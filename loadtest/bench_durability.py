@@ -1045,9 +1045,10 @@ def render_faults(f: dict[str, Any], command: str) -> list[str]:
     lines = [
         FAULTS_TITLE,
         "",
-        f"`{command}` at {f['date']} (seed {f['seed']}; the same `--fault-seed` replays the choices, the "
-        f"moments depend on timing), {f['seconds']:.0f}s. `loadtest/fault_rounds.py`: each "
-        "round starts the real server (`--fsync always`, snapshots every 400 rows or 1 s) on the "
+        f"`{command}` at {f['date']} (seed {f['seed']}; the same `--fault-seed` replays the "
+        f"choices, the moments depend on timing), {f['seconds']:.0f}s. "
+        "`loadtest/fault_rounds.py`: each round starts the real server (`--fsync always`, "
+        "snapshots every 400 rows or 1 s) on the "
         "same data directory and checks what the last round left, then one client per model "
         "name runs creates, updates, streams, imports, deletes, re-creates and delete + "
         "re-create while a stream into the model is half sent, beside hypothesis-built bad "
