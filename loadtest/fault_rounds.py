@@ -754,8 +754,6 @@ def verify(server: Server, slots: list[Slot], tally: Tally) -> None:
         instance.in_flight, instance.damaged, instance.diverged = None, [], False
     for name, entry in listing.items():
         tally.violate(f"an unknown model is served: {name} {entry}")
-    if "Exception in ASGI application" in server.log_text():
-        tally.violate("the server log holds an unhandled exception (a 500)")
     http.close()
 
 
@@ -879,6 +877,8 @@ def run(work: Path, seed: int, plan: Plan, env: dict[str, str] | None = None) ->
                 f"({time.monotonic() - t0:.1f}s into the run)")  # fmt: skip
             traffic(server, slots, rng, plan, disk, tally, seed * 1000 + r)
             kill(server)
+            if "Exception in ASGI application" in server.log_text():
+                tally.violate(f"{server.log_path} holds an unhandled exception (a 500)")
             disk.clear()
             for slot in slots:
                 instance = slot.instance
