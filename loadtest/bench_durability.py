@@ -2,6 +2,7 @@
 
     python loadtest/bench_durability.py          # 10 kill rounds, 1M-row log, 10 s runs
     python loadtest/bench_durability.py --smoke  # 2 rounds, 20k-row log, 2 s runs -> a temp dir
+    python loadtest/bench_durability.py --faults-only --faults 10  # section 4 only, in place
 
 Steps (every server is the real one, ``python -m service serve --port P --data-dir D --fsync M``,
 a subprocess on 127.0.0.1; data directories live under ``--data-root``, default the system
