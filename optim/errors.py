@@ -38,3 +38,18 @@ class BatchError(AdaserveError):
 
 class ConfigError(AdaserveError):
     """A model or optimizer setting is unknown or out of range."""
+
+
+class ModelFileError(ConfigError):
+    """A model file (or its arrays) is not one this library writes: which member, and why."""
+
+    def __init__(self, reason: str, *, member: str | None = None) -> None:
+        self.member = member
+        super().__init__(reason if member is None else f"member '{member}' {reason}", field="file")
+
+    @property
+    def where(self) -> dict[str, int | str]:
+        out = super().where
+        if self.member is not None:
+            out["member"] = self.member
+        return out

@@ -66,12 +66,12 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 @nb.njit(cache=True)  # holds the GIL: see _score
 def _accumulate(
     losses: np.ndarray, predictions: np.ndarray, labels: np.ndarray, weights: np.ndarray,
-    rows: int, ring: np.ndarray, totals: np.ndarray, bounds: np.ndarray,
+    rows: int, window: int, ring: np.ndarray, totals: np.ndarray, bounds: np.ndarray,
 ) -> np.ndarray:  # fmt: skip
-    """Weighted sums into ``totals`` and the last ``len(ring)`` rows into the ring (row ``r`` of
-    the stream at ``r % len(ring)``); ``weights`` empty: every row weighs 1. Returns the
-    weighted mean loss of each batch of rows ``bounds[k]:bounds[k + 1]`` (nan if weightless)."""
-    window = ring.shape[0]
+    """Weighted sums into ``totals`` and the last ``window`` rows into the ring (row ``r`` of
+    the stream at ``r % window``; the ring has room for ``min(rows + n, window)`` rows);
+    ``weights`` empty: every row weighs 1. Returns the weighted mean loss of each batch of rows
+    ``bounds[k]:bounds[k + 1]`` (nan if weightless)."""
     n = losses.size
     means = np.empty(bounds.size - 1)
     for k in range(bounds.size - 1):
@@ -114,6 +114,8 @@ class ProgressiveMetrics:
 
     # Columns of the per-row ring (the first four also of the overall totals).
     _LOSS, _WEIGHT, _PREDICTION, _LABEL, _RAW_PREDICTION, _RAW_LABEL = range(6)
+    RING_COLUMNS = 6
+    CURVE_COLUMNS = 3
 
     def __init__(self, window: int = 10_000, block: int = 1_000, max_points: int = 500) -> None:
         if window < 1:
@@ -121,7 +123,9 @@ class ProgressiveMetrics:
         self.window = window
         self.rows = 0
         self.totals = np.zeros(4)
-        self.ring = np.zeros((window, 6))
+        # Grown as rows arrive (see ring_capacity): a large window costs memory once it is used,
+        # and a model file holds the rows seen, not the window's size in zeros.
+        self.ring = np.zeros((0, self.RING_COLUMNS))
         self.max_points = max_points
         # [rows at the end of the block, weighted loss sum, weight sum] per completed block
         self.curve = np.zeros((0, 3))
@@ -141,8 +145,13 @@ class ProgressiveMetrics:
         w = np.empty(0) if weights is None else weights  # empty: every row weighs 1
         if bounds is None:
             bounds = np.array([0, len(losses)])
+        capacity = self.ring_capacity(self.rows + len(losses), self.window)
+        if capacity > len(self.ring):
+            self.ring = np.concatenate(
+                [self.ring, np.zeros((capacity - len(self.ring), self.RING_COLUMNS))]
+            )
         means = _accumulate(
-            losses, predictions, labels, w, self.rows, self.ring, self.totals, bounds
+            losses, predictions, labels, w, self.rows, self.window, self.ring, self.totals, bounds
         )
         start = 0
         while start < len(losses):
@@ -152,6 +161,17 @@ class ProgressiveMetrics:
                 self._close_block(self.rows + start, loss, weight)
         self.rows += len(losses)
         return means
+
+    @staticmethod
+    def ring_capacity(rows: int, window: int) -> int:
+        """Rows of ring held after ``rows`` rows: the next power of two, at most the window
+        (doubling: a model learning row by row copies its ring O(log window) times)."""
+        return 0 if rows == 0 else min(window, 1 << (rows - 1).bit_length())
+
+    @classmethod
+    def nbytes_for(cls, window: int, max_points: int = 500) -> int:
+        """The most bytes metrics of this window hold: a full ring and a full loss curve."""
+        return 8 * (window * cls.RING_COLUMNS + (max_points + 1) * cls.CURVE_COLUMNS + 4 + 4)
 
     def _close_block(self, rows: int, loss: float, weight: float) -> None:
         self.curve = np.vstack([self.curve, [rows, loss, weight]])
@@ -207,27 +227,24 @@ class ProgressiveMetrics:
         return {
             "metrics_rows": np.array(self.rows, dtype=np.int64),
             "metrics_totals": self.totals.copy(),
-            "metrics_ring": self.ring.copy(),
+            "metrics_ring": self.ring[: min(self.rows, self.window)].copy(),
             "metrics_curve": self.curve.copy(),
             "metrics_block": self.block.copy(),
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray]) -> ProgressiveMetrics:
+    def from_state(cls, state: dict[str, np.ndarray], window: int) -> ProgressiveMetrics:
+        """Metrics from :meth:`state`'s arrays, as validated by :mod:`optim.model_file` (dtypes,
+        shapes: the ring holds ``min(rows, window)`` rows, or the whole window; finite values)."""
         # Copies: the metrics are updated in place and must not share the caller's arrays.
-        ring = np.array(state["metrics_ring"], dtype=np.float64)
-        totals = np.array(state["metrics_totals"], dtype=np.float64)
-        curve = np.array(state.get("metrics_curve", np.zeros((0, 3))), dtype=np.float64)
-        block = np.array(state.get("metrics_block", [1_000.0, 0, 0, 0]), dtype=np.float64)
         rows = int(state["metrics_rows"])
-        if (
-            ring.ndim != 2 or ring.shape[1] != 6 or totals.shape != (4,) or rows < 0
-            or curve.ndim != 2 or curve.shape[1] != 3 or block.shape != (4,) or block[0] < 1
-        ):  # fmt: skip
-            raise ValueError("metrics arrays have the wrong shape")
-        if not all(np.isfinite(a).all() for a in (ring, totals, curve, block)):
-            raise ValueError("metrics arrays hold non-finite values")
-        metrics = cls(ring.shape[0])
-        metrics.rows, metrics.totals, metrics.ring = rows, totals, ring
-        metrics.curve, metrics.block = curve, block
+        metrics = cls(window)
+        ring = state["metrics_ring"]
+        metrics.ring = np.zeros((cls.ring_capacity(rows, window), cls.RING_COLUMNS))
+        kept = min(len(ring), len(metrics.ring))
+        metrics.ring[:kept] = ring[:kept]
+        metrics.rows = rows
+        metrics.totals = np.array(state["metrics_totals"], dtype=np.float64)
+        metrics.curve = np.array(state.get("metrics_curve", metrics.curve), dtype=np.float64)
+        metrics.block = np.array(state.get("metrics_block", metrics.block), dtype=np.float64)
         return metrics

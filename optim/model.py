@@ -15,8 +15,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -25,15 +26,17 @@ import scipy.sparse as sp
 
 from optim._json import ENABLED as JSON_READER_ENABLED
 from optim.batch import Batch, largest_magnitude, row_containing
-from optim.errors import BatchError, ConfigError
+from optim.errors import BatchError, ConfigError, ModelFileError
 from optim.hashing import FeatureHasher
 from optim.kernels import kernels_for
 from optim.metrics import ProgressiveMetrics, probabilities, score
+from optim.model_file import FORMAT, ModelFileReader, check_arrays, check_state
+from optim.model_file import STATE_DTYPES as _DTYPES
 from optim.optimizers import OptimizerSpec, get_optimizer
 
-FORMAT = "adaserve-model-v1"
 LAZY_MODES = ("exact", "frozen")
-_DTYPES = {"float64": (np.float64, np.int64), "float32": (np.float32, np.uint32)}
+# A remembered feature name's dict entry and integer key, beside the string itself (measured).
+_NAME_ENTRY_BYTES = 80
 _VALUE_LIMITS = {"float64": 1e100, "float32": 1e15}
 # Bytes of a large array written at a time by save_file_arrays.
 _WRITE_PIECE = 1 << 20
@@ -178,11 +181,14 @@ class OnlineLogisticRegression:
         size = self.dim + 1  # the last coordinate is the intercept
         # One record per coordinate: [weight, slot...] and [last_touched_step, times_touched].
         self.table = np.zeros((size, 1 + len(self.spec.slots)), dtype=float_type)
-        self.table[:, 1:] = self.spec.initial_slot_values(self.optimizer_params)
+        initial_slots = self.spec.initial_slot_values(self.optimizer_params)
+        if any(initial_slots):  # else the zeros stay untouched pages until used (or replaced)
+            self.table[:, 1:] = initial_slots
         self.counters = np.zeros((size, 2), dtype=counter_type)
         self.step = 0
         self.metrics = ProgressiveMetrics(recent_window)
         self.feature_names: dict[int, str] = {}
+        self._name_bytes = 0  # of feature_names (see memory_bytes)
 
     # ----------------------------------------------------------------- configuration
     @property
@@ -208,6 +214,14 @@ class OnlineLogisticRegression:
         return self.table.nbytes + self.counters.nbytes
 
     @property
+    def memory_bytes(self) -> int:
+        """Bytes the model holds or may come to hold as it learns, for memory budgets: the state,
+        the optimizer's tables, the progressive metrics with a full recent window, and the
+        feature names remembered so far."""
+        metrics = ProgressiveMetrics.nbytes_for(self.metrics.window)
+        return self.state_bytes + self._hp.nbytes + metrics + self._name_bytes
+
+    @property
     def last_touched_step(self) -> np.ndarray:
         """Raw (not caught-up) last step at which each coordinate was present; a view."""
         return self.counters[:, 0]
@@ -228,6 +242,23 @@ class OnlineLogisticRegression:
             counter_type
         ).itemsize
         return (dim + 1) * per_coordinate
+
+    @staticmethod
+    def memory_bytes_for(
+        optimizer: str | Mapping[str, Any],
+        dim: int,
+        dtype: str = "float64",
+        recent_window: int = 10_000,
+    ) -> int:
+        """:attr:`memory_bytes` of a new model of this configuration."""
+        spec, params = _resolve_optimizer(optimizer)
+        if isinstance(recent_window, bool) or not isinstance(recent_window, int):
+            raise ConfigError(f"must be an integer, got {recent_window!r}", field="recent_window")
+        return (
+            OnlineLogisticRegression.state_bytes_for(optimizer, dim, dtype)
+            + spec.pack(params).nbytes
+            + ProgressiveMetrics.nbytes_for(recent_window)
+        )
 
     # ----------------------------------------------------------------- batches
     def to_batch(
@@ -270,6 +301,7 @@ class OnlineLogisticRegression:
                 break
             if index not in self.feature_names:
                 self.feature_names[index] = key
+                self._name_bytes += sys.getsizeof(key) + _NAME_ENTRY_BYTES
                 room -= 1
 
     # ----------------------------------------------------------------- learning
@@ -560,102 +592,63 @@ class OnlineLogisticRegression:
         return buffer.getvalue()
 
     @classmethod
-    def load(cls, file: str | os.PathLike[str] | IO[bytes]) -> OnlineLogisticRegression:
-        """Read a model written by :meth:`save`, validating every array before use."""
-        try:
-            data = np.load(file, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
-            with data:
-                arrays = {name: data[name] for name in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise ConfigError(f"not a readable model file: {exc}", field="file") from None
-        return cls.from_arrays(arrays)
+    def load(
+        cls,
+        file: str | os.PathLike[str] | IO[bytes],
+        *,
+        reserve: Callable[[int], object] | None = None,
+    ) -> OnlineLogisticRegression:
+        """Read a model file without trusting it (see :mod:`optim.model_file`): every member's
+        name, size, dtype and shape is checked against the file's configuration before anything
+        is allocated, then the state's invariants (:meth:`from_arrays`).
+
+        ``reserve``: called with the bytes the model will hold (:attr:`memory_bytes`, plus the
+        feature names as the file declares them) once the headers are checked and before any
+        array is read; a server's memory budget raises there to refuse the file.
+        Raises :class:`~optim.errors.ModelFileError` (a ConfigError) naming the member and why.
+        """
+        with ModelFileReader(file) as reader:
+            if reserve is not None:
+                layout = reader.layout
+                reserve(
+                    cls.memory_bytes_for(
+                        layout.config["optimizer"], layout.dim, layout.dtype, layout.recent_window
+                    )
+                    + reader.member_bytes("feature_name_keys")
+                )
+            arrays = reader.arrays()
+        return cls.from_arrays(arrays, copy=False)
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> OnlineLogisticRegression:
-        required = {
-            "format", "config", "step", "table", "counters", "feature_name_indices",
-            "feature_name_keys", "metrics_rows", "metrics_totals", "metrics_ring",
-        }  # fmt: skip
-        missing = sorted(required - set(arrays))
-        if missing:
-            raise ConfigError(f"model file lacks {missing}", field="file")
-        if str(arrays["format"]) != FORMAT:
-            raise ConfigError(f"unknown format {str(arrays['format'])!r}", field="file")
+    def from_arrays(
+        cls, arrays: Mapping[str, np.ndarray], *, copy: bool = True
+    ) -> OnlineLogisticRegression:
+        """The model :meth:`file_arrays` describes, every array validated first (names, dtypes
+        and shapes against the configuration, then the state's invariants); ``copy=False``:
+        the model takes the state arrays over instead of copying them."""
+        layout = check_arrays(arrays)
+        config = dict(layout.config)
         try:
-            config = json.loads(str(arrays["config"]))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config is not JSON: {exc}", field="file") from None
-        if not isinstance(config, dict):
-            raise ConfigError("config must be a JSON object", field="file")
-        dim = config.pop("dim", None)
-        hash_bits = config.get("hash_bits")
-        if hash_bits is not None:
-            if (
-                isinstance(hash_bits, bool)
-                or not isinstance(hash_bits, int)
-                or not 1 <= hash_bits <= 40
-            ):
-                raise ConfigError(f"bad hash_bits {hash_bits!r}", field="file")
-            dim = None
-        else:
-            config.pop("hash_bits", None)
-        max_names = config.get("max_feature_names", 0)
-        if isinstance(max_names, bool) or not isinstance(max_names, int) or max_names < 0:
-            raise ConfigError(f"bad max_feature_names {max_names!r}", field="file")
-        rows = arrays["table"].shape[0] if arrays["table"].ndim == 2 else -1
-        if rows - 1 != (dim if dim is not None else 2**hash_bits):
-            raise ConfigError("the state arrays do not match the configured dim", field="file")
-        try:
-            model = cls(config.pop("optimizer", None), dim, **config)
-        except TypeError as exc:
-            raise ConfigError(f"bad config: {exc}", field="file") from None
-        model._restore(arrays)
+            model = cls(config.pop("optimizer", None), config.pop("dim", None), **config)
+        except (ConfigError, TypeError) as exc:
+            raise ModelFileError(f"has a bad setting: {exc}", member="config") from None
+        model._restore(arrays, copy=copy)
         return model
 
-    def _restore(self, arrays: Mapping[str, np.ndarray]) -> None:
-        def checked(name: str, like: np.ndarray) -> np.ndarray:
-            value = arrays[name]
-            if value.shape != like.shape or value.dtype != like.dtype:
-                raise ConfigError(
-                    f"array '{name}' has shape {value.shape} and dtype {value.dtype}, "
-                    f"expected {like.shape} and {like.dtype}",
-                    field="file",
-                )
-            if value.dtype.kind == "f" and not np.isfinite(value).all():
-                raise ConfigError(f"array '{name}' holds non-finite values", field="file")
-            return value.copy()
-
-        raw_step = arrays["step"]
-        step = int(raw_step) if raw_step.shape == () and raw_step.dtype.kind in "iu" else -1
-        table = checked("table", self.table)
-        counters = checked("counters", self.counters)
-        if step < 0 or int(counters[:, 0].max()) > step or int(counters.min()) < 0:
-            raise ConfigError(
-                "step is negative or behind a last-touched step, or a counter is negative",
-                field="file",
-            )
-        indices = arrays["feature_name_indices"]
-        keys = arrays["feature_name_keys"]
-        if (
-            indices.dtype.kind not in "iu"
-            or keys.dtype.kind != "U"
-            or indices.shape != keys.shape
-            or indices.ndim != 1
-            or (indices.size and (indices.min() < 0 or indices.max() >= self.dim))
-        ):
-            raise ConfigError("feature names do not match the model", field="file")
-        try:
-            metrics = ProgressiveMetrics.from_state(dict(arrays))
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(str(exc), field="file") from None
-        if metrics.window != self.metrics.window:
-            raise ConfigError("metrics window does not match recent_window", field="file")
-        self.table, self.counters = table, counters
-        self.step = step
-        self.metrics = metrics
+    def _restore(self, arrays: Mapping[str, np.ndarray], *, copy: bool) -> None:
+        """Take over validated arrays (see :meth:`from_arrays`) after checking the invariants
+        every state this library writes keeps."""
+        check_state(self.spec, arrays)
+        # The compiled loop takes C-ordered state; copy=False: the arrays are the model's now.
+        self.table = np.array(arrays["table"], order="C", copy=True if copy else None)
+        self.counters = np.array(arrays["counters"], order="C", copy=True if copy else None)
+        self.step = int(arrays["step"])
+        self.metrics = ProgressiveMetrics.from_state(dict(arrays), self.metrics.window)
+        indices, keys = arrays["feature_name_indices"], arrays["feature_name_keys"]
         self.feature_names = dict(zip(indices.tolist(), keys.tolist(), strict=True))
+        self._name_bytes = sum(map(sys.getsizeof, self.feature_names.values())) + (
+            _NAME_ENTRY_BYTES * len(self.feature_names)
+        )
 
     def __repr__(self) -> str:
         return (

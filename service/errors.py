@@ -64,7 +64,7 @@ ENGINE_ERRORS: dict[type[EngineError], tuple[int, str]] = {
 def engine_error(exc: EngineError) -> ApiError:
     """The HTTP answer to an engine's domain error."""
     status, code = next(answer for kind, answer in ENGINE_ERRORS.items() if isinstance(exc, kind))
-    where: dict[str, Any] = {"model": exc.model}
+    where: dict[str, Any] = {"model": exc.model} if exc.model else {}
     if exc.field is not None:
         where["field"] = exc.field
     if isinstance(exc, ModelInExperiment):

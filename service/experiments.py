@@ -111,22 +111,15 @@ class ExperimentRegistry:
         if isinstance(dim, int) and dim >= 1:
             try:
                 needed = sum(
-                    OnlineLogisticRegression.state_bytes_for(
-                        e.get("optimizer", "adagrad"), dim, shared.get("dtype", "float64")
+                    OnlineLogisticRegression.memory_bytes_for(
+                        e.get("optimizer", "adagrad"), dim, shared.get("dtype", "float64"),
+                        e.get("recent_window", shared.get("recent_window", 10_000)),
                     )
                     for e in entries
-                )
+                )  # fmt: skip
             except ConfigError:
                 needed = 0  # the member's own creation reports its bad optimizer
-            budget = self.models.settings.memory_budget_bytes
-            if self.models.state_bytes + needed > budget:
-                raise ApiError(
-                    422,
-                    "over_memory_budget",
-                    f"the members need {needed:,} bytes of state; the budget is "
-                    f"{budget:,} with {self.models.state_bytes:,} in use",
-                    {"field": "dim"},
-                )
+            self.models.check_budget(needed, what="the members")
         created: list[str] = []
         self._creating[name] = names
         try:

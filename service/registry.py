@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,16 @@ class QuarantinedModel:
     reason: str
 
 
+def readable_bytes(n: int) -> str:
+    """``n`` bytes in the largest binary unit that keeps it at least 1 (``1.5 GiB``)."""
+    size, unit = float(n), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, larger
+    return f"{n:,} bytes" if unit == "bytes" else f"{size:,.1f} {unit}"
+
+
 class ModelRegistry:
     """Named models, the memory budget across them, and their storage under ``data_dir``.
 
@@ -61,9 +72,11 @@ class ModelRegistry:
         self.pools = Pools.from_settings(settings)
         self.models: dict[str, ManagedModel] = {}
         self.quarantined: dict[str, QuarantinedModel] = {}
-        # Names held by a create (the state bytes it will hold) or a quarantined model's delete
-        # under way in a worker thread.
-        self._held: dict[str, int] = {}
+        # Names held by a create or by a quarantined model's delete under way in a worker thread.
+        self._held: set[str] = set()
+        # Bytes claimed by creations and imports in progress (see reservation).
+        self.reserved_bytes = 0
+        self._budget_lock = threading.Lock()
         self.directory = Path(settings.data_dir) / "models"
         self.directory.mkdir(parents=True, exist_ok=True)
 
@@ -121,9 +134,11 @@ class ModelRegistry:
             managed.storage.close()
 
     @property
-    def state_bytes(self) -> int:
+    def memory_bytes(self) -> int:
+        """What the memory budget counts: every model's ``memory_bytes`` and the reservations."""
         # a copy first: a writer thread may add or remove a model meanwhile
-        return sum(m.model.state_bytes for m in list(self.models.values()))
+        held = sum(m.model.memory_bytes for m in list(self.models.values()))
+        return held + self.reserved_bytes
 
     def get(self, name: str) -> ManagedModel:
         """The model that serves under ``name``: :class:`ModelNotFound`, or
@@ -136,22 +151,45 @@ class ModelRegistry:
             raise ModelNotFound(name)
         return managed
 
-    def check_budget(self, name: str, optimizer: Any, dim: int, dtype: str) -> int:
-        """The state bytes model ``name`` needs, if the budget has room for them (with the
-        models being created); :class:`OverMemoryBudget` otherwise."""
-        needed = OnlineLogisticRegression.state_bytes_for(optimizer, dim, dtype)
-        held = self.state_bytes + sum(self._held.values())
-        if held + needed > self.settings.memory_budget_bytes:
+    def check_budget(
+        self, needed: int, *, model: str = "", what: str = "the model", field: str = "dim"
+    ) -> None:
+        """:class:`OverMemoryBudget` if ``needed`` more bytes do not fit in the budget left."""
+        held, budget = self.memory_bytes, self.settings.memory_budget_bytes
+        if held + needed > budget:
             raise OverMemoryBudget(
-                name,
-                f"the model needs {needed:,} bytes of state; {held:,} of the "
-                f"{self.settings.memory_budget_bytes:,}-byte budget are in use",
+                model,
+                f"{what} needs {readable_bytes(needed)} ({needed:,} bytes); "
+                f"{readable_bytes(held)} of the {readable_bytes(budget)} budget are in use",
+                field=field,
             )
         return needed
 
+    @contextlib.contextmanager
+    def reservation(
+        self, *, model: str = "", what: str = "the model", field: str = "dim"
+    ) -> Iterator[Callable[[int], None]]:
+        """A claim on the budget for a model being made (created or imported): the callable
+        checks and reserves bytes before they are allocated; all of them are released at exit,
+        when the model, if it was made, counts itself."""
+        claimed = 0
+
+        def claim(needed: int) -> None:
+            nonlocal claimed
+            with self._budget_lock:
+                self.check_budget(needed, model=model, what=what, field=field)
+                self.reserved_bytes += needed
+                claimed += needed
+
+        try:
+            yield claim
+        finally:
+            with self._budget_lock:
+                self.reserved_bytes -= claimed
+
     async def create(self, name: str, config: Mapping[str, Any]) -> ManagedModel:
         """A new model: checked here, then allocated and written in a worker thread (the event
-        loop answers meanwhile), its name held from the start."""
+        loop answers meanwhile), its name held and its bytes reserved from the start."""
         if not NAME_PATTERN.fullmatch(name) or name.startswith("."):
             raise ConfigError(
                 "name must match [A-Za-z0-9_.-]{1,64} and not start with '.'", field="name"
@@ -167,19 +205,23 @@ class ModelRegistry:
             if not isinstance(bits, int) or not 1 <= bits <= 40:
                 raise ConfigError("hash_bits must be in [1, 40]", field="hash_bits")
             dim = 2**bits
-        needed = 0
-        if isinstance(dim, int) and dim >= 1:
-            # An unknown optimizer is reported precisely by the constructor.
-            with contextlib.suppress(ConfigError):
-                optimizer = config.get("optimizer", "adagrad")
-                needed = self.check_budget(name, optimizer, dim, config.get("dtype", "float64"))
-        self._held[name] = needed
-        try:
-            # Registered by the worker thread itself: a request cancelled meanwhile leaves a
-            # model that is both on disk and served, never one only on disk.
-            return await anyio.to_thread.run_sync(self._build, name, dict(config))
-        finally:
-            del self._held[name]
+        with self.reservation(model=name) as claim:
+            if isinstance(dim, int) and dim >= 1:
+                # An unknown optimizer is reported precisely by the constructor.
+                with contextlib.suppress(ConfigError):
+                    claim(
+                        OnlineLogisticRegression.memory_bytes_for(
+                            config.get("optimizer", "adagrad"), dim,
+                            config.get("dtype", "float64"), config.get("recent_window", 10_000),
+                        )
+                    )  # fmt: skip
+            self._held.add(name)
+            try:
+                # Registered by the worker thread itself: a request cancelled meanwhile leaves a
+                # model that is both on disk and served, never one only on disk.
+                return await anyio.to_thread.run_sync(self._build, name, dict(config))
+            finally:
+                self._held.discard(name)
 
     def _build(self, name: str, config: dict[str, Any]) -> ManagedModel:
         model = OnlineLogisticRegression(**config)  # ConfigError: 422 naming the field
@@ -197,7 +239,7 @@ class ModelRegistry:
         (see :meth:`ManagedModel.delete`); a quarantined one's files in a worker thread."""
         if name in self.quarantined:
             quarantined = self.quarantined.pop(name)
-            self._held[name] = 0
+            self._held.add(name)
             try:
                 await anyio.to_thread.run_sync(self._storage(name).delete)
             except OSError as exc:
@@ -206,7 +248,7 @@ class ModelRegistry:
                     name, f"the model's files were not deleted: {exc}"
                 ) from None
             finally:
-                del self._held[name]
+                self._held.discard(name)
             return
         managed = self.get(name)
 

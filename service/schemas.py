@@ -38,7 +38,9 @@ class CreateModel(BaseModel):
     dtype: Literal["float64", "float32"] = "float64"
     hash_seed: int = Field(0, description="MurmurHash3 seed for named features")
     recent_window: int = Field(
-        10_000, le=1_000_000, description="rows in the recent progressive metrics (32 bytes each)"
+        10_000,
+        le=1_000_000,
+        description="rows in the recent progressive metrics (48 bytes each, in the memory budget)",
     )
 
 

@@ -70,6 +70,7 @@ SPEC = OptimizerSpec(
         l2_hyperparameter(),
     ),
     slots=("square_avg", "acc_delta"),
+    nonnegative_slots=("square_avg", "acc_delta"),
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

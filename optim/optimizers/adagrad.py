@@ -73,6 +73,7 @@ SPEC = OptimizerSpec(
         l2_hyperparameter(),
     ),
     slots=("sum",),
+    nonnegative_slots=("sum",),
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

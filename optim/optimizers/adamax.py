@@ -93,6 +93,7 @@ SPEC = OptimizerSpec(
         l2_hyperparameter(),
     ),
     slots=("exp_avg", "exp_inf"),
+    nonnegative_slots=("exp_inf",),
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

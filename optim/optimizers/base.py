@@ -109,6 +109,14 @@ class OptimizerSpec:
     n_constants: int = 0
     l2_in_gradient: bool = True
     lazy_modes_coincide: bool = False
+    # Slots that no update can make negative (sums and averages of squares, their maxima): a
+    # loaded state with a negative one was not written by this optimizer.
+    nonnegative_slots: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        stray = sorted(set(self.nonnegative_slots) - set(self.slots))
+        if stray:
+            raise ValueError(f"{self.name}: nonnegative_slots {stray} are not slots")
 
     def resolve(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Validated hyperparameters with defaults filled in (``name`` excluded)."""

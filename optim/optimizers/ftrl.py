@@ -73,6 +73,7 @@ SPEC = OptimizerSpec(
         Hyperparameter("l2", 0.0, 0.0),
     ),
     slots=("z", "n"),
+    nonnegative_slots=("n",),
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

@@ -136,6 +136,7 @@ SPEC = OptimizerSpec(
         l2_hyperparameter(),
     ),
     slots=("exp_avg", "exp_avg_sq"),
+    nonnegative_slots=("exp_avg_sq",),
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

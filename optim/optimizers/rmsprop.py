@@ -64,6 +64,7 @@ SPEC = OptimizerSpec(
         l2_hyperparameter(),
     ),
     slots=("square_avg",),
+    nonnegative_slots=("square_avg",),
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

@@ -57,9 +57,12 @@ class TooManyModels(EngineError):
 
 
 class OverMemoryBudget(EngineError):
-    """The model's state would not fit in the memory budget left."""
+    """The model's state would not fit in the memory budget left; ``field`` is the request's
+    field that asked for it (``dim`` for a new model, ``file`` for an import)."""
 
-    field = "dim"
+    def __init__(self, model: str, detail: str, *, field: str = "dim") -> None:
+        super().__init__(model, detail)
+        self.field = field
 
 
 class StorageUnavailable(EngineError):

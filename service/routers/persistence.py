@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from functools import partial
 from typing import Annotated
 
 import anyio
@@ -56,26 +57,31 @@ async def import_model(
     settings: Annotated[Settings, Depends(deps.settings)],
 ) -> dict:
     data = await read_body(request, settings.max_body_bytes)
-    try:  # off the event loop: a large file takes a while to read
-        loaded = await anyio.to_thread.run_sync(OnlineLogisticRegression.load, io.BytesIO(data))
-    except ConfigError as error:
-        raise ApiError.from_adaserve(error) from None
-    current = managed.model.config
-    differing = sorted(k for k in current if loaded.config.get(k) != current[k])
-    if differing:
-        raise ApiError(
-            422, "config_mismatch",
-            f"the file's configuration differs from the model's in {differing}",
-            {"field": differing[0]},
-        )  # fmt: skip
+    # The file's claim is reserved in the budget before any of its arrays is read, and stays
+    # reserved until the loaded model replaces the current one (and counts itself).
+    with registry.reservation(model=managed.name, what="the imported model", field="file") as claim:
+        try:  # off the event loop: a large file takes a while to read
+            loaded = await anyio.to_thread.run_sync(
+                partial(OnlineLogisticRegression.load, io.BytesIO(data), reserve=claim)
+            )
+        except ConfigError as error:
+            raise ApiError.from_adaserve(error) from None
+        current = managed.model.config
+        differing = sorted(k for k in current if loaded.config.get(k) != current[k])
+        if differing:
+            raise ApiError(
+                422, "config_mismatch",
+                f"the file's configuration differs from the model's in {differing}",
+                {"field": differing[0]},
+            )  # fmt: skip
 
-    def replace(_: OnlineLogisticRegression) -> dict:
-        managed.model = loaded
-        managed.failed = None  # a whole new state: no longer a batch ahead of the log
-        managed.snapshot()  # the log so far described the replaced state
-        return {"model": managed.name, "step": loaded.step, "bytes": len(data)}
+        def replace(_: OnlineLogisticRegression) -> dict:
+            managed.model = loaded
+            managed.failed = None  # a whole new state: no longer a batch ahead of the log
+            managed.snapshot()  # the log so far described the replaced state
+            return {"model": managed.name, "step": loaded.step, "bytes": len(data)}
 
-    return await managed.write(replace)
+        return await managed.write(replace)
 
 
 @router.post(
