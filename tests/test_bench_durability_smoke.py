@@ -60,5 +60,10 @@ def test_smoke_no_acknowledged_row_lost_and_every_mode_learns(tmp_path: Path) ->
         assert run["non2xx"] == 0 and run["exceptions"] == 0, (key, run["error_samples"])
     assert all(m["step_matches"] for m in data["throughput"]["modes"].values())
 
+    faults = data["faults"]
+    assert faults["rounds"] == 1 and faults["faults"]["kill -9"] == 1
+    assert faults["violations"] == [] and faults["rows_lost"] == 0, faults
+    assert "## 4. Fault injection" in report
+
     assert "smoke mode" in report
     assert "| acknowledged rows lost after 2 kill -9 rounds" in report
