@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from optim.parsers import parse_bytes
 from servers import free_port, start_server, stop_server
 
 from optim import OnlineLogisticRegression
+from optim.formats import parse_bytes
 
 DIM = 64
 OPTIMIZER = {"name": "adagrad", "lr": 0.1}

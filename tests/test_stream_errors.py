@@ -15,14 +15,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from optim.parsers import parse_bytes
 
 from optim import OnlineLogisticRegression
-from service.app import CRITEO_LINE, create_app
+from optim.formats import parse_bytes
+from service.app import create_app
 from service.errors import ApiError
 from service.registry import ManagedModel
 from service.routers import streams
 from service.settings import Settings
+from service.warmup import CRITEO_LINE
 
 DIM = 1 << 10
 OPTIMIZER = {"name": "adagrad", "lr": 0.1}
