@@ -2,7 +2,7 @@
 per-coordinate optimizers, compiled with numba. No web code; usable alone from a notebook."""
 
 from optim.batch import Batch
-from optim.errors import AdaserveError, BatchError, ConfigError
+from optim.errors import AdaserveError, BatchError, ConfigError, NonFiniteUpdate
 from optim.hashing import FeatureHasher, murmurhash3_32
 from optim.model import LearnResult, OnlineLogisticRegression
 from optim.optimizers import REGISTRY, get_optimizer
@@ -15,6 +15,7 @@ __all__ = [
     "ConfigError",
     "FeatureHasher",
     "LearnResult",
+    "NonFiniteUpdate",
     "OnlineLogisticRegression",
     "get_optimizer",
     "murmurhash3_32",

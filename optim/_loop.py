@@ -50,45 +50,141 @@ def sigmoid(margin):
     return e / (1.0 + e)
 
 
+# A refused batch's row of ``learn``'s ``out_refusals``: its first row that could not be learned
+# (-1: none, the batch was learned), why, and the first coordinate and slot (0: the weight) that
+# the row made non-finite.
+REFUSED_ROW, REASON, COORDINATE, SLOT = 0, 1, 2, 3
+NONFINITE_STATE, LOSS_BEYOND_LIMIT = 0, 1
+# A learned row's ``(|margin| + 1) * weight``, above its weighted log-loss, is at most this: the
+# progressive metrics' sums over 2**64 such rows stay below 2e299, finite.
+LOSS_LIMIT = 1e280
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def nonfinite_probe(table, j):
+    # x * 0.0 is 0 for a finite x and nan for inf or nan: summed over all a row writes, one test
+    # a row tells whether any of it is not finite (read back: a float32 table may overflow)
+    probe = 0.0
+    for q in range(N_SLOTS + 1):
+        probe += table[j, q] * 0.0
+    return probe
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def save(table, counters, j, saved, before):
+    saved_index, saved_table, saved_counters = before
+    saved_index[saved] = j
+    for q in range(N_SLOTS + 1):
+        saved_table[saved, q] = table[j, q]
+    saved_counters[saved, 0] = counters[j, 0]
+    saved_counters[saved, 1] = counters[j, 1]
+    return saved + 1
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def restore(table, counters, saved, before):
+    saved_index, saved_table, saved_counters = before
+    for k in range(saved - 1, -1, -1):
+        j = saved_index[k]
+        for q in range(N_SLOTS + 1):
+            table[j, q] = saved_table[k, q]
+        counters[j, 0] = saved_counters[k, 0]
+        counters[j, 1] = saved_counters[k, 1]
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def nonfinite_at(table, j, refusal):
+    for q in range(N_SLOTS + 1):
+        if not np.isfinite(table[j, q]):
+            refusal[COORDINATE], refusal[SLOT] = j, q
+            return True
+    return False
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def find_nonfinite(table, indices, start, stop, intercept, fit_intercept, refusal):
+    for p in range(start, stop):
+        if nonfinite_at(table, indices[p], refusal):
+            return
+    if fit_intercept:
+        nonfinite_at(table, intercept, refusal)
+
+
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def learn(
     table, counters, hp, l2, t0, exact, fit_intercept,
-    indptr, indices, values, labels, sample_weights, out_margin,
+    indptr, indices, values, labels, sample_weights, batch_rows, out_margin, out_refusals,
 ):  # fmt: skip
     intercept = table.shape[0] - 1
     buf = np.empty(N_SLOTS)
     c = np.empty(N_CONSTANTS)
     n_rows = indptr.shape[0] - 1
-    for i in range(n_rows):
-        t = t0 + i + 1
-        if i + 1 < n_rows:
-            prefetch_rows(table, counters, indices, indptr[i + 1], indptr[i + 2])
-        margin = table[intercept, 0] if fit_intercept else 0.0
-        for p in range(indptr[i], indptr[i + 1]):
-            j = indices[p]
-            if exact and counters[j, LAST_TOUCHED] < t - 1:
-                load(table, j, buf)
-                w = catch_up(table[j, 0], buf, counters[j, LAST_TOUCHED], t - 1, hp)
-                store(table, j, w, buf)
-                counters[j, LAST_TOUCHED] = t - 1
-            margin += table[j, 0] * values[p]
-        out_margin[i] = margin
-        coefficient = (sigmoid(margin) - labels[i]) * sample_weights[i]
-        constants(t, hp, c)
-        for p in range(indptr[i], indptr[i + 1]):
-            j = indices[p]
-            w = table[j, 0]
-            load(table, j, buf)
-            w = step(w, buf, coefficient * values[p] + l2 * w, c, hp, True)
-            store(table, j, w, buf)
-            counters[j, LAST_TOUCHED] = t
-            counters[j, TIMES_TOUCHED] += 1
-        if fit_intercept:
-            load(table, intercept, buf)
-            w = step(table[intercept, 0], buf, coefficient, c, hp, False)
-            store(table, intercept, w, buf)
-            counters[intercept, LAST_TOUCHED] = t
-            counters[intercept, TIMES_TOUCHED] += 1
+    n_batches = batch_rows.shape[0] - 1
+    # What a batch writes, as it was before (each coordinate saved before the batch first
+    # writes it), so that a batch a row of which cannot be learned is undone whole.
+    room = 0
+    for b in range(n_batches):
+        room = max(room, int(indptr[batch_rows[b + 1]]) - int(indptr[batch_rows[b]]) + 1)
+    room = min(room, table.shape[0])
+    saved_index = np.empty(room, dtype=np.int64)
+    before = (saved_index, np.empty_like(table[:room]), np.empty_like(counters[:room]))
+    t_before = t0  # the step before the batch
+    for b in range(n_batches):
+        saved = 0
+        refusal = out_refusals[b]
+        for i in range(batch_rows[b], batch_rows[b + 1]):
+            t = t_before + (i - batch_rows[b]) + 1
+            if i + 1 < n_rows:
+                prefetch_rows(table, counters, indices, indptr[i + 1], indptr[i + 2])
+            probe = 0.0
+            margin = table[intercept, 0] if fit_intercept else 0.0
+            for p in range(indptr[i], indptr[i + 1]):
+                j = indices[p]
+                if counters[j, LAST_TOUCHED] <= t_before:  # not written in this batch yet
+                    saved = save(table, counters, j, saved, before)
+                if exact and counters[j, LAST_TOUCHED] < t - 1:
+                    load(table, j, buf)
+                    w = catch_up(table[j, 0], buf, counters[j, LAST_TOUCHED], t - 1, hp)
+                    store(table, j, w, buf)
+                    counters[j, LAST_TOUCHED] = t - 1
+                    probe += nonfinite_probe(table, j)
+                margin += table[j, 0] * values[p]
+            out_margin[i] = margin
+            if probe == 0.0 and (abs(margin) + 1.0) * sample_weights[i] <= LOSS_LIMIT:
+                coefficient = (sigmoid(margin) - labels[i]) * sample_weights[i]
+                constants(t, hp, c)
+                for p in range(indptr[i], indptr[i + 1]):
+                    j = indices[p]
+                    w = table[j, 0]
+                    load(table, j, buf)
+                    w = step(w, buf, coefficient * values[p] + l2 * w, c, hp, True)
+                    store(table, j, w, buf)
+                    counters[j, LAST_TOUCHED] = t
+                    counters[j, TIMES_TOUCHED] += 1
+                    probe += nonfinite_probe(table, j)
+                if fit_intercept:
+                    if counters[intercept, LAST_TOUCHED] <= t_before:
+                        saved = save(table, counters, intercept, saved, before)
+                    load(table, intercept, buf)
+                    w = step(table[intercept, 0], buf, coefficient, c, hp, False)
+                    store(table, intercept, w, buf)
+                    counters[intercept, LAST_TOUCHED] = t
+                    counters[intercept, TIMES_TOUCHED] += 1
+                    probe += nonfinite_probe(table, intercept)
+                if probe == 0.0:
+                    continue
+            refusal[REFUSED_ROW] = i - batch_rows[b]
+            if probe == 0.0:
+                refusal[REASON] = LOSS_BEYOND_LIMIT
+            else:
+                refusal[REASON] = NONFINITE_STATE
+                find_nonfinite(
+                    table, indices, indptr[i], indptr[i + 1], intercept, fit_intercept, refusal
+                )
+            restore(table, counters, saved, before)
+            break
+        if refusal[REFUSED_ROW] < 0:
+            t_before += batch_rows[b + 1] - batch_rows[b]
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
