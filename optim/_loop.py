@@ -61,35 +61,31 @@ LOSS_LIMIT = 1e280
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def nonfinite_probe(table, j):
-    # x * 0.0 is 0 for a finite x and nan for inf or nan: summed over all a row writes, one test
-    # a row tells whether any of it is not finite (read back: a float32 table may overflow)
-    probe = 0.0
+def is_finite(table, j):
+    finite = True
     for q in range(N_SLOTS + 1):
-        probe += table[j, q] * 0.0
-    return probe
+        finite &= np.isfinite(table[j, q])  # read back: a float32 table may overflow
+    return finite
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def save(table, counters, j, saved, before):
-    saved_index, saved_table, saved_counters = before
-    saved_index[saved] = j
+def save(table, counters, j, n_saved, saved_state, saved_where):
+    saved_where[n_saved, 0] = j
+    saved_where[n_saved, 1] = counters[j, 0]
+    saved_where[n_saved, 2] = counters[j, 1]
     for q in range(N_SLOTS + 1):
-        saved_table[saved, q] = table[j, q]
-    saved_counters[saved, 0] = counters[j, 0]
-    saved_counters[saved, 1] = counters[j, 1]
-    return saved + 1
+        saved_state[n_saved, q] = table[j, q]
+    return n_saved + 1
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
-def restore(table, counters, saved, before):
-    saved_index, saved_table, saved_counters = before
-    for k in range(saved - 1, -1, -1):
-        j = saved_index[k]
+def restore(table, counters, n_saved, saved_state, saved_where):
+    for k in range(n_saved - 1, -1, -1):  # latest first: a coordinate's first pre-image wins
+        j = saved_where[k, 0]
+        counters[j, 0] = saved_where[k, 1]
+        counters[j, 1] = saved_where[k, 2]
         for q in range(N_SLOTS + 1):
-            table[j, q] = saved_table[k, q]
-        counters[j, 0] = saved_counters[k, 0]
-        counters[j, 1] = saved_counters[k, 1]
+            table[j, q] = saved_state[k, q]
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
@@ -114,74 +110,69 @@ def find_nonfinite(table, indices, start, stop, intercept, fit_intercept, refusa
 def learn(
     table, counters, hp, l2, t0, exact, fit_intercept,
     indptr, indices, values, labels, sample_weights, batch_rows, out_margin, out_refusals,
+    saved_state, saved_where,
 ):  # fmt: skip
     intercept = table.shape[0] - 1
     buf = np.empty(N_SLOTS)
     c = np.empty(N_CONSTANTS)
     n_rows = indptr.shape[0] - 1
     n_batches = batch_rows.shape[0] - 1
-    # What a batch writes, as it was before (each coordinate saved before the batch first
-    # writes it), so that a batch a row of which cannot be learned is undone whole.
-    room = 0
-    for b in range(n_batches):
-        room = max(room, int(indptr[batch_rows[b + 1]]) - int(indptr[batch_rows[b]]) + 1)
-    room = min(room, table.shape[0])
-    saved_index = np.empty(room, dtype=np.int64)
-    before = (saved_index, np.empty_like(table[:room]), np.empty_like(counters[:room]))
     t_before = t0  # the step before the batch
     for b in range(n_batches):
-        saved = 0
+        # What the batch writes, as it was before (saved before the batch first writes it),
+        # so that a batch a row of which cannot be learned is undone whole.
+        n_saved = save(table, counters, intercept, 0, saved_state, saved_where)
         refusal = out_refusals[b]
         for i in range(batch_rows[b], batch_rows[b + 1]):
             t = t_before + (i - batch_rows[b]) + 1
             if i + 1 < n_rows:
                 prefetch_rows(table, counters, indices, indptr[i + 1], indptr[i + 2])
-            probe = 0.0
+            start, stop = indptr[i], indptr[i + 1]
+            finite = True
             margin = table[intercept, 0] if fit_intercept else 0.0
-            for p in range(indptr[i], indptr[i + 1]):
+            for p in range(start, stop):
                 j = indices[p]
-                if counters[j, LAST_TOUCHED] <= t_before:  # not written in this batch yet
-                    saved = save(table, counters, j, saved, before)
                 if exact and counters[j, LAST_TOUCHED] < t - 1:
+                    if counters[j, LAST_TOUCHED] <= t_before:  # (again below if at t_before)
+                        n_saved = save(table, counters, j, n_saved, saved_state, saved_where)
                     load(table, j, buf)
                     w = catch_up(table[j, 0], buf, counters[j, LAST_TOUCHED], t - 1, hp)
                     store(table, j, w, buf)
                     counters[j, LAST_TOUCHED] = t - 1
-                    probe += nonfinite_probe(table, j)
+                    finite &= is_finite(table, j)
                 margin += table[j, 0] * values[p]
             out_margin[i] = margin
-            if probe == 0.0 and (abs(margin) + 1.0) * sample_weights[i] <= LOSS_LIMIT:
+            if finite and (abs(margin) + 1.0) * sample_weights[i] <= LOSS_LIMIT:
                 coefficient = (sigmoid(margin) - labels[i]) * sample_weights[i]
                 constants(t, hp, c)
-                for p in range(indptr[i], indptr[i + 1]):
+                for p in range(start, stop):
                     j = indices[p]
+                    # kept unless the batch wrote it already: no branch to mispredict
+                    n_saved = save(table, counters, j, n_saved, saved_state, saved_where)
+                    n_saved -= counters[j, LAST_TOUCHED] > t_before
                     w = table[j, 0]
                     load(table, j, buf)
                     w = step(w, buf, coefficient * values[p] + l2 * w, c, hp, True)
                     store(table, j, w, buf)
                     counters[j, LAST_TOUCHED] = t
                     counters[j, TIMES_TOUCHED] += 1
-                    probe += nonfinite_probe(table, j)
+                    finite &= is_finite(table, j)
                 if fit_intercept:
-                    if counters[intercept, LAST_TOUCHED] <= t_before:
-                        saved = save(table, counters, intercept, saved, before)
                     load(table, intercept, buf)
                     w = step(table[intercept, 0], buf, coefficient, c, hp, False)
                     store(table, intercept, w, buf)
                     counters[intercept, LAST_TOUCHED] = t
                     counters[intercept, TIMES_TOUCHED] += 1
-                    probe += nonfinite_probe(table, intercept)
-                if probe == 0.0:
+                    finite &= is_finite(table, intercept)
+                if finite:
                     continue
             refusal[REFUSED_ROW] = i - batch_rows[b]
-            if probe == 0.0:
+            if finite:
                 refusal[REASON] = LOSS_BEYOND_LIMIT
             else:
                 refusal[REASON] = NONFINITE_STATE
-                find_nonfinite(
-                    table, indices, indptr[i], indptr[i + 1], intercept, fit_intercept, refusal
-                )
-            restore(table, counters, saved, before)
+                find_nonfinite(table, indices, start, stop, intercept, fit_intercept, refusal)
+            restore(table, counters, n_saved, saved_state, saved_where)
             break
         if refusal[REFUSED_ROW] < 0:
             t_before += batch_rows[b + 1] - batch_rows[b]

@@ -176,10 +176,15 @@ class OnlineLogisticRegression:
         # Catch-up is the identity for optimizers whose two modes coincide: skip its bookkeeping.
         self._exact = lazy == "exact" and not self.spec.lazy_modes_coincide
         float_type, counter_type = _DTYPES[dtype]
+        initial = self.spec.initial_slot_values(self.optimizer_params)
+        if max(map(abs, initial), default=0.0) > np.finfo(float_type).max:
+            raise ConfigError(
+                f"the initial state {initial} is beyond the range of {dtype}", field="optimizer"
+            )
         size = self.dim + 1  # the last coordinate is the intercept
         # One record per coordinate: [weight, slot...] and [last_touched_step, times_touched].
         self.table = np.zeros((size, 1 + len(self.spec.slots)), dtype=float_type)
-        self.table[:, 1:] = self.spec.initial_slot_values(self.optimizer_params)
+        self.table[:, 1:] = initial
         self.counters = np.zeros((size, 2), dtype=counter_type)
         self.step = 0
         self.metrics = ProgressiveMetrics(recent_window)
@@ -337,6 +342,8 @@ class OnlineLogisticRegression:
         ``check=False`` when each batch has passed :meth:`check_batch` already, given the rows
         of the batches before it (``pending_rows``): the group is not checked again.
         """
+        if not batches:
+            return []
         whole = batches[0] if len(batches) == 1 else Batch.concatenated(batches)
         if check:
             self.check_batch(whole)
@@ -345,10 +352,11 @@ class OnlineLogisticRegression:
         margins = np.empty(n)
         bounds = np.cumsum([0, *(batch.n_rows for batch in batches)], dtype=np.int64)
         refusals = np.full((len(batches), 4), -1, dtype=np.int64)
+        saved_state, saved_where = self._pre_images(whole.indptr, bounds)
         self._kernels.learn(
             self.table, self.counters, self._hp, self._l2, self.step, self._exact,
             self.fit_intercept, unsigned(whole.indptr), unsigned(whole.indices), whole.values,
-            whole.labels, weights, bounds, margins, refusals,
+            whole.labels, weights, bounds, margins, refusals, saved_state, saved_where,
         )  # fmt: skip
         refused = {
             k: self._refusal(refusals[k], margins, weights, int(bounds[k]))
@@ -369,6 +377,18 @@ class OnlineLogisticRegression:
         whole = chosen[0] if len(chosen) == 1 else Batch.concatenated(chosen)
         chosen_bounds = np.cumsum([0, *(batch.n_rows for batch in chosen)], dtype=np.int64)
         return self._learned(chosen, whole, margins[rows], chosen_bounds)
+
+    def _pre_images(self, indptr: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Room for the learn kernel to save what one batch writes, as it was before: each
+        coordinate once (at most ``dim``), the first row's again when caught up, the intercept
+        and one spare (the kernel writes a slot before it knows whether it keeps it)."""
+        firsts, stops = indptr[bounds[:-1]], indptr[bounds[1:]]
+        first_rows = indptr[np.minimum(bounds[:-1] + 1, bounds[1:])] - firsts
+        room = int(np.max(np.minimum(stops - firsts, self.dim) + first_rows, initial=0)) + 2
+        return (
+            np.empty((room, self.table.shape[1]), dtype=self.table.dtype),
+            np.empty((room, 3), dtype=np.int64),  # coordinate, last touched, times touched
+        )
 
     def _learned(
         self, batches: Sequence[Batch], whole: Batch, margins: np.ndarray, bounds: np.ndarray
