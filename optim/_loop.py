@@ -112,6 +112,12 @@ def learn(
     indptr, indices, values, labels, sample_weights, batch_rows, out_margin, out_refusals,
     saved_state, saved_where,
 ):  # fmt: skip
+    """Learn the batches ``batch_rows[b]:batch_rows[b + 1]`` of the rows in order. A batch a row
+    of which would make anything it writes non-finite (weights, slots, the intercept, catch-up
+    included), or whose ``(|margin| + 1) * weight`` exceeds LOSS_LIMIT, is undone whole from the
+    pre-images kept in ``saved_state``/``saved_where`` (room: see ``OnlineLogisticRegression.
+    _pre_images``) and reported in its row of ``out_refusals``; the next batch starts from the
+    state before it."""
     intercept = table.shape[0] - 1
     buf = np.empty(N_SLOTS)
     c = np.empty(N_CONSTANTS)

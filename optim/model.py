@@ -177,7 +177,7 @@ class OnlineLogisticRegression:
         self._exact = lazy == "exact" and not self.spec.lazy_modes_coincide
         float_type, counter_type = _DTYPES[dtype]
         initial = self.spec.initial_slot_values(self.optimizer_params)
-        if max(map(abs, initial), default=0.0) > np.finfo(float_type).max:
+        if max(map(abs, initial), default=0.0) > float(np.finfo(float_type).max):
             raise ConfigError(
                 f"the initial state {initial} is beyond the range of {dtype}", field="optimizer"
             )
