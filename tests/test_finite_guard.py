@@ -135,14 +135,14 @@ def learn_each(model: OnlineLogisticRegression, group: list[Batch]) -> list[obje
 @pytest.mark.parametrize("lazy", ["exact", "frozen"])
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 @settings(
-    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 @given(data=st.data())
 def test_accepted_batches_keep_state_finite(name: str, lazy: str, data: st.DataObject) -> None:
     optimizer = data.draw(optimizers(name), label="optimizer")
     dtype = data.draw(st.sampled_from(["float64", "float32"]), label="dtype")
     fit_intercept = data.draw(st.booleans(), label="fit_intercept")
-    group = data.draw(st.lists(batches(LIMITS[dtype]), min_size=1, max_size=8), label="batches")
+    group = data.draw(st.lists(batches(LIMITS[dtype]), min_size=1, max_size=6), label="batches")
     config = {"dim": DIM, "lazy": lazy, "dtype": dtype, "fit_intercept": fit_intercept}
     try:
         model = OnlineLogisticRegression(optimizer, **config)  # type: ignore[arg-type]
