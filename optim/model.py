@@ -352,18 +352,20 @@ class OnlineLogisticRegression:
         margins = np.empty(n)
         bounds = np.cumsum([0, *(batch.n_rows for batch in batches)], dtype=np.int64)
         refusals = np.full((len(batches), 4), -1, dtype=np.int64)
-        saved_state, saved_where = self._pre_images(whole.indptr, bounds)
+        saved_state, saved_where = self._pre_images(batches)
         self._kernels.learn(
             self.table, self.counters, self._hp, self._l2, self.step, self._exact,
             self.fit_intercept, unsigned(whole.indptr), unsigned(whole.indices), whole.values,
             whole.labels, weights, bounds, margins, refusals, saved_state, saved_where,
         )  # fmt: skip
+        refused_rows = refusals[:, REFUSED_ROW].tolist()
+        if max(refused_rows) < 0:
+            return self._learned(batches, whole, margins, bounds)
         refused = {
             k: self._refusal(refusals[k], margins, weights, int(bounds[k]))
-            for k in np.flatnonzero(refusals[:, REFUSED_ROW] >= 0).tolist()
+            for k, row in enumerate(refused_rows)
+            if row >= 0
         }
-        if not refused:
-            return self._learned(batches, whole, margins, bounds)
         kept = [k for k in range(len(batches)) if k not in refused]
         learned = iter(self._learned_rows_of(batches, kept, margins, bounds) if kept else ())
         return [refused[k] if k in refused else next(learned) for k in range(len(batches))]
@@ -378,13 +380,14 @@ class OnlineLogisticRegression:
         chosen_bounds = np.cumsum([0, *(batch.n_rows for batch in chosen)], dtype=np.int64)
         return self._learned(chosen, whole, margins[rows], chosen_bounds)
 
-    def _pre_images(self, indptr: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _pre_images(self, batches: Sequence[Batch]) -> tuple[np.ndarray, np.ndarray]:
         """Room for the learn kernel to save what one batch writes, as it was before: each
         coordinate once (at most ``dim``), the first row's again when caught up, the intercept
         and one spare (the kernel writes a slot before it knows whether it keeps it)."""
-        firsts, stops = indptr[bounds[:-1]], indptr[bounds[1:]]
-        first_rows = indptr[np.minimum(bounds[:-1] + 1, bounds[1:])] - firsts
-        room = int(np.max(np.minimum(stops - firsts, self.dim) + first_rows, initial=0)) + 2
+        room = 2 + max(
+            min(batch.nnz, self.dim) + (int(batch.indptr[1]) if batch.n_rows else 0)
+            for batch in batches
+        )
         return (
             np.empty((room, self.table.shape[1]), dtype=self.table.dtype),
             np.empty((room, 3), dtype=np.int64),  # coordinate, last touched, times touched
