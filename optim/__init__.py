@@ -4,7 +4,13 @@ per-coordinate optimizers, compiled with numba. No web code; usable alone from a
 # first: numba must cache every compiled function of the package under its source key
 import optim._cache  # noqa: F401
 from optim.batch import Batch
-from optim.errors import AdaserveError, BatchError, ConfigError, ModelFileError
+from optim.errors import (
+    AdaserveError,
+    BatchError,
+    ConfigError,
+    ModelFileError,
+    NonFiniteUpdate,
+)
 from optim.hashing import FeatureHasher, murmurhash3_32
 from optim.model import LearnResult, OnlineLogisticRegression
 from optim.optimizers import REGISTRY, get_optimizer
@@ -18,6 +24,7 @@ __all__ = [
     "FeatureHasher",
     "LearnResult",
     "ModelFileError",
+    "NonFiniteUpdate",
     "OnlineLogisticRegression",
     "get_optimizer",
     "murmurhash3_32",

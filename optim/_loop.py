@@ -48,45 +48,138 @@ def sigmoid(margin):
     return e / (1.0 + e)
 
 
+# A refused batch's row of ``learn``'s ``out_refusals``: its first row that could not be learned
+# (-1: none, the batch was learned), why, and the first coordinate and slot (0: the weight) that
+# the row made non-finite.
+REFUSED_ROW, REASON, COORDINATE, SLOT = 0, 1, 2, 3
+NONFINITE_STATE, LOSS_BEYOND_LIMIT = 0, 1
+# A learned row's ``(|margin| + 1) * weight``, above its weighted log-loss, is at most this: the
+# progressive metrics' sums over 2**64 such rows stay below 2e299, finite.
+LOSS_LIMIT = 1e280
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def is_finite(table, j):
+    finite = True
+    for q in range(N_SLOTS + 1):
+        finite &= np.isfinite(table[j, q])  # read back: a float32 table may overflow
+    return finite
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def save(table, counters, j, n_saved, saved_state, saved_where):
+    saved_where[n_saved, 0] = j
+    saved_where[n_saved, 1] = counters[j, 0]
+    saved_where[n_saved, 2] = counters[j, 1]
+    for q in range(N_SLOTS + 1):
+        saved_state[n_saved, q] = table[j, q]
+    return n_saved + 1
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def restore(table, counters, n_saved, saved_state, saved_where):
+    for k in range(n_saved - 1, -1, -1):  # latest first: a coordinate's first pre-image wins
+        j = saved_where[k, 0]
+        counters[j, 0] = saved_where[k, 1]
+        counters[j, 1] = saved_where[k, 2]
+        for q in range(N_SLOTS + 1):
+            table[j, q] = saved_state[k, q]
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def nonfinite_at(table, j, refusal):
+    for q in range(N_SLOTS + 1):
+        if not np.isfinite(table[j, q]):
+            refusal[COORDINATE], refusal[SLOT] = j, q
+            return True
+    return False
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def find_nonfinite(table, indices, start, stop, intercept, fit_intercept, refusal):
+    for p in range(start, stop):
+        if nonfinite_at(table, indices[p], refusal):
+            return
+    if fit_intercept:
+        nonfinite_at(table, intercept, refusal)
+
+
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def learn(
     table, counters, hp, l2, t0, exact, fit_intercept,
-    indptr, indices, values, labels, sample_weights, out_margin,
+    indptr, indices, values, labels, sample_weights, batch_rows, out_margin, out_refusals,
+    saved_state, saved_where,
 ):  # fmt: skip
+    """Learn the batches ``batch_rows[b]:batch_rows[b + 1]`` of the rows in order. A batch a row
+    of which would make anything it writes non-finite (weights, slots, the intercept, catch-up
+    included), or whose ``(|margin| + 1) * weight`` exceeds LOSS_LIMIT, is undone whole from the
+    pre-images kept in ``saved_state``/``saved_where`` (room: see ``OnlineLogisticRegression.
+    _pre_images``) and reported in its row of ``out_refusals``; the next batch starts from the
+    state before it."""
     intercept = table.shape[0] - 1
     buf = np.empty(N_SLOTS)
     c = np.empty(N_CONSTANTS)
     n_rows = indptr.shape[0] - 1
-    for i in range(n_rows):
-        t = t0 + i + 1
-        if i + 1 < n_rows:
-            prefetch_rows(table, counters, indices, indptr[i + 1], indptr[i + 2])
-        margin = table[intercept, 0] if fit_intercept else 0.0
-        for p in range(indptr[i], indptr[i + 1]):
-            j = indices[p]
-            if exact and counters[j, LAST_TOUCHED] < t - 1:
-                load(table, j, buf)
-                w = catch_up(table[j, 0], buf, counters[j, LAST_TOUCHED], t - 1, hp)
-                store(table, j, w, buf)
-                counters[j, LAST_TOUCHED] = t - 1
-            margin += table[j, 0] * values[p]
-        out_margin[i] = margin
-        coefficient = (sigmoid(margin) - labels[i]) * sample_weights[i]
-        constants(t, hp, c)
-        for p in range(indptr[i], indptr[i + 1]):
-            j = indices[p]
-            w = table[j, 0]
-            load(table, j, buf)
-            w = step(w, buf, coefficient * values[p] + l2 * w, c, hp, True)
-            store(table, j, w, buf)
-            counters[j, LAST_TOUCHED] = t
-            counters[j, TIMES_TOUCHED] += 1
-        if fit_intercept:
-            load(table, intercept, buf)
-            w = step(table[intercept, 0], buf, coefficient, c, hp, False)
-            store(table, intercept, w, buf)
-            counters[intercept, LAST_TOUCHED] = t
-            counters[intercept, TIMES_TOUCHED] += 1
+    n_batches = batch_rows.shape[0] - 1
+    t_before = t0  # the step before the batch
+    for b in range(n_batches):
+        # What the batch writes, as it was before (saved before the batch first writes it),
+        # so that a batch a row of which cannot be learned is undone whole.
+        n_saved = save(table, counters, intercept, 0, saved_state, saved_where)
+        refusal = out_refusals[b]
+        for i in range(batch_rows[b], batch_rows[b + 1]):
+            t = t_before + (i - batch_rows[b]) + 1
+            if i + 1 < n_rows:
+                prefetch_rows(table, counters, indices, indptr[i + 1], indptr[i + 2])
+            start, stop = indptr[i], indptr[i + 1]
+            finite = True
+            margin = table[intercept, 0] if fit_intercept else 0.0
+            for p in range(start, stop):
+                j = indices[p]
+                if exact and counters[j, LAST_TOUCHED] < t - 1:
+                    if counters[j, LAST_TOUCHED] <= t_before:  # (again below if at t_before)
+                        n_saved = save(table, counters, j, n_saved, saved_state, saved_where)
+                    load(table, j, buf)
+                    w = catch_up(table[j, 0], buf, counters[j, LAST_TOUCHED], t - 1, hp)
+                    store(table, j, w, buf)
+                    counters[j, LAST_TOUCHED] = t - 1
+                    finite &= is_finite(table, j)
+                margin += table[j, 0] * values[p]
+            out_margin[i] = margin
+            if finite and (abs(margin) + 1.0) * sample_weights[i] <= LOSS_LIMIT:
+                coefficient = (sigmoid(margin) - labels[i]) * sample_weights[i]
+                constants(t, hp, c)
+                for p in range(start, stop):
+                    j = indices[p]
+                    # kept unless the batch wrote it already: no branch to mispredict
+                    n_saved = save(table, counters, j, n_saved, saved_state, saved_where)
+                    n_saved -= counters[j, LAST_TOUCHED] > t_before
+                    w = table[j, 0]
+                    load(table, j, buf)
+                    w = step(w, buf, coefficient * values[p] + l2 * w, c, hp, True)
+                    store(table, j, w, buf)
+                    counters[j, LAST_TOUCHED] = t
+                    counters[j, TIMES_TOUCHED] += 1
+                    finite &= is_finite(table, j)
+                if fit_intercept:
+                    load(table, intercept, buf)
+                    w = step(table[intercept, 0], buf, coefficient, c, hp, False)
+                    store(table, intercept, w, buf)
+                    counters[intercept, LAST_TOUCHED] = t
+                    counters[intercept, TIMES_TOUCHED] += 1
+                    finite &= is_finite(table, intercept)
+                if finite:
+                    continue
+            refusal[REFUSED_ROW] = i - batch_rows[b]
+            if finite:
+                refusal[REASON] = LOSS_BEYOND_LIMIT
+            else:
+                refusal[REASON] = NONFINITE_STATE
+                find_nonfinite(table, indices, start, stop, intercept, fit_intercept, refusal)
+            restore(table, counters, n_saved, saved_state, saved_where)
+            break
+        if refusal[REFUSED_ROW] < 0:
+            t_before += batch_rows[b + 1] - batch_rows[b]
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")

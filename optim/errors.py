@@ -53,3 +53,25 @@ class ModelFileError(ConfigError):
         if self.member is not None:
             out["member"] = self.member
         return out
+
+
+class NonFiniteUpdate(BatchError):
+    """Learning a row of a batch would make the model's state or its progressive metrics
+    non-finite; nothing of the batch was learned. ``where`` adds the ``coordinate`` (``dim`` is
+    the intercept) and the ``state`` (``"weight"`` or a slot's name) that would have been hit."""
+
+    def __init__(
+        self, reason: str, *, row: int, coordinate: int | None = None, state: str | None = None
+    ) -> None:
+        super().__init__(reason, row=row)
+        self.coordinate = coordinate
+        self.state = state
+
+    @property
+    def where(self) -> dict[str, int | str]:
+        out = super().where
+        if self.coordinate is not None:
+            out["coordinate"] = self.coordinate
+        if self.state is not None:
+            out["state"] = self.state
+        return out

@@ -24,8 +24,9 @@ from typing import IO, Any
 import numpy as np
 import scipy.sparse as sp
 
+from optim._loop import LOSS_BEYOND_LIMIT, LOSS_LIMIT, REFUSED_ROW
 from optim.batch import Batch, largest_magnitude, row_containing
-from optim.errors import BatchError, ConfigError, ModelFileError
+from optim.errors import BatchError, ConfigError, ModelFileError, NonFiniteUpdate
 from optim.frequency import rates_by_frequency
 from optim.hashing import FeatureHasher
 from optim.kernels import Kernels, kernels_for
@@ -178,12 +179,16 @@ class OnlineLogisticRegression:
         # Catch-up is the identity for optimizers whose two modes coincide: skip its bookkeeping.
         self._exact = lazy == "exact" and not self.spec.lazy_modes_coincide
         float_type, counter_type = _DTYPES[dtype]
+        initial = self.spec.initial_slot_values(self.optimizer_params)
+        if max(map(abs, initial), default=0.0) > float(np.finfo(float_type).max):
+            raise ConfigError(
+                f"the initial state {initial} is beyond the range of {dtype}", field="optimizer"
+            )
         size = self.dim + 1  # the last coordinate is the intercept
         # One record per coordinate: [weight, slot...] and [last_touched_step, times_touched].
         self.table = np.zeros((size, 1 + len(self.spec.slots)), dtype=float_type)
-        initial_slots = self.spec.initial_slot_values(self.optimizer_params)
-        if any(initial_slots):  # else the zeros stay untouched pages until used (or replaced)
-            self.table[:, 1:] = initial_slots
+        if any(initial):  # else the zeros stay untouched pages until used (or replaced)
+            self.table[:, 1:] = initial
         self.counters = np.zeros((size, 2), dtype=counter_type)
         self.step = 0
         self.metrics = ProgressiveMetrics(recent_window)
@@ -343,31 +348,88 @@ class OnlineLogisticRegression:
                 )
 
     def learn_batch(self, batch: Batch) -> LearnResult:
-        """Learn an already validated batch (see :meth:`learn`); :meth:`check_batch` first."""
-        return self.learn_batches([batch])[0]
+        """Learn an already validated batch (see :meth:`learn`); :meth:`check_batch` first.
 
-    def learn_batches(self, batches: Sequence[Batch], *, check: bool = True) -> list[LearnResult]:
+        Raises :class:`~optim.errors.NonFiniteUpdate` (the model unchanged) for a batch a row
+        of which would make the state or the progressive metrics non-finite."""
+        outcome = self.learn_batches([batch])[0]
+        if isinstance(outcome, NonFiniteUpdate):
+            raise outcome
+        return outcome
+
+    def learn_batches(
+        self, batches: Sequence[Batch], *, check: bool = True
+    ) -> list[LearnResult | NonFiniteUpdate]:
         """Learn validated batches in order: bit for bit :meth:`learn_batch` on each in turn,
         with one call of the compiled loop for all of them (a server's writer thread, which
         lets the GIL go for that call, then waits once to get it back, not once a batch).
 
+        Each batch's outcome: its :class:`LearnResult`, or the :class:`NonFiniteUpdate` that
+        refused it whole when learning a row of it would make a weight, a state slot, the
+        intercept or the progressive metrics non-finite. A refused batch changes nothing (every
+        coordinate it wrote is restored, bit for bit); the batches after it are learned from
+        the state before it, as if it had never come.
+
         ``check=False`` when each batch has passed :meth:`check_batch` already, given the rows
         of the batches before it (``pending_rows``): the group is not checked again.
         """
+        if not batches:
+            return []
         whole = batches[0] if len(batches) == 1 else Batch.concatenated(batches)
         if check:
             self.check_batch(whole)
         n = whole.n_rows
         weights = np.ones(n) if whole.weights is None else whole.weights
         margins = np.empty(n)
+        bounds = np.cumsum([0, *(batch.n_rows for batch in batches)], dtype=np.int64)
+        refusals = np.full((len(batches), 4), -1, dtype=np.int64)
+        saved_state, saved_where = self._pre_images(batches)
         self._kernels.learn(
             self.table, self.counters, self._hp, self._l2, self.step, self._exact,
             self.fit_intercept, unsigned(whole.indptr), unsigned(whole.indices), whole.values,
-            whole.labels, weights, margins,
+            whole.labels, weights, bounds, margins, refusals, saved_state, saved_where,
         )  # fmt: skip
-        step_before, self.step = self.step, self.step + n
+        refused_rows = refusals[:, REFUSED_ROW].tolist()
+        if max(refused_rows) < 0:
+            return self._learned(batches, whole, margins, bounds)
+        refused = {
+            k: self._refusal(refusals[k], margins, weights, int(bounds[k]))
+            for k, row in enumerate(refused_rows)
+            if row >= 0
+        }
+        kept = [k for k in range(len(batches)) if k not in refused]
+        learned = iter(self._learned_rows_of(batches, kept, margins, bounds) if kept else ())
+        return [refused[k] if k in refused else next(learned) for k in range(len(batches))]
+
+    def _learned_rows_of(
+        self, batches: Sequence[Batch], kept: list[int], margins: np.ndarray, bounds: np.ndarray
+    ) -> list[LearnResult]:
+        """:meth:`_learned` of the batches ``kept`` (indices into ``batches``) of a group."""
+        rows = np.concatenate([np.arange(bounds[k], bounds[k + 1]) for k in kept])
+        chosen = [batches[k] for k in kept]
+        whole = chosen[0] if len(chosen) == 1 else Batch.concatenated(chosen)
+        chosen_bounds = np.cumsum([0, *(batch.n_rows for batch in chosen)], dtype=np.int64)
+        return self._learned(chosen, whole, margins[rows], chosen_bounds)
+
+    def _pre_images(self, batches: Sequence[Batch]) -> tuple[np.ndarray, np.ndarray]:
+        """Room for the learn kernel to save what one batch writes, as it was before: each
+        coordinate once (at most ``dim``), the first row's again when caught up, the intercept
+        and one spare (the kernel writes a slot before it knows whether it keeps it)."""
+        room = 2 + max(
+            min(batch.nnz, self.dim) + (int(batch.indptr[1]) if batch.n_rows else 0)
+            for batch in batches
+        )
+        return (
+            np.empty((room, self.table.shape[1]), dtype=self.table.dtype),
+            np.empty((room, 3), dtype=np.int64),  # coordinate, last touched, times touched
+        )
+
+    def _learned(
+        self, batches: Sequence[Batch], whole: Batch, margins: np.ndarray, bounds: np.ndarray
+    ) -> list[LearnResult]:
+        """Account for the learned ``batches`` (``whole``, their rows' ``margins``)."""
+        step_before, self.step = self.step, self.step + whole.n_rows
         probs, losses = score(margins, whole.labels)
-        bounds = np.cumsum([0, *(batch.n_rows for batch in batches)])
         means = self.metrics.update(losses, probs, whole.labels, whole.weights, bounds)
         results = []
         for k, batch in enumerate(batches):
@@ -380,6 +442,29 @@ class OnlineLogisticRegression:
                 )
             )  # fmt: skip
         return results
+
+    def _refusal(
+        self, refusal: np.ndarray, margins: np.ndarray, weights: np.ndarray, first_row: int
+    ) -> NonFiniteUpdate:
+        """The error of a batch refused by the learn kernel (its row of ``out_refusals``)."""
+        row, reason, coordinate, slot = (int(v) for v in refusal)
+        if reason == LOSS_BEYOND_LIMIT:
+            margin, weight = margins[first_row + row], weights[first_row + row]
+            return NonFiniteUpdate(
+                f"its margin {margin:g} with its weight {weight:g} is beyond what the "
+                f"progressive log-loss can sum: (|margin| + 1) * weight must be at most "
+                f"{LOSS_LIMIT:g}",
+                row=row,
+            )
+        state = "weight" if slot == 0 else self.spec.slots[slot - 1]
+        owner = "the intercept" if coordinate == self.dim else f"coordinate {coordinate}"
+        settings = ", ".join(f"{k}={v}" for k, v in self.config["optimizer"].items())
+        return NonFiniteUpdate(
+            f"learning it would make {owner}'s {state} non-finite (optimizer {settings})",
+            row=row,
+            coordinate=coordinate,
+            state=state,
+        )
 
     def partial_fit(
         self, X: Features, y: object, sample_weight: object | None = None
