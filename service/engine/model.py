@@ -9,13 +9,14 @@ other models or health checks. A ``threading.Lock`` is held while the writer lea
 reads (or by the event loop for a read of a few rows, when it is free), so a prediction never
 sees half a batch.
 
-Every batch is written to the model's log (:mod:`service.storage`) before it is acknowledged;
-one the log refuses is not applied. The batches waiting in the mailbox when the writer takes
-them are logged together, one synchronized write for all (group commit), and learned with one
-call of the compiled loop. A large group is logged in another thread while it and the next groups
-are learned (:mod:`service.engine.log_pipeline`): a prediction may see a batch whose
-acknowledgement still waits for its sync; if the log refuses it, it and every group learned
-after it are refused and the model is reloaded from its files (:meth:`ManagedModel._roll_back`).
+Every batch is written to the model's log (:mod:`service.storage`) before it is acknowledged.
+The batches waiting in the mailbox when the writer takes them are learned with one call of the
+compiled loop, then those it learned (it refuses one that would make the state non-finite,
+changing nothing) are logged together, one synchronized write for all (group commit). A large
+group is logged in another thread while the next groups are learned
+(:mod:`service.engine.log_pipeline`): a prediction may see a batch whose acknowledgement still
+waits for its sync; if the log refuses a group, it and every group learned after it are refused
+and the model is reloaded from its files (:meth:`ManagedModel._roll_back`).
 
 An instance is one incarnation of a name: a request resolved to it learns into its memory and
 its files only. Deleting it goes through its writer (after every write queued before, once the
@@ -40,7 +41,7 @@ from typing import Any, NoReturn, TypeVar
 
 import anyio
 
-from optim import Batch, LearnResult, OnlineLogisticRegression
+from optim import Batch, LearnResult, NonFiniteUpdate, OnlineLogisticRegression
 from service.engine import snapshots
 from service.engine.errors import ModelDeleted, StorageUnavailable
 from service.engine.log_pipeline import LogPipeline, Record
@@ -220,22 +221,22 @@ class ManagedModel:
             self._learn_group(group)
 
     def _learn_group(self, group: list[Update]) -> None:
-        """Log and learn batches that arrived in this order (see the module's docstring).
+        """Learn and log batches that arrived in this order (see the module's docstring).
 
-        A batch the model refuses (:meth:`OnlineLogisticRegression.check_batch`) is answered with
-        that error and neither logged nor learned. The others are logged together, one
-        synchronized write, and acknowledged only once that is done. A group under
-        :attr:`Tuning.overlap_log_nnz` non-zeros is logged first, then learned (it learns in
-        less time than a hand-over to another thread). A larger one is logged in another thread
-        while it is learned and while the writer goes on with the next groups: the log pipeline
-        acknowledges it when its write ends.
+        A batch the model refuses (:meth:`OnlineLogisticRegression.check_batch`, or while it is
+        learned: :class:`~optim.NonFiniteUpdate`, the model as if it never came) is answered
+        with that error and never logged. The others are logged together, one synchronized
+        write, and acknowledged only once that is done. A group under
+        :attr:`Tuning.overlap_log_nnz` non-zeros is logged here once learned (a hand-over to
+        another thread costs more). A larger one is logged in another thread while the writer
+        goes on with the next groups: the log pipeline acknowledges it when its write ends. A
+        write that fails leaves memory ahead of the log: the model is reloaded from its files.
         """
         overlap = sum(update.batch.nnz for update in group) >= self.tuning.overlap_log_nnz
         # The log takes records in order: a group logged here waits for every earlier write.
         self._settle(self.tuning.max_in_flight - 1 if overlap else 0)
         with self.state_lock:
             accepted: list[Update] = []
-            records: list[Record] = []
             step = self.model.step
             for update in group:
                 try:
@@ -243,35 +244,44 @@ class ManagedModel:
                         raise ModelDeleted(self.name)
                     if self.failed is not None:
                         raise StorageUnavailable(self.name, self.failed)
-                    # a batch the model would refuse is never logged
                     self.model.check_batch(update.batch, pending_rows=step - self.model.step)
                 except BaseException as exc:
                     update.done.set_exception(exc)
                     continue
                 accepted.append(update)
-                records.append((update.batch, step, update.record))
                 step += update.batch.n_rows
             if not accepted:
                 return
+            # each checked above, with the rows before it in the group
+            outcomes = self.model.learn_batches([u.batch for u in accepted], check=False)
+            learned: list[Update] = []
+            results: list[LearnResult] = []
+            records: list[Record] = []
+            for update, outcome in zip(accepted, outcomes, strict=True):
+                if isinstance(outcome, NonFiniteUpdate):
+                    update.done.set_exception(outcome)
+                    continue
+                learned.append(update)
+                results.append(outcome)
+                records.append((update.batch, outcome.step - outcome.rows, update.record))
+            if not learned:
+                return
+            self.rows_since_snapshot += sum(result.rows for result in results)
             if overlap:
                 logged = self._log.write_after_earlier(records)
             else:
                 try:
                     self._log.write(records)
                 except StorageError as exc:
-                    error = StorageUnavailable(
-                        self.name, f"the batch was not applied: {exc.strerror or exc}"
-                    )
-                    for update in accepted:
-                        update.done.set_exception(error)
+                    try:
+                        self._roll_back(exc)
+                    except StorageUnavailable as error:
+                        for update in learned:
+                            update.done.set_exception(error)
                     return
-            # each checked above, with the rows before it in the group
-            results = self.model.learn_batches([u.batch for u in accepted], check=False)
-            self.rows_since_snapshot += step - records[0][1]
-            if not overlap:
-                self._acknowledge(accepted, results)
+                self._acknowledge(learned, results)
                 return
-        self._log.track(accepted, results, logged)
+        self._log.track(learned, results, logged)
 
     def _acknowledge(self, updates: list[Update], results: list[LearnResult]) -> None:
         for update, result in zip(updates, results, strict=True):
