@@ -19,7 +19,7 @@ import pytest
 from optim import OnlineLogisticRegression
 from optim.formats import parse_bytes
 from service.app import create_app
-from service.errors import ApiError
+from service.engine.errors import StorageUnavailable
 from service.registry import ManagedModel
 from service.routers import streams
 from service.settings import Settings
@@ -191,7 +191,7 @@ def test_a_batch_the_log_refuses_names_its_first_line(app, monkeypatch) -> None:
         nonlocal calls
         calls += 1
         if calls == 3:
-            raise ApiError(503, "storage_unavailable", "the log could not be written")
+            raise StorageUnavailable(self.name, "the log could not be written")
         return await learn(self, batch, *args, **kwargs)
 
     monkeypatch.setattr(ManagedModel, "learn", refusing_the_third_batch)
@@ -199,7 +199,8 @@ def test_a_batch_the_log_refuses_names_its_first_line(app, monkeypatch) -> None:
     summary, _ = stream(app, "libsvm", body)
     # batches of 7 rows: the third starts at row 14, line 16 (after the comment)
     assert summary["error"] == {
-        "line": 16, "row": 14, "detail": "line 16: the log could not be written",
+        "code": "storage_unavailable", "model": "m", "line": 16, "row": 14,
+        "detail": "line 16: the log could not be written",
     }  # fmt: skip
     assert summary["rows"] == 14
 
