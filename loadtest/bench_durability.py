@@ -1207,9 +1207,6 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.recovery_rows, args.recovery_repeat = 2, 20_000, 1
         args.duration, args.warmup, args.bodies = 2.0, 0.5, 20
         args.faults, args.fault_models = 1, 2
-        # An import refused by a full disk loses acknowledged rows today (see the report and
-        # tests/test_fault_injection.py's strict xfail): the smoke run must not flake on it.
-        args.full_disk_mix = {"import": 0, **args.full_disk_mix}
     if args.fault_seed is None:
         args.fault_seed = int.from_bytes(os.urandom(4), "little")
         argv += ["--fault-seed", str(args.fault_seed)]  # the report's command replays it

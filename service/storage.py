@@ -5,6 +5,7 @@ Layout of one model under ``<data_dir>/models/<name>/``::
     incarnation            this model's identity (uuid4 hex), written when it was created
     snapshot-<step>.npz    the model file (optim's format) at that step; the newest two are kept
     wal-<step>.log         every batch applied after that snapshot, in order
+    import-<step>.npz      an imported state, durable, not in place yet (see below)
     damaged/               logs and snapshots ``adaserve repair`` moved aside (:func:`repair_model`)
 
 A model is created under a temporary name (``.creating-<name>-<uuid>``) and renamed into place
@@ -22,6 +23,11 @@ model's writer takes together are appended with one write (group commit, see
 ``service.registry``), and one the log refuses is not applied: what was acknowledged survives a
 crash. ``fsync="interval"`` fsyncs every ``fsync_interval_ms`` instead, so a crash may lose the
 batches of that last window; ``"off"`` leaves it to the operating system.
+
+An import supersedes every snapshot and log, whatever their steps (an imported state may be of a
+lower step than the one it replaces): its file is made durable as ``import-<step>.npz`` (the
+commit), then every other snapshot and log is removed, its empty log created and the file renamed
+to ``snapshot-<step>.npz``; recovery finishes an import a crash interrupted after the commit.
 
 Recovery loads the newest snapshot that loads (any error falls back to the previous one and both
 logs) and replays the logs after it. Only a log's last record can be torn by a crash: a bad
@@ -75,6 +81,7 @@ DAMAGED_FOLDER = "damaged"
 _LEFTOVER = re.compile(r"\.(creating|deleted)-.+")
 _SNAPSHOT = re.compile(r"snapshot-(\d+)\.npz")
 _WAL = re.compile(r"wal-(\d+)\.log")
+_IMPORTED = re.compile(r"import-(\d+)\.npz")
 FSYNC_MODES = ("always", "interval", "off")
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
@@ -89,6 +96,12 @@ class ModelGone(StorageError):
 
     def __init__(self, directory: Path) -> None:
         super().__init__(errno.ENOENT, f"model {directory.name!r} was deleted")
+
+
+class ImportUnfinished(StorageError):
+    """An import was committed (its file is durable) but could not be put in place: the files
+    hold the imported state, which the next recovery puts in place; nothing may be logged until
+    then."""
 
 
 class ModelUnrecoverable(Exception):
@@ -491,6 +504,7 @@ class ModelStorage:
         self._dirty = False
         self._lock = threading.Lock()
         self._snapshot_lock = threading.Lock()
+        self._imports = 0  # how many imports replaced the state: a snapshot begun before is void
 
     # ------------------------------------------------------------------ files
     def _steps(self, pattern: re.Pattern[str]) -> list[int]:
@@ -661,11 +675,14 @@ class ModelStorage:
         with self._lock:
             self._check_alive()
             self._open_wal(step)
+            imports = self._imports
 
         def finish() -> Path:
             path = self._snapshot_path(step)
             with self._snapshot_lock:  # one at a time: each prunes what the newest supersedes
                 self._check_alive()
+                if self._imports != imports:  # its state was replaced: never written over it
+                    raise StorageError(errno.ESTALE, "an import replaced the state it holds")
                 write_atomically(path, lambda handle: save_file_arrays(handle, arrays))
                 snapshots = self._steps(_SNAPSHOT)
                 keep_from = snapshots[-2] if len(snapshots) >= 2 else snapshots[-1]
@@ -678,6 +695,67 @@ class ModelStorage:
             return path
 
         return finish
+
+    def replace(self, model: OnlineLogisticRegression) -> Path:
+        """Make ``model`` (an imported state, held still) the one the files hold, in place of
+        every snapshot and log: its file is written and made durable as ``import-<step>.npz``
+        (the commit), then put in place by :meth:`_finish_import`, and its empty log is opened.
+        An OSError before the commit leaves every file as it was (the log open as it was);
+        :class:`ImportUnfinished` after it. :class:`ModelGone` once deleted."""
+        step, arrays = model.step, model.file_arrays(copy=False)
+        committed = self.directory / f"import-{step}.npz"
+        temporary = committed.with_name(f".{committed.name}.tmp")
+        with self._snapshot_lock, self._lock:
+            self._check_alive()
+            self._finish_import()  # one committed earlier and not in place (then nothing here)
+            try:
+                _write_synced(temporary, lambda handle: save_file_arrays(handle, arrays))
+                os.rename(temporary, committed)
+                fsync_directory(self.directory)
+            except OSError:
+                temporary.unlink(missing_ok=True)
+                committed.unlink(missing_ok=True)
+                raise
+            self._imports += 1
+            try:
+                self._drop_wal()
+                self._finish_import()
+                self._open_wal(step)
+            except OSError as exc:
+                raise ImportUnfinished(
+                    exc.errno, f"the import was written but not put in place: {exc.strerror}"
+                ) from exc
+        return self._snapshot_path(step)
+
+    def _finish_import(self) -> None:
+        """Put a committed import in place: every other snapshot and log removed, its empty log
+        created, its file renamed to its snapshot. A crash anywhere in it is finished by the
+        next call (nothing is logged before it ends); an uncommitted one's file is removed."""
+        for leftover in self.directory.glob(".import-*.npz.tmp"):
+            leftover.unlink()
+        imported = self._steps(_IMPORTED)
+        if not imported:
+            return
+        (step,) = imported  # a second one is committed only once the first is in place
+        for old in self._steps(_SNAPSHOT):
+            self._snapshot_path(old).unlink()
+        for old in self._steps(_WAL):
+            self._wal_path(old).unlink()
+        _write_synced(self._wal_path(step), b"")
+        fsync_directory(self.directory)
+        os.rename(self.directory / f"import-{step}.npz", self._snapshot_path(step))
+        fsync_directory(self.directory)
+        log.info("model %s: the import of step %d is in place", self.directory.name, step)
+
+    def _drop_wal(self) -> None:
+        """Close the open log without :meth:`close`'s fsync (it may be what just failed, or
+        what an import superseded)."""
+        if self._wal is not None:
+            try:
+                self._wal.close()  # type: ignore[attr-defined]
+            except OSError:
+                log.exception("closing %s's log", self.directory)
+            self._wal = None
 
     # ------------------------------------------------------------------ recovery
     def recover(self) -> Recovered:
@@ -693,18 +771,14 @@ class ModelStorage:
         (it may be what just failed; every record before was synced, or is in ``fsync``'s
         window); the logs are then read back as at start-up."""
         with self._snapshot_lock, self._lock:
-            if self._wal is not None:
-                try:
-                    self._wal.close()  # type: ignore[attr-defined]
-                except OSError:
-                    log.exception("closing %s's log", self.directory)
-                self._wal = None
+            self._drop_wal()
             return self._recover()
 
     def _recover(self) -> Recovered:
         self._check_alive()
         name = self.directory.name
         try:
+            self._finish_import()
             model, snapshot_step, dropped, _ = self._newest_snapshot()
             incarnation = self._read_incarnation()
             logs = self._logs_after(snapshot_step, incarnation)
@@ -830,6 +904,7 @@ class ModelStorage:
         """See :func:`repair_model`."""
         with self._snapshot_lock, self._lock:
             self._check_alive()
+            self._finish_import()
             model, snapshot_step, _, skipped = self._newest_snapshot()
             logs = self._logs_after(snapshot_step, self._read_incarnation())
             self._replay(model, logs)

@@ -20,7 +20,6 @@ from types import ModuleType
 import httpx
 import numpy as np
 import orjson
-import pytest
 
 from optim import Batch, OnlineLogisticRegression
 from tests.servers import free_port, start_server
@@ -44,9 +43,7 @@ def test_random_faults_lose_nothing_acknowledged(tmp_path: Path) -> None:
     seed = int(os.environ.get("ADASERVE_FAULT_SEED", "14"))
     rounds = int(os.environ.get("ADASERVE_FAULT_ROUNDS", "3"))
     print(f"fault injection seed {seed} (ADASERVE_FAULT_SEED={seed} replays it)")
-    # No imports while the disk is full: that loses acknowledged rows today (the strict xfail
-    # below); drop this when it is fixed.
-    plan = faults.Plan(rounds=rounds, names=3, full_disk_mix={"import": 0})
+    plan = faults.Plan(rounds=rounds, names=3)
     summary = faults.run(tmp_path, seed, plan)
     assert summary["violations"] == [], f"seed {seed}: {summary['violations']}"
     assert summary["rows_lost"] == 0
@@ -66,12 +63,6 @@ def _update(url: str, rows: int, rng: np.random.Generator) -> int:
     return int(response.json()["step"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="snapshots are ordered by step: an imported state of a lower step than a snapshot on "
-    "disk is pruned with its log, and the next start serves the state before the import",
-)
 def test_an_import_to_a_lower_step_survives_kill_9(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     port = free_port()
@@ -102,13 +93,6 @@ def test_an_import_to_a_lower_step_survives_kill_9(tmp_path: Path) -> None:
         server.wait(30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="an import whose snapshot cannot be written (disk full) is answered 503 but has "
-    "already replaced the served model: later updates are acknowledged on the imported state "
-    "and logged after a gap, and the next start quarantines the model",
-)
 def test_an_import_refused_by_a_full_disk_changes_nothing(tmp_path: Path) -> None:
     import resource
 
@@ -132,6 +116,19 @@ def test_an_import_refused_by_a_full_disk_changes_nothing(tmp_path: Path) -> Non
         )  # fmt: skip
         assert answer.status_code == 503, answer.text
         assert httpx.get(f"{url}/v1/models/m", timeout=60).json()["step"] == 5
+        # Nothing of the import is left on disk, and the old model's log still takes updates.
+        assert sorted(p.name for p in (tmp_path / "models" / "m").iterdir()) == [
+            "incarnation", "snapshot-0.npz", "wal-0.log"
+        ]  # fmt: skip
+        assert _update(url, 4, rng) == 9  # acknowledged: must survive
+    finally:
+        server.kill()
+        server.wait(30)
+    server = start_server(tmp_path, port, quiet=True, env={"ADASERVE_WARM_KERNELS": "false"})
+    try:
+        served = httpx.get(f"{url}/v1/models/m/export", timeout=60)
+        assert served.status_code == 200, served.text
+        assert OnlineLogisticRegression.load(io.BytesIO(served.content)).step == 9
     finally:
         server.kill()
         server.wait(30)

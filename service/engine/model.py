@@ -337,6 +337,11 @@ class ManagedModel:
         still until the file is written, so its state is not copied)."""
         return snapshots.begin(self, self.model, copy=False)[0]()
 
+    async def replace(self, model: OnlineLogisticRegression) -> Path:
+        """:func:`service.engine.snapshots.replace` in the writer, after every earlier write:
+        the imported state's snapshot is durable before it serves."""
+        return await self.write(lambda _: snapshots.replace(self, model))
+
     async def snapshot_in_background(self) -> tuple[Path, int]:
         """:func:`service.engine.snapshots.in_background`: the file and the step it holds."""
         return await snapshots.in_background(self)

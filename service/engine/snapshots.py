@@ -1,10 +1,12 @@
 """A model's snapshots: the state copied in its writer, the file written in another thread
-while learning goes on, and the rows since the last one counted toward the next."""
+while learning goes on, and the rows since the last one counted toward the next; and an import,
+whose snapshot replaces every earlier file before it replaces the state in memory."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from optim import OnlineLogisticRegression
 from service.engine.errors import EngineError, ModelDeleted, StorageUnavailable
+from service.storage import ImportUnfinished
 
 if TYPE_CHECKING:
     from service.engine.model import ManagedModel
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
 # What begin() hands back: the function that writes the file, the step it holds, and the rows
 # and time since the previous snapshot it ends.
 Begun = tuple[Callable[[], Path], int, int, float]
+log = logging.getLogger("adaserve")
 
 
 def begin(managed: ManagedModel, model: OnlineLogisticRegression, *, copy: bool = True) -> Begun:
@@ -65,6 +69,28 @@ async def in_background(managed: ManagedModel) -> tuple[Path, int]:
         with contextlib.suppress(EngineError):  # a model whose log failed: nothing to save
             await managed.write(recount)
         raise
+
+
+def replace(managed: ManagedModel, model: OnlineLogisticRegression) -> Path:
+    """In the writer: make ``model`` (an imported state) the model's. Its snapshot and new log
+    are made durable first, in place of every earlier one (:meth:`ModelStorage.replace`), and
+    only then does memory change: an import the disk refuses changes nothing, and the current
+    model goes on serving and logging. It also ends a refusal of writes (:attr:`failed`): the
+    files no longer describe the state memory was ahead of."""
+    try:
+        path = managed.storage.replace(model)
+    except ImportUnfinished as exc:  # the files hold the import: so does memory, but no log
+        managed.model = model
+        managed.failed = f"writes refused: {exc.strerror}; restart the service to finish it"
+        log.error("model %s: %s", managed.name, managed.failed)
+        raise StorageUnavailable(managed.name, managed.failed) from None
+    except OSError as exc:
+        raise StorageUnavailable(managed.name, f"the import was not applied: {exc}") from None
+    managed.model = model
+    managed.failed = None
+    managed.rows_since_snapshot = 0
+    managed.last_snapshot = time.monotonic()
+    return path
 
 
 def _failed(managed: ManagedModel, exc: OSError) -> StorageUnavailable:

@@ -80,14 +80,8 @@ async def import_model(
                 f"the file's configuration differs from the model's in {differing}",
                 {"field": differing[0]},
             )  # fmt: skip
-
-        def replace(_: OnlineLogisticRegression) -> dict:
-            managed.model = loaded
-            managed.failed = None  # a whole new state: no longer a batch ahead of the log
-            managed.snapshot()  # the log so far described the replaced state
-            return {"model": managed.name, "step": loaded.step, "bytes": len(data)}
-
-        return await managed.write(replace)
+        await managed.replace(loaded)  # its files first: one refused changes nothing
+        return {"model": managed.name, "step": loaded.step, "bytes": len(data)}
 
 
 @router.post(
