@@ -90,6 +90,14 @@ def split_power(hp: np.ndarray, table: int, k: int) -> float:
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def tabulated_decay(hp: np.ndarray, table: int, b: float, k: int) -> float:
+    """``b**k`` for ``k >= 0``: ``split_power`` below ``POWER_SPLIT**2``, ``pow`` beyond."""
+    if k < POWER_SPLIT * POWER_SPLIT:
+        return split_power(hp, table, k)
+    return geometric_decay(b, k)
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def moment_tail_bound(
     scale: float, a1: float, a2: float, b1: float, sb2: float, sv: float, eps: float
 ) -> float:
