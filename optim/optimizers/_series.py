@@ -70,11 +70,12 @@ def geometric_decay(r: float, k: int) -> float:
     return math.pow(r, float(k))
 
 
-def split_powers(b: float) -> np.ndarray:
-    """The ``2 * POWER_SPLIT`` table ``split_power`` reads: ``b**(POWER_SPLIT*i)``, then
-    ``b**i``, for ``i < POWER_SPLIT``."""
+def split_powers(b: float, scale: float = 1.0) -> np.ndarray:
+    """The ``2 * POWER_SPLIT`` table ``split_power`` reads for the powers of ``b**scale``:
+    ``b**(scale*POWER_SPLIT*i)``, then ``b**(scale*i)``, for ``i < POWER_SPLIT`` (each entry
+    from its exact exponent, not from a rounded ``b**scale``)."""
     i = np.arange(POWER_SPLIT, dtype=np.float64)
-    return np.concatenate([b ** (POWER_SPLIT * i), b**i])
+    return np.concatenate([b ** (scale * POWER_SPLIT * i), b ** (scale * i)])
 
 
 def geometric_sums(b: float) -> np.ndarray:
