@@ -254,15 +254,25 @@ def decay_moments(hp: np.ndarray, s: np.ndarray, k: int) -> None:
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def fast_drift(hp: np.ndarray, m0: float, sv: float, t_last: int, k: int) -> float:
+def fast_drift(
+    hp_address: int, hp_size: int, m0: float, sv: float, t_last: int, k: int, moving: bool
+) -> float:
     """``sum_j W[t_last+j] b1**j m0 / (sv sqrt(b2)**j B[t_last+j] + eps)`` by the O(1) paths of
     the module docstring (one term for ``k = 1``; the eps/sqrt(v_hat) series), or NaN when
-    neither applies and the caller must take its general path."""
+    neither applies and the caller must take its general path.
+
+    ``moving`` (a constant in each caller: False for Adam, whose code then has no trace of it)
+    says whether the weights move past the tables (``W_GEO != 0``). ``hp`` comes as an address
+    (``unowned_view``): an inlined function that branches on an array keeps numba from pruning
+    the reference counting of that array in the caller (~15 ns a catch-up)."""
+    hp = unowned_view(hp_address, hp_size)
     span, powers, bias, moments, sums, ratios, _ = layout(hp)
     eps = hp[EPS]
     if k == 1 and (hp[TABLES_COMPLETE] != 0.0 or t_last < span):  # one term: cheaper alone
         a = bias + 2 * min(t_last + 1, span)
-        weight = hp[a] + hp[W_GEO] * moved_past_span(hp, span, t_last + 1)
+        weight = hp[a]
+        if moving:
+            weight += hp[W_GEO] * moved_past_span(hp, span, t_last + 1)
         return m0 * weight * hp[BETA1] / (sv * hp[SQRT_BETA2] * hp[a + 1] + eps)
     last = min(k, powers)
     if hp[SERIES_OK] != 0.0 and sv * hp[moments + 2 * last + 1] >= SERIES_MIN_RATIO * eps:
@@ -273,15 +283,16 @@ def fast_drift(hp: np.ndarray, m0: float, sv: float, t_last: int, k: int) -> flo
         first = sums + ORDERS * min(t_last, span)
         end = sums + ORDERS * min(t_last + last, span)
         ratio = ratios + ORDERS * last
-        moved_first = moved_past_span(hp, span, t_last)
-        moved_end = moved_past_span(hp, span, t_last + last)
         for n in range(ORDERS):
-            beta = hp[BETA_SERIES + n]
-            total += factor * (
-                hp[first + n] + beta * moved_first
-                - hp[ratio + n] * (hp[end + n] + beta * moved_end)
-            )  # fmt: skip
+            total += factor * (hp[first + n] - hp[ratio + n] * hp[end + n])
             factor *= -eps * inverse
+        if moving and t_last + last > span:  # D_n past the tables' last step
+            moved_first = moved_past_span(hp, span, t_last)
+            moved_end = moved_past_span(hp, span, t_last + last)
+            factor = inverse
+            for n in range(ORDERS):
+                total += factor * hp[BETA_SERIES + n] * (moved_first - hp[ratio + n] * moved_end)
+                factor *= -eps * inverse
         if last == k or moment_tail_bound(
             max(hp[bias + 2 * min(t_last + last + 1, span)], hp[W_SUP]),
             hp[moments + 2 * last], hp[moments + 2 * last + 1],
@@ -293,17 +304,19 @@ def fast_drift(hp: np.ndarray, m0: float, sv: float, t_last: int, k: int) -> flo
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
-    # No loop and no call taking an array (or returning a tuple) here, even on a rare path: any
-    # of them keeps numba from pruning its reference counting of hp, ~20 ns on every call.
+    # No loop and no call taking an array (or returning a tuple) here, even on a rare path, and
+    # hp not used after a call: any of them keeps numba from pruning its reference counting of
+    # hp, ~20 ns on every call.
     k = t_now - t_last
     m0, v0 = s[0], s[1]
     decay_moments(hp, s, k)
+    address, size = data_address(hp), hp.shape[0]
     if m0 == 0.0:
         return w
-    drift = fast_drift(hp, m0, math.sqrt(v0), t_last, k)
+    drift = fast_drift(address, size, m0, math.sqrt(v0), t_last, k, False)
     if drift == drift:
         return w - drift
-    return w - zero_gradient_drift(data_address(hp), hp.shape[0], m0, v0, t_last, k)
+    return w - zero_gradient_drift(address, size, m0, v0, t_last, k)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")

@@ -175,16 +175,17 @@ def zero_gradient_drift(
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
-    # As adam.catch_up: no loop and no call taking an array on any path.
+    # As adam.catch_up, with the weights moving past the tables.
     k = t_now - t_last
     m0, v0 = s[0], s[1]
     decay_moments(hp, s, k)
+    address, size = data_address(hp), hp.shape[0]
     if m0 == 0.0:
         return w
-    drift = fast_drift(hp, m0, math.sqrt(v0), t_last, k)
+    drift = fast_drift(address, size, m0, math.sqrt(v0), t_last, k, True)
     if drift == drift:
         return w - drift
-    return w - zero_gradient_drift(data_address(hp), hp.shape[0], m0, v0, t_last, k)
+    return w - zero_gradient_drift(address, size, m0, v0, t_last, k)
 
 
 def pack(p: Mapping[str, Any]) -> np.ndarray:
