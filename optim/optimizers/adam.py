@@ -33,9 +33,9 @@ The sum has no closed form because of ``eps``; four paths evaluate it, cheapest 
   with ``x = sqrt(v)/eps``, which ``ratio_sum`` gives in a few closed-form geometric series.
 - ``b1**k`` and ``b2**k`` come from split tables (no ``pow`` call).
 
-The O(1) paths (``fast_drift``) are shared with Nadam, whose drift has the same form with
-per-step weights ``W[s]`` in place of ``A[s]``: the tables hold any ``W[s]`` that is, past their
-last step, ``W_INF - W_GEO * RATE**(s+1)`` (Adam: ``W_GEO = 0``), the drift sums then being
+The O(1) paths (``fast_drift``) serve Nadam too, whose drift has the same form with per-step
+weights ``W[s]`` in place of ``A[s]``: the tables hold any ``W[s]`` that is, past their last step,
+``W_INF - W_GEO * RATE**(s+1)`` (Adam: ``W_GEO = 0``), the drift sums then being
 ``D_n[s] = D_n[span] + BETA_n * (RATE**(span+1) - RATE**(s+1))`` (``moment_tables``).
 
 The per-step tables stop at ``MAX_TABLE_STEPS``; betas with a longer bias-correction phase
@@ -238,19 +238,20 @@ def moved_past_span(hp: np.ndarray, span: int, s: int) -> float:
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def decay_moments(hp: np.ndarray, s: np.ndarray, k: int) -> None:
-    """``m <- b1**k m``, ``v <- b2**k v`` with the powers from the tables (no ``pow`` call below
-    ``POWER_SPLIT**2``: a pow call costs ~35 ns, and even an untaken one slows this path)."""
+def decay_moments(hp: np.ndarray, s: np.ndarray, m0: float, v0: float, k: int) -> None:
+    """``s = (b1**k m0, b2**k v0)`` with the powers from the tables (no ``pow`` call below
+    ``POWER_SPLIT**2``: a pow call costs ~35 ns, and even an untaken one slows this path).
+    ``m0`` and ``v0`` are ``s``'s values, passed so that nothing is read back from ``s``."""
     _, powers, _, moments, _, _, split = layout(hp)
     if k <= powers:
-        s[0] *= hp[moments + 2 * k]
-        s[1] *= hp[moments + 2 * k + 1] * hp[moments + 2 * k + 1]
+        s[0] = m0 * hp[moments + 2 * k]
+        s[1] = v0 * hp[moments + 2 * k + 1] * hp[moments + 2 * k + 1]
     elif k < POWER_SPLIT * POWER_SPLIT:
-        s[0] *= split_power(hp, split, k)
-        s[1] *= split_power(hp, split + 2 * POWER_SPLIT, k)
+        s[0] = m0 * split_power(hp, split, k)
+        s[1] = v0 * split_power(hp, split + 2 * POWER_SPLIT, k)
     else:
-        s[0] *= geometric_decay(hp[BETA1], k)
-        s[1] *= geometric_decay(hp[BETA2], k)
+        s[0] = m0 * geometric_decay(hp[BETA1], k)
+        s[1] = v0 * geometric_decay(hp[BETA2], k)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
@@ -261,10 +262,10 @@ def fast_drift(
     the module docstring (one term for ``k = 1``; the eps/sqrt(v_hat) series), or NaN when
     neither applies and the caller must take its general path.
 
-    ``moving`` (a constant in each caller: False for Adam, whose code then has no trace of it)
-    says whether the weights move past the tables (``W_GEO != 0``). ``hp`` comes as an address
-    (``unowned_view``): an inlined function that branches on an array keeps numba from pruning
-    the reference counting of that array in the caller (~15 ns a catch-up)."""
+    ``moving`` (a constant in each caller) says whether the weights move past the tables
+    (``W_GEO != 0``). ``hp`` comes as an address (``unowned_view``): an inlined function that
+    branches on an array keeps numba from pruning the reference counting of that array in the
+    caller (~15 ns a catch-up)."""
     hp = unowned_view(hp_address, hp_size)
     span, powers, bias, moments, sums, ratios, _ = layout(hp)
     eps = hp[EPS]
@@ -309,7 +310,7 @@ def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -
     # hp, ~20 ns on every call.
     k = t_now - t_last
     m0, v0 = s[0], s[1]
-    decay_moments(hp, s, k)
+    decay_moments(hp, s, m0, v0, k)
     address, size = data_address(hp), hp.shape[0]
     if m0 == 0.0:
         return w

@@ -178,7 +178,7 @@ def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -
     # As adam.catch_up, with the weights moving past the tables.
     k = t_now - t_last
     m0, v0 = s[0], s[1]
-    decay_moments(hp, s, k)
+    decay_moments(hp, s, m0, v0, k)
     address, size = data_address(hp), hp.shape[0]
     if m0 == 0.0:
         return w
