@@ -50,11 +50,13 @@ import numba as nb
 import numpy as np
 
 from optim.optimizers._series import (
+    POWER_SPLIT,
     TAIL_TOLERANCE,
     data_address,
     geometric_decay,
     moment_tail_bound,
     ratio_sum,
+    split_power,
     unowned_view,
 )
 from optim.optimizers.adam import (
@@ -73,7 +75,6 @@ from optim.optimizers.adam import (
     W_GEO,
     W_INF,
     betas,
-    decay_moments,
     fast_drift,
     layout,
     moment_tables,
@@ -175,10 +176,19 @@ def zero_gradient_drift(
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
-    # As adam.catch_up, with the weights moving past the tables.
+    # As adam.catch_up (decay written out likewise), with the weights moving past the tables.
+    _, powers, _, moments, _, _, split = layout(hp)
     k = t_now - t_last
     m0, v0 = s[0], s[1]
-    decay_moments(hp, s, m0, v0, k)
+    if k <= powers:
+        s[0] = m0 * hp[moments + 2 * k]
+        s[1] = v0 * hp[moments + 2 * k + 1] * hp[moments + 2 * k + 1]
+    elif k < POWER_SPLIT * POWER_SPLIT:
+        s[0] = m0 * split_power(hp, split, k)
+        s[1] = v0 * split_power(hp, split + 2 * POWER_SPLIT, k)
+    else:
+        s[0] = m0 * geometric_decay(hp[BETA1], k)
+        s[1] = v0 * geometric_decay(hp[BETA2], k)
     address, size = data_address(hp), hp.shape[0]
     if m0 == 0.0:
         return w
