@@ -11,7 +11,7 @@ State slots: ``square_avg`` (``v``), ``acc_delta`` (``u``).
 Effective learning rate: ``lr * sqrt(u + eps) / sqrt(v + eps)``.
 
 Lazy catch-up over ``k`` zero-gradient steps (closed form): ``v <- rho**k v``, ``u <- rho**k u``
-(``delta`` is 0, the weight does not move).
+(``delta`` is 0, the weight does not move), ``rho**k`` from per-model split power tables.
 
 >>> from optim import OnlineLogisticRegression
 >>> OnlineLogisticRegression("adadelta", dim=8).optimizer_params
@@ -27,10 +27,10 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from optim.optimizers._series import geometric_decay
+from optim.optimizers._series import split_powers, tabulated_decay
 from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
 
-LR, RHO, EPS = 0, 1, 2
+LR, RHO, EPS, POWERS = 0, 1, 2, 3
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
@@ -44,9 +44,9 @@ def step(
     return w - hp[LR] * delta
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
-    decay = geometric_decay(hp[RHO], t_now - t_last)
+    decay = tabulated_decay(hp, POWERS, hp[RHO], t_now - t_last)
     s[0] *= decay
     s[1] *= decay
     return w
@@ -58,7 +58,7 @@ def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
 
 
 def pack(p: Mapping[str, Any]) -> np.ndarray:
-    return np.array([p["lr"], p["rho"], p["eps"]])
+    return np.concatenate([[p["lr"], p["rho"], p["eps"]], split_powers(p["rho"])])
 
 
 SPEC = OptimizerSpec(

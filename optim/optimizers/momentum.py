@@ -12,6 +12,9 @@ Lazy catch-up over ``k`` zero-gradient steps (closed form)::
     w <- w - lr * b * (mu + mu**2 + ... + mu**k)
     b <- mu**k * b
 
+``mu**k`` and the sum come from per-model tables (``momentum_series``): no ``pow``/``expm1`` call
+unless ``k >= 2**20``.
+
 ``lazy="frozen"`` instead leaves absent coordinates (and their buffers) where they are.
 Defaults follow torch (``lr=0.001``) with ``momentum=0.9``.
 
@@ -28,10 +31,18 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from optim.optimizers._series import geometric_decay, geometric_sum
+from optim.optimizers._series import (
+    POWER_SPLIT,
+    geometric_decay,
+    geometric_sum,
+    geometric_sums,
+    split_power,
+    split_powers,
+)
 from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
 
-LR, MOMENTUM = 0, 1
+LR, MOMENTUM, POWERS = 0, 1, 2
+SUMS = POWERS + 2 * POWER_SPLIT
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
@@ -42,11 +53,25 @@ def step(
     return w - hp[LR] * s[0]
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def momentum_series(hp: np.ndarray, k: int) -> tuple[float, float]:
+    """``(mu + ... + mu**k, mu**k)`` for ``k >= 1``: both tabulated below ``POWER_SPLIT``; up to
+    ``POWER_SPLIT**2`` the power comes from the split tables and the sum from it (``mu**k <=
+    mu**1024``, so ``1 - mu**k`` loses no relative accuracy)."""
+    mu = hp[MOMENTUM]
+    if k < POWER_SPLIT:
+        return hp[SUMS + k], hp[POWERS + POWER_SPLIT + k]
+    if k < POWER_SPLIT * POWER_SPLIT:
+        decay = split_power(hp, POWERS, k)
+        return mu * (1.0 - decay) / (1.0 - mu), decay
+    return geometric_sum(mu, k), geometric_decay(mu, k)
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
-    k = t_now - t_last
-    w -= hp[LR] * s[0] * geometric_sum(hp[MOMENTUM], k)
-    s[0] *= geometric_decay(hp[MOMENTUM], k)
+    total, decay = momentum_series(hp, t_now - t_last)
+    w -= hp[LR] * s[0] * total
+    s[0] *= decay
     return w
 
 
@@ -56,7 +81,8 @@ def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
 
 
 def pack(p: Mapping[str, Any]) -> np.ndarray:
-    return np.array([p["lr"], p["momentum"]])
+    mu = p["momentum"]
+    return np.concatenate([[p["lr"], mu], split_powers(mu), geometric_sums(mu)])
 
 
 HYPERPARAMETERS = (

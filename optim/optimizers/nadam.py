@@ -15,11 +15,25 @@ Effective learning rate (the multiplier on ``m``): ``lr mu_next / (1 - P_t mu_ne
 ``P_t`` is tabulated once per model (it falls below 2**-80 within a few hundred steps, after which
 ``1 - P_t`` is exactly 1) and travels in the packed hyperparameters.
 
-Lazy catch-up over ``k`` zero-gradient steps: ``m <- b1**k m``, ``v <- b2**k v``; the ``m`` term
-still moves the weight. ``mu_next`` keeps changing for ~10**5 steps, so there is no closed form:
-the steps are taken one by one (``mu_next``'s power advanced by one multiplication per step),
-stopping when the geometric bound ``moment_tail_bound`` on all remaining terms is below 2**-60 of
-the drift so far (a few hundred steps at the default betas, whatever ``k`` is).
+Lazy catch-up over ``k`` zero-gradient steps ``s = t_last+1 .. t_last+k`` (``j = s - t_last``):
+``m <- b1**k m``, ``v <- b2**k v``, and the ``m`` term still moves the weight::
+
+    w <- w - sum_j W[s] * b1**j m / (sqrt(b2**j v) / sqrt(1 - b2**s) + eps),
+    W[s] = lr mu_{s+1} / (1 - P_s mu_{s+1})
+
+which is Adam's drift with the weights ``W[s]`` in place of ``lr / (1 - b1**s)``, so it takes
+Adam's O(1) paths (``adam.fast_drift``) over tables built for these weights. ``W[s]`` keeps
+changing for ~2.5e5 steps (``0.96**(s psi)`` reaches 2**-60 at ``s ~ 41.6/(psi 0.0408)``), but once
+``P_s`` is negligible it is ``lr b1 - (lr b1 / 2) * 0.96**((s+1) psi)``: a constant minus a
+geometric sequence. So the per-step tables stop, like Adam's, where ``P_s`` and ``b2**s`` are
+below 2**-60 (plus the ~790 steps of ``b1**j``); past them the drift sums are the same constant
+minus a geometric sequence, from split tables of ``0.96**(k psi)`` (see ``adam.moment_tables``).
+When neither O(1) path applies (``sqrt(v_hat)/eps`` below 2**11 at some missed step): past those
+phases the drift is ``(m/eps) (lr b1 R(b1) - (lr b1/2) 0.96**((t_last+1) psi) R(b1 r))`` with
+``r = 0.96**psi`` and ``R(b) = sum_i b**i / (1 + x sqrt(b2)**i)``, ``x = sqrt(v)/eps``
+(``ratio_sum``); before them the steps are taken one by one (``mu_next``'s power advanced by one
+multiplication per step), stopping when the geometric bound ``moment_tail_bound`` on all remaining
+terms is below 2**-60 of the drift so far (a few hundred steps at the default betas).
 
 >>> from optim import OnlineLogisticRegression
 >>> OnlineLogisticRegression("nadam", dim=8).optimizer_params
@@ -35,41 +49,74 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from optim.optimizers._series import TAIL_TOLERANCE, moment_tail_bound
-from optim.optimizers.adam import betas
+from optim.optimizers._series import (
+    POWER_SPLIT,
+    TAIL_TOLERANCE,
+    data_address,
+    geometric_decay,
+    moment_tail_bound,
+    ratio_sum,
+    split_power,
+    unowned_view,
+)
+from optim.optimizers.adam import (
+    BETA1,
+    BETA2,
+    EPS,
+    EXTRA,
+    LOG_BETA1,
+    LOG_SQRT_BETA2,
+    LR,
+    RATE_BASE,
+    RATE_SCALE,
+    SQRT_BETA2,
+    STEADY_STEP,
+    TABLES_COMPLETE,
+    W_GEO,
+    W_INF,
+    betas,
+    fast_drift,
+    layout,
+    moment_tables,
+    moved_past_span,
+    rate_power,
+)
 from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
 
-LR, BETA1, BETA2, EPS, MOMENTUM_DECAY, MU_PRODUCT = 0, 1, 2, 3, 4, 5
+# In the extra entries of the packed hyperparameters: momentum_decay, then P_0 = 1, P_1, ...
+MOMENTUM_DECAY, MU_PRODUCT = 0, 1
 _NEGLIGIBLE_PRODUCT = 2.0**-80
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def _mu(t: int, hp: np.ndarray) -> float:
-    return hp[BETA1] * (1.0 - 0.5 * 0.96 ** (t * hp[MOMENTUM_DECAY]))
-
-
-@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def _mu_product(t: int, hp: np.ndarray) -> float:
-    i = MU_PRODUCT + t
+    i = int(hp[EXTRA]) + MU_PRODUCT + t
     return hp[i] if i < hp.shape[0] else 0.0
 
 
 # Per-step constants: the factors on g and on m, and the second-moment bias correction.
-ON_GRADIENT, ON_MOMENT, BIAS_CORRECTION2 = 0, 1, 2
+ON_GRADIENT, ON_MOMENT, INVERSE_SQRT_BIAS2 = 0, 1, 2
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def constants(t: int, hp: np.ndarray, c: np.ndarray) -> None:
-    mu = _mu(t, hp)
-    mu_next = _mu(t + 1, hp)
-    c[ON_GRADIENT] = hp[LR] * (1.0 - mu) / (1.0 - _mu_product(t, hp))
-    c[ON_MOMENT] = hp[LR] * mu_next / (1.0 - _mu_product(t, hp) * mu_next)
-    c[BIAS_CORRECTION2] = 1.0 - hp[BETA2] ** t
+    b1 = hp[BETA1]
+    product = _mu_product(t, hp)
+    c[ON_GRADIENT] = hp[LR] * (1.0 - b1 * (1.0 - 0.5 * rate_power(hp, t))) / (1.0 - product)
+    span, _, bias, _, _, _, _ = layout(hp)
+    if t <= span or hp[TABLES_COMPLETE] != 0.0:
+        a = bias + 2 * min(t, span)
+        c[ON_MOMENT] = hp[a] + hp[W_GEO] * moved_past_span(hp, span, t)
+        c[INVERSE_SQRT_BIAS2] = hp[a + 1]
+    else:
+        mu_next = b1 * (1.0 - 0.5 * rate_power(hp, t + 1))
+        c[ON_MOMENT] = hp[LR] * mu_next / (1.0 - product * mu_next)
+        c[INVERSE_SQRT_BIAS2] = 1.0 / math.sqrt(1.0 - geometric_decay(hp[BETA2], t))
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
-    return c[ON_MOMENT] / (math.sqrt(s[1] / c[BIAS_CORRECTION2]) + hp[EPS])
+    return c[ON_MOMENT] / (math.sqrt(s[1]) * c[INVERSE_SQRT_BIAS2] + hp[EPS])
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
@@ -78,24 +125,36 @@ def step(
 ) -> float:
     s[0] = hp[BETA1] * s[0] + (1.0 - hp[BETA1]) * g
     s[1] = hp[BETA2] * s[1] + (1.0 - hp[BETA2]) * g * g
-    d = math.sqrt(s[1] / c[BIAS_CORRECTION2]) + hp[EPS]
+    d = math.sqrt(s[1]) * c[INVERSE_SQRT_BIAS2] + hp[EPS]
     w -= c[ON_GRADIENT] * g / d
     return w - c[ON_MOMENT] * s[0] / d
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
-def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
+def zero_gradient_drift(
+    hp_address: int, hp_size: int, m0: float, v0: float, t_last: int, k: int
+) -> float:
+    """How far ``k`` zero-gradient steps after step ``t_last`` move the weight when the O(1)
+    paths do not apply (see the module docstring). ``hp`` comes as an address (see
+    ``unowned_view``) so that the catch-up's fast paths pay no reference counting for it."""
+    hp = unowned_view(hp_address, hp_size)
     lr, b1, b2, eps = hp[LR], hp[BETA1], hp[BETA2], hp[EPS]
-    k = t_now - t_last
-    m0, v0 = s[0], s[1]
-    s[0] = m0 * b1**k
-    s[1] = v0 * b2**k
-    if m0 == 0.0:
-        return w
-    sb2 = math.sqrt(b2)
+    if b1 == 0.0:
+        return 0.0
+    sb2 = hp[SQRT_BETA2]
     sv = math.sqrt(v0)
-    power_step = 0.96 ** hp[MOMENTUM_DECAY]
-    power = 0.96 ** ((t_last + 1) * hp[MOMENTUM_DECAY])
+    if t_last >= hp[STEADY_STEP]:  # P_s and b2**s negligible: weights lr b1 - geometric
+        x = sv / eps
+        log_b1, log_sb2 = hp[LOG_BETA1], hp[LOG_SQRT_BETA2]
+        total = hp[W_INF] * ratio_sum(b1, log_b1, sb2, log_sb2, x, k)
+        moving = hp[W_GEO] * rate_power(hp, t_last + 1)
+        if moving != 0.0:
+            log_rate = hp[RATE_SCALE] * math.log(hp[RATE_BASE])
+            total -= moving * ratio_sum(b1 * math.exp(log_rate), log_b1 + log_rate,
+                                        sb2, log_sb2, x, k)  # fmt: skip
+        return m0 / eps * total
+    power_step = 0.96 ** hp[int(hp[EXTRA]) + MOMENTUM_DECAY]
+    power = rate_power(hp, t_last + 1)
     p2 = b2**t_last
     a1 = 1.0
     a2 = 1.0
@@ -112,18 +171,54 @@ def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -
             TAIL_TOLERANCE * abs(total)
         ):
             break
-    return w - total
+    return total
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
+    # As adam.catch_up (decay written out likewise), with the weights moving past the tables.
+    _, powers, _, moments, _, _, split = layout(hp)
+    k = t_now - t_last
+    m0, v0 = s[0], s[1]
+    if k <= powers:
+        s[0] = m0 * hp[moments + 2 * k]
+        s[1] = v0 * hp[moments + 2 * k + 1] * hp[moments + 2 * k + 1]
+    elif k < POWER_SPLIT * POWER_SPLIT:
+        s[0] = m0 * split_power(hp, split, k)
+        s[1] = v0 * split_power(hp, split + 2 * POWER_SPLIT, k)
+    else:
+        s[0] = m0 * geometric_decay(hp[BETA1], k)
+        s[1] = v0 * geometric_decay(hp[BETA2], k)
+    address, size = data_address(hp), hp.shape[0]
+    if m0 == 0.0:
+        return w
+    drift = fast_drift(address, size, m0, math.sqrt(v0), t_last, k, True)
+    if drift == drift:
+        return w - drift
+    return w - zero_gradient_drift(address, size, m0, v0, t_last, k)
 
 
 def pack(p: Mapping[str, Any]) -> np.ndarray:
+    """Adam's tables (``moment_tables``) for the weights ``W[s] = lr mu_{s+1} / (1 - P_s
+    mu_{s+1})``, then ``momentum_decay`` and ``P_0 .. P_L`` (``P_L < 2**-80``)."""
     b1, _ = p["betas"]
-    decay = p["momentum_decay"]
+    lr, decay = p["lr"], p["momentum_decay"]
     products = [1.0]
     t = 0
     while products[-1] >= _NEGLIGIBLE_PRODUCT:
         t += 1
         products.append(products[-1] * (b1 * (1.0 - 0.5 * 0.96 ** (t * decay))))
-    return np.array([p["lr"], b1, p["betas"][1], p["eps"], decay, *products])
+    steady = next(s for s, product in enumerate(products) if product < TAIL_TOLERANCE)
+
+    def weights(s: np.ndarray) -> np.ndarray:
+        mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((s + 1.0) * decay))
+        product = np.zeros_like(s)
+        size = min(len(products), s.shape[0])
+        product[:size] = products[:size]
+        return lr * mu_next / (1.0 - product * mu_next)
+
+    tail = (lr * b1, 0.5 * lr * b1, 0.96, decay)
+    return moment_tables(p, weights, steady, tail, [decay, *products])
 
 
 SPEC = OptimizerSpec(

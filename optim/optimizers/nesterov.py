@@ -13,6 +13,8 @@ Lazy catch-up over ``k`` zero-gradient steps (closed form)::
     w <- w - lr * mu * b * (mu + ... + mu**k)
     b <- mu**k * b
 
+with the tables of :mod:`optim.optimizers.momentum` (``momentum_series``).
+
 >>> from optim import OnlineLogisticRegression
 >>> OnlineLogisticRegression("nesterov", dim=8).optimizer_params
 {'lr': 0.001, 'momentum': 0.9, 'l2': 0.0}
@@ -23,9 +25,15 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from optim.optimizers._series import geometric_decay, geometric_sum
 from optim.optimizers.base import OptimizerSpec
-from optim.optimizers.momentum import HYPERPARAMETERS, LR, MOMENTUM, effective_rate, pack
+from optim.optimizers.momentum import (
+    HYPERPARAMETERS,
+    LR,
+    MOMENTUM,
+    effective_rate,
+    momentum_series,
+    pack,
+)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
@@ -36,11 +44,11 @@ def step(
     return w - hp[LR] * (g + hp[MOMENTUM] * s[0])
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
-    k = t_now - t_last
-    w -= hp[LR] * hp[MOMENTUM] * s[0] * geometric_sum(hp[MOMENTUM], k)
-    s[0] *= geometric_decay(hp[MOMENTUM], k)
+    total, decay = momentum_series(hp, t_now - t_last)
+    w -= hp[LR] * hp[MOMENTUM] * s[0] * total
+    s[0] *= decay
     return w
 
 

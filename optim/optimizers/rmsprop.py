@@ -8,9 +8,9 @@ Update (Tieleman & Hinton 2012, Lecture 6.5; ``torch.optim.RMSprop`` with ``mome
 
 State slots: ``square_avg`` (``v``). Effective learning rate: ``lr / (sqrt(v) + eps)``.
 
-Lazy catch-up over ``k`` zero-gradient steps (closed form): ``v <- alpha**k * v``; the weight does
-not move. So under ``lazy="exact"`` an absent coordinate's rate *grows* back, while under
-``lazy="frozen"`` it stays where it was.
+Lazy catch-up over ``k`` zero-gradient steps (closed form): ``v <- alpha**k * v`` (from per-model
+split power tables, ``tabulated_decay``); the weight does not move. So under ``lazy="exact"``
+an absent coordinate's rate *grows* back, while under ``lazy="frozen"`` it stays where it was.
 
 >>> from optim import OnlineLogisticRegression
 >>> OnlineLogisticRegression("rmsprop", dim=8).optimizer_params
@@ -26,10 +26,10 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from optim.optimizers._series import geometric_decay
+from optim.optimizers._series import split_powers, tabulated_decay
 from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
 
-LR, ALPHA, EPS = 0, 1, 2
+LR, ALPHA, EPS, POWERS = 0, 1, 2, 3
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
@@ -45,14 +45,14 @@ def step(
     return w - effective_rate(s, c, hp) * g
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
-    s[0] *= geometric_decay(hp[ALPHA], t_now - t_last)
+    s[0] *= tabulated_decay(hp, POWERS, hp[ALPHA], t_now - t_last)
     return w
 
 
 def pack(p: Mapping[str, Any]) -> np.ndarray:
-    return np.array([p["lr"], p["alpha"], p["eps"]])
+    return np.concatenate([[p["lr"], p["alpha"], p["eps"]], split_powers(p["alpha"])])
 
 
 SPEC = OptimizerSpec(
