@@ -126,15 +126,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info(
             "data directory %s: %d model(s)", settings.data_dir.resolve(), len(registry.models)
         )
+        warming: threading.Thread | None = None
         if settings.warm_kernels:
             in_use = [m.model.config["optimizer"]["name"] for m in registry.models.values()]
             app.state.warmup = Warmup(plan(in_use))
-            threading.Thread(
+            warming = threading.Thread(
                 target=warm, args=(app.state.warmup,), name="adaserve-warm-up", daemon=True
-            ).start()
+            )
+            warming.start()
         housekeeping = asyncio.create_task(keep_house(registry, settings))
         yield
         housekeeping.cancel()
+        app.state.warmup.stopping.set()
+        if warming is not None and warming.is_alive():  # the piece compiling now ends first
+            await anyio.to_thread.run_sync(warming.join)
         for managed in list(registry.models.values()):
             try:
                 await managed.write(lambda _, m=managed: m.snapshot())

@@ -138,6 +138,9 @@ class Warmup:
     pieces: list[Piece]
     ready: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
+    # Set at shutdown: no piece begins after it (numba compiling while the interpreter exits
+    # can abort the process)
+    stopping: threading.Event = field(default_factory=threading.Event)
     seconds: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     compiling: str | None = None
@@ -154,6 +157,8 @@ class Warmup:
         if not needed:
             self.ready.set()
         for piece in self.pieces:
+            if self.stopping.is_set():  # a server shutting down: the rest compiles next time
+                break
             self.compiling = piece.name
             log.info("compiling %s ...", piece.name)
             start = time.perf_counter()

@@ -37,6 +37,8 @@ from service.registry import ModelRegistry
 from service.settings import Settings
 from service.storage import ModelStorage
 
+MODEL_FILE = {"Content-Type": "application/x-adaserve-model"}
+
 DIM = 8
 WINDOW = 50
 CONFIG = {"optimizer": "adagrad", "dim": DIM, "recent_window": WINDOW}
@@ -397,7 +399,7 @@ def test_refused_by_the_import_route_naming_the_member(
 ) -> None:
     before = served.get("/v1/models/m/export").content
     for name, (_, member) in BAD_FILES.items():
-        response = served.post("/v1/models/m/import", content=bad_files[name])
+        response = served.post("/v1/models/m/import", content=bad_files[name], headers=MODEL_FILE)
         assert response.status_code == 422, (name, response.text)
         body = response.json()
         assert body["error"] == "invalid_input" and body["where"]["field"] == "file", name
@@ -405,7 +407,9 @@ def test_refused_by_the_import_route_naming_the_member(
         assert served.get("/healthz").status_code == 200
     assert served.get("/v1/models/m/export").content == before
     # The base file itself imports: the refusals were the bad parts'.
-    imported = served.post("/v1/models/m/import", content=file_of(base_arrays()))
+    imported = served.post(
+        "/v1/models/m/import", content=file_of(base_arrays()), headers=MODEL_FILE
+    )
     assert imported.status_code == 200, imported.text
     registry: ModelRegistry = served.app.state.registry
     assert registry.reserved_bytes == 0  # the import's claim ends when the model counts itself
@@ -441,7 +445,7 @@ def test_an_import_over_the_budget_is_refused_before_allocating(tmp_path: Path) 
         assert client.post("/v1/models", json={"name": "m", "dim": 4}).status_code == 201
         tracemalloc.start()
         try:
-            response = client.post("/v1/models/m/import", content=data)
+            response = client.post("/v1/models/m/import", content=data, headers=MODEL_FILE)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()

@@ -167,7 +167,7 @@ def test_readyz_reports_pieces_and_requests_avoid_the_cold_json_reader(
         def no_fast_path(*args: object, **kwargs: object) -> None:
             raise AssertionError("the one-call predict ran before it was warm")
 
-        monkeypatch.setattr("optim.model.OnlineLogisticRegression.scores_of_json", no_fast_path)
+        monkeypatch.setattr("service.routers.learning.scores_of_json", no_fast_path)
         csr = {"indptr": [0, 1], "indices": [3], "values": [1.0]}
         assert client.post("/v1/models/m/predict", json=csr).status_code == 200
         # A body the compiled reader would read is parsed in a parser thread meanwhile.

@@ -381,7 +381,8 @@ def moment_tables(
     rate_at_span = base ** (scale * (span + 1)) if w_geo else 0.0
     rate_horizon = math.inf
     if 0.0 < base < 1.0 and scale > 0.0:
-        rate_horizon = math.ceil(math.log(TAIL_TOLERANCE) / (scale * math.log(base)))
+        # a float: a Python int past 2**64 (a tiny momentum_decay) would make the header objects
+        rate_horizon = float(math.ceil(math.log(TAIL_TOLERANCE) / (scale * math.log(base))))
     j = np.arange(powers + 1, dtype=np.float64)
     sb2 = math.sqrt(b2)
     ratios = [b1 / sb2 ** (n + 1) if sb2 > 0 else math.inf for n in range(ORDERS)]
