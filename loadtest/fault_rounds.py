@@ -225,27 +225,34 @@ class Disk:
             else:
                 log(f"no tmpfs ({done.stderr.strip()}): the full disk is RLIMIT_FSIZE")
 
-    def _remount(self, size: int) -> None:
-        subprocess.run(
-            ["mount", "-o", f"remount,size={size}", str(self.root)], check=True, timeout=30
-        )
+    def _remount(self, size: int) -> bool:
+        done = subprocess.run(
+            ["mount", "-o", f"remount,size={size}", str(self.root)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        return done.returncode == 0
 
     def fill(self, pid: int, headroom: int) -> str:
         """Leave ``headroom`` bytes of room for the running server ``pid``."""
         if self.kind == "tmpfs":
-            st = os.statvfs(self.root)
-            used = (st.f_blocks - st.f_bfree) * st.f_frsize
-            size = max(used + headroom, PAGE)  # size=0 would be no limit at all
-            self._remount(size)
-            return f"tmpfs of {size:,} bytes ({size - used:,} free)"
+            # The server writes meanwhile: a size below what it holds by then is refused, so
+            # measure again and retry
+            for _ in range(20):
+                st = os.statvfs(self.root)
+                used = (st.f_blocks - st.f_bfree) * st.f_frsize
+                size = max(used + headroom, PAGE)  # size=0 would be no limit at all
+                if self._remount(size):
+                    return f"tmpfs of {size:,} bytes ({size - used:,} free)"
+                headroom *= 2
+            raise RuntimeError(f"could not shrink the tmpfs at {self.root} to what it holds")
         largest = max((p.stat().st_size for p in self.root.rglob("*") if p.is_file()), default=0)
         limit = largest + headroom
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, limit))
         return f"RLIMIT_FSIZE {limit:,} bytes"
 
     def clear(self) -> None:
-        if self.kind == "tmpfs":
-            self._remount(TMPFS_SIZE)
+        if self.kind == "tmpfs" and not self._remount(TMPFS_SIZE):
+            raise RuntimeError(f"could not grow the tmpfs at {self.root} back")
 
     def close(self) -> None:
         if self.kind == "tmpfs":
