@@ -596,7 +596,9 @@ def test_a_group_the_log_refuses_refuses_the_group_learned_after_it(
             answers = await asyncio.gather(*posts)
             assert [a.status_code for a in answers] == [503, 503], [a.text for a in answers]
             assert all("Input/output error" in a.json()["detail"] for a in answers)
-            assert writes == [1]  # the later group was never written after the hole
+            # The later group was never written after the hole: either the failed write held
+            # the first group alone, or both (learned before that write began, they share it)
+            assert writes in ([1], [2]), writes
             assert managed.model.to_bytes() == before
             assert os.fstat(managed.storage._wal.fileno()).st_size == size
             monkeypatch.setattr(managed.storage, "append_all", real_append)
