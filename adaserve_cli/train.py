@@ -6,11 +6,11 @@ stderr shows the log-loss of those scores. It writes the model file that ``model
 and the service imports (``POST /v1/models/{name}/import``). ``predict`` scores a file with a
 saved model. No server is involved.
 
-Inputs are read in chunks by :func:`optim.formats.iter_file_batches` (``.gz`` is decompressed,
-``-`` is stdin), so memory is the model's state plus one chunk and one batch, whatever the
-file's size. A malformed line stops the run with its file, line number and reason; every row
-before it has been learned (the parsers' atomicity), and the model file is written only when
-asked to (``--save-partial``).
+Inputs are read in chunks by :func:`optim.formats.iter_file_batches` (``.gz`` and ``.zst`` are
+decompressed, ``-`` is stdin), so memory is the model's state plus one chunk and one batch, whatever
+the file's size. A malformed line stops the run with its file, line number and reason; every row
+before it has been learned (the parsers' atomicity), and the model file is written only when asked
+to (``--save-partial``).
 
 Exit codes: 0 done; 1 an I/O failure (unreadable input, unwritable output); 2 bad input (a
 malformed line, a bad setting); 130 interrupted.
@@ -19,7 +19,6 @@ malformed line, a bad setting); 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import gzip
 import math
 import os
 import queue
@@ -27,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -36,13 +34,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from adaserve_cli.formats import FORMATS
+
 if TYPE_CHECKING:  # optim (numba) is imported when a command runs, not for `adaserve --help`
     from optim import Batch, OnlineLogisticRegression
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STDIN = "-"
-# A truncated or corrupt .gz raises one of these while it is read.
-_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 
 
 class CommandError(Exception):
@@ -54,8 +52,6 @@ class CommandError(Exception):
 
 
 # --------------------------------------------------------------------------------- options
-# optim.formats.FORMATS, spelled out so that `adaserve --help` does not import numba
-FORMATS = ("libsvm", "vw", "criteo", "ndjson")
 TRAIN_EPILOG = """\
 examples:
   adaserve train clicks.libsvm.gz --format libsvm --hash-bits 20 --lr 0.1 --output clicks.npz
@@ -98,8 +94,8 @@ def _add_train(commands: Any) -> None:
     train = commands.add_parser(
         "train",
         help="learn a model file from text files, one progressive pass (as vw -d)",
-        description="Learn a model from FILEs (- is stdin, .gz is decompressed) in one pass "
-        "with progressive validation, and write the file the service imports.",
+        description="Learn a model from FILEs (- is stdin, .gz and .zst are decompressed) in one "
+        "pass with progressive validation, and write the file the service imports.",
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -237,17 +233,19 @@ class _CountingReader:
 
 @contextmanager
 def open_source(source: str, on_read: Callable[[int], None]) -> Iterator[IO[bytes]]:
-    """A binary handle on a path (``.gz`` decompressed) or ``-`` (stdin, read as is)."""
+    """A binary handle on a path (``.gz`` and ``.zst`` decompressed) or ``-`` (stdin, as is)."""
     if source == STDIN:
         yield _CountingReader(sys.stdin.buffer, on_read)  # type: ignore[misc]
         return
+    from optim.formats.compressed import COMPRESSED_SUFFIXES, DecompressedReader
+
+    encoding = next((e for s, e in COMPRESSED_SUFFIXES.items() if source.endswith(s)), None)
     with open(source, "rb") as raw:
         counted = _CountingReader(raw, on_read)
-        if source.endswith(".gz"):
-            with gzip.GzipFile(fileobj=counted, mode="rb") as unzipped:  # type: ignore[arg-type]
-                yield unzipped  # type: ignore[misc]
-        else:
+        if encoding is None:
             yield counted  # type: ignore[misc]
+        else:
+            yield DecompressedReader(counted, encoding)  # type: ignore[misc, arg-type]
 
 
 def _bar(total: int | None, quiet: bool, desc: str) -> Any:
@@ -377,10 +375,11 @@ class _AtSource(Exception):
 
 def _describe(located: _AtSource) -> CommandError:
     from optim import AdaserveError
+    from optim.formats.compressed import CompressedInputError
 
     error, where = located.error, located.where
-    if isinstance(error, _GZIP_ERRORS):
-        return CommandError(f"{where}: not a readable gzip stream ({error})", EXIT_BAD_INPUT)
+    if isinstance(error, CompressedInputError):  # truncated, corrupt, or no zstandard
+        return CommandError(f"{where}: {error}", EXIT_BAD_INPUT)
     if isinstance(error, AdaserveError):  # a malformed line: ParseError
         return CommandError(f"{where}: {error}", EXIT_BAD_INPUT)
     reason = error.strerror if isinstance(error, OSError) and error.strerror else error
@@ -400,6 +399,7 @@ def _located_batches(
     """The batches of every source, ``passes`` times over; errors wrapped in :class:`_AtSource`."""
     from optim import AdaserveError
     from optim.formats import iter_file_batches
+    from optim.formats.compressed import CompressedInputError
 
     for pass_number in range(1, passes + 1):
         for source in sources:
@@ -409,7 +409,7 @@ def _located_batches(
                     yield from iter_file_batches(
                         handle, fmt, dim=dim, hash_seed=hash_seed, require_labels=require_labels
                     )
-            except (AdaserveError, OSError, *_GZIP_ERRORS) as error:
+            except (AdaserveError, OSError, CompressedInputError) as error:
                 raise _AtSource(where, error) from error
 
 

@@ -14,6 +14,7 @@ from fastapi import Request
 
 from optim import Batch, BatchError, OnlineLogisticRegression
 from optim.formats.json_csr import read_csr
+from service.encoding import Decoder, content_encoding
 from service.errors import ApiError
 from service.settings import Settings
 
@@ -25,19 +26,24 @@ _ROW_KEYS = {"features", "label", "weight"}
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing (413) more than ``limit`` bytes, declared or sent."""
+    """The raw body, refusing (413) more than ``limit`` bytes, declared, sent or (a compressed
+    body: :mod:`service.encoding`) decompressed."""
+    decoder = Decoder(content_encoding(request.headers), limit)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():
         if int(declared) > limit:
             raise ApiError(413, "payload_too_large", f"the body is over {limit:,} bytes", {})
-        # The HTTP layer never delivers more than a declared Content-Length: read it at once.
-        return await request.body()
+        if not decoder.compressed:
+            # The HTTP layer never delivers more than a declared Content-Length: read it at once.
+            return await request.body()
     chunks, size = [], 0
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "payload_too_large", f"the body is over {limit:,} bytes", {})
-        chunks.append(chunk)
+        for piece in decoder.feed(chunk):
+            size += len(piece)
+            if size > limit:
+                raise ApiError(413, "payload_too_large", f"the body is over {limit:,} bytes", {})
+            chunks.append(piece)
+    decoder.end()
     return b"".join(chunks)
 
 

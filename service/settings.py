@@ -17,7 +17,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     data_dir: Path = Path("./adaserve-data")
-    max_body_bytes: int = Field(64 << 20, ge=1, description="largest JSON request body")
+    max_body_bytes: int = Field(
+        64 << 20,
+        ge=1,
+        description="largest request body: a JSON one, or a compressed one (a stream's too) "
+        "once decompressed",
+    )
     max_rows_per_batch: int = Field(100_000, ge=1)
     max_nnz_per_row: int = Field(100_000, ge=1)
     max_stream_line_bytes: int = Field(1 << 20, ge=16)

@@ -6,7 +6,7 @@ rows. ``feed`` parses the complete lines it has and keeps only the unterminated 
 rows are not held back, so a batch may be smaller); ``finish`` parses that last line. A line may
 not exceed ``max_line_bytes``, so a parser holds at most one chunk plus one line whatever the
 stream's size. :func:`parse_bytes` parses a whole buffer into one batch, :func:`iter_file_batches`
-streams a file (a ``.gz`` path is decompressed) or a binary file object, and :func:`concat_batches`
+streams a file (``.gz``, ``.zst`` decompressed) or a binary file object, and :func:`concat_batches`
 joins batches. Each format is a numba kernel over the raw bytes, hashing included, compiled
 ``nogil`` (a server may run it in a worker thread), with its table of errors, in a module of its
 own: :mod:`~optim.formats.libsvm`, :mod:`~optim.formats.vw`, :mod:`~optim.formats.criteo` and

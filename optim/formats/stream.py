@@ -9,7 +9,6 @@ trimmed when more than a quarter is unused.
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from optim.formats._scan import (
     Rows,
     canon_all,
 )
+from optim.formats.compressed import COMPRESSED_SUFFIXES, DecompressedReader
 from optim.formats.criteo import CriteoReader
 from optim.formats.libsvm import LibsvmReader
 from optim.formats.ndjson import NdjsonReader
@@ -352,7 +352,8 @@ def iter_file_batches(
     max_line_bytes: int = 1 << 20,
     require_labels: bool = True,
 ) -> Iterator[Batch]:
-    """Batches of a file (a path, ``.gz`` decompressed, or a binary file object), read in chunks.
+    """Batches of a file (a path, ``.gz`` and ``.zst`` decompressed, or a binary file object),
+    read in chunks.
 
     On a bad line the batches of the valid rows before it are yielded, then the
     :class:`ParseError` is raised (with an empty ``valid_before``).
@@ -367,9 +368,10 @@ def iter_file_batches(
     )
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rb") as handle:
-            yield from _iter_handle(parser, handle, chunk_bytes)
+        encoding = next((e for s, e in COMPRESSED_SUFFIXES.items() if path.endswith(s)), None)
+        with open(path, "rb") as handle:
+            reader = handle if encoding is None else DecompressedReader(handle, encoding)
+            yield from _iter_handle(parser, reader, chunk_bytes)
     else:
         yield from _iter_handle(parser, source, chunk_bytes)
 

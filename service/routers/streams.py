@@ -24,6 +24,13 @@ refused, as when the log could not be written).
 A stream cut by the client (the connection closed in the middle of the body) is learned up to
 its last complete line: every complete line received before is learned and logged like any
 other, and the half line is dropped; no summary is sent (nobody would read it).
+
+A compressed body (``Content-Encoding: gzip`` or ``zstd``, :mod:`service.encoding`) is
+decompressed as it arrives, at most ``max_body_bytes`` of it. One that ends in the middle of its
+compressed stream, or goes past that bound, is learned like a cut stream up to its last complete
+line, and the summary's error says why it stopped (``code`` ``truncated_body`` or
+``payload_too_large``); when no row was learned before, the answer is that error's status
+instead (400, 413: a bomb changes nothing). The answer's headers wait for its first line then.
 """
 
 from __future__ import annotations
@@ -42,11 +49,13 @@ from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from adaserve_cli.formats import FORMAT_OF_MEDIA_TYPE
 from optim import AdaserveError, Batch
 from optim.formats import ParseError, StreamParser
 from service import dependencies as deps
 from service.auth import WRITE
 from service.batches import check_row_sizes
+from service.encoding import Decoder, content_encoding
 from service.engine.errors import EngineError
 from service.errors import ApiError, engine_error
 from service.metrics import ServiceMetrics
@@ -63,12 +72,7 @@ router = APIRouter(
     route_class=MediaTypeRoute,
 )
 
-FORMATS = {
-    "application/x-ndjson": "ndjson",
-    "text/x-libsvm": "libsvm",
-    "text/x-vw": "vw",
-    "text/x-criteo": "criteo",
-}
+FORMATS = FORMAT_OF_MEDIA_TYPE  # the body's format by its Content-Type
 
 # uvicorn hands the body over in pieces of at most ~256 KiB (one socket read), ~700 rows of a
 # click log: parsed and learned one by one, each costs two thread hops, a log record and an fsync
@@ -138,10 +142,28 @@ class BodyStreamingResponse(StreamingResponse):
 
     Starlette's own response would also listen on ``receive`` for a disconnect, racing the
     generator for the body's chunks; a disconnect shows up as ``ClientDisconnect`` there instead.
+    ``hold_headers``: the status waits for the first line, so an :class:`ApiError` raised before
+    it is the answer (the app's error handler writes it).
     """
+
+    def __init__(self, content: AsyncIterator[bytes], *, hold_headers: bool = False,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(content, **kwargs)
+        self.hold_headers = hold_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
+            if self.hold_headers:
+                rest = self.body_iterator
+                first = await anext(aiter(rest), None)  # type: ignore[call-overload]
+
+                async def whole() -> AsyncIterator[bytes]:
+                    if first is not None:
+                        yield first
+                        async for line in rest:  # type: ignore[union-attr]
+                            yield line
+
+                self.body_iterator = whole()
             await self.stream_response(send)
         finally:
             # Close the generator now, not whenever it is garbage-collected: its ``finally``
@@ -173,8 +195,10 @@ class ParsedBody:
         new_parser: Callable[[], StreamParser],
         batch_rows: int,
         max_nnz_per_row: int,
+        decoder: Decoder,
     ) -> None:
         self.request = request
+        self.decoder = decoder
         self.new_parser = new_parser
         self.parser = new_parser()
         self.batch_rows = batch_rows
@@ -185,6 +209,9 @@ class ParsedBody:
         self._pending = 0  # bytes in _pieces
         self._received_all = False  # or the receiver stopped (_failure says why)
         self.disconnected = False  # the client went away before the body's end
+        # why the body's compressed stream stopped short (truncated, or past the bound): its
+        # complete lines are learned, as for a disconnect, and this ends the stream
+        self.cut: ApiError | None = None
         self._failure: BaseException | None = None  # from receiving, but a disconnect
         self._fed = 0  # bytes given to the parser, for the bytes-per-row estimate
         self._block = BLOCK_MAX_BYTES  # until rows were seen
@@ -242,15 +269,21 @@ class ParsedBody:
     async def _receive(self) -> None:
         try:
             async with contextlib.aclosing(self.request.stream()) as pieces:
-                async for piece in pieces:
-                    self._pieces.append(piece)
-                    self._pending += len(piece)
-                    self._parser_wake.set()
-                    while self._pending >= self._block:
-                        self._receiver_wake.clear()
-                        await self._receiver_wake.wait()
+                async for received in pieces:
+                    # all of a received piece decompressed before any is parsed: a bomb
+                    # (a piece making more than the bound) is refused before a row is learned
+                    for piece in list(self.decoder.feed(received)):
+                        self._pieces.append(piece)
+                        self._pending += len(piece)
+                        self._parser_wake.set()
+                        while self._pending >= self._block:
+                            self._receiver_wake.clear()
+                            await self._receiver_wake.wait()
+            self.decoder.end()
         except ClientDisconnect:  # the complete lines received are still learned
             self.disconnected = True
+        except ApiError as exc:  # decompressing: truncated, past the bound, not valid
+            self.cut = exc
         except Exception as exc:  # the learner stops at once
             self._failure = exc
         finally:
@@ -311,7 +344,8 @@ class ParsedBody:
                     await self._queue.put((None, self._failure))
                     return
                 last = self._received_all
-                whole = last and not self.disconnected  # else a half line is dropped
+                # else a half line is dropped
+                whole = last and not self.disconnected and self.cut is None
                 block = b"".join(self._pieces)
                 self._pieces.clear()
                 self._pending = 0
@@ -385,6 +419,7 @@ def learning_stream(
     concurrent writers from interleaving differently in different members.
     """
     first = targets[0].model
+    decoder = Decoder(content_encoding(request.headers), settings.max_body_bytes)  # else 415
     new_parser = functools.partial(
         StreamParser, FORMATS[media_type(request.headers.get("content-type"))],  # MediaTypeRoute
         dim=first.dim, hash_seed=first.hasher.seed, max_rows_per_batch=settings.stream_batch_rows,
@@ -450,7 +485,7 @@ def learning_stream(
     async def body() -> AsyncIterator[bytes]:
         error: dict[str, Any] | None = None
         parsed = ParsedBody(
-            request, new_parser, settings.stream_batch_rows, settings.max_nnz_per_row
+            request, new_parser, settings.stream_batch_rows, settings.max_nnz_per_row, decoder
         )
         try:
             while error is None and (parsed_batch := await parsed.next()) is not None:
@@ -459,10 +494,16 @@ def learning_stream(
                     yield line
             if error is None and parsed.error is not None:
                 error = {**parsed.error.where, "detail": str(parsed.error)}
+            if error is None and (cut := parsed.cut) is not None:
+                if rows == 0:  # nothing learned, nothing sent: the answer is the refusal
+                    raise cut
+                error = {"code": cut.code, **cut.where, "row": rows, "detail": cut.detail}
         finally:
             await parsed.aclose()
         if parsed.disconnected:
             return  # nobody to read a summary
         yield _line({"done": True, **progress(), "error": error})
 
-    return BodyStreamingResponse(body(), media_type="application/x-ndjson")
+    return BodyStreamingResponse(
+        body(), media_type="application/x-ndjson", hold_headers=decoder.compressed
+    )
