@@ -22,6 +22,7 @@ import argparse
 import math
 import os
 import queue
+import re
 import sys
 import tempfile
 import threading
@@ -38,6 +39,10 @@ from adaserve_cli.formats import FORMATS
 
 if TYPE_CHECKING:  # optim (numba) is imported when a command runs, not for `adaserve --help`
     from optim import Batch, OnlineLogisticRegression
+
+# When the interpreter reached this module (``adaserve`` imports it first): the end of
+# start-up's "interpreter" part in the summary's breakdown.
+MODULE_LOADED = time.perf_counter()
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STDIN = "-"
@@ -300,7 +305,9 @@ class ProgressTable:
     Lines come at rows 1, 2, 4, 8, ... (``every=None``, as VW prints) or every ``every`` rows,
     computed exactly at those rows from each batch's per-row losses (a batch is learned in one
     call; the line for row 1000 of a 10,000-row batch still shows the loss of rows 1..1000).
-    ``rows/s`` is the throughput so far, measured when the batch holding that row was learned.
+    ``rows/s`` is the throughput so far at that row: its rows over the time from ``start`` to
+    when it was learned (within a batch, learned in one call of ``began`` to now, a row's time
+    is interpolated by its place in the batch).
     """
 
     HEADER = f"{'rows':>12} {'log-loss':>10} {'since last':>10} {'rows/s':>10}"
@@ -316,7 +323,10 @@ class ProgressTable:
         self._last = (0.0, 0.0)  # loss and weight sums at the last line
         self._header = False
 
-    def add(self, losses: np.ndarray, weights: np.ndarray | None) -> None:
+    def add(
+        self, losses: np.ndarray, weights: np.ndarray | None, began: float | None = None
+    ) -> None:
+        """The per-row losses of a batch learned from ``began`` (default: now) to now."""
         n = losses.shape[0]
         end = self.rows + n
         weighted = _weighted(losses, weights)
@@ -327,12 +337,13 @@ class ProgressTable:
             return
         cum_loss = np.cumsum(weighted)
         cum_weight = np.arange(1.0, n + 1.0) if weights is None else np.cumsum(weights)
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        now = time.perf_counter()
+        began = now if began is None else began
         while self.next <= end:
             k = self.next - self.rows - 1
-            self._line(
-                self.next, self.loss + cum_loss[k], self.weight + cum_weight[k], end / elapsed
-            )
+            learned_at = began + (now - began) * (k + 1) / n
+            rate = self.next / max(learned_at - self.start, 1e-9)
+            self._line(self.next, self.loss + cum_loss[k], self.weight + cum_weight[k], rate)
             self.next = self.next + self.every if self.every else self.next * 2
         self.loss += float(cum_loss[-1])
         self.weight += float(cum_weight[-1])
@@ -358,6 +369,11 @@ class TrainOutcome:
     seconds: float = 0.0
     bytes_read: int = 0
     error: CommandError | None = None
+    # perf_counter times: the first batch handed over by the reader (read and parsed, its
+    # kernels loaded) and learned (the learning kernels loaded)
+    started: float = 0.0  # when learning began (the model built)
+    first_parsed: float | None = None
+    first_learned: float | None = None
 
     @property
     def rows_per_s(self) -> float:
@@ -373,7 +389,13 @@ class _AtSource(Exception):
         self.error = error
 
 
-def _describe(located: _AtSource) -> CommandError:
+# The libsvm reader's refusal of an index beyond the model: "<index> is outside [0, <dim>)".
+_INDEX_OUTSIDE = re.compile(r"^(\d+) is outside \[0, (\d+)\)")
+
+
+def _describe(located: _AtSource, fmt: str | None = None) -> CommandError:
+    """The message of an error met reading a source; with ``fmt`` (train), a libsvm index
+    beyond the model's dim says what to pass instead."""
     from optim import AdaserveError
     from optim.formats.compressed import CompressedInputError
 
@@ -381,6 +403,15 @@ def _describe(located: _AtSource) -> CommandError:
     if isinstance(error, CompressedInputError):  # truncated, corrupt, or no zstandard
         return CommandError(f"{where}: {error}", EXIT_BAD_INPUT)
     if isinstance(error, AdaserveError):  # a malformed line: ParseError
+        outside = _INDEX_OUTSIDE.match(getattr(error, "reason", ""))
+        if fmt == "libsvm" and error.field == "index" and outside:
+            index = int(outside.group(1))
+            return CommandError(
+                f"{where}: {error}. libsvm indices are coordinates as they are (not hashed): "
+                f"the largest index met so far is {index}, so this file needs --dim "
+                f"{index + 1} or more (--hash-bits {(index).bit_length()} holds it too)",
+                EXIT_BAD_INPUT,
+            )
         return CommandError(f"{where}: {error}", EXIT_BAD_INPUT)
     reason = error.strerror if isinstance(error, OSError) and error.strerror else error
     return CommandError(f"{where}: {reason}", EXIT_FAILURE)
@@ -484,8 +515,8 @@ def train(
     from optim import AdaserveError
 
     total = check_inputs(sources, passes)
-    start = time.perf_counter() if start is None else start
-    outcome = TrainOutcome(model)
+    outcome = TrainOutcome(model, started=time.perf_counter())
+    start = outcome.started if start is None else start
     bar = _bar(None if total is None else total * passes, quiet, "train")
 
     def emit(line: str) -> None:
@@ -505,12 +536,15 @@ def train(
     )  # fmt: skip
     try:
         for batch in batches:
+            began = time.perf_counter()
+            outcome.first_parsed = outcome.first_parsed or began
             result = model.learn_batch(batch)
+            outcome.first_learned = outcome.first_learned or time.perf_counter()
             outcome.rows += batch.n_rows
             if table is not None:
-                table.add(result.losses, batch.weights)
+                table.add(result.losses, batch.weights, began)
     except _AtSource as located:
-        outcome.error = _describe(located)
+        outcome.error = _describe(located, fmt)
     except AdaserveError as error:  # from learning: a float32 model's step limit
         outcome.error = CommandError(str(error), EXIT_BAD_INPUT)
     except KeyboardInterrupt:
@@ -569,6 +603,9 @@ def run_train(args: Any) -> int:
     start = time.perf_counter()
     check_output(args.output)
     check_inputs(args.files, args.passes)  # before importing optim and allocating the state
+    import optim.formats  # noqa: F401 - timed as imports: the model and the readers' modules
+
+    imported = time.perf_counter()
     model = build_model(
         args.optimizer,
         args.param,
@@ -592,7 +629,9 @@ def run_train(args: Any) -> int:
     save = args.output is not None and (outcome.error is None or args.save_partial)
     if save:
         save_model(model, args.output)
-    _print_summary(outcome, args.output if save else None)
+    startup = StartUp.measure(start, imported, outcome)
+    unsaved = "no --output FILE given" if args.output is None else "stopped on an error"
+    _print_summary(outcome, args.output if save else None, startup, unsaved)
     if outcome.error is None:
         return EXIT_OK
     what = "the partial model was written to" if save else "no model was written"
@@ -606,7 +645,77 @@ def run_train(args: Any) -> int:
     return outcome.error.code
 
 
-def _print_summary(outcome: TrainOutcome, output: str | None) -> None:
+@dataclass
+class StartUp:
+    """Where the time before the first learned row went, in seconds (None: not known)."""
+
+    interpreter: float | None  # process start to adaserve's modules (Python, site, argparse)
+    imports: float  # then to optim imported (numpy, numba, the model and the readers' modules)
+    model: float  # the model built: its state allocated, its learning module loaded
+    first_parsed: float | None  # the first batch read and parsed (the reader's kernels loaded)
+    first_learned: float | None  # the first batch learned (the learning kernels loaded)
+
+    @classmethod
+    def measure(cls, command: float, imported: float, outcome: TrainOutcome) -> StartUp:
+        """From the perf_counter times of the command's start, of optim imported, and of
+        ``outcome``'s first batch (the model is built when the run's clock starts)."""
+        process = process_start()
+        built = outcome.started
+        parsed, learned = outcome.first_parsed, outcome.first_learned
+        return cls(
+            None if process is None else MODULE_LOADED - process,
+            imported - (MODULE_LOADED if process is not None else command),
+            built - imported,
+            None if parsed is None else parsed - built,
+            None if parsed is None or learned is None else learned - parsed,
+        )
+
+    @property
+    def total(self) -> float | None:
+        """Process start (or, when unknown, adaserve's modules) to the first learned row."""
+        if self.first_parsed is None or self.first_learned is None:
+            return None
+        return (
+            (self.interpreter or 0.0)
+            + self.imports
+            + self.model
+            + self.first_parsed
+            + self.first_learned
+        )
+
+    def line(self) -> str:
+        def s(value: float | None) -> str:
+            return "?" if value is None else f"{value:.3f}"
+
+        origin = "process start" if self.interpreter is not None else "adaserve's start"
+        return (
+            f"start-up    {s(self.total)} s from {origin} to the first learned row: "
+            f"interpreter {s(self.interpreter)}, imports {s(self.imports)}, model "
+            f"{s(self.model)}, first batch read+parsed {s(self.first_parsed)}, learned "
+            f"{s(self.first_learned)}"
+        )
+
+
+def process_start() -> float | None:
+    """When this process started, on the ``time.perf_counter`` clock (Linux: ``/proc``, to
+    10 ms); None elsewhere."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        ticks = int(fields[19])  # starttime, the 22nd field: clock ticks after boot
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+        now = time.perf_counter()
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return now - (since_boot - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def _print_summary(
+    outcome: TrainOutcome,
+    output: str | None,
+    startup: StartUp | None = None,
+    unsaved: str = "no --output FILE given",
+) -> None:
     model = outcome.model
     overall = model.metrics.to_dict()["overall"]
     loss = overall["log_loss"]  # type: ignore[index]
@@ -620,6 +729,10 @@ def _print_summary(outcome: TrainOutcome, output: str | None) -> None:
     ]
     if output is not None:
         lines.append(f"model       {output} (step {model.step})")
+    else:
+        lines.append(f"model       not saved ({unsaved})")
+    if startup is not None and startup.total is not None:  # a row was learned
+        lines.append(startup.line())
     print("\n".join(lines), file=sys.stderr)
 
 

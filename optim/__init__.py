@@ -2,7 +2,8 @@
 per-coordinate optimizers, compiled with numba. No web code; usable alone from a notebook."""
 
 # first: numba must cache every compiled function of the package under its source key
-import optim._cache  # noqa: F401
+import optim._cache
+import optim._numba_start  # noqa: F401  (before any kernel loads)
 from optim.batch import Batch
 from optim.errors import (
     AdaserveError,

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numba as nb
 import numpy as np
-import scipy.sparse as sp
 
 from optim.errors import BatchError
 from optim.hashing import FeatureHasher
+
+if TYPE_CHECKING:  # imported where used: text input (adaserve train) starts without scipy
+    import scipy.sparse as sp
 
 
 @nb.njit(nogil=True, cache=True)
@@ -380,6 +383,8 @@ class Batch:
         require_labels: bool = False,
     ) -> Batch:
         """Validate a ``scipy.sparse`` matrix or array (any format; converted to CSR)."""
+        import scipy.sparse as sp
+
         if not sp.issparse(matrix):
             raise BatchError(
                 f"must be a scipy.sparse matrix, got {type(matrix).__name__}", field="X"

@@ -19,10 +19,9 @@ import sys
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from optim._loop import LOSS_BEYOND_LIMIT, LOSS_LIMIT, REFUSED_ROW
 from optim.batch import Batch, largest_magnitude, row_containing
@@ -44,7 +43,10 @@ _WRITE_PIECE = 1 << 20
 _QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
 Rows = Sequence[Mapping[str, object]]
-Features = Batch | sp.spmatrix | sp.sparray | Rows
+if TYPE_CHECKING:  # scipy is not imported for text input (adaserve train starts without it)
+    import scipy.sparse as sp
+
+    Features = Batch | sp.spmatrix | sp.sparray | Rows
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,8 @@ class OnlineLogisticRegression:
             if require_labels and X.labels is None:
                 raise BatchError("are required to learn", field="labels")
             return X
-        if sp.issparse(X):
+        scipy_sparse = sys.modules.get("scipy.sparse")  # not imported: X is no scipy matrix
+        if scipy_sparse is not None and scipy_sparse.issparse(X):
             return Batch.from_scipy(
                 X, y, sample_weight, dim=self.dim, require_labels=require_labels
             )

@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from adaserve_cli import compare, train
-from service.auth import parse_tokens
-from service.settings import Settings
-from service.storage import ModelUnrecoverable, repair_model
-from service.websafety import is_loopback, parse_origins
+
+# The service's modules (FastAPI, pydantic, the storage) are imported by the commands that use
+# them: `adaserve train` starts without them (its start-up is part of what a user waits for).
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -45,6 +44,9 @@ def _serve(args: argparse.Namespace) -> int:
             return without_reraise()
 
     from service.app import create_app
+    from service.auth import parse_tokens
+    from service.settings import Settings
+    from service.websafety import is_loopback, parse_origins
 
     overrides = {
         k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None
@@ -88,6 +90,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _repair(args: argparse.Namespace) -> int:
+    from service.storage import ModelUnrecoverable, repair_model
+
     name = args.model
     directory = args.data_dir / "models" / name
     if not directory.is_dir():

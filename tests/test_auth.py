@@ -8,8 +8,9 @@ from fastapi.testclient import TestClient
 from optim import OnlineLogisticRegression
 from service.app import create_app
 from service.auth import parse_tokens, role_of
-from service.cli import is_loopback, main
+from service.cli import main
 from service.settings import Settings
+from service.websafety import is_loopback
 
 TOKENS = {"read": "r-secret", "write": "w-secret", "admin": "a-secret"}
 CSR = {"indptr": [0, 1], "indices": [1], "values": [1.0], "labels": [1]}

@@ -9,6 +9,7 @@ trimmed when more than a quarter is unused.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from collections.abc import Iterator
@@ -29,18 +30,22 @@ from optim.formats._scan import (
     canon_all,
 )
 from optim.formats.compressed import COMPRESSED_SUFFIXES, DecompressedReader
-from optim.formats.criteo import CriteoReader
-from optim.formats.libsvm import LibsvmReader
-from optim.formats.ndjson import NdjsonReader
-from optim.formats.vw import VwReader
 from optim.hashing import FeatureHasher
 
-READERS: dict[str, type[Reader]] = {
-    "libsvm": LibsvmReader,
-    "vw": VwReader,
-    "criteo": CriteoReader,
-    "ndjson": NdjsonReader,
+# Each format's reader class, in its module: imported when a parser of that format is made, so a
+# process reading one format loads one format's compiled code (adaserve train's start-up).
+READERS: dict[str, str] = {
+    "libsvm": "optim.formats.libsvm:LibsvmReader",
+    "vw": "optim.formats.vw:VwReader",
+    "criteo": "optim.formats.criteo:CriteoReader",
+    "ndjson": "optim.formats.ndjson:NdjsonReader",
 }
+
+
+def reader_class(fmt: str) -> type[Reader]:
+    """The reader class of format ``fmt`` (one of :data:`READERS`), its module imported."""
+    module, _, name = READERS[fmt].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class ParseError(BatchError):
@@ -96,7 +101,7 @@ class StreamParser:
         self.require_labels = bool(require_labels)
         self.lines_read = 0
         self.rows_parsed = 0
-        self._reader = READERS[fmt](self.hasher, self.require_labels, self.max_line_bytes)
+        self._reader = reader_class(fmt)(self.hasher, self.require_labels, self.max_line_bytes)
         self._buf = bytearray()
         self._skipping = False  # dropping the rest of a too-long line
         self._finished = False
