@@ -72,9 +72,9 @@ REPORT_NAME = "REPORT_TRAIN.md"
 JSON_NAME = "bench_train.json"
 LR = 0.1
 SEED = 7
-# The brief's targets.
-TARGET_SPEED_RATIO = 1.0  # adaserve train rows/s >= 1.0x VW native --adaptive
-TARGET_LOGLOSS_GAP = 1e-4  # |log-loss ours - VW| <= 1e-4
+# issue 15's targets, whole processes against VW native --adaptive (rows/s)
+TARGET_RATIOS = {"vw": 1.5, "libsvm": 2.0}
+TARGET_LOGLOSS_GAP = 1e-4  # |log-loss ours - VW| <= 1e-4 (libsvm: the same coordinates)
 # Memory: the full file's peak RSS may exceed the tenth's by at most this much (the state and the
 # buffers are the same in both runs; only a cost growing with the file could add more).
 TARGET_RSS_GROWTH_MB = 32.0
@@ -127,10 +127,17 @@ def head(path: Path, rows: int, out: Path) -> Path:
 
 # ---------------------------------------------------------------------------------- runs
 _SUMMARY = re.compile(r"^(rows|log-loss|seconds|rows/s)\s+(\S+)", re.MULTILINE)
+_STARTUP = re.compile(
+    r"^start-up\s+(?P<total>[\d.]+) s .*interpreter (?P<interpreter>[\d.?]+), imports "
+    r"(?P<imports>[\d.]+), model (?P<model>[\d.]+), first batch read\+parsed (?P<parsed>[\d.]+), "
+    r"learned (?P<learned>[\d.]+)",
+    re.MULTILINE,
+)
 
 
-def run_adaserve(path: Path, dim: int, work: Path) -> dict[str, Any]:
-    """``adaserve train`` as its own process: its summary, wall time and peak RSS."""
+def run_adaserve(path: Path, size: list[str], work: Path, fmt: str = "libsvm") -> dict[str, Any]:
+    """``adaserve train`` as its own process (``size``: ``--dim N`` or ``--hash-bits B``): its
+    summary and start-up breakdown, wall time and peak RSS."""
     from optim import OnlineLogisticRegression
 
     model_path = work / "bench_train_model.npz"
@@ -139,9 +146,8 @@ def run_adaserve(path: Path, dim: int, work: Path) -> dict[str, Any]:
         "train",
         str(path),
         "--format",
-        "libsvm",
-        "--dim",
-        str(dim),
+        fmt,
+        *size,
         "--lr",
         str(LR),
         "--quiet",
@@ -167,6 +173,7 @@ def run_adaserve(path: Path, dim: int, work: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"adaserve train exited {proc.returncode}:\n{stderr}")
     summary = dict(_SUMMARY.findall(stderr))
+    startup = _STARTUP.search(stderr)
     model = OnlineLogisticRegression.load(model_path)
     rows = int(summary["rows"])
     if model.step != rows:
@@ -184,6 +191,9 @@ def run_adaserve(path: Path, dim: int, work: Path) -> dict[str, Any]:
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "state_mb": model.state_bytes / 2**20,
         "model_file_mb": model_path.stat().st_size / 2**20,
+        "startup": None
+        if startup is None
+        else {k: float(v) if v != "?" else None for k, v in startup.groupdict().items()},
     }
 
 
@@ -215,11 +225,36 @@ def run_vw(path: Path, bits: int) -> dict[str, Any]:
     }
 
 
+def run_vw_process(path: Path, bits: int) -> dict[str, Any]:
+    """VW's driver as a whole process (``python -m vowpalwabbit -d FILE.vw ...``: Python's
+    start-up and ``import vowpalwabbit`` included, which a native ``vw`` binary would not pay)."""
+    vw_path, rows, _ = peers.vw_text_for(str(path))
+    args = f"-d {vw_path} {peers.VW_BASE} {peers.VW_ADAGRAD}"
+    args += "" if bits == peers.DEFAULT_BITS else f" -b {bits}"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "vowpalwabbit", *args.split()],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"python -m vowpalwabbit exited {status}")
+    return {
+        "command": f"python -m vowpalwabbit {args}",
+        "rows": rows,
+        "process_seconds": wall,
+        "process_rows_per_s": rows / wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
 def median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
 # ---------------------------------------------------------------------------------- report
+TARGET_STARTUP_SECONDS = 0.7  # process start to the first learned row (warm kernel caches)
+
+
 def evaluate(info: dict[str, Any]) -> list[dict[str, Any]]:
     ours, vw, mem = info["ours"], info["vw"], info["memory"]
     smoke = info["smoke"]
@@ -232,26 +267,38 @@ def evaluate(info: dict[str, Any]) -> list[dict[str, Any]]:
             return "not judged (smoke)"
         return "PASS" if ok else "FAIL"
 
-    ratio = ours["rows_per_s"] / vw["rows_per_s"] if vw else None
-    targets.append(
-        {
-            "target": "adaserve train rows/s / VW native --adaptive rows/s",
-            "threshold": f">= {TARGET_SPEED_RATIO:g}x",
-            "value": f"{ours['rows_per_s']:,.0f} / {vw['rows_per_s']:,.0f} = {ratio:.2f}x"
-            if vw
-            else f"{ours['rows_per_s']:,.0f} / (VW not run)",
-            "status": judge(None if ratio is None else ratio >= TARGET_SPEED_RATIO),
-        }
-    )
+    for fmt, run in (("vw", info["ours_vw"]), ("libsvm", ours)):
+        ratio = run["process_rows_per_s"] / vw["rows_per_s"] if vw else None
+        targets.append(
+            {
+                "target": f"`adaserve train --format {fmt}` whole-process rows/s / VW native "
+                "--adaptive rows/s (VW's own clock)",
+                "threshold": f">= {TARGET_RATIOS[fmt]:g}x",
+                "value": f"{run['process_rows_per_s']:,.0f} / {vw['rows_per_s']:,.0f} = "
+                f"{ratio:.2f}x"
+                if vw
+                else f"{run['process_rows_per_s']:,.0f} / (VW not run)",
+                "status": judge(None if ratio is None else ratio >= TARGET_RATIOS[fmt]),
+            }
+        )
     gap = ours["log_loss"] - vw["log_loss"] if vw else None
     targets.append(
         {
-            "target": "progressive log-loss, adaserve − VW --adaptive (nats)",
+            "target": "progressive log-loss, adaserve (libsvm) − VW --adaptive (nats)",
             "threshold": f"abs <= {TARGET_LOGLOSS_GAP:g}",
             "value": f"{ours['log_loss']:.7f} − {vw['log_loss']:.7f} = {gap:+.2e}"
             if vw
             else f"{ours['log_loss']:.7f} − (VW not run)",
             "status": judge(None if gap is None else abs(gap) <= TARGET_LOGLOSS_GAP),
+        }
+    )
+    startup = info["startup_median"]
+    targets.append(
+        {
+            "target": "process start to the first learned row (libsvm, median)",
+            "threshold": f"< {TARGET_STARTUP_SECONDS:g} s",
+            "value": "not reported" if startup is None else f"{startup:.3f} s",
+            "status": judge(None if startup is None else startup < TARGET_STARTUP_SECONDS),
         }
     )
     growth = mem["full_peak_rss_mb"] - mem["tenth_peak_rss_mb"]
@@ -341,42 +388,83 @@ def render(info: dict[str, Any]) -> str:
             f"[{format(min(values), fmt)}–{format(max(values), fmt)}]"
         )
 
-    runs = info["ours_runs"]
-    lines.append(
-        f"| adaserve train (its clock) | {ours['rows']:,} | {spread(runs, 'rows_per_s', ',.0f')}"
-        f" | {spread(runs, 'seconds', '.2f')} | {ours['cpu_seconds']:.2f} "
-        f"| {ours['log_loss']:.7f} | {ours['peak_rss_mb']:.0f} |"
-    )
-    lines.append(
-        f"| adaserve train (whole process) | {ours['rows']:,} "
-        f"| {spread(runs, 'process_rows_per_s', ',.0f')} | {spread(runs, 'process_seconds', '.2f')}"
-        f" | {ours['cpu_seconds']:.2f} | {ours['log_loss']:.7f} | {ours['peak_rss_mb']:.0f} |"
-    )
+    for label, run, runs in (
+        ("libsvm", ours, info["ours_runs"]),
+        ("vw text", info["ours_vw"], info["ours_vw_runs"]),
+    ):
+        lines.append(
+            f"| **adaserve train, {label} (whole process)** | {run['rows']:,} "
+            f"| {spread(runs, 'process_rows_per_s', ',.0f')} "
+            f"| {spread(runs, 'process_seconds', '.2f')} | {run['cpu_seconds']:.2f} "
+            f"| {run['log_loss']:.7f} | {run['peak_rss_mb']:.0f} |"
+        )
+        lines.append(
+            f"| adaserve train, {label} (its own clock) | {run['rows']:,} "
+            f"| {spread(runs, 'rows_per_s', ',.0f')} | {spread(runs, 'seconds', '.2f')} | | | |"
+        )
     if vw:
         vruns = info["vw_runs"]
         lines.append(
-            f"| VW native --adaptive | {vw['rows']:,} | {spread(vruns, 'rows_per_s', ',.0f')} "
+            f"| **VW native --adaptive (its own clock)** | {vw['rows']:,} "
+            f"| {spread(vruns, 'rows_per_s', ',.0f')} "
             f"| {spread(vruns, 'seconds', '.2f')} | {vw['cpu_seconds']:.2f} "
             f"| {vw['log_loss']:.7f} | {vw['peak_rss_mb'] or float('nan'):.0f} |"
         )
+        pruns = info["vw_process_runs"]
+        lines.append(
+            f"| VW --adaptive, `python -m vowpalwabbit` (whole process) | {vw['rows']:,} "
+            f"| {spread(pruns, 'process_rows_per_s', ',.0f')} "
+            f"| {spread(pruns, 'process_seconds', '.2f')} | | "
+            f"| {info['vw_process']['peak_rss_mb']:.0f} |"
+        )
     else:
         lines.append(f"| VW native --adaptive | — | {info['vw_skipped']} | | | | |")
+    parts = info.get("startup_parts")
     lines += [
         "",
-        f"- adaserve: `{ours['command']}`; the clock starts after Python's start-up and imports "
-        "(about a second) and stops at the last row; the whole-process row adds them and the "
-        f"model write ({ours['model_file_mb']:.0f} MiB file). A reader thread reads and parses "
-        "ahead of the learner (both numba kernels release the GIL), as VW's parser thread does. "
-        "cpu s is the whole process's (`os.wait4`). State: "
-        f"{ours['state_mb']:.0f} MiB (weight + AdaGrad sum per coordinate, float64, and two "
-        "counters).",
+        f"- adaserve: `{ours['command']}` (and the same with `--format vw --hash-bits "
+        f"{info['bits']}` over the VW-text copy VW reads). **Whole process** is what the targets "
+        "judge: from `Popen` to the process's exit, Python's start-up, imports, kernel loading "
+        f"and the model write ({ours['model_file_mb']:.0f} MiB file) included. Its own clock "
+        "starts when the command starts (after the interpreter) and stops at the last row. A "
+        "reader thread reads and parses ahead of the learner (both numba kernels release the "
+        "GIL; a queue of two batches between them), as VW's parser thread does. cpu s is the "
+        f"whole process's (`os.wait4`). State: {ours['state_mb']:.0f} MiB (weight + AdaGrad sum "
+        "per coordinate, float64, and two counters).",
+        "- adaserve's VW-text reader hashes every feature name (`idx` included), where VW uses "
+        "an integer name as the coordinate itself: on the VW text the two learn different "
+        "coordinates, so its log-loss is not compared (the libsvm run learns VW's coordinates).",
     ]
     if vw:
         lines.append(
             f"- VW: `{vw['command']}` in a fresh spawned process; timed: Workspace construction "
-            "(which runs the parser thread and learner over `-d`) and finish(). Peak RSS is the "
-            "spawned worker's, including its Python interpreter."
+            "(which runs the parser thread and learner over `-d`) and finish(), i.e. VW's own "
+            "clock without any process start: the targets compare our whole process with it, "
+            "which favours VW (no `vw` binary is installed here: the pip package ships only the "
+            "library). The `python -m vowpalwabbit` row is VW as a whole process for reference "
+            "(it pays Python's start-up and `import vowpalwabbit`, which the native binary would "
+            "not). Peak RSS is the spawned worker's, including its Python interpreter."
         )
+    if parts:
+        lines += [
+            "",
+            "## Start-up (libsvm runs, medians, seconds)",
+            "",
+            "From the `start-up` line `adaserve train` prints: process start (from `/proc`, to "
+            "10 ms) to the first learned row.",
+            "",
+            "| interpreter | imports | model | first batch read+parsed | first batch learned "
+            "| total |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {parts['interpreter']:.3f} | {parts['imports']:.3f} | {parts['model']:.3f} "
+            f"| {parts['parsed']:.3f} | {parts['learned']:.3f} | "
+            f"{info['startup_median']:.3f} |",
+            "",
+            "The first batch's parse and learn include loading their compiled kernels from "
+            "numba's cache (and numba's own first-use set-up); the text path imports no SciPy "
+            "module beyond `scipy` itself (which numba imports), no FastAPI and only the reader "
+            "of its format.",
+        ]
     lines += [
         "",
         "## Memory",
@@ -392,8 +480,8 @@ def render(info: dict[str, Any]) -> str:
         f"| `adaserve train`, all {data['rows']:,} rows (max over repeats) "
         f"| {data['bytes'] / 2**20:,.1f} | {mem['full_peak_rss_mb']:.0f} |",
         "",
-        "Peak RSS is `ru_maxrss` of the process (`os.wait4`). Above the imports (Python, numpy, "
-        "scipy, numba) an `adaserve train` run holds the model's state "
+        "Peak RSS is `ru_maxrss` of the process (`os.wait4`). Above the imports (Python, NumPy, "
+        "numba; SciPy only as far as numba imports it) an `adaserve train` run holds the state "
         f"({ours['state_mb']:.0f} MiB here: a weight and an AdaGrad sum per coordinate in "
         "float64, and two counters), numba's loaded kernels (LLVM), one read chunk (1 MiB), the "
         "parser's carried line, one parsed batch (at most 10,000 rows) and, at the end, "
@@ -459,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "commit": code_snapshot()["commit"] or "unknown",
         "dim": 2**args.bits + 1,
+        "bits": args.bits,
     }
     log = print if not args.smoke else (lambda *a, **k: None)
     log(f"data: {args.rows:,} rows ...", flush=True)
@@ -471,10 +560,11 @@ def main(argv: list[str] | None = None) -> int:
     info["vw_skipped"] = (
         None if use_vw else ("--skip-vw" if args.skip_vw else "vowpalwabbit not installed")
     )
-    if use_vw:
-        t0 = time.perf_counter()
-        peers.vw_text_for(str(path))  # convert once, untimed, cached in the temp dir
-        info["vw_conversion_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    vw_text = Path(peers.vw_text_for(str(path))[0])  # converted once, untimed, kept in temp
+    info["vw_conversion_seconds"] = time.perf_counter() - t0
+    size = ["--dim", str(dim)]
+    hashed = ["--hash-bits", str(args.bits)]
 
     with tempfile.TemporaryDirectory(prefix="bench_train_") as work_dir:
         work = Path(work_dir)
@@ -482,16 +572,19 @@ def main(argv: list[str] | None = None) -> int:
         tenth_rows = max(1, args.rows // 10)
         tenth = head(path, tenth_rows, work / "tenth.libsvm")
         log("warm-up and memory baseline ...", flush=True)
-        warm = run_adaserve(tiny, dim, work)  # numba loads (or first compiles) its kernels
+        warm = run_adaserve(tiny, size, work)  # numba loads (or first compiles) its kernels
+        run_adaserve(head(vw_text, 1_000, work / "tiny.vw"), hashed, work, "vw")  # and VW's
         imports_mb = imports_only_rss_mb()
-        small = run_adaserve(tenth, dim, work)
-        ours_runs, vw_runs = [], []
+        small = run_adaserve(tenth, size, work)
+        ours_runs, ours_vw_runs, vw_runs, vw_process_runs = [], [], [], []
         for i in range(args.repeat):
             log(f"round {i + 1}/{args.repeat}: adaserve train ...", flush=True)
-            ours_runs.append(run_adaserve(path, dim, work))
+            ours_runs.append(run_adaserve(path, size, work))
+            ours_vw_runs.append(run_adaserve(vw_text, hashed, work, "vw"))
             if use_vw:
                 log(f"round {i + 1}/{args.repeat}: VW ...", flush=True)
                 vw_runs.append(run_vw(path, args.bits))
+                vw_process_runs.append(run_vw_process(path, args.bits))
 
     def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out = dict(runs[0])
@@ -508,8 +601,17 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     info["ours_runs"], info["vw_runs"] = ours_runs, vw_runs
+    info["ours_vw_runs"], info["vw_process_runs"] = ours_vw_runs, vw_process_runs
     info["ours"] = summarize(ours_runs)
+    info["ours_vw"] = summarize(ours_vw_runs)
     info["vw"] = summarize(vw_runs) if vw_runs else None
+    info["vw_process"] = summarize(vw_process_runs) if vw_process_runs else None
+    totals = [r["startup"]["total"] for r in ours_runs if r["startup"]]
+    info["startup_median"] = statistics.median(totals) if totals else None
+    info["startup_parts"] = {
+        part: statistics.median(r["startup"][part] or 0.0 for r in ours_runs if r["startup"])
+        for part in ("interpreter", "imports", "model", "parsed", "learned")
+    } if totals else None  # fmt: skip
     info["memory"] = {
         "imports_peak_rss_mb": imports_mb,
         "tiny_bytes": warm["bytes"],

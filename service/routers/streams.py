@@ -146,10 +146,7 @@ class BodyStreamingResponse(StreamingResponse):
     it is the answer (the app's error handler writes it).
     """
 
-    def __init__(self, content: AsyncIterator[bytes], *, hold_headers: bool = False,
-                 **kwargs: Any) -> None:  # fmt: skip
-        super().__init__(content, **kwargs)
-        self.hold_headers = hold_headers
+    hold_headers = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -504,6 +501,6 @@ def learning_stream(
             return  # nobody to read a summary
         yield _line({"done": True, **progress(), "error": error})
 
-    return BodyStreamingResponse(
-        body(), media_type="application/x-ndjson", hold_headers=decoder.compressed
-    )
+    response = BodyStreamingResponse(body(), media_type="application/x-ndjson")
+    response.hold_headers = decoder.compressed
+    return response
