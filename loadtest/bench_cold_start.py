@@ -26,11 +26,12 @@ import threading
 import time
 from pathlib import Path
 
+import harness  # noqa: F401 - first: this checkout's code on sys.path
 import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from servers import free_port  # noqa: E402
+from harness import (
+    REPO,
+    free_port,
+)
 
 ROWS = {"rows": [{"features": {"IQ": 1.18, "CGPA": 0.82}, "label": 1},
                  {"features": {"CGPA": 0.55}, "label": 0}]}  # fmt: skip
@@ -54,7 +55,7 @@ def one_run(wait_all: bool) -> dict[str, object]:
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "serve", "--port", str(port),
          "--data-dir", str(work / "data")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     log: list[str] = []
     reader = threading.Thread(target=lambda: log.extend(line.decode() for line in process.stdout))

@@ -62,45 +62,40 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fault_rounds
+import harness  # noqa: F401 - first: this checkout's code on sys.path
 import numpy as np
 import orjson
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-for _p in (str(HERE), str(REPO)):  # this checkout's optim/service and bench_learners beside us
-    if _p in sys.path:
-        sys.path.remove(_p)
-    sys.path.insert(0, _p)
-
-import fault_rounds  # noqa: E402
-from bench_http import (  # noqa: E402
+from harness import (
+    HERE,
     MEASURED,
+    REPO,
     LoadResult,
-    _n,
+    Server,
+    SharedMissingError,
     build_request,
     closed_loop,
-    free_port,
-    proc_cpu,
-    service_settings,
-    system_busy,
-)
-from bench_learners import (  # noqa: E402
-    SharedMissingError,
-    _load,
     code_snapshot,
     generate,
+    kill9,
+    load_text,
     locate_shared,
     machine_info,
+    num,
+    proc_cpu,
+    service_settings,
+    start_server,
+    stop_server,
+    system_busy,
     version_of,
 )
 
-from optim import Batch, OnlineLogisticRegression  # noqa: E402
-from optim.formats import concat_batches, iter_file_batches  # noqa: E402
-from service.storage import ModelStorage, encode_batch, read_records  # noqa: E402
+from optim import Batch, OnlineLogisticRegression
+from optim.formats import concat_batches, iter_file_batches
+from service.storage import ModelStorage, encode_batch, read_records
 
 HOST = "127.0.0.1"
 REPORT_NAME = "REPORT_DURABILITY.md"
@@ -160,26 +155,6 @@ def load1() -> float | None:
 # ---------------------------------------------------------------- servers
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    port: int
-    log_path: Path
-    t0: float  # perf_counter just before Popen
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def log_text(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")
-        return ""
-
-    def log_tail(self, n: int = 20) -> str:
-        return "\n".join(self.log_text().splitlines()[-n:])
-
-
 class Servers:
     """Every server this run started, so the ``finally`` of ``main`` can end them (by pid)."""
 
@@ -189,20 +164,8 @@ class Servers:
         self.started: list[Server] = []
 
     def start(self, data_dir: Path, fsync: str, log_path: Path) -> Server:
-        port = free_port()
-        argv = [sys.executable, "-m", "service", "serve", "--port", str(port)]
-        argv += ["--data-dir", str(data_dir), "--fsync", fsync]
-        with open(log_path, "wb") as out:
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO,
-                env=self.env,
-            )
-        server = Server(proc, port, log_path, t0)
+        argv = ["-m", "service", "serve", "--data-dir", str(data_dir), "--fsync", fsync]
+        server = start_server("adaserve", argv, log_path, self.env)
         self.started.append(server)
         return server
 
@@ -228,25 +191,8 @@ class Servers:
                 time.sleep(POLL)
         raise TimeoutError(f"the server was not ready in {self.ready_timeout:.0f}s")
 
-    @staticmethod
-    def kill9(server: Server) -> int | None:
-        if server.proc.poll() is None:
-            server.proc.send_signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.proc.wait(30)
-        return server.proc.returncode
-
-    @staticmethod
-    def stop(server: Server, timeout: float = 60.0) -> int | None:
-        """SIGINT (graceful: the service snapshots its models), SIGKILL after ``timeout``."""
-        if server.proc.poll() is None:
-            server.proc.send_signal(signal.SIGINT)
-            try:
-                server.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                server.proc.kill()
-                server.proc.wait(10)
-        return server.proc.returncode
+    kill9 = staticmethod(kill9)
+    stop = staticmethod(stop_server)
 
     def end_all(self) -> None:
         for server in self.started:
@@ -815,7 +761,7 @@ def render(info: dict[str, Any]) -> str:
         f"| acknowledged rows lost after {len(k['rounds'])} kill -9 rounds (`--fsync always`) "
         f"| **{k['rows_lost']}** of {k['acked_rows']:,} ({_status(k['rows_lost'] == 0)}) |",
         f"| restart after kill -9, Popen → `/readyz` 200 (median, min–max) "
-        f"| {_n(_median(restarts), 2)} s ({_n(min(restarts), 2)}–{_n(max(restarts), 2)}) |",
+        f"| {num(_median(restarts), 2)} s ({num(min(restarts), 2)}–{num(max(restarts), 2)}) |",
         f"| recovery of a {build['rows']:,}-row log ({build['wal_bytes'] / 1e6:,.0f} MB), "
         f"in-process `recover()` (median) | {inproc['median_s']:.2f} s "
         f"({build['rows'] / inproc['median_s']:,.0f} rows/s) |",
@@ -825,7 +771,7 @@ def render(info: dict[str, Any]) -> str:
     ]
     for c in conc:
         cells = " / ".join(
-            _n(runs[(mode, c)]["rows_per_s"]) if (mode, c) in runs else "—" for mode in MODES
+            num(runs[(mode, c)]["rows_per_s"]) if (mode, c) in runs else "—" for mode in MODES
         )
         lines.append(f"| update rows/s, fsync always / interval / off, {c} conn. | {cells} |")
     lines += [
@@ -833,10 +779,10 @@ def render(info: dict[str, Any]) -> str:
         "## Machine, versions, disk",
         "",
         f"- CPU: {m['cpu_model']}, nproc {m['nproc']} (cpu_count {m['cpu_count']}); memory "
-        f"{_n(m['mem_total_gb'], 1)} GiB; {m['platform']}",
-        f"- load average (1/5/15 min): start {_load(m['loadavg_start'])}, after the kill rounds "
-        f"{_load(m.get('loadavg_kill'))}, after recovery {_load(m.get('loadavg_recovery'))}, "
-        f"end {_load(m.get('loadavg_end'))}" + _busy(m),
+        f"{num(m['mem_total_gb'], 1)} GiB; {m['platform']}",
+        f"- load average (1/5/15 min): start {load_text(m['loadavg_start'])}, after the kill "
+        f"rounds {load_text(m.get('loadavg_kill'))}, after recovery "
+        f"{load_text(m.get('loadavg_recovery'))}, end {load_text(m.get('loadavg_end'))}" + _busy(m),
         "- " + ", ".join(f"{name} {v}" for name, v in info["versions"].items()),
         f"- code measured: commit {code['commit']}, optim+service sources sha256 "
         f"{code['sha256']}"
@@ -885,7 +831,7 @@ def render(info: dict[str, Any]) -> str:
         f"| {len(k['rounds'])} | {k['acked_batches']:,} | {k['acked_rows']:,} | "
         f"**{k['rows_lost']}** | {k['rows_extra']} | {k['in_flight_logged']} of "
         f"{k['in_flight_rounds']} rounds | {_yn(k['all_exact'])} | {k['torn_tails']} rounds | "
-        f"{_n(_median(restarts), 2)} |",
+        f"{num(_median(restarts), 2)} |",
         "",
         "| round | killed s after 1st ack | batches acked | rows acked | in-flight rows | "
         "in-flight logged | served step | lost | exact | restart: first answer s | "
@@ -934,8 +880,8 @@ def render(info: dict[str, Any]) -> str:
     ]
     for i, r in enumerate(inproc["runs"], 1):
         lines.append(
-            f"| {i} | {r['seconds']:.2f} | {_n(r['rows_per_s'])} | {r['step']:,} "
-            f"| {r['replayed_rows']:,} | {_n(r['peak_rss_growth_mb'])} |"
+            f"| {i} | {r['seconds']:.2f} | {num(r['rows_per_s'])} | {r['step']:,} "
+            f"| {r['replayed_rows']:,} | {num(r['peak_rss_growth_mb'])} |"
         )
     b = inproc["breakdown"]
     wal_mb, state_mb = build["wal_bytes"] / 2**20, build["state_bytes"] / 2**20
@@ -967,14 +913,14 @@ def render(info: dict[str, Any]) -> str:
     for i, r in enumerate(srv["runs"], 1):
         lines.append(
             f"| {i} | {r['first_answer_s']:.2f} | {r['ready_s']:.2f} | {r['step_s']:.2f} "
-            f"| {r['step']:,} | {_n(r['peak_rss_mb'])} | {_n(r['rss_mb'])} "
+            f"| {r['step']:,} | {num(r['peak_rss_mb'])} | {num(r['rss_mb'])} "
             f"| {_yn(r['wal_unchanged'])} |"
         )
     e = rec["empty_start"]
     baseline = (
         f"Baseline, same server on an empty data directory: first answer "
         f"{e['first_answer_s']:.2f}s, `/readyz` 200 {e['ready_s']:.2f}s, RSS when ready "
-        f"{_n(e.get('rss_mb'))} MB (against the 'RSS after' column: what recovery leaves "
+        f"{num(e.get('rss_mb'))} MB (against the 'RSS after' column: what recovery leaves "
         "resident; in a separate in-process check, 200k rows, `malloc_trim(0)` after `recover()` "
         "gave back ~100 MB: freed heap the allocator keeps, not a live reference)."
         if e
@@ -1000,8 +946,8 @@ def render(info: dict[str, Any]) -> str:
     for r in tp["runs"]:
         lines.append(
             f"| {r['mode']} | {r['concurrency']} | {r['requests']:,} | {r['rows']:,} "
-            f"| {r['seconds']:.1f} | **{_n(r['rows_per_s'])}** | {_n(r['p50_ms'], 1)} "
-            f"| {_n(r['p99_ms'], 1)} | {_n(r['max_ms'], 1)} | {r['non2xx'] + r['exceptions']} "
+            f"| {r['seconds']:.1f} | **{num(r['rows_per_s'])}** | {num(r['p50_ms'], 1)} "
+            f"| {num(r['p99_ms'], 1)} | {num(r['max_ms'], 1)} | {r['non2xx'] + r['exceptions']} "
             f"| {r['server_cores']:.2f} | {r['client_cores']:.2f} | {r['other_cores']:.2f} |"
         )
     probe = {p["bytes"]: p for p in info["fsync_probe"]}
@@ -1082,7 +1028,7 @@ def render_faults(f: dict[str, Any], command: str) -> list[str]:
         f"| writes refused 503 `storage_unavailable` while the disk was full | "
         f"{f['storage_refusals']} |",
         f"| server start, Popen → `/readyz` 200 (median, max) | "
-        f"{_n(_median(starts), 1)} s, {_n(max(starts) if starts else None, 1)} s |",
+        f"{num(_median(starts), 1)} s, {num(max(starts) if starts else None, 1)} s |",
         f"| violations | {len(f['violations'])} |",
     ]
     lines += [f"- {v}" for v in f["violations"][:20]]

@@ -51,39 +51,44 @@ import re
 import resource
 import shlex
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import harness  # noqa: F401 - first: this checkout's code on sys.path
 import numpy as np
 import orjson
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-for _p in (str(HERE), str(REPO)):  # this checkout's optim/service and bench_learners beside us
-    if _p in sys.path:
-        sys.path.remove(_p)
-    sys.path.insert(0, _p)
-
-from bench_learners import (  # noqa: E402
+from harness import (
+    HERE,
+    HOST,
+    MEASURED,
+    REPO,
+    LoadResult,
+    Server,
     SharedMissingError,
+    build_request,
+    closed_loop,
     code_snapshot,
     generate,
+    iter_chunked,
     locate_shared,
     machine_info,
+    num,
+    proc_cpu,
+    read_head,
+    service_settings,
+    start_server,
+    stop_server,
+    system_busy,
     version_of,
+    wait_ready,
 )
 
-HOST = "127.0.0.1"
-MEASURED = ("optim", "service")  # the packages whose sources the report fingerprints
 REPORT_NAME = "REPORT_HTTP.md"
 JSON_NAME = "bench_http.json"
 MODEL = {"hash_bits": 20, "optimizer": {"name": "adagrad", "lr": 0.1}}
@@ -102,28 +107,6 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------- CPU accounting
-
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) of a live process, from /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
-def system_busy() -> float:
-    """CPU seconds all CPUs spent busy since boot (/proc/stat; idle and iowait excluded)."""
-    try:
-        with open("/proc/stat") as f:
-            parts = [int(x) for x in f.readline().split()[1:]]
-        return (sum(parts[:8]) - parts[3] - parts[4]) / CLK_TCK
-    except (OSError, ValueError, IndexError):
-        return float("nan")
 
 
 def own_cpu() -> float:
@@ -163,220 +146,7 @@ class CpuWindow:
 # ---------------------------------------------------------------- servers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen
-    port: int
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, n: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        return ""
-
-
-def start_server(name: str, argv: list[str], log_dir: Path, env: dict[str, str]) -> Server:
-    port = free_port()
-    log_path = log_dir / f"{name}.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, *argv, "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-            env=env,
-        )
-    return Server(name, proc, port, log_path)
-
-
-def wait_ready(server: Server, deadline: float) -> float:
-    """Poll GET /readyz until 200; seconds waited. Raises if the process dies or time runs out."""
-    import httpx
-
-    t0 = time.perf_counter()
-    with httpx.Client(base_url=f"http://{HOST}:{server.port}", timeout=5.0) as http:
-        while time.perf_counter() < deadline:
-            if server.proc.poll() is not None:
-                raise RuntimeError(f"{server.name} exited: {server.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if http.get("/readyz").status_code == 200:
-                    return time.perf_counter() - t0
-            time.sleep(0.1)
-    raise TimeoutError(f"{server.name} not ready in time: {server.log_tail()}")
-
-
-def stop_server(server: Server, timeout: float = 60.0) -> int | None:
-    """SIGINT (uvicorn's graceful shutdown: the service snapshots its models), then kill."""
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGINT)
-        try:
-            server.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(10)
-    return server.proc.returncode
-
-
 # ---------------------------------------------------------------- the asyncio HTTP/1.1 client
-
-
-class ProtocolError(Exception):
-    pass
-
-
-def build_request(
-    path: str, body: bytes, port: int, content_type: str = "application/json"
-) -> bytes:
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-async def read_head(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 "):
-        raise ProtocolError(head[:40])
-    return int(head[9:12]), head.lower()
-
-
-async def iter_chunked(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
-    while True:
-        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-        if size == 0:
-            await reader.readuntil(b"\r\n")  # no trailers from uvicorn: the final CRLF
-            return
-        data = await reader.readexactly(size + 2)
-        yield data[:-2]
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """(status, body, keep-alive) of one response: Content-Length or chunked."""
-    status, head = await read_head(reader)
-    i = head.find(b"\r\ncontent-length:")
-    if i >= 0:
-        n = int(head[i + 17 : head.index(b"\r\n", i + 2)])
-        body = await reader.readexactly(n) if n else b""
-    elif b"\r\ntransfer-encoding: chunked" in head:
-        body = b"".join([c async for c in iter_chunked(reader)])
-    else:
-        raise ProtocolError("response without a length")
-    return status, body, b"\r\nconnection: close" not in head
-
-
-@dataclass
-class LoadResult:
-    """One measured phase of a closed-loop load: counts, wall time and latencies (seconds)."""
-
-    client: str
-    concurrency: int
-    seconds: float
-    ok: int = 0
-    rows: int = 0  # rows in the 2xx answered requests (when the phase is given rows per request)
-    non2xx: int = 0
-    exceptions: int = 0
-    latencies: list[float] = field(default_factory=list, repr=False)
-    p50_ms: float | None = None
-    p90_ms: float | None = None
-    p99_ms: float | None = None
-    mean_ms: float | None = None
-    max_ms: float | None = None
-    error_samples: list[str] = field(default_factory=list)
-
-    @property
-    def requests(self) -> int:
-        return self.ok + self.non2xx + self.exceptions
-
-    @property
-    def errors(self) -> int:
-        return self.non2xx + self.exceptions
-
-    def finish(self) -> LoadResult:
-        if self.latencies:
-            lat = np.asarray(self.latencies) * 1e3
-            self.p50_ms, self.p90_ms, self.p99_ms = (
-                float(x) for x in np.percentile(lat, [50, 90, 99])
-            )
-            self.mean_ms, self.max_ms = float(lat.mean()), float(lat.max())
-        self.latencies = []
-        return self
-
-
-async def closed_loop(
-    port: int,
-    requests: list[bytes],
-    concurrency: int,
-    seconds: float,
-    max_requests: int,
-    grace: float,
-    rows: list[int] | None = None,
-) -> LoadResult:
-    """``concurrency`` keep-alive connections, each sending its next request when answered
-    (``rows[j]``: the rows of ``requests[j]``, counted when it is answered 2xx)."""
-    result = LoadResult("asyncio", concurrency, 0.0)
-    issued = 0
-    n = len(requests)
-
-    async def worker(k: int, deadline: float) -> None:
-        nonlocal issued
-        reader, writer = await asyncio.open_connection(HOST, port)
-        i = k
-        try:
-            while issued < max_requests and time.perf_counter() < deadline:
-                issued += 1
-                j = i % n
-                i += concurrency
-                t0 = time.perf_counter()
-                try:
-                    writer.write(requests[j])
-                    status, body, keep = await read_response(reader)
-                except (OSError, EOFError, ValueError, ProtocolError) as exc:
-                    result.exceptions += 1
-                    if len(result.error_samples) < 5:
-                        result.error_samples.append(repr(exc)[:200])
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(HOST, port)
-                    continue
-                result.latencies.append(time.perf_counter() - t0)
-                if 200 <= status < 300:
-                    result.ok += 1
-                    result.rows += rows[j] if rows is not None else 0
-                else:
-                    result.non2xx += 1
-                    if len(result.error_samples) < 5:
-                        result.error_samples.append(f"{status}: {body[:200]!r}")
-                if not keep:
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(HOST, port)
-        finally:
-            writer.close()
-
-    t0 = time.perf_counter()
-    tasks = [asyncio.create_task(worker(k, t0 + seconds)) for k in range(concurrency)]
-    done, pending = await asyncio.wait(tasks, timeout=seconds + grace)
-    for task in pending:  # stuck past the grace period: counted as timed out
-        task.cancel()
-        result.exceptions += 1
-        result.error_samples.append("timeout: no answer within the grace period")
-    for task in done:
-        if task.exception() is not None:  # could not (re)connect
-            result.exceptions += 1
-            result.error_samples.append(repr(task.exception())[:200])
-    result.seconds = time.perf_counter() - t0
-    return result.finish()
 
 
 async def _httpx_phase(
@@ -924,10 +694,6 @@ def versions(wrk: str | None) -> dict[str, str]:
 # ---------------------------------------------------------------- report
 
 
-def _n(x: float | None, digits: int = 0) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
-
-
 BUSY_CORES = 0.5  # 'other' cores above this in a measured window: the machine was shared
 
 
@@ -944,16 +710,6 @@ def _busy(info: dict[str, Any]) -> str:
 
 
 # The service settings that shape these numbers (reported with their values in the run).
-HTTP_SETTINGS = (
-    "fsync", "fsync_interval_ms", "warm_kernels", "stream_batch_rows", "max_body_bytes",
-)  # fmt: skip
-
-
-def service_settings(env: dict[str, str], keys: tuple[str, ...] = HTTP_SETTINGS) -> dict[str, Any]:
-    """The settings that shape these numbers: the service's defaults, then ADASERVE_* overrides."""
-    from service.settings import Settings
-
-    return {k: env.get(f"ADASERVE_{k.upper()}", Settings.model_fields[k].default) for k in keys}
 
 
 def _env(env: dict[str, str]) -> str:
@@ -1007,7 +763,7 @@ def evaluate(info: dict[str, Any], judge: bool) -> list[dict[str, Any]]:
         m = fixed.get(key)
         v = m["rows_per_s"] if m else None
         ok = None if m is None else (v >= floor and m["result"]["errors"] == 0)
-        add(what, f">= {floor:,}", v, ok, _n(v))
+        add(what, f">= {floor:,}", v, ok, num(v))
     for key, what, floor in (
         ("e", "(e) /stream libsvm, rows/s learned (median)", STREAM_LIBSVM_ROWS_S),
         ("f", "(f) /stream NDJSON, rows/s learned (median)", STREAM_NDJSON_ROWS_S),
@@ -1015,7 +771,7 @@ def evaluate(info: dict[str, Any], judge: bool) -> list[dict[str, Any]]:
         s = streams.get(key)
         v = s["rows_per_s"] if s else None
         ok = None if s is None else (v >= floor and s["all_ok"])
-        add(what, f">= {floor:,}", v, ok, _n(v))
+        add(what, f">= {floor:,}", v, ok, num(v))
     return targets
 
 
@@ -1068,7 +824,7 @@ def render(info: dict[str, Any]) -> str:
         "## Machine, versions, load",
         "",
         f"- CPU: {m['cpu_model']}, nproc {m['nproc']} (cpu_count {m['cpu_count']}); memory "
-        f"{_n(m['mem_total_gb'], 1)} GiB; {m['platform']}",
+        f"{num(m['mem_total_gb'], 1)} GiB; {m['platform']}",
         "- load average (1/5/15 min) before "
         + "/".join(f"{x:.2f}" for x in m["loadavg_start"])
         + ", after "
@@ -1133,8 +889,8 @@ def render(info: dict[str, Any]) -> str:
             f"| ({s['scenario']}) {s['title']} | `{s['path']}` | {r['client']} | {r['requests']:,} "
             f"| **{s['requests_per_s']:,.0f}** | {s['rows_per_request']:,} "
             f"| {s['rows_per_s']:,.0f} "
-            f"| {_n(r['p50_ms'], 2)} | {_n(r['p90_ms'], 2)} | {_n(r['p99_ms'], 2)} "
-            f"| {r['non2xx']} / {r['exceptions']} | {server:.2f} | {_n(per_cpu)} "
+            f"| {num(r['p50_ms'], 2)} | {num(r['p90_ms'], 2)} | {num(r['p99_ms'], 2)} "
+            f"| {r['non2xx']} / {r['exceptions']} | {server:.2f} | {num(per_cpu)} "
             f"| {c['client']:.2f} | {c['other']:.2f} | {s['check']} |"
         )
     errs = [
@@ -1181,8 +937,8 @@ def render(info: dict[str, Any]) -> str:
     for s in info["ceilings"]:
         r, c = s["result"], s["cpu_cores"]
         lines.append(
-            f"| {r['client']} | {s['server']} | {s['requests_per_s']:,.0f} | {_n(r['p50_ms'], 2)} "
-            f"| {_n(r['p99_ms'], 2)} | {r['non2xx'] + r['exceptions']} "
+            f"| {r['client']} | {s['server']} | {s['requests_per_s']:,.0f} | {num(r['p50_ms'], 2)} "
+            f"| {num(r['p99_ms'], 2)} | {r['non2xx'] + r['exceptions']} "
             f"| {c.get(s['server'], 0):.2f} "
             f"| {c['client']:.2f} | {c['other']:.2f} |"
         )
@@ -1340,7 +1096,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name, a in argvs.items():
                 servers[name] = start_server(
-                    name, a, work, service_env if name == "service" else env
+                    name, a, work / f"{name}.log", service_env if name == "service" else env
                 )
             log(
                 "servers started: "

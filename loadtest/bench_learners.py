@@ -31,16 +31,11 @@ import argparse
 import contextlib
 import datetime as dt
 import gc
-import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
-import re
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,24 +43,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import harness  # noqa: F401 - first: this checkout's code on sys.path
 import numpy as np
+import peers
 import scipy.sparse as sp
+from harness import (
+    DEFAULT_SHARED,
+    HERE,
+    SharedMissingError,
+    code_snapshot,
+    generate,
+    installed,
+    load_text,
+    locate_shared,
+    machine_info,
+    version_of,
+)
+from peers import PeerResult
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-# Benchmark this checkout's optim (not an installed copy) and find peers.py beside this file.
-for _p in (str(HERE), str(REPO)):
-    if _p in sys.path:
-        sys.path.remove(_p)
-    sys.path.insert(0, _p)
+from optim import OnlineLogisticRegression
+from optim.batch import Batch
 
-import peers  # noqa: E402
-from peers import PeerResult  # noqa: E402
-
-from optim import OnlineLogisticRegression  # noqa: E402
-from optim.batch import Batch  # noqa: E402
-
-DEFAULT_SHARED = Path(__file__).resolve().parents[2] / "shared"
 REPORT_NAME = "REPORT.md"
 JSON_NAME = "bench_learners.json"
 
@@ -193,62 +191,6 @@ BUSY_LOAD = 1.5  # 1-min load average above this while we run: something else wa
 # ---------------------------------------------------------------- environment
 
 
-class SharedMissingError(FileNotFoundError):
-    """``../shared`` (with tools/make_clicks.py) is not where it should be."""
-
-
-def locate_shared(override: str | None) -> Path:
-    shared = Path(override).expanduser().resolve() if override else DEFAULT_SHARED
-    tool = shared / "tools" / "make_clicks.py"
-    if not tool.is_file():
-        raise SharedMissingError(
-            f"{tool} not found: the shared tools live beside the repo at {DEFAULT_SHARED} "
-            "(pass --shared DIR to point elsewhere)"
-        )
-    return shared
-
-
-def installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def version_of(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    mem_gb = None
-    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem_gb = int(line.split()[1]) / 2**20
-                break
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {
-        "nproc": usable,
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "mem_total_gb": mem_gb,
-        "platform": platform.platform(),
-        "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
-
-
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in (
@@ -283,77 +225,7 @@ def threading_info() -> dict[str, Any]:
     return {"env": env, "threadpools": pools}
 
 
-def code_snapshot(packages: tuple[str, ...] = ("optim",)) -> dict[str, Any]:
-    """Commit, dirty files under ``packages`` and a digest of their sources (the code measured)."""
-    digest = hashlib.sha256()
-    for path in sorted(path for package in packages for path in (REPO / package).rglob("*.py")):
-        digest.update(str(path.relative_to(REPO)).encode())
-        digest.update(path.read_bytes())
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10
-            ).stdout.rstrip()  # porcelain lines start with a status column: keep its spaces
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", *packages).splitlines()]
-    return {
-        "commit": git("rev-parse", "--short", "HEAD").strip(),
-        "dirty": dirty,
-        "sha256": digest.hexdigest()[:16],
-    }
-
-
 # ---------------------------------------------------------------- data
-
-
-@dataclass
-class Data:
-    path: Path
-    rows: int
-    nnz: int
-    dim: int
-    command: str
-    gen_seconds: float
-    stderr: str
-    bayes_logloss: float | None
-    constant_logloss: float | None
-    positive_rate: float | None
-    parse_seconds: float = 0.0
-    batch_seconds: float = 0.0
-    prefix_rows: int = 0
-
-
-def generate(shared: Path, rows: int, seed: int, bits: int, out_dir: Path) -> Data:
-    tool = shared / "tools" / "make_clicks.py"
-    args = ["--rows", str(rows), "--seed", str(seed), "--format", "libsvm", "--bits", str(bits)]
-    path = out_dir / f"clicks_{rows}_s{seed}_b{bits}.libsvm"
-    t0 = time.perf_counter()
-    with open(path, "wb") as f:
-        proc = subprocess.run([sys.executable, str(tool), *args], stdout=f, stderr=subprocess.PIPE)
-    seconds = time.perf_counter() - t0
-    err = proc.stderr.decode(errors="replace").strip()
-    if proc.returncode:
-        raise RuntimeError(f"make_clicks.py failed ({proc.returncode}): {err}")
-
-    def grab(key: str) -> float | None:
-        m = re.search(rf"{key}=([0-9.eE+-]+)", err)
-        return float(m.group(1)) if m else None
-
-    return Data(
-        path=path,
-        rows=rows,
-        nnz=0,
-        dim=2**bits,
-        command=f"python {tool} {shlex.join(args)} > {path.name}",
-        gen_seconds=seconds,
-        stderr=err,
-        bayes_logloss=grab("bayes_logloss"),
-        constant_logloss=grab("constant_rate_logloss"),
-        positive_rate=grab("positive_rate"),
-    )
 
 
 def parse_libsvm(path: Path, dim: int) -> tuple[sp.csr_array, np.ndarray]:
@@ -585,9 +457,9 @@ def render(info: dict[str, Any]) -> str:
         f"memory {m['mem_total_gb']:.1f} GiB; {m['platform']}"
         if m["mem_total_gb"]
         else f"- CPU: {m['cpu_model']}, nproc {m['nproc']}; {m['platform']}",
-        f"- load average (1/5/15 min) at start {_load(m['loadavg_start'])}, "
-        f"at end {_load(m.get('loadavg_end'))}; 1-min load after each repeat "
-        f"{_load(m.get('load1_per_repeat'))}" + _busy(m),
+        f"- load average (1/5/15 min) at start {load_text(m['loadavg_start'])}, "
+        f"at end {load_text(m.get('loadavg_end'))}; 1-min load after each repeat "
+        f"{load_text(m.get('load1_per_repeat'))}" + _busy(m),
         "- " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- threads: env {_env(info['threading']['env'])}; "
         f"threadpools {info['threading']['threadpools']} (no BLAS work in any timed loop; "
@@ -714,10 +586,6 @@ CAVEATS = [
 
 def _f4(x: float | None) -> str:
     return "?" if x is None else f"{x:.4f}"
-
-
-def _load(x: Any) -> str:
-    return "?" if not x else "/".join("?" if v is None else f"{v:.2f}" for v in x)
 
 
 def _busy(m: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import harness  # noqa: F401 - first: this checkout's code on sys.path
 import orjson
 
 from optim import OnlineLogisticRegression

@@ -50,23 +50,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-for _p in (str(HERE), str(REPO)):  # this checkout's code, and peers.py beside this file
-    if _p in sys.path:
-        sys.path.remove(_p)
-    sys.path.insert(0, _p)
-
-import peers  # noqa: E402
-from bench_learners import (  # noqa: E402
+import harness  # first: this checkout's code on sys.path
+import peers
+from harness import (
     DEFAULT_SHARED,
+    HERE,
+    REPO,
     code_snapshot,
     installed,
     locate_shared,
     version_of,
 )
-from bench_learners import generate as generate_clicks  # noqa: E402
-from bench_learners import machine_info as learners_machine_info  # noqa: E402
 
 REPORT_NAME = "REPORT_TRAIN.md"
 JSON_NAME = "bench_train.json"
@@ -82,7 +76,7 @@ TARGET_RSS_GROWTH_MB = 32.0
 
 def machine_info() -> dict[str, Any]:
     return {
-        **learners_machine_info(),
+        **harness.machine_info(),
         "python": platform.python_version(),
         "versions": {d: version_of(d) for d in ("numpy", "numba", "vowpalwabbit", "tqdm")},
     }
@@ -99,7 +93,7 @@ def generate(shared: Path, rows: int, bits: int, data_dir: Path) -> dict[str, An
         if meta.get("bytes") == path.stat().st_size:
             return {**meta, "reused": True}
     data_dir.mkdir(parents=True, exist_ok=True)
-    made = generate_clicks(locate_shared(str(shared)), rows, SEED, bits, data_dir)
+    made = harness.generate(locate_shared(str(shared)), rows, SEED, bits, data_dir)
     meta = {
         "path": str(made.path),
         "rows": rows,

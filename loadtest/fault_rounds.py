@@ -39,7 +39,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -50,6 +49,7 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+from harness import Server, free_port, kill9, start_server
 
 from optim import Batch, OnlineLogisticRegression
 
@@ -262,48 +262,24 @@ class Disk:
 # ---------------------------------------------------------------- the server
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str
-    log_path: Path
-
-    def log_text(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")
-        return ""
-
-
-def start_server(
+def start_ready_server(
     data_dir: Path, log_path: Path, port: int, env: dict[str, str], timeout: float
 ) -> Server:
-    argv = [sys.executable, "-m", "service"]
-    argv += ["serve", "--port", str(port), "--data-dir", str(data_dir), "--fsync", "always"]
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            cwd=Path(__file__).resolve().parents[1],
-        )  # fmt: skip
-    server = Server(proc, f"http://127.0.0.1:{port}", log_path)
+    """``adaserve serve`` (fsync always) on ``port``, returned once ``/readyz`` answers 200."""
+    argv = ["-m", "service", "serve", "--data-dir", str(data_dir), "--fsync", "always"]
+    server = start_server("adaserve", argv, log_path, env, port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if server.proc.poll() is not None:
             raise RuntimeError(
-                f"the server exited ({proc.returncode}): {server.log_text()[-3000:]}"
+                f"the server exited ({server.proc.returncode}): {server.log_text()[-3000:]}"
             )
         with contextlib.suppress(httpx.TransportError):
             if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
                 return server
         time.sleep(0.05)
-    kill(server)
+    kill9(server)
     raise TimeoutError(f"the server was not ready in {timeout:.0f}s: {server.log_text()[-3000:]}")
-
-
-def kill(server: Server) -> None:
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        server.proc.wait(30)
 
 
 # ---------------------------------------------------------------- clients
@@ -874,8 +850,8 @@ def run(work: Path, seed: int, plan: Plan, env: dict[str, str] | None = None) ->
         for r in range(plan.rounds + 1):  # the last start only verifies
             rng = random.Random(f"{seed}/{r}")
             started = time.monotonic()
-            server = start_server(
-                data, logs / f"round-{r}.log", _free_port(), env, plan.ready_timeout
+            server = start_ready_server(
+                data, logs / f"round-{r}.log", free_port(), env, plan.ready_timeout
             )
             tally.start_seconds.append(time.monotonic() - started)
             verify(server, slots, tally)
@@ -885,7 +861,7 @@ def run(work: Path, seed: int, plan: Plan, env: dict[str, str] | None = None) ->
             log(f"round {r + 1}: started in {tally.start_seconds[-1]:.1f}s, verified "
                 f"({time.monotonic() - t0:.1f}s into the run)")  # fmt: skip
             traffic(server, slots, rng, plan, disk, tally, seed * 1000 + r)
-            kill(server)
+            kill9(server)
             if "Exception in ASGI application" in server.log_text():
                 tally.violate(f"{server.log_path} holds an unhandled exception (a 500)")
             disk.clear()
@@ -903,7 +879,7 @@ def run(work: Path, seed: int, plan: Plan, env: dict[str, str] | None = None) ->
             tally.violate(f"the final graceful stop exited {server.proc.returncode}")
     finally:
         if server is not None:
-            kill(server)
+            kill9(server)
         disk.close()
     summary = {"seed": seed, "disk": disk.kind, "seconds": time.monotonic() - t0,
                **tally.summary()}  # fmt: skip
@@ -944,18 +920,10 @@ def traffic(
     # (the warm-up is off) is not killed before it learned anything.
     learning.wait(FIRST_ACK_TIMEOUT)
     time.sleep(rng.uniform(*plan.kill_after))
-    kill(server)
+    kill9(server)
     stop.set()
     dead.set()
     for thread in threads:
         thread.join(120)
         if thread.is_alive():
             tally.violate("a client did not end within 120 s of the kill")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
