@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import tracemalloc
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -336,3 +337,21 @@ def test_train_stops_at_a_truncated_gzip_file_after_its_complete_lines(
     assert 0 < learned.step < 1_500
     complete = b"".join(text.splitlines(keepends=True)[: learned.step])
     assert same_model(learned, expected_model(complete))
+
+
+def test_a_compressed_file_is_read_in_bounded_pieces() -> None:
+    from optim.formats.compressed import PIECE_BYTES, DecompressedReader
+
+    bomb = gzip.compress(b"\n" * (64 << 20))  # 64 MiB in ~64 KiB, one raw read
+    reader = DecompressedReader(io.BytesIO(bomb), "gzip", chunk_bytes=1 << 20)
+    total = 0
+    tracemalloc.start()
+    try:
+        while piece := reader.read(1 << 30):
+            total += len(piece)
+            del piece
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == 64 << 20
+    assert peak < 4 * PIECE_BYTES, peak  # not the 64 MiB the one raw read holds

@@ -120,34 +120,35 @@ class Decompressor:
 
 
 class DecompressedReader:
-    """A binary file object reading ``raw`` decompressed (``read`` and ``name``)."""
+    """A binary file object reading ``raw`` decompressed (``read`` and ``name``). It holds at
+    most about two pieces of decompressed bytes, whatever the ratio (a piece is made when read)."""
 
     def __init__(self, raw: IO[bytes], encoding: str, chunk_bytes: int = 1 << 18) -> None:
         self._raw = raw
         self._decompressor = Decompressor(encoding)
         self._chunk_bytes = chunk_bytes
-        self._pending: list[bytes] = []
+        self._pieces: Iterator[bytes] = iter(())  # of the compressed chunk read last
+        self._piece = b""  # what is left of the current piece
         self._done = False
         self.name = getattr(raw, "name", "")
 
     def read(self, size: int = -1) -> bytes:
-        """At least one byte until the end (b''), at most about ``size`` (-1: all)."""
-        while not self._pending and not self._done:
-            compressed = self._raw.read(self._chunk_bytes)
-            if compressed:
-                self._pending = list(self._decompressor.feed(compressed))
+        """At least one byte until the end (b''), at most ``size`` (-1: all that is left)."""
+        if size < 0:
+            parts = []
+            while part := self.read(PIECE_BYTES):
+                parts.append(part)
+            return b"".join(parts)
+        while not self._piece:
+            piece = next(self._pieces, None)
+            if piece is not None:
+                self._piece = piece
+            elif self._done:
+                return b""
+            elif compressed := self._raw.read(self._chunk_bytes):
+                self._pieces = self._decompressor.feed(compressed)
             else:
                 self._decompressor.end()
                 self._done = True
-        if size < 0:
-            parts = []
-            while piece := self.read(PIECE_BYTES):
-                parts.append(piece)
-            return b"".join(parts)
-        if not self._pending:
-            return b""
-        piece = self._pending[0]
-        if len(piece) <= size:
-            return self._pending.pop(0)
-        self._pending[0] = piece[size:]
-        return piece[:size]
+        out, self._piece = self._piece[:size], self._piece[size:]
+        return out
