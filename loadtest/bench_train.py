@@ -414,6 +414,17 @@ def render(info: dict[str, Any]) -> str:
     else:
         lines.append(f"| VW native --adaptive | — | {info['vw_skipped']} | | | | |")
     parts = info.get("startup_parts")
+    if vw:
+        cpu = ", ".join(
+            f"{label} {vw['cpu_seconds'] / run['cpu_seconds']:.2f}x"
+            for label, run in (("libsvm", ours), ("vw text", info["ours_vw"]))
+        )
+        lines += [
+            "",
+            "On a machine this loaded, wall time is mostly waiting for a core. CPU time is "
+            "steadier: VW's CPU seconds (its timed section) over adaserve's (the whole process, "
+            f"start-up included): {cpu}.",
+        ]
     lines += [
         "",
         f"- adaserve: `{ours['command']}` (and the same with `--format vw --hash-bits "
