@@ -45,8 +45,12 @@ def test_smoke_against_vw(tmp_path: Path) -> None:
     # Same algorithm on the same coordinates: the progressive log-losses agree closely.
     assert abs(ours["log_loss"] - vw["log_loss"]) < 1e-3
     assert info["memory"]["full_peak_rss_mb"] > 0
-    assert [t["status"] for t in info["targets"]] == ["not judged (smoke)"] * 3
-    assert "Smoke mode" in report and "| VW native --adaptive | 5,000 |" in report
+    assert [t["status"] for t in info["targets"]] == ["not judged (smoke)"] * 5
+    assert "Smoke mode" in report and "| **VW native --adaptive (its own clock)** | 5,000 |" in report
+    # adaserve over VW's own text too, and the start-up breakdown of every run
+    assert info["ours_vw"]["rows"] == 5_000 and info["ours_vw"]["process_rows_per_s"] > 0
+    assert all(run["startup"]["total"] > 0 for run in info["ours_runs"])
+    assert "## Start-up" in report
 
 
 def test_smoke_without_vw(tmp_path: Path) -> None:
@@ -56,5 +60,5 @@ def test_smoke_without_vw(tmp_path: Path) -> None:
     info = json.loads((tmp_path / "bench_train.json").read_text())
     assert info["vw"] is None and info["ours"]["rows"] == 5_000
     statuses = [t["status"] for t in info["targets"]]
-    assert statuses == ["not measured", "not measured", "not judged (smoke)"]
+    assert statuses == ["not measured"] * 3 + ["not judged (smoke)"] * 2
     assert "--skip-vw" in (tmp_path / "REPORT_TRAIN.md").read_text()
