@@ -286,9 +286,7 @@ def learn(
                     load(table, j, buf)
                     g = coefficient * values[p] + l2 * table[j, 0]
                     if INVARIANT:
-                        w = table[j, 0] - rate_of(table, j, buf, c, hp) * (
-                            g + (h - 1.0) * l2 * table[j, 0]
-                        )
+                        w = invariant_step(table, j, buf, g + (h - 1.0) * l2 * table[j, 0], c, hp)
                     else:
                         w = stepped(table, j, buf, g, c, hp, True)
                     store(table, j, w, buf)
@@ -298,10 +296,7 @@ def learn(
                 if fit_intercept:
                     load(table, intercept, buf)
                     if INVARIANT:
-                        w = (
-                            table[intercept, 0]
-                            - rate_of(table, intercept, buf, c, hp) * coefficient
-                        )
+                        w = invariant_step(table, intercept, buf, coefficient, c, hp)
                     else:
                         w = stepped(table, intercept, buf, coefficient, c, hp, False)
                     store(table, intercept, w, buf)
@@ -359,13 +354,27 @@ def accumulated(
         load(table, j, buf)
         accumulate(buf, normalized_gradient(table, j, residual * values[p] + l2 * table[j, 0]), h)
         store(table, j, table[j, 0], buf)
-        ppu += rate_of(table, j, buf, c, hp) * values[p] * values[p]
+        x = normalized_gradient(table, j, values[p])  # the value in normalized units
+        ppu += effective_rate(buf, c, hp) * c[N_CONSTANTS] * x * x
     if fit_intercept:
         load(table, intercept, buf)
         accumulate(buf, normalized_gradient(table, intercept, residual), h)
         store(table, intercept, table[intercept, 0], buf)
-        ppu += rate_of(table, intercept, buf, c, hp)
+        x = normalized_gradient(table, intercept, 1.0)
+        ppu += effective_rate(buf, c, hp) * c[N_CONSTANTS] * x * x
     return ppu
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def invariant_step(table, j, buf, g, c, hp):
+    """The weight after a move along the coordinate's rate (corrected, normalized) times
+    ``g``: the gradient ``g / scale`` in normalized units, moving ``w`` by the change in ``u``
+    over the scale (no ``scale**-2`` factor, which overflows for tiny scales)."""
+    moved = effective_rate(buf, c, hp) * c[N_CONSTANTS] * normalized_gradient(table, j, g)
+    if NORMALIZED:
+        scale = table[j, SCALE]
+        return table[j, 0] - moved / scale if scale > 0.0 else table[j, 0]
+    return table[j, 0] - moved
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
