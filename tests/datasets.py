@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Beside the repo; ADASERVE_SHARED_DATA points elsewhere (a git worktree is not beside it).
+SHARED_DATA = Path(
+    os.environ.get("ADASERVE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 def shared_file(*parts: str) -> Path:

@@ -220,15 +220,6 @@ def dense_reference(
         p = sigmoid(margin)
         probabilities[i] = p
 
-        # Gradient vector: zero for absent coordinates.
-        residual = (p - labels[i]) * row_weights[i]
-        grad = np.zeros(size, dtype=np.float64)
-        grad[indices] = residual * values
-        if name != "ftrl":
-            grad[indices] += hp["l2"] * w[indices]
-        if fit_intercept:
-            grad[intercept] = residual
-
         # Which coordinates take the step this time.
         features = all_features if lazy == "exact" else indices
         coords = np.append(features, intercept) if fit_intercept else features
@@ -254,6 +245,15 @@ def dense_reference(
                 ratio = total_weight / norm_sum
                 correction = ratio if name in GRADIENT_SCALED else math.sqrt(ratio)
             coords = coords[scale[coords] > 0.0]
+
+        # Gradient vector (after any restatement): zero for absent coordinates.
+        residual = (p - labels[i]) * row_weights[i]
+        grad = np.zeros(size, dtype=np.float64)
+        grad[indices] = residual * values
+        if name != "ftrl":
+            grad[indices] += hp["l2"] * w[indices]
+        if fit_intercept:
+            grad[intercept] = residual
 
         if invariant:
             present = np.append(indices, intercept) if fit_intercept else indices
