@@ -13,9 +13,12 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from reference import dense_reference
 from streams import long_absence_stream, sparse_stream, to_csr
 from test_exactness import CUSTOM, assert_matches, learn_in_batches
+from test_finite_guard import DIM, LIMITS, batches, learn_each, optimizers, state
 
 from optim import REGISTRY, ConfigError, ModelFileError, NonFiniteUpdate, OnlineLogisticRegression
 
@@ -204,3 +207,30 @@ def test_refused_batch_restores_scales_and_sums(invariant: bool) -> None:
     assert error.value.row == 1
     assert model.table.tobytes() == table.tobytes()
     assert model.norm_sums.tobytes() == sums.tobytes()
+
+
+@pytest.mark.parametrize("lazy", ["exact", "frozen"])
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+@given(data=st.data())
+def test_normalized_guard_keeps_state_finite(name: str, lazy: str, data: st.DataObject) -> None:
+    """test_finite_guard's extremes (values 5e-324 to 1e100, weights 0 to 1e100, any
+    hyperparameters) on normalized models: every accepted batch leaves the state, the scales
+    and the sums finite, a refused one leaves them bit for bit, and the file loads back."""
+    optimizer = data.draw(optimizers(name), label="optimizer")
+    dtype = data.draw(st.sampled_from(["float64", "float32"]), label="dtype")
+    invariant = REGISTRY[name].accumulate is not None and data.draw(st.booleans())
+    group = data.draw(st.lists(batches(LIMITS[dtype]), min_size=1, max_size=6), label="batches")
+    try:
+        model = OnlineLogisticRegression(
+            optimizer, dim=DIM, lazy=lazy, dtype=dtype, normalized=True, invariant=invariant
+        )
+    except ConfigError as error:  # an initial state beyond float32's range
+        assert dtype == "float32" and error.field == "optimizer"
+        return
+    learn_each(model, group)
+    assert np.isfinite(model.norm_sums).all() and (model.table[:, -1] >= 0).all()
+    loaded = OnlineLogisticRegression.load(io.BytesIO(model.to_bytes()))
+    assert state(loaded) == state(model)
