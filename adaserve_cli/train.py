@@ -127,6 +127,14 @@ def _add_train(commands: Any) -> None:
     size.add_argument("--hash-bits", type=int, help="dim = 2**B")
     train.add_argument("--hash-seed", type=int, default=0, help="MurmurHash3 seed (default 0)")
     train.add_argument("--no-intercept", action="store_true", help="learn no intercept")
+    train.add_argument(
+        "--normalized", action="store_true", help="normalized updates (VW's --normalized)"
+    )
+    train.add_argument(
+        "--invariant",
+        action="store_true",
+        help="importance-invariant updates (sgd and adagrad; VW's default)",
+    )
     train.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     train.add_argument("--output", "-o", help="model file to write (.npz, as the service exports)")
     train.add_argument(
@@ -567,6 +575,8 @@ def build_model(
     fit_intercept: bool = True,
     dtype: str = "float64",
     hash_seed: int = 0,
+    normalized: bool = False,
+    invariant: bool = False,
 ) -> OnlineLogisticRegression:
     """The model of the command-line settings (a bad setting is a :class:`CommandError`)."""
     from optim import AdaserveError, OnlineLogisticRegression
@@ -584,6 +594,8 @@ def build_model(
             fit_intercept=fit_intercept,
             dtype=dtype,
             hash_seed=hash_seed,
+            normalized=normalized,
+            invariant=invariant,
         )
     except AdaserveError as error:
         raise CommandError(str(error)) from None
@@ -616,6 +628,8 @@ def run_train(args: Any) -> int:
         fit_intercept=not args.no_intercept,
         dtype=args.dtype,
         hash_seed=args.hash_seed,
+        normalized=args.normalized,
+        invariant=args.invariant,
     )
     outcome = train(
         args.files,

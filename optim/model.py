@@ -30,7 +30,13 @@ from optim.frequency import rates_by_frequency
 from optim.hashing import FeatureHasher
 from optim.kernels import Kernels, kernels_for
 from optim.metrics import ProgressiveMetrics, probabilities, score
-from optim.model_file import FORMAT, ModelFileReader, check_arrays, check_state
+from optim.model_file import (
+    FORMAT,
+    NORMALIZED_SLOT,
+    ModelFileReader,
+    check_arrays,
+    check_state,
+)
 from optim.model_file import STATE_DTYPES as _DTYPES
 from optim.optimizers import OptimizerSpec, get_optimizer
 
@@ -120,6 +126,13 @@ class OnlineLogisticRegression:
         Learn an intercept (a coordinate present in every row with value 1, never regularized).
     dtype:
         ``"float64"`` or ``"float32"`` (half the memory; at most 2**32-1 steps).
+    normalized:
+        Normalized updates (Ross, Mineiro & Langford 2013; VW's ``--normalized``): each
+        coordinate keeps the largest ``|x|`` seen (state slot ``scale``) and the optimizer runs
+        in units of it, with a global rate correction (see :mod:`optim.optimizers.base`).
+    invariant:
+        Importance-invariant updates (Karampatziakis & Langford 2011; SGD and AdaGrad): a row
+        of weight ``h`` is one closed-form step, the limit of ``h`` steps of weight ``1/n``.
     hash_seed:
         MurmurHash3 seed for rows of named features.
     recent_window:
@@ -138,8 +151,18 @@ class OnlineLogisticRegression:
         hash_seed: int = 0,
         recent_window: int = 10_000,
         max_feature_names: int = 1_000_000,
+        normalized: bool = False,
+        invariant: bool = False,
     ) -> None:
         self.spec, self.optimizer_params = _resolve_optimizer(optimizer)
+        for name, value in (("normalized", normalized), ("invariant", invariant)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"must be a boolean, got {value!r}", field=name)
+        if invariant and self.spec.accumulate is None:
+            raise ConfigError(
+                f"importance-invariant updates exist for sgd and adagrad, not {self.spec.name}",
+                field="invariant",
+            )
         if (dim is None) == (hash_bits is None):
             raise ConfigError("give exactly one of dim and hash_bits", field="dim")
         if hash_bits is not None:
@@ -175,7 +198,9 @@ class OnlineLogisticRegression:
         self.dtype = dtype
         self.hasher = FeatureHasher(self.dim, hash_seed)
         self.max_feature_names = max_feature_names
-        self._kernels = kernels_for(self.spec)
+        self.normalized, self.invariant = normalized, invariant
+        self.slots = self.spec.slots + (NORMALIZED_SLOT,) * normalized
+        self._kernels = kernels_for(self.spec, normalized=normalized, invariant=invariant)
         self._hp = self.spec.pack(self.optimizer_params)
         self._l2 = float(self.optimizer_params.get("l2", 0.0)) if self.spec.l2_in_gradient else 0.0
         # Catch-up is the identity for optimizers whose two modes coincide: skip its bookkeeping.
@@ -188,9 +213,11 @@ class OnlineLogisticRegression:
             )
         size = self.dim + 1  # the last coordinate is the intercept
         # One record per coordinate: [weight, slot...] and [last_touched_step, times_touched].
-        self.table = np.zeros((size, 1 + len(self.spec.slots)), dtype=float_type)
+        self.table = np.zeros((size, 1 + len(self.slots)), dtype=float_type)
         if any(initial):  # else the zeros stay untouched pages until used (or replaced)
-            self.table[:, 1:] = initial
+            self.table[:, 1 : 1 + len(initial)] = initial
+        # Normalized models' total row weight and weighted sum of normalized squared norms.
+        self.norm_sums = np.zeros(2)
         self.counters = np.zeros((size, 2), dtype=counter_type)
         self.step = 0
         self.metrics = ProgressiveMetrics(recent_window)
@@ -213,6 +240,8 @@ class OnlineLogisticRegression:
             "dtype": self.dtype,
             "hash_seed": self.hasher.seed,
             "recent_window": self.metrics.window,
+            "normalized": self.normalized,
+            "invariant": self.invariant,
         }
 
     @property
@@ -240,14 +269,18 @@ class OnlineLogisticRegression:
 
     @staticmethod
     def state_bytes_for(
-        optimizer: str | Mapping[str, Any], dim: int, dtype: str = "float64"
+        optimizer: str | Mapping[str, Any],
+        dim: int,
+        dtype: str = "float64",
+        normalized: bool = False,
     ) -> int:
         """State bytes a model of this configuration will hold (for memory budgets)."""
         spec, _ = _resolve_optimizer(optimizer)
         float_type, counter_type = _DTYPES.get(dtype, _DTYPES["float64"])
-        per_coordinate = (1 + len(spec.slots)) * np.dtype(float_type).itemsize + 2 * np.dtype(
-            counter_type
-        ).itemsize
+        columns = 1 + len(spec.slots) + bool(normalized)
+        per_coordinate = (
+            columns * np.dtype(float_type).itemsize + 2 * np.dtype(counter_type).itemsize
+        )
         return (dim + 1) * per_coordinate
 
     @staticmethod
@@ -256,13 +289,14 @@ class OnlineLogisticRegression:
         dim: int,
         dtype: str = "float64",
         recent_window: int = 10_000,
+        normalized: bool = False,
     ) -> int:
         """:attr:`memory_bytes` of a new model of this configuration."""
         spec, params = _resolve_optimizer(optimizer)
         if isinstance(recent_window, bool) or not isinstance(recent_window, int):
             raise ConfigError(f"must be an integer, got {recent_window!r}", field="recent_window")
         return (
-            OnlineLogisticRegression.state_bytes_for(optimizer, dim, dtype)
+            OnlineLogisticRegression.state_bytes_for(optimizer, dim, dtype, normalized)
             + spec.pack(params).nbytes
             + ProgressiveMetrics.nbytes_for(recent_window)
         )
@@ -391,6 +425,7 @@ class OnlineLogisticRegression:
             self.table, self.counters, self._hp, self._l2, self.step, self._exact,
             self.fit_intercept, unsigned(whole.indptr), unsigned(whole.indices), whole.values,
             whole.labels, weights, bounds, margins, refusals, saved_state, saved_where,
+            self.norm_sums,
         )  # fmt: skip
         refused_rows = refusals[:, REFUSED_ROW].tolist()
         if max(refused_rows) < 0:
@@ -459,7 +494,7 @@ class OnlineLogisticRegression:
                 f"{LOSS_LIMIT:g}",
                 row=row,
             )
-        state = "weight" if slot == 0 else self.spec.slots[slot - 1]
+        state = "weight" if slot == 0 else self.slots[slot - 1]
         owner = "the intercept" if coordinate == self.dim else f"coordinate {coordinate}"
         settings = ", ".join(f"{k}={v}" for k, v in self.config["optimizer"].items())
         return NonFiniteUpdate(
@@ -509,11 +544,11 @@ class OnlineLogisticRegression:
     def _inspect_arrays(self, coordinates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = coordinates.shape[0]
         weight = np.empty(n)
-        slots = np.empty((n, len(self.spec.slots)))
+        slots = np.empty((n, len(self.slots)))
         rate = np.empty(n)
         self._kernels.inspect(
             self.table, self.counters, self._hp, self.step, self._exact, coordinates,
-            weight, slots, rate,
+            weight, slots, rate, self.norm_sums,
         )  # fmt: skip
         if not self.fit_intercept:
             # Without an intercept its row is not part of the model: report it as it lies.
@@ -530,7 +565,7 @@ class OnlineLogisticRegression:
         """
         weight, slots, rate = self._inspect_arrays(np.arange(self.dim + 1, dtype=np.int64))
         out = {"weight": weight, "effective_learning_rate": rate}
-        out.update({name: slots[:, i].copy() for i, name in enumerate(self.spec.slots)})
+        out.update({name: slots[:, i].copy() for i, name in enumerate(self.slots)})
         out["times_touched"] = self.times_touched.astype(np.int64)
         out["last_touched_step"] = self.last_touched_step.astype(np.int64)
         return out
@@ -575,7 +610,7 @@ class OnlineLogisticRegression:
                 "feature": "(intercept)" if index == self.dim else name,
                 "weight": float(weight[i]),
                 "effective_learning_rate": float(rate[i]),
-                "state": {s: float(slots[i, q]) for q, s in enumerate(self.spec.slots)},
+                "state": {s: float(slots[i, q]) for q, s in enumerate(self.slots)},
                 "times_touched": int(self.times_touched[index]),
                 "last_touched_step": int(self.last_touched_step[index]),
             }
@@ -688,6 +723,7 @@ class OnlineLogisticRegression:
             "feature_name_indices": np.array([i for i, _ in names], dtype=np.int64),
             "feature_name_keys": np.array([k for _, k in names], dtype=str),
             **self.metrics.state(),  # copies
+            **({"norm_sums": self.norm_sums.copy()} if self.normalized else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -716,7 +752,11 @@ class OnlineLogisticRegression:
                 layout = reader.layout
                 reserve(
                     cls.memory_bytes_for(
-                        layout.config["optimizer"], layout.dim, layout.dtype, layout.recent_window
+                        layout.config["optimizer"],
+                        layout.dim,
+                        layout.dtype,
+                        layout.recent_window,
+                        layout.normalized,
                     )
                     + reader.member_bytes("feature_name_keys")
                 )
@@ -742,11 +782,13 @@ class OnlineLogisticRegression:
     def _restore(self, arrays: Mapping[str, np.ndarray], *, copy: bool) -> None:
         """Take over validated arrays (see :meth:`from_arrays`) after checking the invariants
         every state this library writes keeps."""
-        check_state(self.spec, arrays)
+        check_state(self.spec, arrays, normalized=self.normalized)
         # The compiled loop takes C-ordered state; copy=False: the arrays are the model's now.
         self.table = np.array(arrays["table"], order="C", copy=True if copy else None)
         self.counters = np.array(arrays["counters"], order="C", copy=True if copy else None)
         self.step = int(arrays["step"])
+        if self.normalized:
+            self.norm_sums = np.array(arrays["norm_sums"], dtype=np.float64)
         self.metrics = ProgressiveMetrics.from_state(dict(arrays), self.metrics.window)
         indices, keys = arrays["feature_name_indices"], arrays["feature_name_keys"]
         self.feature_names = dict(zip(indices.tolist(), keys.tolist(), strict=True))

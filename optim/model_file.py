@@ -52,7 +52,10 @@ REQUIRED_MEMBERS = (
     "feature_name_keys", "metrics_rows", "metrics_totals", "metrics_ring",
 )  # fmt: skip
 # Written since the loss curve was added: a file without them loads with an empty curve.
-OPTIONAL_MEMBERS = ("metrics_curve", "metrics_block")
+# ``norm_sums``: normalized models' ``[T, N]`` (see optim._loop), in their files only.
+OPTIONAL_MEMBERS = ("metrics_curve", "metrics_block", "norm_sums")
+# Normalized models' last state slot: a coordinate's largest |x| seen.
+NORMALIZED_SLOT = "scale"
 MEMBERS = REQUIRED_MEMBERS + OPTIONAL_MEMBERS
 SMALL_MEMBERS = ("format", "config", "step", "metrics_rows")
 MAX_CONFIG_CHARS = 1 << 16
@@ -135,6 +138,7 @@ class Layout:
     dtype: str
     recent_window: int
     max_feature_names: int
+    normalized: bool = False
 
     @classmethod
     def of_config(cls, text: str) -> Layout:
@@ -177,6 +181,9 @@ class Layout:
         max_names = config.get("max_feature_names", 0)
         if not _is_int(max_names) or max_names < 0:
             raise ModelFileError(f"has a bad max_feature_names {max_names!r}", member="config")
+        normalized = config.get("normalized", False)
+        if not isinstance(normalized, bool):
+            raise ModelFileError(f"has a bad normalized {normalized!r}", member="config")
         optimizer = config.get("optimizer")
         try:
             spec = get_optimizer(
@@ -185,7 +192,7 @@ class Layout:
             spec.resolve(optimizer if isinstance(optimizer, dict) else {})
         except AdaserveError as error:
             raise ModelFileError(f"has {error}", member="config") from None
-        return cls(config, dim, spec, dtype, window, max_names)
+        return cls(config, dim, spec, dtype, window, max_names, normalized)
 
     def rules(self, metrics_rows: int) -> dict[str, tuple[Any, _Shape]]:
         """Each member's dtype and shapes (the ring holds the rows seen, or older files the
@@ -196,7 +203,7 @@ class Layout:
         recent = min(metrics_rows, self.recent_window)
         return {
             **_SMALL_RULES,
-            "table": (float_type, _Shape(((rows, 1 + len(self.spec.slots)),))),
+            "table": (float_type, _Shape(((rows, 1 + len(self.spec.slots) + self.normalized),))),
             "counters": (counter_type, _Shape(((rows, 2),))),
             "feature_name_indices": (np.int64, names),
             "feature_name_keys": (_STRING, names),
@@ -204,6 +211,7 @@ class Layout:
             "metrics_ring": (np.float64, _Shape(((recent, 6), (self.recent_window, 6)))),
             "metrics_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
             "metrics_block": (np.float64, _Shape(((4,),))),
+            "norm_sums": (np.float64, _Shape(((2,),))),
         }
 
 
@@ -224,6 +232,10 @@ def check_arrays(arrays: Mapping[str, Any]) -> Layout:
     metrics_rows = int(arrays["metrics_rows"])
     if metrics_rows < 0:
         raise ModelFileError(f"is negative: {metrics_rows}", member="metrics_rows")
+    if layout.normalized != ("norm_sums" in arrays):
+        raise ModelFileError(
+            "is in the files of normalized models, and only there", member="norm_sums"
+        )
     rules = layout.rules(metrics_rows)
     for name, value in arrays.items():
         if not isinstance(value, _Placeholder):
@@ -232,7 +244,9 @@ def check_arrays(arrays: Mapping[str, Any]) -> Layout:
     return layout
 
 
-def check_state(spec: OptimizerSpec, arrays: Mapping[str, np.ndarray]) -> None:
+def check_state(
+    spec: OptimizerSpec, arrays: Mapping[str, np.ndarray], *, normalized: bool = False
+) -> None:
     """The invariants every state this library writes keeps, on arrays that passed
     :func:`check_arrays`: a step below 2**53 (2**32 for float32 state), finite state and
     metrics, the optimizer's non-negative slots, counters consistent with the step, and feature
@@ -243,6 +257,13 @@ def check_state(spec: OptimizerSpec, arrays: Mapping[str, np.ndarray]) -> None:
     if not 0 <= step < limit:
         raise ModelFileError(f"is {step}, outside [0, 2**{limit.bit_length() - 1})", member="step")
     nonnegative = {1 + spec.slots.index(slot): slot for slot in spec.nonnegative_slots}
+    if normalized:
+        nonnegative[1 + len(spec.slots)] = NORMALIZED_SLOT
+        sums = arrays["norm_sums"]
+        if not (np.isfinite(sums).all() and (sums >= 0).all()):
+            raise ModelFileError(
+                f"holds {sums.tolist()}, not two finite sums >= 0", member="norm_sums"
+            )
     for start in range(0, len(table), _CHECK_ROWS):
         block = slice(start, start + _CHECK_ROWS)
         _check_rows(spec.name, nonnegative, table[block], counters[block], start, step)

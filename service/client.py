@@ -130,7 +130,8 @@ class AdaserveClient:
     def create_model(
         self, name: str, optimizer: str | Mapping[str, Any] = "adagrad", **config: Any
     ) -> dict[str, Any]:
-        """``config``: dim or hash_bits, lazy, fit_intercept, dtype, hash_seed, recent_window."""
+        """``config``: dim or hash_bits, lazy, fit_intercept, dtype, hash_seed, recent_window,
+        normalized, invariant."""
         return self._call(
             "POST", "/v1/models", json={"name": name, "optimizer": optimizer, **config}
         )

@@ -42,6 +42,16 @@ class CreateModel(BaseModel):
         le=1_000_000,
         description="rows in the recent progressive metrics (48 bytes each, in the memory budget)",
     )
+    normalized: bool = Field(
+        False,
+        description="normalized updates (VW's --normalized): each coordinate keeps its largest "
+        "|x| (state slot 'scale') and learns in units of it; any optimizer",
+    )
+    invariant: bool = Field(
+        False,
+        description="importance-invariant updates (a row of weight h is one closed-form step, "
+        "as h rows); sgd and adagrad",
+    )
 
 
 class ModelConfig(BaseModel):
@@ -55,6 +65,8 @@ class ModelConfig(BaseModel):
     dtype: str
     hash_seed: int
     recent_window: int
+    normalized: bool = False
+    invariant: bool = False
 
 
 class WindowMetrics(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,9 @@ import pytest
 import scipy.sparse as sp
 
 # The repository, and the shared folder beside it (data sets and tools; absent in a user's clone).
+# ADASERVE_SHARED points elsewhere (a git worktree is not beside it).
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("ADASERVE_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 MAKE_CLICKS = SHARED / "tools" / "make_clicks.py"
 

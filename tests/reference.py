@@ -32,6 +32,31 @@ momentum.
 absent coordinates keep their weight and slots. Step counters, bias
 corrections and NAdam's mu schedule still use the global step ``t``
 (like ``torch.optim.SparseAdam``).
+
+Normalized (Ross, Mineiro & Langford 2013, NG/NAG)
+--------------------------------------------------
+Each coordinate keeps ``scale[j]``, the largest ``|x_j|`` seen (the intercept's
+value is 1). Before the step of a row, each present coordinate whose ``|x_j|``
+exceeds its scale restates its state as if the new scale had held all along,
+``r = old / new`` (when ``old > 0``): the weight times ``r`` (``r**2`` for SGD,
+momentum and Nesterov, whose steps grow with the gradient), each slot times
+``r**p`` for its power ``p`` of the gradient (``SLOT_POWERS``). Then
+``T += weight_i``, ``N += weight_i * sum_j (x_j / scale[j])**2`` and the rate
+correction is ``m = sqrt(T / N)`` (``T / N`` for SGD, momentum and Nesterov).
+The optimizer steps ``u = scale * w`` with gradient ``g / scale``, ``m``
+multiplying the gradient wherever it enters linearly (the weight step, first
+moments, FTRL's ``z``); coordinates whose scale is still 0 take no steps.
+
+Importance-invariant (Karampatziakis & Langford 2011; SGD and AdaGrad)
+---------------------------------------------------------------------
+AdaGrad first adds ``weight_i * g1**2`` to ``sum`` (``g1`` the unit-weight
+gradient, normalized when normalized); each coordinate's rate ``rate_j`` (to a
+raw gradient) is then fixed and the margin flows along
+``dz/dh = ppu / (1 + exp(z))`` (``z = y * margin``, ``y = +-1``,
+``ppu = sum_j rate_j x_j**2``) for ``h`` from 0 to ``weight_i``, whose solution
+is ``z(h) = x - W(exp(x))``, ``x = h ppu + z0 + exp(z0)`` (W: Lambert's, via
+``scipy.special.wrightomega``). Each weight moves by ``rate_j x_j`` times the
+margin's change over ``ppu``, minus ``rate_j * weight_i * l2 * w_j``.
 """
 
 from __future__ import annotations
@@ -40,6 +65,7 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy.special import wrightomega
 
 Row = tuple[np.ndarray, np.ndarray]
 
@@ -85,6 +111,22 @@ SLOTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Normalized: each slot's power of the gradient (how it restates when a scale grows).
+SLOT_POWERS: dict[str, tuple[int, ...]] = {
+    "sgd": (),
+    "momentum": (1,),
+    "nesterov": (1,),
+    "adagrad": (2,),
+    "rmsprop": (2,),
+    "adadelta": (2, 0),
+    "adam": (1, 2),
+    "adamax": (1, 1),
+    "nadam": (1, 2),
+    "ftrl": (1, 2),
+}
+GRADIENT_SCALED = ("sgd", "momentum", "nesterov")  # steps grow with the gradient
+
+
 def resolve_hyperparameters(optimizer: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Split ``{"name": ..., **hp}`` into the name and the full hyperparameter set.
 
@@ -121,11 +163,14 @@ def dense_reference(
     dim: int,
     lazy: str = "exact",
     fit_intercept: bool = True,
+    normalized: bool = False,
+    invariant: bool = False,
 ) -> dict[str, Any]:
     """Run online logistic regression over ``rows`` and return the final state.
 
     Returns ``{"weights": (dim+1,), "slots": {name: (dim+1,)},
-    "probabilities": (n,)}``; the intercept is the last coordinate.
+    "probabilities": (n,)}``; the intercept is the last coordinate. Normalized:
+    ``slots["scale"]`` too, and ``norm_sums`` = ``[T, N]``.
     """
     name, hp = resolve_hyperparameters(optimizer)
     if lazy not in ("exact", "frozen"):
@@ -149,6 +194,10 @@ def dense_reference(
         slots["sum"][:] = hp["initial_accumulator_value"]
     # NAdam's running product of mu_t: one global scalar.
     scalars = {"mu_product": 1.0}
+    scale = np.zeros(size, dtype=np.float64)
+    total_weight = norm_sum = 0.0
+    if invariant and name not in ("sgd", "adagrad"):
+        raise ValueError(f"no importance-invariant form of {name}")
 
     probabilities = np.zeros(n_rows, dtype=np.float64)
     all_features = np.arange(dim, dtype=np.int64)
@@ -171,7 +220,33 @@ def dense_reference(
         p = sigmoid(margin)
         probabilities[i] = p
 
-        # Gradient vector: zero for absent coordinates.
+        # Which coordinates take the step this time.
+        features = all_features if lazy == "exact" else indices
+        coords = np.append(features, intercept) if fit_intercept else features
+
+        correction = 1.0
+        if normalized:
+            present = np.append(indices, intercept) if fit_intercept else indices
+            magnitudes = np.abs(np.append(values, 1.0) if fit_intercept else values)
+            norm = 0.0
+            for j, magnitude in zip(present, magnitudes, strict=True):
+                if magnitude > scale[j]:
+                    if scale[j] > 0.0:
+                        r = scale[j] / magnitude
+                        w[j] *= r * r if name in GRADIENT_SCALED else r
+                        for slot, power in zip(SLOTS[name], SLOT_POWERS[name], strict=True):
+                            slots[slot][j] *= r**power
+                    scale[j] = magnitude
+                if scale[j] > 0.0:
+                    norm += (magnitude / scale[j]) ** 2
+            total_weight += row_weights[i]
+            norm_sum += row_weights[i] * norm
+            if norm_sum > 0.0:
+                ratio = total_weight / norm_sum
+                correction = ratio if name in GRADIENT_SCALED else math.sqrt(ratio)
+            coords = coords[scale[coords] > 0.0]
+
+        # Gradient vector (after any restatement): zero for absent coordinates.
         residual = (p - labels[i]) * row_weights[i]
         grad = np.zeros(size, dtype=np.float64)
         grad[indices] = residual * values
@@ -180,13 +255,73 @@ def dense_reference(
         if fit_intercept:
             grad[intercept] = residual
 
-        # Which coordinates take the step this time.
-        features = all_features if lazy == "exact" else indices
-        coords = np.append(features, intercept) if fit_intercept else features
+        if invariant:
+            present = np.append(indices, intercept) if fit_intercept else indices
+            _invariant_step(
+                name, hp, w, slots, scale if normalized else None, present,
+                np.append(values, 1.0) if fit_intercept else values, p - labels[i],
+                row_weights[i], margin, labels[i], t, correction, fit_intercept,
+            )  # fmt: skip
+        elif normalized:
+            u = w * scale
+            _step(name, hp, u, slots, scalars, grad / np.where(scale > 0, scale, 1.0), coords, t,
+                  correction)  # fmt: skip
+            w[coords] = u[coords] / scale[coords]
+        else:
+            _step(name, hp, w, slots, scalars, grad, coords, t)
 
-        _step(name, hp, w, slots, scalars, grad, coords, t)
+    out = {"weights": w, "slots": slots, "probabilities": probabilities}
+    if normalized:
+        out["slots"] = {**slots, "scale": scale}
+        out["norm_sums"] = np.array([total_weight, norm_sum])
+    return out
 
-    return {"weights": w, "slots": slots, "probabilities": probabilities}
+
+def _invariant_step(
+    name: str,
+    hp: dict[str, Any],
+    w: np.ndarray,
+    slots: dict[str, np.ndarray],
+    scale: np.ndarray | None,
+    present: np.ndarray,
+    x: np.ndarray,
+    unit_residual: float,
+    h: float,
+    margin: float,
+    label: float,
+    t: int,
+    correction: float,
+    fit_intercept: bool,
+) -> None:
+    """SGD's or AdaGrad's importance-aware step on the row's coordinates ``present`` with
+    values ``x`` (the intercept last, value 1, when ``fit_intercept``)."""
+    lr = hp["lr"] if name == "sgd" else hp["lr"] / (1.0 + (t - 1) * hp["lr_decay"])
+    l2 = np.full(len(present), hp["l2"])
+    if fit_intercept:
+        l2[-1] = 0.0
+    rates = np.zeros(len(present))
+    for k, j in enumerate(present):
+        s = 1.0 if scale is None else scale[j]
+        if s == 0.0:  # normalized, never a nonzero value: no step
+            continue
+        unit_gradient = (unit_residual * x[k] + l2[k] * w[j]) / s
+        if name == "adagrad":
+            slots["sum"][j] += h * unit_gradient**2
+            rate = lr / (math.sqrt(slots["sum"][j]) + hp["eps"])
+        else:
+            rate = lr
+        rates[k] = rate * correction / s**2
+    ppu = float(np.sum(rates * x**2))
+    if ppu > 0.0:
+        y = 1.0 if label == 1.0 else -1.0
+        z0 = y * margin
+        flow = h * ppu + z0 + math.exp(z0)
+        z = flow - float(np.real(wrightomega(flow)))
+        coefficient = -y * (z - z0) / ppu
+    else:
+        coefficient = (sigmoid(margin) - label) * h
+    for k, j in enumerate(present):
+        w[j] -= rates[k] * (coefficient * x[k] + h * l2[k] * w[j])
 
 
 def _step(
@@ -198,34 +333,37 @@ def _step(
     grad: np.ndarray,
     c: np.ndarray,
     t: int,
+    correction: float = 1.0,
 ) -> None:
-    """Apply one step of optimizer ``name`` to the coordinates ``c`` (in place)."""
+    """Apply one step of optimizer ``name`` to the coordinates ``c`` (in place); the rate
+    correction of normalized models multiplies the gradient where it enters linearly."""
     g = grad[c]
+    gm = correction * g
 
     if name == "sgd":
-        w[c] -= hp["lr"] * g
+        w[c] -= hp["lr"] * gm
 
     elif name == "momentum":
         b = slots["momentum_buffer"]
-        b[c] = hp["momentum"] * b[c] + g
+        b[c] = hp["momentum"] * b[c] + gm
         w[c] -= hp["lr"] * b[c]
 
     elif name == "nesterov":
         b = slots["momentum_buffer"]
-        b[c] = hp["momentum"] * b[c] + g
-        w[c] -= hp["lr"] * (g + hp["momentum"] * b[c])
+        b[c] = hp["momentum"] * b[c] + gm
+        w[c] -= hp["lr"] * (gm + hp["momentum"] * b[c])
 
     elif name == "adagrad":
         s = slots["sum"]
         clr = hp["lr"] / (1.0 + (t - 1) * hp["lr_decay"])
         s[c] = s[c] + g * g
-        w[c] -= clr * g / (np.sqrt(s[c]) + hp["eps"])
+        w[c] -= clr * gm / (np.sqrt(s[c]) + hp["eps"])
 
     elif name == "rmsprop":
         v = slots["square_avg"]
         alpha = hp["alpha"]
         v[c] = alpha * v[c] + (1.0 - alpha) * g * g
-        w[c] -= hp["lr"] * g / (np.sqrt(v[c]) + hp["eps"])
+        w[c] -= hp["lr"] * gm / (np.sqrt(v[c]) + hp["eps"])
 
     elif name == "adadelta":
         v = slots["square_avg"]
@@ -234,13 +372,13 @@ def _step(
         v[c] = rho * v[c] + (1.0 - rho) * g * g
         delta = np.sqrt(u[c] + eps) / np.sqrt(v[c] + eps) * g
         u[c] = rho * u[c] + (1.0 - rho) * delta * delta
-        w[c] -= hp["lr"] * delta
+        w[c] -= hp["lr"] * correction * delta
 
     elif name == "adam":
         m = slots["exp_avg"]
         v = slots["exp_avg_sq"]
         beta1, beta2 = hp["betas"]
-        m[c] = beta1 * m[c] + (1.0 - beta1) * g
+        m[c] = beta1 * m[c] + (1.0 - beta1) * gm
         v[c] = beta2 * v[c] + (1.0 - beta2) * g * g
         bias_correction1 = 1.0 - beta1**t
         bias_correction2 = 1.0 - beta2**t
@@ -251,7 +389,7 @@ def _step(
         m = slots["exp_avg"]
         u = slots["exp_inf"]
         beta1, beta2 = hp["betas"]
-        m[c] = beta1 * m[c] + (1.0 - beta1) * g
+        m[c] = beta1 * m[c] + (1.0 - beta1) * gm
         # eps sits inside the max (torch.optim.Adamax), not in the denominator.
         u[c] = np.maximum(beta2 * u[c], np.abs(g) + hp["eps"])
         w[c] -= (hp["lr"] / (1.0 - beta1**t)) * m[c] / u[c]
@@ -265,14 +403,14 @@ def _step(
         mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * decay))
         scalars["mu_product"] *= mu
         mu_product = scalars["mu_product"]
-        m[c] = beta1 * m[c] + (1.0 - beta1) * g
+        m[c] = beta1 * m[c] + (1.0 - beta1) * gm
         v[c] = beta2 * v[c] + (1.0 - beta2) * g * g
         denom = np.sqrt(v[c] / (1.0 - beta2**t)) + hp["eps"]
-        w[c] -= lr * (1.0 - mu) / (1.0 - mu_product) * g / denom
+        w[c] -= lr * (1.0 - mu) / (1.0 - mu_product) * gm / denom
         w[c] -= lr * mu_next / (1.0 - mu_product * mu_next) * m[c] / denom
 
     elif name == "ftrl":
-        _ftrl_step(hp, w, slots, grad, c)
+        _ftrl_step(hp, w, slots, grad, c, correction)
 
     else:  # pragma: no cover - resolve_hyperparameters rejects unknown names
         raise ValueError(name)
@@ -284,6 +422,7 @@ def _ftrl_step(
     slots: dict[str, np.ndarray],
     grad: np.ndarray,
     coords: np.ndarray,
+    correction: float = 1.0,
 ) -> None:
     """FTRL-Proximal, McMahan et al. 2013, Algorithm 1, one coordinate at a time.
 
@@ -297,7 +436,7 @@ def _ftrl_step(
     for j in coords:
         g = grad[j]
         sigma = (math.sqrt(n[j] + g * g) - math.sqrt(n[j])) / alpha
-        z[j] += g - sigma * w[j]
+        z[j] += correction * g - sigma * w[j]
         n[j] += g * g
         l1 = 0.0 if j == intercept else hp["l1"]
         l2 = 0.0 if j == intercept else hp["l2"]

@@ -10,6 +10,12 @@ Update (Zeiler 2012, "ADADELTA: An Adaptive Learning Rate Method"; ``torch.optim
 State slots: ``square_avg`` (``v``), ``acc_delta`` (``u``).
 Effective learning rate: ``lr * sqrt(u + eps) / sqrt(v + eps)``.
 
+Normalized (``u = scale * w``, gradient ``g / scale``, correction ``m = sqrt(T / N)``; see
+:mod:`optim.optimizers.base`): ``v`` averages normalized squared gradients, ``delta`` and ``u``
+are in normalized weight units and ``u <- u - lr * m * delta`` (``acc_delta`` takes the
+uncorrected ``delta``). A grown scale multiplies ``v`` by ``r**2``, ``w`` by ``r`` and leaves
+``acc_delta``. Effective rate ``lr * m * sqrt(u + eps) / (scale**2 * sqrt(v + eps))``.
+
 Lazy catch-up over ``k`` zero-gradient steps (closed form): ``v <- rho**k v``, ``u <- rho**k u``
 (``delta`` is 0, the weight does not move), ``rho**k`` from per-model split power tables.
 
@@ -28,7 +34,12 @@ import numba as nb
 import numpy as np
 
 from optim.optimizers._series import split_powers, tabulated_decay
-from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
+from optim.optimizers.base import (
+    Hyperparameter,
+    OptimizerSpec,
+    l2_hyperparameter,
+    rate_correction,
+)
 
 LR, RHO, EPS, POWERS = 0, 1, 2, 3
 
@@ -41,7 +52,7 @@ def step(
     s[0] = rho * s[0] + (1.0 - rho) * g * g
     delta = math.sqrt(s[1] + hp[EPS]) / math.sqrt(s[0] + hp[EPS]) * g
     s[1] = rho * s[1] + (1.0 - rho) * delta * delta
-    return w - hp[LR] * delta
+    return w - hp[LR] * (rate_correction(c) * delta)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
@@ -71,6 +82,7 @@ SPEC = OptimizerSpec(
     ),
     slots=("square_avg", "acc_delta"),
     nonnegative_slots=("square_avg", "acc_delta"),
+    slot_gradient_powers=(2, 0),
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

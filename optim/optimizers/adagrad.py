@@ -9,6 +9,19 @@ Update (Duchi, Hazan & Singer 2011, "Adaptive Subgradient Methods"; ``torch.opti
 State slots: ``sum`` (``G``, starting at ``initial_accumulator_value``).
 Effective learning rate: ``lr / (1 + (t-1)*lr_decay) / (sqrt(G) + eps)``.
 
+Normalized (``u = scale * w``, gradient ``g / scale``, correction ``m = sqrt(T / N)``; see
+:mod:`optim.optimizers.base`): ``sum`` holds normalized squared gradients, so with a fixed scale
+``sum = G / scale**2`` for the raw ``G`` and::
+
+    w <- w - clr * m * g / (scale * (sqrt(G) + eps * scale))
+
+VW's ``--adaptive --normalized`` (``eps`` aside). A grown scale multiplies ``w`` by ``r`` and
+``sum`` by ``r**2``. Effective rate ``clr * m / (scale**2 * (sqrt(sum) + eps))``.
+
+Importance-invariant (``invariant``): a row of weight ``h`` adds ``h * g**2`` to ``sum`` (``g``
+the gradient of the row at weight 1), then takes the closed-form logistic step of
+Karampatziakis & Langford 2011 with the rates that leaves (VW's default update).
+
 Lazy catch-up: a zero gradient changes nothing (the step count only enters ``clr``, which is
 global), so ``lazy="exact"`` and ``lazy="frozen"`` coincide and cost the same. This is why a rarely
 present feature keeps a large rate while a busy one's shrinks.
@@ -27,7 +40,12 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
+from optim.optimizers.base import (
+    Hyperparameter,
+    OptimizerSpec,
+    l2_hyperparameter,
+    rate_correction,
+)
 
 LR, LR_DECAY, EPS = 0, 1, 2
 
@@ -47,7 +65,12 @@ def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
     s[0] += g * g
-    return w - effective_rate(s, c, hp) * g
+    return w - effective_rate(s, c, hp) * (rate_correction(c) * g)
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def accumulate(s: np.ndarray, g: float, h: float) -> None:
+    s[0] += h * (g * g)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
@@ -74,6 +97,8 @@ SPEC = OptimizerSpec(
     ),
     slots=("sum",),
     nonnegative_slots=("sum",),
+    slot_gradient_powers=(2,),
+    accumulate=accumulate,
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

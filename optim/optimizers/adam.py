@@ -11,6 +11,12 @@ State slots: ``exp_avg`` (``m``), ``exp_avg_sq`` (``v``).
 Effective learning rate (the factor on ``m``): ``(lr / bc1) / (sqrt(v) / sqrt(bc2) + eps)`` with
 ``bc1 = 1 - b1**t`` and ``bc2 = 1 - b2**t``.
 
+Normalized (``u = scale * w``, gradient ``g / scale``, correction ``mc = sqrt(T / N)``; see
+:mod:`optim.optimizers.base`): ``m`` averages corrected normalized gradients ``mc * g / scale``,
+``v`` uncorrected normalized squares ``(g / scale)**2``, and the rule above moves ``u``. A grown
+scale multiplies ``m`` by ``r``, ``v`` by ``r**2`` and ``w`` by ``r``; the catch-up below runs on
+``u`` unchanged. Effective rate: the factor on ``m`` times ``mc / scale**2``.
+
 Lazy catch-up over ``k`` zero-gradient steps ``s = t_last+1 .. t_last+k`` (``j = s - t_last``)::
 
     m <- b1**k m,   v <- b2**k v
@@ -72,7 +78,12 @@ from optim.optimizers._series import (
     split_powers,
     unowned_view,
 )
-from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
+from optim.optimizers.base import (
+    Hyperparameter,
+    OptimizerSpec,
+    l2_hyperparameter,
+    rate_correction,
+)
 
 # Orders of the expansion of the drift in eps / sqrt(v_hat), and the smallest sqrt(v_hat) / eps
 # at every missed step for which they leave less than (2**-16)**ORDERS = 2**-64 of each term.
@@ -130,7 +141,7 @@ def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
-    s[0] = hp[BETA1] * s[0] + (1.0 - hp[BETA1]) * g
+    s[0] = hp[BETA1] * s[0] + (1.0 - hp[BETA1]) * (rate_correction(c) * g)
     s[1] = hp[BETA2] * s[1] + (1.0 - hp[BETA2]) * g * g
     return w - effective_rate(s, c, hp) * s[0]
 
@@ -439,6 +450,7 @@ SPEC = OptimizerSpec(
     ),
     slots=("exp_avg", "exp_avg_sq"),
     nonnegative_slots=("exp_avg_sq",),
+    slot_gradient_powers=(1, 2),
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

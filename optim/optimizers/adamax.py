@@ -9,6 +9,11 @@ Update (Kingma & Ba 2015, section 7.1; ``torch.optim.Adamax``, with ``eps`` insi
 State slots: ``exp_avg`` (``m``), ``exp_inf`` (``u``).
 Effective learning rate (the factor on ``m``): ``(lr / (1 - b1**t)) / u``.
 
+Normalized (``u`` on ``scale * w``, correction ``mc = sqrt(T / N)``; see
+:mod:`optim.optimizers.base`): ``m`` averages corrected normalized gradients ``mc * g / scale``,
+``exp_inf`` takes the uncorrected ``|g / scale| + eps``. A grown scale multiplies ``m``,
+``exp_inf`` and ``w`` by ``r``. Effective rate: the factor on ``m`` times ``mc / scale**2``.
+
 Lazy catch-up over ``k`` zero-gradient steps (``j = 1..k``): ``m_j = b1**j m`` and
 ``u_j = max(b2**j u, eps)``; the weight moves by ``sum_j lr/(1 - b1**s) * m_j / u_j``
 (``s = t_last + j``). Once ``b1**s < 2**-60`` (step ``S``, ~400 at the default betas) the bias
@@ -48,7 +53,12 @@ from optim.optimizers._series import (
     tabulated_decay,
 )
 from optim.optimizers.adam import betas
-from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
+from optim.optimizers.base import (
+    Hyperparameter,
+    OptimizerSpec,
+    l2_hyperparameter,
+    rate_correction,
+)
 
 LR, BETA1, BETA2, EPS, STEADY_STEP, BIAS_TABLE, HORIZON, HEADER = range(8)
 # Longest table of bias corrections or partial sums kept (b1 or b1/b2 within ~1e-5 of 1 beyond).
@@ -82,7 +92,7 @@ def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
-    s[0] = hp[BETA1] * s[0] + (1.0 - hp[BETA1]) * g
+    s[0] = hp[BETA1] * s[0] + (1.0 - hp[BETA1]) * (rate_correction(c) * g)
     s[1] = max(hp[BETA2] * s[1], abs(g) + hp[EPS])
     return w - c[0] * s[0] / s[1]
 
@@ -166,6 +176,7 @@ SPEC = OptimizerSpec(
     ),
     slots=("exp_avg", "exp_inf"),
     nonnegative_slots=("exp_inf",),
+    slot_gradient_powers=(1, 1),
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

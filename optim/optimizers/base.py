@@ -17,6 +17,23 @@ hyperparameter array (``pack``), which may carry derived constants too.
 ``effective_rate(s, c, hp) -> float``
     The factor the optimizer multiplies a gradient (or, for momentum methods, its first moment)
     by, with the constants ``c`` of the model's current step.
+``accumulate(s, g, h)`` (SGD and AdaGrad only: what ``invariant`` needs)
+    Adds to the state what ``h`` rows of gradient ``g`` add (AdaGrad: ``h * g**2``), leaving the
+    weight: the loop then takes the importance-aware step with the rates this leaves.
+
+``c`` holds one entry past ``n_constants``: the global rate correction of ``normalized`` models
+(:func:`rate_correction`, 1.0 otherwise). A step multiplies each gradient it adds to a quantity
+linear in gradients (the weight itself, a first moment, FTRL's ``z``) by it and feeds squares,
+maxima and ratios the uncorrected gradient: the correction acts when the gradient arrives, so a
+zero-gradient step, and thus the lazy catch-up, does not depend on it.
+
+Normalized models (Ross, Mineiro & Langford 2013, "Normalized Online Learning"; VW's
+``--normalized``) keep a coordinate's largest ``|x|``, ``scale``, and run the optimizer on
+``u = scale * w`` with gradient ``g / scale``: the state slots hold normalized quantities. When the
+scale grows by ``r = old / new``, everything is restated as if the new scale had held from the
+start: a slot of gradient power ``p`` (``slot_gradient_powers``) is multiplied by ``r**p``, and the
+weight by ``r`` when the optimizer is ``scale_free`` (its normalized weight ``u`` stays) and by
+``r**2`` otherwise (``u`` shrinks like the gradients that made it).
 
 The compiled online loop in :mod:`optim.kernels` is shared by every optimizer and calls these.
 """
@@ -87,6 +104,17 @@ def no_constants(t: int, hp: np.ndarray, c: np.ndarray) -> None:
     """For optimizers whose steps do not depend on the step number."""
 
 
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def rate_correction(c: np.ndarray) -> float:
+    """The global rate correction the loop puts after a step's constants (see the docstring)."""
+    return c[c.shape[0] - 1]
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def no_accumulation(s: np.ndarray, g: float, h: float) -> None:
+    """``accumulate`` of optimizers without importance-invariant updates (never called)."""
+
+
 def _no_initial_state(params: Mapping[str, Any]) -> tuple[float, ...]:
     return ()
 
@@ -112,11 +140,20 @@ class OptimizerSpec:
     # Slots that no update can make negative (sums and averages of squares, their maxima): a
     # loaded state with a negative one was not written by this optimizer.
     nonnegative_slots: tuple[str, ...] = ()
+    # Normalized models (see the module docstring): each slot's power of the gradient, and
+    # whether a step is unchanged when every gradient is multiplied by a constant (then the
+    # global correction is sqrt(T / N), else T / N).
+    slot_gradient_powers: tuple[int, ...] = ()
+    scale_free: bool = True
+    # Importance-invariant updates: None for optimizers without them.
+    accumulate: Callable[..., None] | None = None
 
     def __post_init__(self) -> None:
         stray = sorted(set(self.nonnegative_slots) - set(self.slots))
         if stray:
             raise ValueError(f"{self.name}: nonnegative_slots {stray} are not slots")
+        if len(self.slot_gradient_powers) != len(self.slots):
+            raise ValueError(f"{self.name}: one slot_gradient_powers entry per slot")
 
     def resolve(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Validated hyperparameters with defaults filled in (``name`` excluded)."""

@@ -12,6 +12,12 @@ State slots: ``z``, ``n``. Effective learning rate: ``alpha / (beta + sqrt(n))``
 ``l1`` and ``l2`` are the paper's (in the weight formula, not added to the gradient); weights are
 exactly 0 while ``|z| <= l1``. The intercept is never regularized.
 
+Normalized (``u = scale * w``, gradient ``g / scale``, correction ``m = sqrt(T / N)``; see
+:mod:`optim.optimizers.base`): the rule above on ``u`` with ``z <- z + m * g / scale - sigma * u``
+(``z`` corrected normalized, ``n`` uncorrected normalized squares, so with a fixed ``m`` it is
+FTRL with ``alpha * m``). A grown scale multiplies ``z`` by ``r``, ``n`` by ``r**2`` and ``w`` by
+``r``. Effective rate ``alpha * m / (scale**2 * (beta + sqrt(n)))``.
+
 Lazy catch-up: a zero gradient changes nothing, so ``lazy="exact"`` and ``lazy="frozen"``
 coincide and cost the same.
 
@@ -29,7 +35,7 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from optim.optimizers.base import Hyperparameter, OptimizerSpec
+from optim.optimizers.base import Hyperparameter, OptimizerSpec, rate_correction
 
 ALPHA, BETA, L1, L2 = 0, 1, 2, 3
 
@@ -40,7 +46,7 @@ def step(
 ) -> float:
     n = s[1]
     sigma = (math.sqrt(n + g * g) - math.sqrt(n)) / hp[ALPHA]
-    s[0] += g - sigma * w
+    s[0] += rate_correction(c) * g - sigma * w
     s[1] = n + g * g
     z = s[0]
     l1 = hp[L1] if regularize else 0.0
@@ -74,6 +80,7 @@ SPEC = OptimizerSpec(
     ),
     slots=("z", "n"),
     nonnegative_slots=("n",),
+    slot_gradient_powers=(1, 2),
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

@@ -15,6 +15,11 @@ Lazy catch-up over ``k`` zero-gradient steps (closed form)::
 ``mu**k`` and the sum come from per-model tables (``momentum_series``): no ``pow``/``expm1`` call
 unless ``k >= 2**20``.
 
+Normalized (``u = scale * w``, gradient ``g / scale``, correction ``m = T / N``; see
+:mod:`optim.optimizers.base`): ``b`` holds corrected normalized gradients,
+``b <- mu * b + m * g / scale`` and ``u <- u - lr * b``. A grown scale multiplies ``b`` by ``r``
+and ``w`` by ``r**2``. Effective rate ``lr * m / scale**2``.
+
 ``lazy="frozen"`` instead leaves absent coordinates (and their buffers) where they are.
 Defaults follow torch (``lr=0.001``) with ``momentum=0.9``.
 
@@ -39,7 +44,12 @@ from optim.optimizers._series import (
     split_power,
     split_powers,
 )
-from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
+from optim.optimizers.base import (
+    Hyperparameter,
+    OptimizerSpec,
+    l2_hyperparameter,
+    rate_correction,
+)
 
 LR, MOMENTUM, POWERS = 0, 1, 2
 SUMS = POWERS + 2 * POWER_SPLIT
@@ -49,7 +59,7 @@ SUMS = POWERS + 2 * POWER_SPLIT
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
-    s[0] = hp[MOMENTUM] * s[0] + g
+    s[0] = hp[MOMENTUM] * s[0] + rate_correction(c) * g
     return w - hp[LR] * s[0]
 
 
@@ -95,6 +105,8 @@ SPEC = OptimizerSpec(
     name="momentum",
     hyperparameters=HYPERPARAMETERS,
     slots=("momentum_buffer",),
+    slot_gradient_powers=(1,),
+    scale_free=False,
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

@@ -12,6 +12,10 @@ Update (Dozat 2016, "Incorporating Nesterov Momentum into Adam"; ``torch.optim.N
 
 State slots: ``exp_avg`` (``m``), ``exp_avg_sq`` (``v``).
 Effective learning rate (the multiplier on ``m``): ``lr mu_next / (1 - P_t mu_next) / d``.
+Normalized (on ``scale * w``, correction ``mc = sqrt(T / N)``; see :mod:`optim.optimizers.base`):
+``m`` and the direct ``g`` term take the corrected normalized gradient ``mc * g / scale``, ``v``
+the uncorrected ``(g / scale)**2``. A grown scale multiplies ``m`` by ``r``, ``v`` by ``r**2``
+and ``w`` by ``r``. Effective rate: the multiplier on ``m`` times ``mc / scale**2``.
 ``P_t`` is tabulated once per model (it falls below 2**-80 within a few hundred steps, after which
 ``1 - P_t`` is exactly 1) and travels in the packed hyperparameters.
 
@@ -81,7 +85,12 @@ from optim.optimizers.adam import (
     moved_past_span,
     rate_power,
 )
-from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
+from optim.optimizers.base import (
+    Hyperparameter,
+    OptimizerSpec,
+    l2_hyperparameter,
+    rate_correction,
+)
 
 # In the extra entries of the packed hyperparameters: momentum_decay, then P_0 = 1, P_1, ...
 MOMENTUM_DECAY, MU_PRODUCT = 0, 1
@@ -123,10 +132,11 @@ def effective_rate(s: np.ndarray, c: np.ndarray, hp: np.ndarray) -> float:
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
-    s[0] = hp[BETA1] * s[0] + (1.0 - hp[BETA1]) * g
+    corrected = rate_correction(c) * g
+    s[0] = hp[BETA1] * s[0] + (1.0 - hp[BETA1]) * corrected
     s[1] = hp[BETA2] * s[1] + (1.0 - hp[BETA2]) * g * g
     d = math.sqrt(s[1]) * c[INVERSE_SQRT_BIAS2] + hp[EPS]
-    w -= c[ON_GRADIENT] * g / d
+    w -= c[ON_GRADIENT] * corrected / d
     return w - c[ON_MOMENT] * s[0] / d
 
 
@@ -232,6 +242,7 @@ SPEC = OptimizerSpec(
     ),
     slots=("exp_avg", "exp_avg_sq"),
     nonnegative_slots=("exp_avg_sq",),
+    slot_gradient_powers=(1, 2),
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

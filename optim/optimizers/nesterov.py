@@ -13,6 +13,9 @@ Lazy catch-up over ``k`` zero-gradient steps (closed form)::
     w <- w - lr * mu * b * (mu + ... + mu**k)
     b <- mu**k * b
 
+Normalized: as :mod:`optim.optimizers.momentum`, with ``m * g / scale`` for ``g`` in both
+places (``b`` holds corrected normalized gradients).
+
 with the tables of :mod:`optim.optimizers.momentum` (``momentum_series``).
 
 >>> from optim import OnlineLogisticRegression
@@ -25,7 +28,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from optim.optimizers.base import OptimizerSpec
+from optim.optimizers.base import OptimizerSpec, rate_correction
 from optim.optimizers.momentum import (
     HYPERPARAMETERS,
     LR,
@@ -40,6 +43,7 @@ from optim.optimizers.momentum import (
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
+    g = rate_correction(c) * g
     s[0] = hp[MOMENTUM] * s[0] + g
     return w - hp[LR] * (g + hp[MOMENTUM] * s[0])
 
@@ -56,6 +60,8 @@ SPEC = OptimizerSpec(
     name="nesterov",
     hyperparameters=HYPERPARAMETERS,
     slots=("momentum_buffer",),
+    slot_gradient_powers=(1,),
+    scale_free=False,
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

@@ -8,6 +8,11 @@ Update (Tieleman & Hinton 2012, Lecture 6.5; ``torch.optim.RMSprop`` with ``mome
 
 State slots: ``square_avg`` (``v``). Effective learning rate: ``lr / (sqrt(v) + eps)``.
 
+Normalized (``u = scale * w``, gradient ``g / scale``, correction ``m = sqrt(T / N)``; see
+:mod:`optim.optimizers.base`): ``v`` averages normalized squared gradients and
+``u <- u - lr * m * (g / scale) / (sqrt(v) + eps)``. A grown scale multiplies ``v`` by ``r**2``
+and ``w`` by ``r``. Effective rate ``lr * m / (scale**2 * (sqrt(v) + eps))``.
+
 Lazy catch-up over ``k`` zero-gradient steps (closed form): ``v <- alpha**k * v`` (from per-model
 split power tables, ``tabulated_decay``); the weight does not move. So under ``lazy="exact"``
 an absent coordinate's rate *grows* back, while under ``lazy="frozen"`` it stays where it was.
@@ -27,7 +32,12 @@ import numba as nb
 import numpy as np
 
 from optim.optimizers._series import split_powers, tabulated_decay
-from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
+from optim.optimizers.base import (
+    Hyperparameter,
+    OptimizerSpec,
+    l2_hyperparameter,
+    rate_correction,
+)
 
 LR, ALPHA, EPS, POWERS = 0, 1, 2, 3
 
@@ -42,7 +52,7 @@ def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
     s[0] = hp[ALPHA] * s[0] + (1.0 - hp[ALPHA]) * g * g
-    return w - effective_rate(s, c, hp) * g
+    return w - effective_rate(s, c, hp) * (rate_correction(c) * g)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
@@ -65,6 +75,7 @@ SPEC = OptimizerSpec(
     ),
     slots=("square_avg",),
     nonnegative_slots=("square_avg",),
+    slot_gradient_powers=(2,),
     step=step,
     catch_up=catch_up,
     effective_rate=effective_rate,

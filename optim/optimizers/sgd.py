@@ -6,6 +6,17 @@ Update (Robbins & Monro 1951; ``torch.optim.SGD`` without momentum)::
 
 State slots: none. Effective learning rate: ``lr``.
 
+Normalized (``u = scale * w``, normalized gradient ``g / scale``, correction ``m = T / N``; see
+:mod:`optim.optimizers.base`)::
+
+    u <- u - lr * m * g / scale        i.e.  w <- w - lr * m * g / scale**2
+
+A grown scale multiplies ``w`` by ``r**2`` (not scale-free). Effective rate
+``lr * m / scale**2``.
+
+Importance-invariant (``invariant``): a row of weight ``h`` is the closed-form logistic step of
+Karampatziakis & Langford 2011 with the rate ``lr`` (nothing to accumulate).
+
 Lazy catch-up: a zero gradient changes nothing, so ``lazy="exact"`` and ``lazy="frozen"`` coincide
 and cost the same.
 
@@ -22,19 +33,29 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from optim.optimizers.base import Hyperparameter, OptimizerSpec, l2_hyperparameter
+from optim.optimizers.base import (
+    Hyperparameter,
+    OptimizerSpec,
+    l2_hyperparameter,
+    rate_correction,
+)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def step(
     w: float, s: np.ndarray, g: float, c: np.ndarray, hp: np.ndarray, regularize: bool
 ) -> float:
-    return w - hp[0] * g
+    return w - hp[0] * (rate_correction(c) * g)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def catch_up(w: float, s: np.ndarray, t_last: int, t_now: int, hp: np.ndarray) -> float:
     return w
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def accumulate(s: np.ndarray, g: float, h: float) -> None:
+    pass
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
@@ -55,4 +76,6 @@ SPEC = OptimizerSpec(
     effective_rate=effective_rate,
     pack=pack,
     lazy_modes_coincide=True,
+    scale_free=False,
+    accumulate=accumulate,
 )

@@ -36,6 +36,7 @@ def state(model: OnlineLogisticRegression) -> dict[str, bytes | int]:
     """Everything a batch could change, as bytes."""
     out: dict[str, bytes | int] = {name: a.tobytes() for name, a in model.metrics.state().items()}
     out.update(table=model.table.tobytes(), counters=model.counters.tobytes(), step=model.step)
+    out.update(norm_sums=model.norm_sums.tobytes())
     return out
 
 
