@@ -37,23 +37,35 @@ per-row pass over ``K`` losses to rank them; predictions and inspection read one
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import math
 import os
 import sys
 import threading
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numba as nb
 import numpy as np
 
 from optim._cache import CACHE_KEY, COMPILED_DIRECTORY
 from optim.batch import Batch
-from optim.errors import ConfigError, NonFiniteUpdate
+from optim.errors import ConfigError, ModelFileError, NonFiniteUpdate
+from optim.hashing import FeatureHasher
 from optim.kernels import Kernels
 from optim.metrics import ProgressiveMetrics, score
-from optim.model import Features, LearnCall, LearnResult, OnlineLogisticRegression
+from optim.model import (
+    Features,
+    LearnCall,
+    LearnResult,
+    OnlineLogisticRegression,
+    save_file_arrays,
+)
+from optim.model_file import check_metrics_arrays, json_depth
+from optim.optimizers import OptimizerSpec
 
 
 @dataclass(frozen=True)
@@ -79,12 +91,97 @@ NORMALIZED_MEMBERS: tuple[Member, ...] = tuple(
 USE_NORMALIZED = False
 DEFAULT_WINDOW = 2_000
 DEFAULT_HYSTERESIS = 0.01
+MAX_MEMBERS = 16
+AUTO = "auto"
+FORMAT = "adaserve-portfolio-v1"
+_STATE_BYTES = 1 << 20  # the portfolio.npy member (JSON: settings, leader, retired members)
 _SHARED = ("dim", "hash_bits", "lazy", "fit_intercept", "dtype", "hash_seed", "max_feature_names")
 
 
 def default_members() -> tuple[Member, ...]:
     """:data:`MEMBERS`, plus :data:`NORMALIZED_MEMBERS` under :data:`USE_NORMALIZED`."""
     return MEMBERS + NORMALIZED_MEMBERS if USE_NORMALIZED else MEMBERS
+
+
+def is_auto(optimizer: object) -> bool:
+    """Whether an optimizer setting asks for the portfolio (``"auto"`` or ``{"name": "auto"}``)."""
+    name = optimizer.get("name") if isinstance(optimizer, Mapping) else optimizer
+    return isinstance(name, str) and name.lower() == AUTO
+
+
+def members_of(optimizer: Mapping[str, Any]) -> tuple[Member, ...]:
+    """The members an ``{"name": "auto", "members": [{"name": ..., "optimizer": ...,
+    <model options>}, ...]}`` setting lists (:func:`default_members` without ``members``)."""
+    listed = optimizer.get("members")
+    if listed is None:
+        return default_members()
+    if not isinstance(listed, list) or not 1 <= len(listed) <= MAX_MEMBERS:
+        raise ConfigError(
+            f"must be a list of 1 to {MAX_MEMBERS} members, got {listed!r:.200}",
+            field="optimizer.members",
+        )
+    members = []
+    for k, entry in enumerate(listed):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise ConfigError(
+                "must be an object with a string 'name' and model settings",
+                field=f"optimizer.members[{k}]",
+            )
+        members.append(Member(entry["name"], {n: v for n, v in entry.items() if n != "name"}))
+    return tuple(members)
+
+
+def new_model(
+    optimizer: str | Mapping[str, Any] = "adagrad", dim: int | None = None, **settings: Any
+) -> OnlineLogisticRegression | PortfolioLogisticRegression:
+    """The model a configuration describes: the portfolio for ``"optimizer": "auto"`` (see
+    :meth:`PortfolioLogisticRegression.from_config`), else an OnlineLogisticRegression."""
+    if is_auto(optimizer):
+        return PortfolioLogisticRegression.from_config(optimizer, dim=dim, **settings)
+    return OnlineLogisticRegression(optimizer, dim, **settings)
+
+
+def memory_bytes_for(
+    optimizer: str | Mapping[str, Any], dim: int, dtype: str = "float64",
+    recent_window: int = 10_000,
+) -> int:  # fmt: skip
+    """:attr:`memory_bytes` of a new model of this configuration, portfolio or not."""
+    if not is_auto(optimizer):
+        return OnlineLogisticRegression.memory_bytes_for(optimizer, dim, dtype, recent_window)
+    members = members_of(optimizer if isinstance(optimizer, Mapping) else {})
+    return (
+        sum(
+            OnlineLogisticRegression.memory_bytes_for(
+                m.settings.get("optimizer", "adagrad"), dim, dtype, recent_window
+            )
+            for m in members
+        )
+        + ProgressiveMetrics.nbytes_for(recent_window)
+        + 8 * (len(members) + 1)
+    )  # recent losses
+
+
+def optimizers_in(model: OnlineLogisticRegression | PortfolioLogisticRegression) -> list[str]:
+    """The optimizers whose compiled loops a model runs (a portfolio's members')."""
+    if isinstance(model, PortfolioLogisticRegression):
+        return list(dict.fromkeys(m.spec.name for m in model.members.values()))
+    return [model.spec.name]
+
+
+def load_model(
+    file: str | os.PathLike[str] | IO[bytes], *, reserve: Callable[[int], object] | None = None
+) -> OnlineLogisticRegression | PortfolioLogisticRegression:
+    """A model file of either kind (a portfolio's has a ``portfolio.npy`` member)."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            portfolio = "portfolio.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        portfolio = False  # OnlineLogisticRegression.load says what is wrong with it
+    if not isinstance(file, str | os.PathLike):
+        file.seek(0)
+    if portfolio:
+        return PortfolioLogisticRegression.load(file, reserve=reserve)
+    return OnlineLogisticRegression.load(file, reserve=reserve)
 
 
 # ----------------------------------------------------------------------------- compiled driver
@@ -262,6 +359,57 @@ class PortfolioLogisticRegression:
             raise ConfigError(f"no member {name!r}; members: {list(self.members)}", field="member")
         return self.members[name]
 
+    @classmethod
+    def from_config(
+        cls, optimizer: str | Mapping[str, Any] = AUTO, **settings: Any
+    ) -> PortfolioLogisticRegression:
+        """The portfolio ``{"name": "auto", "members": [...], "window": ..., "hysteresis":
+        ...}`` (each optional) describes, with the model settings every member shares."""
+        optimizer = {"name": AUTO} if isinstance(optimizer, str) else dict(optimizer)
+        unknown = sorted(set(optimizer) - {"name", "members", "window", "hysteresis"})
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {unknown} for auto; valid: members, window, hysteresis",
+                field=f"optimizer.{unknown[0]}",
+            )
+        if settings.get("dim") is None:
+            settings.pop("dim", None)
+        return cls(
+            members_of(optimizer),
+            window=optimizer.get("window", DEFAULT_WINDOW),
+            hysteresis=optimizer.get("hysteresis", DEFAULT_HYSTERESIS),
+            **settings,
+        )
+
+    # What the service and the parsers read of a model: the leader's (the members share them).
+    @property
+    def spec(self) -> OptimizerSpec:
+        return self.leader_model.spec
+
+    @property
+    def hasher(self) -> FeatureHasher:
+        return self.leader_model.hasher
+
+    @property
+    def lazy(self) -> str:
+        return self.leader_model.lazy
+
+    @property
+    def fit_intercept(self) -> bool:
+        return self.leader_model.fit_intercept
+
+    @property
+    def dtype(self) -> str:
+        return self.leader_model.dtype
+
+    @property
+    def times_touched(self) -> np.ndarray:
+        return self.leader_model.times_touched
+
+    @property
+    def feature_names(self) -> dict[int, str]:
+        return self.leader_model.feature_names
+
     def leaderboard(self) -> list[dict[str, Any]]:
         """Every member, best recent loss first: name, settings, recent (discounted) log-loss,
         progressive log-loss over all its rows, whether it leads or has retired (and why)."""
@@ -327,7 +475,11 @@ class PortfolioLogisticRegression:
     def learn(
         self, X: Features, y: object | None = None, sample_weight: object | None = None
     ) -> LearnResult:
-        batch = self.to_batch(X, y, sample_weight, require_labels=True)
+        return self.learn_batch(self.to_batch(X, y, sample_weight, require_labels=True))
+
+    def learn_batch(self, batch: Batch) -> LearnResult:
+        """As :meth:`OnlineLogisticRegression.learn_batch`: raises the refusal of a batch
+        every active member refused (nothing changed)."""
         outcome = self.learn_batches([batch])[0]
         if isinstance(outcome, NonFiniteUpdate):
             raise outcome
@@ -457,6 +609,144 @@ class PortfolioLogisticRegression:
     def state_arrays(self, member: str | None = None) -> dict[str, np.ndarray]:
         return self.member(member).state_arrays()
 
+    # ----------------------------------------------------------------- persistence
+    def file_arrays(self, *, copy: bool = False) -> dict[str, np.ndarray]:
+        """The portfolio's model file: ``portfolio`` (JSON: format, configuration, step, the
+        leader's choice), its own progressive metrics, and ``member_<k>``, each member's whole
+        model file as bytes (a picture taken now, whatever ``copy`` says: it holds each
+        member's state once more while the file is written)."""
+        state = {
+            "format": FORMAT,
+            "config": self.config,
+            "step": self.step,
+            "leader": self._leader,
+            "switches": self.switches,
+            "retired": self.retired,
+            "recent": self._recent.tolist(),
+            "active": self._active.tolist(),
+        }
+        arrays = {"portfolio": np.array(json.dumps(state)), **self.metrics.state()}
+        for k, model in enumerate(self._models):
+            arrays[f"member_{k}"] = np.frombuffer(model.to_bytes(), dtype=np.uint8)
+        return arrays
+
+    def save(self, file: str | os.PathLike[str] | IO[bytes]) -> None:
+        save_file_arrays(file, self.file_arrays())
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        self.save(buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def load(
+        cls,
+        file: str | os.PathLike[str] | IO[bytes],
+        *,
+        reserve: Callable[[int], object] | None = None,
+    ) -> PortfolioLogisticRegression:
+        """Read a portfolio file without trusting it: stored members only (so none holds more
+        than the file's bytes), the settings checked and ``reserve`` called with the bytes the
+        portfolio will hold before any member's state is read, each member read and checked
+        by :meth:`OnlineLogisticRegression.load` against its configuration, then the leader's
+        choice. Raises :class:`~optim.errors.ModelFileError` naming the member and why."""
+        try:
+            archive = zipfile.ZipFile(file)
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+            raise ModelFileError(f"not a readable model file: {exc}") from None
+        with archive:
+            entries = _stored_entries(archive)
+            state = _state_of(_read_member(archive, entries, "portfolio", _STATE_BYTES))
+            config = dict(state["config"])
+            try:
+                dim = config.get("dim")
+                if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+                    raise ConfigError(f"must be a positive integer, got {dim!r}", field="dim")
+                needed = memory_bytes_for(
+                    config.get("optimizer"), dim, config.get("dtype", "float64"),
+                    config.get("recent_window", 10_000),
+                )  # fmt: skip
+                if reserve is not None:
+                    reserve(needed)
+                if config.get("hash_bits") is not None:
+                    del config["dim"]  # implied by hash_bits
+                model = new_model(**config)
+            except (ConfigError, TypeError) as exc:
+                raise ModelFileError(f"has a bad setting: {exc}", member="portfolio") from None
+            if not isinstance(model, PortfolioLogisticRegression):
+                raise ModelFileError("is not a portfolio's configuration", member="portfolio")
+            model._restore(archive, entries, state)
+        return model
+
+    def _restore(
+        self, archive: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], state: dict
+    ) -> None:
+        k_members = len(self._models)
+        expected = {"portfolio", *_METRICS, *(f"member_{k}" for k in range(k_members))}
+        stray = sorted(set(entries) - expected)
+        if stray:
+            raise ModelFileError("is not a member of a portfolio file", member=stray[0])
+        window = self.metrics.window
+        ring_bytes = window * 6 * 8 + 4096
+        metrics = {name: _read_member(archive, entries, name, ring_bytes) for name in _METRICS}
+        check_metrics_arrays(metrics, window)
+        for k, model in enumerate(self._models):
+            name = f"member_{k}"
+            raw = _read_member(archive, entries, name, None)
+            if raw.dtype != np.uint8 or raw.ndim != 1:
+                raise ModelFileError("must be the bytes of a model file", member=name)
+            try:
+                loaded = OnlineLogisticRegression.load(io.BytesIO(raw.tobytes()))
+            except ModelFileError as exc:
+                raise ModelFileError(f"holds a bad model file: {exc}", member=name) from None
+            if loaded.config != model.config:
+                raise ModelFileError(
+                    f"holds a model of another configuration than member "
+                    f"{self.member_configs[k].name!r}'s",
+                    member=name,
+                )
+            self._models[k] = self.members[self.member_configs[k].name] = loaded
+        self._restore_choice(state)
+        self.metrics = ProgressiveMetrics.from_state(metrics, window)
+
+    def _restore_choice(self, state: dict) -> None:
+        k_members = len(self._models)
+        recent, active = state["recent"], state["active"]
+        leader, switches, step, retired = (
+            state["leader"], state["switches"], state["step"], state["retired"],
+        )  # fmt: skip
+        numbers = isinstance(recent, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in recent
+        )
+        if not numbers or len(recent) != k_members + 1 or not all(
+            math.isfinite(v) and v >= 0 for v in recent
+        ):  # fmt: skip
+            raise ModelFileError(
+                f"'recent' must be {k_members + 1} finite numbers >= 0", member="portfolio"
+            )
+        if not isinstance(active, list) or len(active) != k_members or not all(
+            isinstance(v, bool) for v in active
+        ):  # fmt: skip
+            raise ModelFileError(f"'active' must be {k_members} booleans", member="portfolio")
+        for key, value in (("leader", leader), ("switches", switches), ("step", step)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ModelFileError(f"{key!r} must be an integer >= 0", member="portfolio")
+        if leader >= k_members or not active[leader]:
+            raise ModelFileError(f"'leader' {leader} is not an active member", member="portfolio")
+        names = {m.name for m in self.member_configs}
+        if not isinstance(retired, dict) or not all(
+            k in names and isinstance(v, str) for k, v in retired.items()
+        ):  # fmt: skip
+            raise ModelFileError("'retired' must map member names to reasons", member="portfolio")
+        for k, model in enumerate(self._models):
+            if active[k] and model.step != step:
+                raise ModelFileError(
+                    f"holds step {model.step}, the portfolio's is {step}", member=f"member_{k}"
+                )
+        self._recent = np.array(recent, dtype=np.float64)
+        self._active = np.array(active, dtype=np.bool_)
+        self._leader, self.switches, self.step, self.retired = leader, switches, step, retired
+
     def info(self) -> dict[str, Any]:
         """What a model's info shows of the portfolio: leader, switches, leaderboard."""
         return {
@@ -472,3 +762,78 @@ class PortfolioLogisticRegression:
             f"PortfolioLogisticRegression(members={list(self.members)}, leader={self.leader!r}, "
             f"step={self.step})"
         )
+
+
+_METRICS = ("metrics_rows", "metrics_totals", "metrics_ring", "metrics_curve", "metrics_block")
+_STATE_KEYS = {"format", "config", "step", "leader", "switches", "retired", "recent", "active"}
+
+
+def _stored_entries(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS + 1 + len(_METRICS):
+        raise ModelFileError(f"has {len(infos)} members, more than a portfolio file's")
+    entries: dict[str, zipfile.ZipInfo] = {}
+    for info in infos:
+        name = info.filename.removesuffix(".npy")
+        if name in entries or not info.filename.endswith(".npy"):
+            raise ModelFileError("is not a member of a portfolio file, or appears twice",
+                                 member=info.filename)  # fmt: skip
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            raise ModelFileError("must be stored (not compressed, not encrypted)", member=name)
+        entries[name] = info
+    return entries
+
+
+def _read_member(
+    archive: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], name: str, limit: int | None
+) -> np.ndarray:
+    """One ``.npy`` member, its header checked against its stored size (and ``limit``) before
+    anything is allocated."""
+    info = entries.get(name)
+    if info is None:
+        raise ModelFileError("is missing", member=name)
+    if limit is not None and info.file_size > limit:
+        raise ModelFileError(f"holds {info.file_size:,} bytes, more than {limit:,}", member=name)
+    try:
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            if dtype.hasobject:
+                raise ModelFileError("holds Python objects", member=name)
+            nbytes = math.prod(shape) * dtype.itemsize
+            if nbytes > info.file_size:
+                raise ModelFileError(
+                    f"declares {nbytes:,} bytes in {info.file_size:,}", member=name
+                )
+            data = f.read(nbytes)
+    except ModelFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModelFileError(f"is unreadable: {exc}", member=name) from None
+    if len(data) != nbytes:
+        raise ModelFileError("is truncated", member=name)
+    array = np.frombuffer(data, dtype=dtype)
+    return array.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _state_of(array: np.ndarray) -> dict[str, Any]:
+    """The ``portfolio`` member's JSON, its shape checked (values by ``_restore_choice``)."""
+    if array.dtype.kind != "U" or array.shape != ():
+        raise ModelFileError("must be a JSON string", member="portfolio")
+    text = str(array)
+    if json_depth(text) > 8:
+        raise ModelFileError("nests too deep", member="portfolio")
+    try:
+        state = json.loads(text)
+    except ValueError as exc:
+        raise ModelFileError(f"is not JSON: {exc}", member="portfolio") from None
+    if not isinstance(state, dict) or set(state) != _STATE_KEYS:
+        raise ModelFileError(f"must hold exactly {sorted(_STATE_KEYS)}", member="portfolio")
+    if state["format"] != FORMAT:
+        raise ModelFileError(f"is an unknown format {state['format']!r:.60}", member="portfolio")
+    if not isinstance(state["config"], dict):
+        raise ModelFileError("'config' must be an object", member="portfolio")
+    return state
