@@ -71,5 +71,6 @@ def test_quick_report(tmp_path: Path) -> None:
     if bench.installed("vowpalwabbit"):
         assert all(0 < float(c.split()[0]) < 1 for c in table_row(report, "VW default"))
     assert "## The default (issue 16, section 3)" in report and "Decision:" in report
-    assert data["auto_cost"]["auto_rows_per_s"] > 0
+    assert data["auto_cost"]["seconds"]["auto"] > 0 and "## Cost of `auto`" in report
+    assert "`auto` is" in report
     assert (out / "quality_lr.svg").read_text().startswith("<?xml")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from optim import ModelFileError
 from optim.model import save_file_arrays
 from optim.portfolio import MEMBERS, PortfolioLogisticRegression, load_model
 from service.app import create_app
+from service.cli import main
 from service.settings import Settings
 from tests.streams import sparse_stream, to_csr
 
@@ -147,3 +149,26 @@ def test_a_damaged_portfolio_file_is_refused() -> None:
     buffer = io.BytesIO(model.to_bytes())
     PortfolioLogisticRegression.load(buffer, reserve=reserved.append)
     assert reserved == [model.memory_bytes]
+
+
+def test_cli_trains_and_predicts_with_auto(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    X, y = stream()
+    data = tmp_path / "rows.libsvm"
+    lines = []
+    for i, label in enumerate(y):
+        row = X[[i]]
+        pairs = " ".join(f"{j}:{float(v)!r}" for j, v in zip(row.indices, row.data, strict=True))
+        lines.append(f"{int(label)} {pairs}\n")
+    data.write_text("".join(lines))
+    model_file = tmp_path / "auto.npz"
+    argv = ["train", str(data), "--format", "libsvm", "--dim", str(DIM), "--optimizer", "auto"]
+    assert main([*argv, "-o", str(model_file), "-q"]) == 0
+    trained = load_model(model_file)
+    assert isinstance(trained, PortfolioLogisticRegression) and trained.step == len(y)
+    probabilities = tmp_path / "p.txt"
+    assert main(["predict", str(data), "--format", "libsvm", "--model", str(model_file),
+                 "-o", str(probabilities), "-q"]) == 0  # fmt: skip
+    written = np.loadtxt(probabilities)
+    np.testing.assert_allclose(written, trained.predict_proba(X)[:, 1], rtol=1e-9)
+    assert main([*argv, "--lr", "0.1", "-q"]) == 2  # auto has no learning rate
+    assert "lr" in capsys.readouterr().err
