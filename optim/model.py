@@ -393,17 +393,20 @@ class OnlineLogisticRegression:
         self._kernels.learn(*call.arguments)
         return self.learn_outcomes(call)
 
-    def learn_call(self, batches: Sequence[Batch], *, check: bool = True) -> LearnCall:
+    def learn_call(
+        self, batches: Sequence[Batch], *, check: bool = True, whole: Batch | None = None
+    ) -> LearnCall:
         """The arguments of the compiled ``learn`` kernel for ``batches`` (non-empty), which
         :meth:`learn_outcomes` turns into their outcomes once the kernel has run: the two
         halves of :meth:`learn_batches`, for a driver that runs several models' kernels in one
-        compiled call (:mod:`optim.portfolio`)."""
-        whole = batches[0] if len(batches) == 1 else Batch.concatenated(batches)
+        compiled call (:mod:`optim.portfolio`). ``whole``: the batches joined, if at hand."""
+        if whole is None:
+            whole = batches[0] if len(batches) == 1 else Batch.concatenated(batches)
         if check:
             self.check_batch(whole)
         n = whole.n_rows
         weights = np.ones(n) if whole.weights is None else whole.weights
-        margins = np.full(n, np.nan)  # a refused batch's rows after the refused one stay NaN
+        margins = np.empty(n)
         bounds = np.cumsum([0, *(batch.n_rows for batch in batches)], dtype=np.int64)
         refusals = np.full((len(batches), 4), -1, dtype=np.int64)
         saved_state, saved_where = self._pre_images(batches)

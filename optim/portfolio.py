@@ -499,25 +499,24 @@ class PortfolioLogisticRegression:
         rows before it)."""
         if not batches:
             return []
+        whole = batches[0] if len(batches) == 1 else Batch.concatenated(batches)
         if check:
-            whole = batches[0] if len(batches) == 1 else Batch.concatenated(batches)
             self.check_batch(whole)
-        calls = [model.learn_call(batches, check=False) for model in self._models]
+        calls = [model.learn_call(batches, check=False, whole=whole) for model in self._models]
         self._driver(self._active, *(call.arguments for call in calls))
         outcomes = [
             model.learn_outcomes(call) if self._active[k] else None
             for k, (model, call) in enumerate(zip(self._models, calls, strict=True))
         ]
-        whole, bounds = calls[0].whole, calls[0].bounds
+        bounds = calls[0].bounds
         n_members, n_batches = len(self._models), len(batches)
         accepted = np.zeros((n_members, n_batches), dtype=np.bool_)
         losses = np.full((n_members, whole.n_rows), np.inf)
-        for k, call in enumerate(calls):
-            if outcomes[k] is None:
-                continue
-            accepted[k] = [not isinstance(o, NonFiniteUpdate) for o in outcomes[k]]
-            rows = np.isfinite(call.margins)
-            losses[k, rows] = score(call.margins[rows], whole.labels[rows])[1]
+        for k in range(n_members):
+            for b, outcome in enumerate(outcomes[k] or ()):
+                if isinstance(outcome, LearnResult):  # each row's loss, as the member scored it
+                    accepted[k, b] = True
+                    losses[k, bounds[b] : bounds[b + 1]] = outcome.losses
         was_active = self._active.copy()
         leaders = np.empty(whole.n_rows, dtype=np.int64)
         weights = calls[0].weights
