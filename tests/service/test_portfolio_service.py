@@ -1,40 +1,31 @@
 """``"optimizer": "auto"`` through the service: created, learned and predicted like any model;
 its leaderboard in the model info; rates read from the leader or a member by name; its file
-exported, imported and recovered after a restart; a damaged portfolio file refused."""
+exported, imported and recovered after a restart; a damaged portfolio file refused (the
+command line's ``--optimizer auto``: tests/unit/test_portfolio.py)."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from fastapi.testclient import TestClient
+from streams import sparse_stream, to_csr
 
 from optim import ModelFileError
 from optim.model import save_file_arrays
 from optim.portfolio import MEMBERS, PortfolioLogisticRegression, load_model
 from service.app import create_app
-from service.cli import main
 from service.settings import Settings
-from tests.streams import sparse_stream, to_csr
 
 DIM = 16
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(data_dir=tmp_path, warm_kernels=False, max_rows_per_batch=1_000,
-                    max_nnz_per_row=50, max_body_bytes=4 << 20, memory_budget_bytes=50 << 20,
-                    max_models=5)  # fmt: skip
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, warm_kernels=False, max_body_bytes=4 << 20)
 
 
 def csr_body(X: sp.csr_array, y: np.ndarray) -> dict:
@@ -149,26 +140,3 @@ def test_a_damaged_portfolio_file_is_refused() -> None:
     buffer = io.BytesIO(model.to_bytes())
     PortfolioLogisticRegression.load(buffer, reserve=reserved.append)
     assert reserved == [model.memory_bytes]
-
-
-def test_cli_trains_and_predicts_with_auto(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    X, y = stream()
-    data = tmp_path / "rows.libsvm"
-    lines = []
-    for i, label in enumerate(y):
-        row = X[[i]]
-        pairs = " ".join(f"{j}:{float(v)!r}" for j, v in zip(row.indices, row.data, strict=True))
-        lines.append(f"{int(label)} {pairs}\n")
-    data.write_text("".join(lines))
-    model_file = tmp_path / "auto.npz"
-    argv = ["train", str(data), "--format", "libsvm", "--dim", str(DIM), "--optimizer", "auto"]
-    assert main([*argv, "-o", str(model_file), "-q"]) == 0
-    trained = load_model(model_file)
-    assert isinstance(trained, PortfolioLogisticRegression) and trained.step == len(y)
-    probabilities = tmp_path / "p.txt"
-    assert main(["predict", str(data), "--format", "libsvm", "--model", str(model_file),
-                 "-o", str(probabilities), "-q"]) == 0  # fmt: skip
-    written = np.loadtxt(probabilities)
-    np.testing.assert_allclose(written, trained.predict_proba(X)[:, 1], rtol=1e-9)
-    assert main([*argv, "--lr", "0.1", "-q"]) == 2  # auto has no learning rate
-    assert "lr" in capsys.readouterr().err

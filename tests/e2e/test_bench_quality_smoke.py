@@ -15,10 +15,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from datasets import REPO
+from datasets import SHARED as SHARED_BESIDE_REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "loadtest" / "bench_quality.py"
-SHARED = Path(os.environ.get("ADASERVE_SHARED", REPO.parent / "shared"))
+SHARED = Path(os.environ.get("ADASERVE_SHARED", SHARED_BESIDE_REPO))
 
 
 def load_bench() -> ModuleType:

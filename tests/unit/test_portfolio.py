@@ -4,16 +4,18 @@ configuration alone, and every prediction is the leader's, the leader chosen fro
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from streams import sparse_stream, to_csr
 
 from optim import NonFiniteUpdate, OnlineLogisticRegression
 from optim.errors import ConfigError
 from optim.metrics import log_losses
-from optim.portfolio import MEMBERS, Member, PortfolioLogisticRegression
-from tests.streams import sparse_stream, to_csr
+from optim.portfolio import MEMBERS, Member, PortfolioLogisticRegression, load_model
+from service.cli import main
 
 DIM = 16
 
@@ -150,3 +152,31 @@ def test_settings_are_validated() -> None:
         PortfolioLogisticRegression(dim=4, hysteresis=1.0)
     with pytest.raises(ConfigError, match="unknown setting"):
         PortfolioLogisticRegression(dim=4, optimizer="adam")
+
+
+def libsvm_text(X: sp.csr_array, y: np.ndarray) -> str:
+    """The rows as libsvm text."""
+    lines = []
+    for i, label in enumerate(y):
+        row = X[[i]]
+        pairs = " ".join(f"{j}:{float(v)!r}" for j, v in zip(row.indices, row.data, strict=True))
+        lines.append(f"{int(label)} {pairs}\n")
+    return "".join(lines)
+
+
+def test_cli_trains_and_predicts_with_auto(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    X, y, _ = stream()
+    data = tmp_path / "rows.libsvm"
+    data.write_text(libsvm_text(X, y))
+    model_file = tmp_path / "auto.npz"
+    argv = ["train", str(data), "--format", "libsvm", "--dim", str(DIM), "--optimizer", "auto"]
+    assert main([*argv, "-o", str(model_file), "-q"]) == 0
+    trained = load_model(model_file)
+    assert isinstance(trained, PortfolioLogisticRegression) and trained.step == len(y)
+    probabilities = tmp_path / "p.txt"
+    assert main(["predict", str(data), "--format", "libsvm", "--model", str(model_file),
+                 "-o", str(probabilities), "-q"]) == 0  # fmt: skip
+    written = np.loadtxt(probabilities)
+    np.testing.assert_allclose(written, trained.predict_proba(X)[:, 1], rtol=1e-9)
+    assert main([*argv, "--lr", "0.1", "-q"]) == 2  # auto has no learning rate
+    assert "lr" in capsys.readouterr().err
