@@ -75,3 +75,7 @@ def test_quick_report(tmp_path: Path) -> None:
     assert data["auto_cost"]["seconds"]["auto"] > 0 and "## Cost of `auto`" in report
     assert "`auto` is" in report
     assert (out / "quality_lr.svg").read_text().startswith("<?xml")
+    again = tmp_path / "again"
+    again.mkdir()
+    assert bench.main(["--render", str(out / "bench_quality.json"), "--out", str(again)]) == 0
+    assert (again / "REPORT_QUALITY.md").read_text() == report
