@@ -8,8 +8,8 @@ Members
 ``normalized``); the portfolio's own ``dim``, ``lazy``, ``fit_intercept``, ``dtype`` and
 ``hash_seed`` are shared by every member. The first member is the leader until another earns
 the lead. Today: AdaGrad at lr 0.01 (the library's default), 0.1 and 1, FTRL-Proximal and Adam at
-their defaults. :data:`NORMALIZED_MEMBERS` holds the normalized forms, used where the installed
-learner accepts ``normalized`` (:func:`default_members`).
+their defaults. :data:`NORMALIZED_MEMBERS` holds their normalized forms, which join the
+portfolio when :data:`USE_NORMALIZED` is switched on (once the learner has ``normalized``).
 
 Learning
 --------
@@ -297,8 +297,8 @@ class PortfolioLogisticRegression:
         **settings: Any,
     ) -> None:
         members = tuple(default_members() if members is None else members)
-        if not members:
-            raise ConfigError("needs at least one member", field="members")
+        if not 1 <= len(members) <= MAX_MEMBERS:
+            raise ConfigError(f"needs 1 to {MAX_MEMBERS} members", field="members")
         names = [m.name for m in members]
         if len(set(names)) != len(names):
             raise ConfigError(f"member names must be unique, got {names}", field="members")
@@ -317,16 +317,19 @@ class PortfolioLogisticRegression:
             )
         self.member_configs = members
         self.members: dict[str, OnlineLogisticRegression] = {}
-        for member in members:
-            clash = sorted(set(member.settings) & set(settings))
+        for k, member in enumerate(members):
+            clash = sorted(set(member.settings) & {*_SHARED, "recent_window"})
             if clash:
                 raise ConfigError(
                     f"member {member.name!r} sets {clash}, shared by the portfolio",
-                    field="members",
+                    field=f"members[{k}]",
                 )
-            self.members[member.name] = OnlineLogisticRegression(
-                **{**settings, **member.settings}, recent_window=recent_window
-            )
+            try:
+                self.members[member.name] = OnlineLogisticRegression(
+                    **{**settings, **member.settings}, recent_window=recent_window
+                )
+            except TypeError as exc:  # a setting the learner does not have
+                raise ConfigError(f"member {member.name!r}: {exc}", field=f"members[{k}]") from None
         self.settings = dict(settings)
         self.window = window
         self.hysteresis = float(hysteresis)

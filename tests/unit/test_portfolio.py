@@ -152,6 +152,14 @@ def test_settings_are_validated() -> None:
         PortfolioLogisticRegression(dim=4, hysteresis=1.0)
     with pytest.raises(ConfigError, match="unknown setting"):
         PortfolioLogisticRegression(dim=4, optimizer="adam")
+    shared = Member("x", {"optimizer": "adam", "recent_window": 5})
+    with pytest.raises(ConfigError, match="shared by the portfolio"):
+        PortfolioLogisticRegression((shared,), dim=4)
+    with pytest.raises(ConfigError, match="colour") as error:
+        PortfolioLogisticRegression((Member("y", {"optimizer": "adam", "colour": 1}),), dim=4)
+    assert error.value.field == "members[0]"
+    with pytest.raises(ConfigError, match="1 to 16"):
+        PortfolioLogisticRegression((), dim=4)
 
 
 def libsvm_text(X: sp.csr_array, y: np.ndarray) -> str:
