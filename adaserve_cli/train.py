@@ -106,7 +106,11 @@ def _add_train(commands: Any) -> None:
     )
     train.add_argument("files", nargs="+", metavar="FILE", help="input files; - reads stdin")
     train.add_argument("--format", required=True, choices=FORMATS, help="input format")
-    train.add_argument("--optimizer", default="adagrad", help="optimizer name (default adagrad)")
+    train.add_argument(
+        "--optimizer",
+        default="adagrad",
+        help="optimizer name (default adagrad), or auto: a portfolio predicting with its best",
+    )
     train.add_argument("--lr", type=float, help="learning rate (same as --param lr=...)")
     train.add_argument(
         "--param",
@@ -579,14 +583,15 @@ def build_model(
     invariant: bool = False,
 ) -> OnlineLogisticRegression:
     """The model of the command-line settings (a bad setting is a :class:`CommandError`)."""
-    from optim import AdaserveError, OnlineLogisticRegression
+    from optim import AdaserveError
+    from optim.portfolio import new_model
 
     spec: dict[str, Any] = {"name": optimizer}
     if lr is not None:
         spec["lr"] = lr
     spec.update(params)
     try:
-        return OnlineLogisticRegression(
+        return new_model(  # "auto": a portfolio (optim.portfolio)
             spec,
             dim,
             hash_bits=hash_bits,
@@ -833,12 +838,13 @@ def predict(
 
 
 def load_model(path: str) -> OnlineLogisticRegression:
-    from optim import AdaserveError, OnlineLogisticRegression
+    from optim import AdaserveError
+    from optim.portfolio import load_model as load_either
 
     if not os.path.isfile(path):
         raise CommandError(f"--model {path}: does not exist", EXIT_FAILURE)
     try:
-        return OnlineLogisticRegression.load(path)
+        return load_either(path)
     except AdaserveError as error:
         raise CommandError(f"--model {path}: {error}") from None
 

@@ -333,6 +333,21 @@ def vw_native(
     return _result(name or f"vw_native[{args}]", rows, nnz, m, sum_loss / weighted, notes)
 
 
+def vw_progressive(vw_path: str, args: str, bits: int = DEFAULT_BITS) -> tuple[float, np.ndarray]:
+    """Vowpal Wabbit's native driver over a VW-text file, one pass: its own progressive
+    log-loss (``sum_loss / weighted_examples``, nats) and each row's pre-update margin (VW's
+    ``-p`` output for logistic loss: the raw margin, clipped to +-50)."""
+    import vowpalwabbit
+
+    with tempfile.TemporaryDirectory() as tmp:
+        predictions = os.path.join(tmp, "p.txt")
+        ws = vowpalwabbit.Workspace(f"-d {vw_path} {VW_BASE} -b {bits} {args} -p {predictions}")
+        sum_loss, weighted = ws.get_sum_loss(), ws.get_weighted_examples()
+        ws.finish()  # flushes the predictions file
+        margins = np.loadtxt(predictions, ndmin=1, usecols=0)
+    return sum_loss / weighted, margins
+
+
 def vw_python(
     path: str,
     args: str = VW_ADAGRAD,
@@ -404,40 +419,60 @@ def river_logreg(
     River is pure Python: use ``max_rows`` (rows/s is over the rows done).
     """
     import river
-    from river import linear_model, optim
 
-    kw = dict(opt_kwargs or {})
-    factories: dict[str, Callable[[], Any]] = {
-        "adagrad": lambda: optim.AdaGrad(lr=lr, **kw),
-        "sgd": lambda: optim.SGD(lr=lr, **kw),
-        "adam": lambda: optim.Adam(lr=lr, **kw),
-        "ftrl": lambda: optim.FTRLProximal(
-            **{"alpha": lr, "beta": 1.0, "l1": 0.0, "l2": 0.0, **kw}
-        ),
-    }
-    if optimizer not in factories:
-        raise ValueError(f"optimizer must be one of {sorted(factories)}")
     X, y, parse_s = _loaded(path, max_rows)
-    model = linear_model.LogisticRegression(
-        optimizer=factories[optimizer](), l2=l2, intercept_lr=intercept_lr
-    )
-    indptr, indices, data = X.indptr, X.indices, X.data
-    total = 0.0
+    kw = dict(opt_kwargs or {})
     with measure(use_tracemalloc) as m:
-        for i in range(X.shape[0]):
-            a, b = indptr[i], indptr[i + 1]
-            x = dict(zip(indices[a:b].tolist(), data[a:b].tolist(), strict=True))
-            yi = bool(y[i])
-            p = model.predict_proba_one(x)[True]
-            p = min(max(p, 1e-15), 1 - 1e-15)
-            total -= math.log(p) if yi else math.log1p(-p)
-            model.learn_one(x, yi)
+        p = river_progressive(X, y, optimizer, lr, intercept_lr=intercept_lr, l2=l2, **kw)
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    total = -float(np.where(y > 0, np.log(p), np.log1p(-p)).sum())
     notes = [
         f"river {river.__version__}",
         f"optimizer={optimizer} lr={lr} {kw or ''} intercept_lr={intercept_lr} l2={l2}",
         f"parse {parse_s:.2f}s untimed",
     ]
     return _result(name or f"river[{optimizer}]", X.shape[0], X.nnz, m, total / X.shape[0], notes)
+
+
+def river_progressive(
+    X: sp.csr_matrix | sp.csr_array,
+    y: np.ndarray,
+    optimizer: str = "adagrad",
+    lr: float = 0.1,
+    *,
+    intercept_lr: float = 0.01,
+    l2: float = 0.0,
+    **opt_kwargs: Any,
+) -> np.ndarray:
+    """River ``LogisticRegression`` over the CSR rows in order: each row's ``P(y=1)`` from
+    ``predict_proba_one`` before ``learn_one`` (see :func:`river_logreg` for the optimizers).
+    ``optimizer="default"``: River's own default (SGD at 0.01), ``lr`` unused."""
+    from river import linear_model, optim
+
+    factories: dict[str, Callable[[], Any]] = {
+        "adagrad": lambda: optim.AdaGrad(lr=lr, **opt_kwargs),
+        "sgd": lambda: optim.SGD(lr=lr, **opt_kwargs),
+        "adam": lambda: optim.Adam(lr=lr, **opt_kwargs),
+        "ftrl": lambda: optim.FTRLProximal(
+            **{"alpha": lr, "beta": 1.0, "l1": 0.0, "l2": 0.0, **opt_kwargs}
+        ),
+    }
+    if optimizer == "default":
+        model = linear_model.LogisticRegression()
+    elif optimizer in factories:
+        model = linear_model.LogisticRegression(
+            optimizer=factories[optimizer](), l2=l2, intercept_lr=intercept_lr
+        )
+    else:
+        raise ValueError(f"optimizer must be 'default' or one of {sorted(factories)}")
+    indptr, indices, data = X.indptr, X.indices, X.data
+    out = np.empty(X.shape[0])
+    for i in range(X.shape[0]):
+        a, b = indptr[i], indptr[i + 1]
+        x = dict(zip(indices[a:b].tolist(), data[a:b].tolist(), strict=True))
+        out[i] = model.predict_proba_one(x)[True]
+        model.learn_one(x, bool(y[i]))
+    return out
 
 
 # ---------------------------------------- scikit-learn

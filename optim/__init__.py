@@ -15,6 +15,7 @@ from optim.errors import (
 from optim.hashing import FeatureHasher, murmurhash3_32
 from optim.model import LearnResult, OnlineLogisticRegression
 from optim.optimizers import REGISTRY, get_optimizer
+from optim.portfolio import PortfolioLogisticRegression, load_model, new_model
 
 __all__ = [
     "REGISTRY",
@@ -27,6 +28,9 @@ __all__ = [
     "ModelFileError",
     "NonFiniteUpdate",
     "OnlineLogisticRegression",
+    "PortfolioLogisticRegression",
     "get_optimizer",
+    "load_model",
     "murmurhash3_32",
+    "new_model",
 ]

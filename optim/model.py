@@ -67,6 +67,20 @@ class LearnResult:
     log_loss: float  # their weighted mean
 
 
+@dataclass(frozen=True)
+class LearnCall:
+    """One call of a model's compiled ``learn`` kernel: its ``arguments`` and what
+    :meth:`OnlineLogisticRegression.learn_outcomes` reads back (``margins``, ``refusals``)."""
+
+    batches: Sequence[Batch]
+    whole: Batch
+    weights: np.ndarray
+    margins: np.ndarray
+    bounds: np.ndarray
+    refusals: np.ndarray
+    arguments: tuple[Any, ...]
+
+
 def save_file_arrays(file: str | os.PathLike[str] | IO[bytes], arrays: Mapping[str, Any]) -> None:
     """Write :meth:`OnlineLogisticRegression.file_arrays` as a model file: an ``.npz`` as
     ``np.savez`` writes it (an uncompressed zip of ``.npy`` members; ``np.load`` reads it).
@@ -412,7 +426,19 @@ class OnlineLogisticRegression:
         """
         if not batches:
             return []
-        whole = batches[0] if len(batches) == 1 else Batch.concatenated(batches)
+        call = self.learn_call(batches, check=check)
+        self._kernels.learn(*call.arguments)
+        return self.learn_outcomes(call)
+
+    def learn_call(
+        self, batches: Sequence[Batch], *, check: bool = True, whole: Batch | None = None
+    ) -> LearnCall:
+        """The arguments of the compiled ``learn`` kernel for ``batches`` (non-empty), which
+        :meth:`learn_outcomes` turns into their outcomes once the kernel has run: the two
+        halves of :meth:`learn_batches`, for a driver that runs several models' kernels in one
+        compiled call (:mod:`optim.portfolio`). ``whole``: the batches joined, if at hand."""
+        if whole is None:
+            whole = batches[0] if len(batches) == 1 else Batch.concatenated(batches)
         if check:
             self.check_batch(whole)
         n = whole.n_rows
@@ -421,12 +447,18 @@ class OnlineLogisticRegression:
         bounds = np.cumsum([0, *(batch.n_rows for batch in batches)], dtype=np.int64)
         refusals = np.full((len(batches), 4), -1, dtype=np.int64)
         saved_state, saved_where = self._pre_images(batches)
-        self._kernels.learn(
+        arguments = (
             self.table, self.counters, self._hp, self._l2, self.step, self._exact,
             self.fit_intercept, unsigned(whole.indptr), unsigned(whole.indices), whole.values,
             whole.labels, weights, bounds, margins, refusals, saved_state, saved_where,
             self.norm_sums,
         )  # fmt: skip
+        return LearnCall(batches, whole, weights, margins, bounds, refusals, arguments)
+
+    def learn_outcomes(self, call: LearnCall) -> list[LearnResult | NonFiniteUpdate]:
+        """Each batch's outcome once the kernel has run ``call`` (see :meth:`learn_call`)."""
+        batches, whole, weights = call.batches, call.whole, call.weights
+        margins, bounds, refusals = call.margins, call.bounds, call.refusals
         refused_rows = refusals[:, REFUSED_ROW].tolist()
         if max(refused_rows) < 0:
             return self._learned(batches, whole, margins, bounds)

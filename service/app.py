@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from optim.portfolio import optimizers_in
 from service.auth import READ, parse_tokens
 from service.engine.errors import EngineError, ModelDeleted
 from service.errors import install_error_handlers
@@ -128,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         warming: threading.Thread | None = None
         if settings.warm_kernels:
-            in_use = [m.model.config["optimizer"]["name"] for m in registry.models.values()]
+            in_use = [name for m in registry.models.values() for name in optimizers_in(m.model)]
             app.state.warmup = Warmup(plan(in_use))
             warming = threading.Thread(
                 target=warm, args=(app.state.warmup,), name="adaserve-warm-up", daemon=True

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optim import AdaserveError, ConfigError, OnlineLogisticRegression
+from optim import AdaserveError, ConfigError
+from optim.portfolio import memory_bytes_for
 from service.engine.errors import EngineError, ModelInExperiment
 from service.errors import ApiError
 from service.registry import NAME_PATTERN, ManagedModel, ModelRegistry
@@ -111,7 +112,7 @@ class ExperimentRegistry:
         if isinstance(dim, int) and dim >= 1:
             try:
                 needed = sum(
-                    OnlineLogisticRegression.memory_bytes_for(
+                    memory_bytes_for(
                         e.get("optimizer", "adagrad"), dim, shared.get("dtype", "float64"),
                         e.get("recent_window", shared.get("recent_window", 10_000)),
                     )

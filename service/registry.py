@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 from optim import ConfigError, OnlineLogisticRegression
+from optim.portfolio import memory_bytes_for, new_model
 from service.engine.errors import (
     ModelExists,
     ModelNotFound,
@@ -212,7 +213,7 @@ class ModelRegistry:
                 # An unknown optimizer is reported precisely by the constructor.
                 with contextlib.suppress(ConfigError):
                     claim(
-                        OnlineLogisticRegression.memory_bytes_for(
+                        memory_bytes_for(
                             config.get("optimizer", "adagrad"), dim,
                             config.get("dtype", "float64"), config.get("recent_window", 10_000),
                             config.get("normalized", False) is True,
@@ -227,7 +228,7 @@ class ModelRegistry:
                 self._held.discard(name)
 
     def _build(self, name: str, config: dict[str, Any]) -> ManagedModel:
-        model = OnlineLogisticRegression(**config)  # ConfigError: 422 naming the field
+        model = new_model(**config)  # ConfigError: 422 naming the field
         storage = self._storage(name)
         try:
             storage.create(model)

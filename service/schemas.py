@@ -22,7 +22,7 @@ class OptimizerConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str = Field(description="one of sgd, momentum, nesterov, adagrad, rmsprop, adadelta, "
-                      "adam, adamax, nadam, ftrl")  # fmt: skip
+                      "adam, adamax, nadam, ftrl, or auto (a portfolio)")  # fmt: skip
 
 
 class CreateModel(BaseModel):
@@ -98,6 +98,11 @@ class ModelInfo(BaseModel):
     metrics: ProgressiveMetrics
     touched_coordinates: int = Field(description="coordinates present in at least one row")
     state_bytes: int
+    portfolio: dict[str, Any] | None = Field(
+        None,
+        description='optimizer "auto": the leader, its switches and every member\'s recent and '
+        "overall progressive log-loss (the leaderboard); null for one optimizer",
+    )
 
 
 class UnavailableModel(BaseModel):
@@ -212,6 +217,9 @@ class Coordinate(BaseModel):
 class LearningRates(BaseModel):
     model: str
     step: int
+    member: str | None = Field(
+        None, description='optimizer "auto": the member read (the leader unless one was named)'
+    )
     coordinates: list[Coordinate]
     intercept: Coordinate | None
 
@@ -241,6 +249,9 @@ class FrequencyBin(BaseModel):
 class RatesByFrequency(BaseModel):
     model: str
     step: int
+    member: str | None = Field(
+        None, description='optimizer "auto": the member read (the leader unless one was named)'
+    )
     touched: int = Field(description="coordinates present in at least one row")
     sample: int = Field(description="the most points asked for")
     seed: int

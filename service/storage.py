@@ -63,6 +63,7 @@ import numpy as np
 
 from optim import Batch, OnlineLogisticRegression
 from optim.model import save_file_arrays
+from optim.portfolio import load_model
 
 log = logging.getLogger("adaserve.storage")
 
@@ -817,7 +818,7 @@ class ModelStorage:
         skipped: list[int] = []
         for step in reversed(self._steps(_SNAPSHOT)):
             try:
-                model = OnlineLogisticRegression.load(self._snapshot_path(step))
+                model = load_model(self._snapshot_path(step))
             except Exception as exc:
                 dropped.append(
                     f"snapshot-{step}.npz unreadable ({type(exc).__name__}: {exc}); falling back"

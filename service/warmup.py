@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from optim import REGISTRY, Batch, OnlineLogisticRegression
+from optim import REGISTRY, Batch, OnlineLogisticRegression, PortfolioLogisticRegression
 
 log = logging.getLogger("adaserve")
 DEFAULT_OPTIMIZER = "adagrad"
@@ -54,6 +54,11 @@ def learn_loop(optimizer: str) -> None:
     """An optimizer's learn loop (and, for the first, the batch code and progressive metrics it
     calls): what an update needs."""
     OnlineLogisticRegression(optimizer, dim=2).learn_batch(_tiny_batch())
+
+
+def portfolio_loop() -> None:
+    """The compiled driver of ``"optimizer": "auto"`` (its members' loops are warmed as theirs)."""
+    PortfolioLogisticRegression(dim=2).learn_batch(_tiny_batch())
 
 
 def read_loops(optimizer: str) -> None:
@@ -108,7 +113,8 @@ def text_parser(fmt: str, line: bytes) -> Callable[[], None]:
 def plan(optimizers_in_use: Iterable[str] = ()) -> list[Piece]:
     """Every piece, in the order compiled: the learn loops of the optimizers in use and of the
     default one, and the small-update path (needed); then their read loops, the text parsers,
-    the other optimizers' loops, the JSON reader (~20-70 s cold: until it is warm, requests that
+    the other optimizers' loops, the driver of optimizer "auto", the JSON reader (~20-70 s
+    cold: until it is warm, requests that
     could use it take the orjson path or a parser thread, see :meth:`Warmup.is_warm`) and the
     one-call predicts."""
     first = list(dict.fromkeys([*optimizers_in_use, DEFAULT_OPTIMIZER]))
@@ -125,6 +131,7 @@ def plan(optimizers_in_use: Iterable[str] = ()) -> list[Piece]:
             for name in rest
             for kind, loop in (("learn", learn_loop), ("reads", read_loops))
         ),
+        Piece("learn/auto", portfolio_loop),
         Piece(JSON_READER, json_reader),
         *(Piece(f"predict/{name}", lambda n=name: one_call_predict(n)) for name in [*first, *rest]),
         Piece("parser/ndjson", text_parser("ndjson", NDJSON_LINE)),

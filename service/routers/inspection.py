@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from optim import BatchError, OnlineLogisticRegression
 from optim.frequency import MAX_SAMPLE
+from optim.portfolio import PortfolioLogisticRegression
 from service import dependencies as deps
 from service.auth import READ
 from service.registry import ManagedModel
@@ -20,6 +21,22 @@ router = APIRouter(
     responses=ERROR_RESPONSES,
     route_class=MediaTypeRoute,
 )
+
+
+Member = Annotated[
+    str | None,
+    Query(description='optimizer "auto": the member to read, by name (default: the leader)'),
+]
+
+
+def _read(model: Any, member: str | None) -> tuple[OnlineLogisticRegression, str | None]:
+    """What to read: the model itself, or for optimizer "auto" the leader or the member named
+    (and its name)."""
+    if isinstance(model, PortfolioLogisticRegression):
+        return model.member(member), member or model.leader
+    if member is not None:
+        raise BatchError('only a model whose optimizer is "auto" has members', field="member")
+    return model, None
 
 
 def _split(text: str | None, field: str, as_int: bool) -> list:
@@ -44,17 +61,19 @@ async def learning_rates(
     managed: Annotated[ManagedModel, Depends(deps.model)],
     indices: Annotated[str | None, Query(description="comma-separated coordinates")] = None,
     features: Annotated[str | None, Query(description="comma-separated feature names")] = None,
+    member: Member = None,
 ) -> dict[str, Any]:
     wanted = _split(indices, "indices", True)
     names = _split(features, "features", False)
     if len(wanted) + len(names) > 10_000:
         raise BatchError("at most 10,000 coordinates per request", field="indices")
 
-    def inspect(model: OnlineLogisticRegression) -> dict[str, Any]:
+    def inspect(served: Any) -> dict[str, Any]:
+        model, name = _read(served, member)
         coordinates = model.inspect_coordinates(wanted, names)
         intercept = model.inspect_coordinates([model.dim])[0] if model.fit_intercept else None
         return {"model": managed.name, "step": model.step, "coordinates": coordinates,
-                "intercept": intercept}  # fmt: skip
+                "intercept": intercept, "member": name}  # fmt: skip
 
     return await managed.read(inspect)
 
@@ -76,10 +95,13 @@ async def learning_rate_summary(
             "(features seen once or twice keep their initial rate)",
         ),
     ] = 10,
+    member: Member = None,
 ) -> dict[str, Any]:
-    return await managed.read(
-        lambda model: model.rate_summary(top=top, bins=bins, min_touches=min_touches)
-    )
+    def summary(served: Any) -> dict[str, Any]:
+        model, name = _read(served, member)
+        return {**model.rate_summary(top=top, bins=bins, min_touches=min_touches), "member": name}
+
+    return await managed.read(summary)
 
 
 @router.get(
@@ -96,8 +118,11 @@ async def learning_rates_by_frequency(
     seed: Annotated[
         int, Query(ge=0, lt=2**63, description="the same seed and model give the same points")
     ] = 0,
+    member: Member = None,
 ) -> dict[str, Any]:
-    def by_frequency(model: OnlineLogisticRegression) -> dict[str, Any]:
-        return {"model": managed.name, **model.rates_by_frequency(sample=sample, seed=seed)}
+    def by_frequency(served: Any) -> dict[str, Any]:
+        model, name = _read(served, member)
+        rates = model.rates_by_frequency(sample=sample, seed=seed)
+        return {"model": managed.name, **rates, "member": name}
 
     return await managed.read(by_frequency)

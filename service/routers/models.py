@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 
 from optim import REGISTRY
+from optim.portfolio import PortfolioLogisticRegression
 from service import dependencies as deps
 from service.auth import ADMIN, READ
 from service.metrics import ServiceMetrics
@@ -31,6 +32,7 @@ def describe(managed: ManagedModel) -> dict[str, Any]:
         "metrics": model.metrics.to_dict(),
         "touched_coordinates": int(np.count_nonzero(model.times_touched[: model.dim])),
         "state_bytes": model.state_bytes,
+        "portfolio": model.info() if isinstance(model, PortfolioLogisticRegression) else None,
     }
 
 

@@ -9,7 +9,8 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Depends, Request, Response
 
-from optim import ConfigError, OnlineLogisticRegression
+from optim import ConfigError
+from optim.portfolio import load_model
 from service import dependencies as deps
 from service.auth import ADMIN
 from service.batches import read_body
@@ -68,7 +69,7 @@ async def import_model(
     with registry.reservation(model=managed.name, what="the imported model", field="file") as claim:
         try:  # off the event loop: a large file takes a while to read
             loaded = await anyio.to_thread.run_sync(
-                partial(OnlineLogisticRegression.load, io.BytesIO(data), reserve=claim)
+                partial(load_model, io.BytesIO(data), reserve=claim)
             )
         except ConfigError as error:
             raise ApiError.from_adaserve(error) from None

@@ -58,6 +58,7 @@ function fmtBytes(v) {
 function describeOptimizer(optimizer) {
   if (!optimizer) return "—";
   if (typeof optimizer === "string") return optimizer;
+  if (optimizer.name === "auto") return `auto (${optimizer.members?.length ?? "?"} members)`;
   const { name, ...rest } = optimizer;
   const defaults = state.optimizers?.[name]?.hyperparameters ?? {};
   const params = Object.entries(rest)
@@ -429,6 +430,8 @@ function parseLookup(textValue) {
 function modelView(name) {
   const title = h("h2", {}, "Model ", h("code", {}, name));
   const summary = h("div", { id: "model-summary", class: "cards" }, "loading…");
+  // optimizer "auto": its members ranked by recent progressive log-loss (hidden otherwise)
+  const leaderboard = h("section", { id: "leaderboard", hidden: true });
   const lossCurve = h("div", { id: "loss-curve", "data-testid": "loss-curve", class: "chart-box" });
   const lossNote = h("p", { id: "loss-curve-note", class: "note" });
   const rateHistogram = h("div", { id: "rate-histogram", "data-testid": "rate-histogram", class: "chart-box" });
@@ -500,6 +503,7 @@ function modelView(name) {
   $("#view").replaceChildren(
     title,
     summary,
+    leaderboard,
     h("section", {}, h("h3", {}, "Progressive log-loss"), lossCurve, lossNote),
     h("section", {}, h("h3", {}, "Rare versus frequent: effective learning rate against times touched"),
       scatter, scatterNote),
@@ -544,6 +548,17 @@ function modelView(name) {
         card("touched", fmt(info.touched_coordinates), "touched"),
         card("state", fmtBytes(info.state_bytes), "state_bytes"),
       );
+
+      const portfolio = info.portfolio;
+      leaderboard.hidden = !portfolio;
+      if (portfolio) {
+        leaderboard.replaceChildren(
+          h("h3", {}, "Portfolio leaderboard"),
+          h("p", { class: "note" }, `Predicting with ${portfolio.leader} (${fmt(portfolio.switches)} switches; `
+            + `recent = discounted over ~${fmt(portfolio.window)} rows; the rates below are the leader's).`),
+          table(LEADERBOARD_COLUMNS, portfolio.leaderboard ?? [], { id: "leaderboard-table" }),
+        );
+      }
 
       const curve = Array.isArray(metrics.curve) ? metrics.curve : null;
       if (curve && curve.length >= 2) {
@@ -592,6 +607,15 @@ function modelView(name) {
     },
   };
 }
+
+const LEADERBOARD_COLUMNS = [
+  { key: "name", label: "member", value: (m) => m.name, render: (m) => (m.leader ? `${m.name} ★` : m.name) },
+  { key: "optimizer", label: "configuration", value: (m) => describeOptimizer(m.config), render: (m) => describeOptimizer(m.config) },
+  { key: "recent_log_loss", label: "recent log-loss", numeric: true, value: (m) => m.recent_log_loss },
+  { key: "log_loss", label: "log-loss", numeric: true, value: (m) => m.log_loss },
+  { key: "rows", label: "rows", numeric: true, value: (m) => m.rows },
+  { key: "retired", label: "retired", value: (m) => m.retired, render: (m) => m.retired ?? "" },
+];
 
 // ---------------------------------------------------------------- experiment view
 const MEMBER_COLUMNS = [

@@ -428,3 +428,33 @@ def test_api_docs_render_offline_and_try_it_out_sends_the_token(
     assert requested and errors == []
     elsewhere = [url for url in requested if not url.startswith("http://127.0.0.1:")]
     assert elsewhere == [], f"requests left the server: {elsewhere}"
+
+
+def test_auto_model_shows_its_leaderboard(server: str, api: httpx.Client, page) -> None:
+    page, errors = page
+    created = api.post("/v1/models", json={"name": "auto", "dim": 64, "optimizer": "auto"})
+    assert created.status_code == 201, created.text
+    rng = np.random.default_rng(5)
+    indices = [sorted(rng.choice(64, size=5, replace=False).tolist()) for _ in range(2_000)]
+    body = {
+        "indptr": [5 * i for i in range(2_001)],
+        "indices": [j for row in indices for j in row],
+        "values": [1.0] * 10_000,
+        "labels": [int(row[0] < 20) for row in indices],
+    }
+    assert api.post("/v1/models/auto/updates", json=body).status_code == 200
+    portfolio = api.get("/v1/models/auto").json()["portfolio"]
+    page.goto(f"{server}/ui/#/models/auto")
+    expect(page.locator("#auth-banner")).to_be_visible()  # the page has set its token form up
+    enter_token(page, READER)
+    board = page.locator("#leaderboard-table tbody tr")
+    expect(board).to_have_count(len(portfolio["leaderboard"]))
+    names = board.locator('td[data-field="name"]').evaluate_all(
+        "cells => cells.map(c => c.dataset.value)"
+    )
+    assert names == [m["name"] for m in portfolio["leaderboard"]]
+    expect(page.locator("#leaderboard")).to_contain_text(f"Predicting with {portfolio['leader']}")
+    expect(page.locator("#leaderboard-table")).to_contain_text(f"{portfolio['leader']} ★")
+    summary = page.locator('#model-summary [data-field="optimizer"]')
+    expect(summary).to_contain_text("auto (5 members)")
+    assert not errors, errors

@@ -47,6 +47,7 @@ def test_plan_puts_models_optimizers_then_the_default_first_and_covers_every_opt
     assert {JSON_READER, "parser/vw", "parser/libsvm", "parser/criteo", "parser/ndjson"} <= set(
         names
     )
+    assert "learn/auto" in names  # the portfolio's driver
     assert [p.name for p in plan() if p.needed] == ["learn/adagrad", "update-path"]
     # what the first reads of the models in use need comes next
     assert names[len(needed) : len(needed) + 3] == ["reads/ftrl", "reads/adam", "reads/adagrad"]

@@ -1,0 +1,841 @@
+"""``"optimizer": "auto"``: a small portfolio of configurations learned side by side, predicting
+with whichever has done best lately, so nobody has to tune a learning rate.
+
+Members
+-------
+:data:`MEMBERS` is the portfolio, as data: each member a name and the settings of an
+:class:`~optim.model.OnlineLogisticRegression` (``optimizer`` plus any per-model option such as
+``normalized``); the portfolio's own ``dim``, ``lazy``, ``fit_intercept``, ``dtype`` and
+``hash_seed`` are shared by every member. The first member is the leader until another earns
+the lead. Today: AdaGrad at lr 0.01 (the library's default), 0.1 and 1, FTRL-Proximal and Adam at
+their defaults. :data:`NORMALIZED_MEMBERS` holds their normalized forms, which join the
+portfolio when :data:`USE_NORMALIZED` is switched on (once the learner has ``normalized``).
+
+Learning
+--------
+Every member learns every row. One call of a compiled driver (generated once per list of
+member optimizers, like the per-optimizer loops of :mod:`optim.kernels`) runs each member's own
+compiled ``learn`` kernel over the batches in turn, so a member's state is bit for bit what a
+model of that configuration alone would hold after the same rows: the portfolio reuses the
+optimizers' kernels, it does not copy them. A batch a member refuses (a row that would make its
+state non-finite) retires that member, its state as the refusal left it: it learns nothing more
+and cannot lead. A batch every active member refuses is refused by the portfolio (nothing
+changes, as for a single model).
+
+Choosing the leader
+-------------------
+Row ``i`` is predicted by the leader chosen from rows ``0..i-1`` only. Each member's recent loss
+is its weighted progressive log-loss discounted by ``exp(-1/window)`` a row (a ``window``-row
+memory); the members share the discounted weight, so the running sums compare directly. After
+row ``i`` is learned the best member takes the lead only if its recent loss is below
+``1 - hysteresis`` times the leader's: the prediction does not flip between members on noise.
+
+Cost: ``K`` members hold ``K`` models' state and take ``K`` models' learning time, plus a
+per-row pass over ``K`` losses to rank them; predictions and inspection read one member.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import math
+import os
+import sys
+import threading
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numba as nb
+import numpy as np
+
+from optim._cache import CACHE_KEY, COMPILED_DIRECTORY
+from optim.batch import Batch
+from optim.errors import ConfigError, ModelFileError, NonFiniteUpdate
+from optim.hashing import FeatureHasher
+from optim.kernels import Kernels
+from optim.metrics import ProgressiveMetrics, score
+from optim.model import (
+    Features,
+    LearnCall,
+    LearnResult,
+    OnlineLogisticRegression,
+    save_file_arrays,
+)
+from optim.model_file import check_metrics_arrays, json_depth
+from optim.optimizers import OptimizerSpec
+
+
+@dataclass(frozen=True)
+class Member:
+    """One configuration of the portfolio: its name and its model settings."""
+
+    name: str
+    settings: Mapping[str, Any]
+
+
+MEMBERS: tuple[Member, ...] = (
+    Member("adagrad-0.01", {"optimizer": {"name": "adagrad", "lr": 0.01}}),
+    Member("adagrad-0.1", {"optimizer": {"name": "adagrad", "lr": 0.1}}),
+    Member("adagrad-1", {"optimizer": {"name": "adagrad", "lr": 1.0}}),
+    Member("ftrl", {"optimizer": {"name": "ftrl"}}),
+    Member("adam", {"optimizer": {"name": "adam"}}),
+)
+NORMALIZED_MEMBERS: tuple[Member, ...] = tuple(
+    Member(f"{m.name}-normalized", {**m.settings, "normalized": True}) for m in MEMBERS
+)
+# Switch to True once "normalized" exists on every install that runs this: the normalized
+# members join the portfolio (see default_members).
+USE_NORMALIZED = False
+DEFAULT_WINDOW = 2_000
+DEFAULT_HYSTERESIS = 0.01
+MAX_MEMBERS = 16
+AUTO = "auto"
+FORMAT = "adaserve-portfolio-v1"
+_STATE_BYTES = 1 << 20  # the portfolio.npy member (JSON: settings, leader, retired members)
+_SHARED = ("dim", "hash_bits", "lazy", "fit_intercept", "dtype", "hash_seed", "max_feature_names")
+
+
+def default_members() -> tuple[Member, ...]:
+    """:data:`MEMBERS`, plus :data:`NORMALIZED_MEMBERS` under :data:`USE_NORMALIZED`."""
+    return MEMBERS + NORMALIZED_MEMBERS if USE_NORMALIZED else MEMBERS
+
+
+def is_auto(optimizer: object) -> bool:
+    """Whether an optimizer setting asks for the portfolio (``"auto"`` or ``{"name": "auto"}``)."""
+    name = optimizer.get("name") if isinstance(optimizer, Mapping) else optimizer
+    return isinstance(name, str) and name.lower() == AUTO
+
+
+def members_of(optimizer: Mapping[str, Any]) -> tuple[Member, ...]:
+    """The members an ``{"name": "auto", "members": [{"name": ..., "optimizer": ...,
+    <model options>}, ...]}`` setting lists (:func:`default_members` without ``members``)."""
+    listed = optimizer.get("members")
+    if listed is None:
+        return default_members()
+    if not isinstance(listed, list) or not 1 <= len(listed) <= MAX_MEMBERS:
+        raise ConfigError(
+            f"must be a list of 1 to {MAX_MEMBERS} members, got {listed!r:.200}",
+            field="optimizer.members",
+        )
+    members = []
+    for k, entry in enumerate(listed):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise ConfigError(
+                "must be an object with a string 'name' and model settings",
+                field=f"optimizer.members[{k}]",
+            )
+        members.append(Member(entry["name"], {n: v for n, v in entry.items() if n != "name"}))
+    return tuple(members)
+
+
+def new_model(
+    optimizer: str | Mapping[str, Any] = "adagrad", dim: int | None = None, **settings: Any
+) -> OnlineLogisticRegression | PortfolioLogisticRegression:
+    """The model a configuration describes: the portfolio for ``"optimizer": "auto"`` (see
+    :meth:`PortfolioLogisticRegression.from_config`), else an OnlineLogisticRegression."""
+    if is_auto(optimizer):
+        return PortfolioLogisticRegression.from_config(optimizer, dim=dim, **settings)
+    return OnlineLogisticRegression(optimizer, dim, **settings)
+
+
+def memory_bytes_for(
+    optimizer: str | Mapping[str, Any], dim: int, dtype: str = "float64",
+    recent_window: int = 10_000,
+) -> int:  # fmt: skip
+    """:attr:`memory_bytes` of a new model of this configuration, portfolio or not."""
+    if not is_auto(optimizer):
+        return OnlineLogisticRegression.memory_bytes_for(optimizer, dim, dtype, recent_window)
+    members = members_of(optimizer if isinstance(optimizer, Mapping) else {})
+    return (
+        sum(
+            OnlineLogisticRegression.memory_bytes_for(
+                m.settings.get("optimizer", "adagrad"), dim, dtype, recent_window
+            )
+            for m in members
+        )
+        + ProgressiveMetrics.nbytes_for(recent_window)
+        + 8 * (len(members) + 1)
+    )  # recent losses
+
+
+def optimizers_in(model: OnlineLogisticRegression | PortfolioLogisticRegression) -> list[str]:
+    """The optimizers whose compiled loops a model runs (a portfolio's members')."""
+    if isinstance(model, PortfolioLogisticRegression):
+        return list(dict.fromkeys(m.spec.name for m in model.members.values()))
+    return [model.spec.name]
+
+
+def load_model(
+    file: str | os.PathLike[str] | IO[bytes], *, reserve: Callable[[int], object] | None = None
+) -> OnlineLogisticRegression | PortfolioLogisticRegression:
+    """A model file of either kind (a portfolio's has a ``portfolio.npy`` member)."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            portfolio = "portfolio.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        portfolio = False  # OnlineLogisticRegression.load says what is wrong with it
+    if not isinstance(file, str | os.PathLike):
+        file.seek(0)
+    if portfolio:
+        return PortfolioLogisticRegression.load(file, reserve=reserve)
+    return OnlineLogisticRegression.load(file, reserve=reserve)
+
+
+# ----------------------------------------------------------------------------- compiled driver
+_DRIVERS: dict[tuple[str, ...], Callable[..., None]] = {}
+_DRIVERS_LOCK = threading.Lock()
+
+
+def _driver_source(optimizers: tuple[str, ...]) -> str:
+    members = range(len(optimizers))
+    bindings = "\n".join(
+        f"learn_{k} = kernels_for(REGISTRY[{name!r}]).learn" for k, name in enumerate(optimizers)
+    )
+    calls = "\n".join(f"    if active[{k}]:\n        learn_{k}(*member_{k})" for k in members)
+    parameters = ", ".join(f"member_{k}" for k in members)
+    return (
+        f'"""Generated by optim.portfolio for members {list(optimizers)}; do not edit."""\n'
+        "import numba as nb\n\n"
+        "from optim.kernels import kernels_for\n"
+        "from optim.optimizers import REGISTRY\n\n"
+        f"{bindings}\n\n\n"
+        '@nb.njit(nogil=True, cache=True, error_model="numpy")\n'
+        f"def learn_all(active, {parameters}):\n{calls}\n"
+    )
+
+
+def driver_for(optimizers: tuple[str, ...]) -> Callable[..., None]:
+    """``learn_all(active, args_0, args_1, ...)``: each active member's ``learn`` kernel on its
+    arguments, in one compiled call (generated and cached on disk as :mod:`optim.kernels` does)."""
+    with _DRIVERS_LOCK:
+        if optimizers in _DRIVERS:
+            return _DRIVERS[optimizers]
+        name = f"adaserve_portfolio_{'_'.join(optimizers)}_{CACHE_KEY}"
+        path = COMPILED_DIRECTORY / f"{name}.py"
+        if not path.exists():
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temporary.write_text(_driver_source(optimizers))
+            os.replace(temporary, path)
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+        _DRIVERS[optimizers] = module.learn_all
+        return module.learn_all
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def choose_leaders(
+    losses, weights, bounds, accepted, active, recent, leader, decay, hysteresis, out_leader
+):  # fmt: skip
+    """The leader of every row (``-1`` in a refused batch) from the rows before it; updates
+    ``recent`` (each member's discounted loss sum, then their common discounted weight) and
+    ``active`` (a member not in ``accepted`` of an accepted batch retires); returns the leader
+    after the last row and how many times the lead changed hands.
+
+    ``losses[k, i]``: member ``k``'s log-loss on row ``i``; ``accepted[k, b]``: member ``k``
+    learned batch ``b``."""
+    n_members = losses.shape[0]
+    switches = 0
+    for b in range(bounds.shape[0] - 1):
+        learned = False
+        for k in range(n_members):
+            learned |= active[k] and accepted[k, b]
+        if not learned:  # every active member refused it: the portfolio refuses it
+            for i in range(bounds[b], bounds[b + 1]):
+                out_leader[i] = -1
+            continue
+        for k in range(n_members):
+            active[k] &= accepted[k, b]
+        if not active[leader]:
+            leader = -1
+            for k in range(n_members):
+                if active[k] and (leader < 0 or recent[k] < recent[leader]):
+                    leader = k
+        for i in range(bounds[b], bounds[b + 1]):
+            out_leader[i] = leader
+            recent[n_members] = decay * recent[n_members] + weights[i]
+            for k in range(n_members):
+                if active[k]:
+                    recent[k] = decay * recent[k] + weights[i] * losses[k, i]
+            best = leader
+            for k in range(n_members):
+                if active[k] and recent[k] < recent[best]:
+                    best = k
+            if recent[best] < (1.0 - hysteresis) * recent[leader]:
+                leader = best
+                switches += 1
+    return leader, switches
+
+
+# ----------------------------------------------------------------------------- the estimator
+class PortfolioLogisticRegression:
+    """``"optimizer": "auto"``: the members of ``members`` (default :func:`default_members`)
+    learn every row; predictions, rates and state come from the current leader (see the module
+    docstring). Takes :class:`~optim.model.OnlineLogisticRegression`'s model settings, shared by
+    every member, plus ``window`` and ``hysteresis`` of the leader's choice.
+
+    >>> import scipy.sparse as sp
+    >>> model = PortfolioLogisticRegression(dim=4)
+    >>> X = sp.csr_array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]] * 200)
+    >>> model = model.partial_fit(X, [1, 0] * 200)
+    >>> model.leader, model.predict_proba(X[:2]).round(2)[:, 1].tolist()
+    ('adagrad-1', [1.0, 0.0])
+    """
+
+    def __init__(
+        self,
+        members: Sequence[Member] | None = None,
+        *,
+        window: int = DEFAULT_WINDOW,
+        hysteresis: float = DEFAULT_HYSTERESIS,
+        recent_window: int = 10_000,
+        **settings: Any,
+    ) -> None:
+        members = tuple(default_members() if members is None else members)
+        if not 1 <= len(members) <= MAX_MEMBERS:
+            raise ConfigError(f"needs 1 to {MAX_MEMBERS} members", field="members")
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"member names must be unique, got {names}", field="members")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ConfigError(f"must be a positive integer, got {window!r}", field="window")
+        if (
+            isinstance(hysteresis, bool)
+            or not isinstance(hysteresis, int | float)
+            or not 0.0 <= hysteresis < 1.0
+        ):
+            raise ConfigError(f"must be in [0, 1), got {hysteresis!r}", field="hysteresis")
+        unknown = sorted(set(settings) - set(_SHARED))
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {unknown}; valid: {sorted(_SHARED)}", field=unknown[0]
+            )
+        self.member_configs = members
+        self.members: dict[str, OnlineLogisticRegression] = {}
+        for k, member in enumerate(members):
+            clash = sorted(set(member.settings) & {*_SHARED, "recent_window"})
+            if clash:
+                raise ConfigError(
+                    f"member {member.name!r} sets {clash}, shared by the portfolio",
+                    field=f"members[{k}]",
+                )
+            try:
+                self.members[member.name] = OnlineLogisticRegression(
+                    **{**settings, **member.settings}, recent_window=recent_window
+                )
+            except TypeError as exc:  # a setting the learner does not have
+                raise ConfigError(f"member {member.name!r}: {exc}", field=f"members[{k}]") from None
+        self.settings = dict(settings)
+        self.window = window
+        self.hysteresis = float(hysteresis)
+        self._decay = math.exp(-1.0 / window)
+        self._models = list(self.members.values())
+        self._driver = driver_for(tuple(m.spec.name for m in self._models))
+        self._active = np.ones(len(members), dtype=np.bool_)
+        self._recent = np.zeros(len(members) + 1)  # discounted loss sums, their weight
+        self._leader = 0
+        self.retired: dict[str, str] = {}  # member name -> why
+        self.switches = 0
+        self.step = 0
+        self.metrics = ProgressiveMetrics(recent_window)
+
+    # ----------------------------------------------------------------- members
+    @property
+    def leader(self) -> str:
+        """The name of the member predicting now."""
+        return self.member_configs[self._leader].name
+
+    @property
+    def leader_model(self) -> OnlineLogisticRegression:
+        return self._models[self._leader]
+
+    def member(self, name: str | None = None) -> OnlineLogisticRegression:
+        """The member called ``name`` (the leader for ``None``)."""
+        if name is None:
+            return self.leader_model
+        if name not in self.members:
+            raise ConfigError(f"no member {name!r}; members: {list(self.members)}", field="member")
+        return self.members[name]
+
+    @classmethod
+    def from_config(
+        cls, optimizer: str | Mapping[str, Any] = AUTO, **settings: Any
+    ) -> PortfolioLogisticRegression:
+        """The portfolio ``{"name": "auto", "members": [...], "window": ..., "hysteresis":
+        ...}`` (each optional) describes, with the model settings every member shares."""
+        optimizer = {"name": AUTO} if isinstance(optimizer, str) else dict(optimizer)
+        unknown = sorted(set(optimizer) - {"name", "members", "window", "hysteresis"})
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {unknown} for auto; valid: members, window, hysteresis",
+                field=f"optimizer.{unknown[0]}",
+            )
+        if settings.get("dim") is None:
+            settings.pop("dim", None)
+        return cls(
+            members_of(optimizer),
+            window=optimizer.get("window", DEFAULT_WINDOW),
+            hysteresis=optimizer.get("hysteresis", DEFAULT_HYSTERESIS),
+            **settings,
+        )
+
+    # What the service and the parsers read of a model: the leader's (the members share them).
+    @property
+    def spec(self) -> OptimizerSpec:
+        return self.leader_model.spec
+
+    @property
+    def hasher(self) -> FeatureHasher:
+        return self.leader_model.hasher
+
+    @property
+    def lazy(self) -> str:
+        return self.leader_model.lazy
+
+    @property
+    def fit_intercept(self) -> bool:
+        return self.leader_model.fit_intercept
+
+    @property
+    def dtype(self) -> str:
+        return self.leader_model.dtype
+
+    @property
+    def times_touched(self) -> np.ndarray:
+        return self.leader_model.times_touched
+
+    @property
+    def feature_names(self) -> dict[int, str]:
+        return self.leader_model.feature_names
+
+    def leaderboard(self) -> list[dict[str, Any]]:
+        """Every member, best recent loss first: name, settings, recent (discounted) log-loss,
+        progressive log-loss over all its rows, whether it leads or has retired (and why)."""
+        total_weight = self._recent[-1]
+        rows = []
+        for k, (member, model) in enumerate(zip(self.member_configs, self._models, strict=True)):
+            recent = float(self._recent[k] / total_weight) if total_weight > 0 else None
+            rows.append(
+                {
+                    "name": member.name,
+                    "config": model.config["optimizer"]
+                    | {key: v for key, v in member.settings.items() if key != "optimizer"},
+                    "recent_log_loss": recent if self._active[k] else None,
+                    "log_loss": model.metrics.to_dict()["overall"]["log_loss"],
+                    "rows": model.step,
+                    "leader": k == self._leader,
+                    "retired": self.retired.get(member.name),
+                }
+            )
+        return sorted(
+            rows, key=lambda r: (r["recent_log_loss"] is None, r["recent_log_loss"] or 0.0)
+        )
+
+    # ----------------------------------------------------------------- configuration
+    @property
+    def config(self) -> dict[str, Any]:
+        shared = {key: v for key, v in self.leader_model.config.items() if key in _SHARED}
+        return {
+            "optimizer": {
+                "name": "auto",
+                "members": [{"name": m.name, **m.settings} for m in self.member_configs],
+                "window": self.window,
+                "hysteresis": self.hysteresis,
+            },
+            **shared,
+            "recent_window": self.metrics.window,
+        }
+
+    @property
+    def dim(self) -> int:
+        return self.leader_model.dim
+
+    @property
+    def state_bytes(self) -> int:
+        return sum(m.state_bytes for m in self._models)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Every member's :attr:`~optim.model.OnlineLogisticRegression.memory_bytes` and the
+        portfolio's own metrics."""
+        own = ProgressiveMetrics.nbytes_for(self.metrics.window) + self._recent.nbytes
+        return sum(m.memory_bytes for m in self._models) + own
+
+    # ----------------------------------------------------------------- learning
+    def to_batch(self, X: Features, y: object | None = None, sample_weight: object | None = None,
+                 *, require_labels: bool = False) -> Batch:  # fmt: skip
+        return self.leader_model.to_batch(X, y, sample_weight, require_labels=require_labels)
+
+    def check_batch(self, batch: Batch, *, pending_rows: int = 0) -> None:
+        """As :meth:`OnlineLogisticRegression.check_batch` (the members share their limits)."""
+        self.leader_model.check_batch(batch, pending_rows=pending_rows)
+
+    def learn(
+        self, X: Features, y: object | None = None, sample_weight: object | None = None
+    ) -> LearnResult:
+        return self.learn_batch(self.to_batch(X, y, sample_weight, require_labels=True))
+
+    def learn_batch(self, batch: Batch) -> LearnResult:
+        """As :meth:`OnlineLogisticRegression.learn_batch`: raises the refusal of a batch
+        every active member refused (nothing changed)."""
+        outcome = self.learn_batches([batch])[0]
+        if isinstance(outcome, NonFiniteUpdate):
+            raise outcome
+        return outcome
+
+    def partial_fit(
+        self, X: Features, y: object, sample_weight: object | None = None
+    ) -> PortfolioLogisticRegression:
+        self.learn(X, y, sample_weight)
+        return self
+
+    def learn_batches(
+        self, batches: Sequence[Batch], *, check: bool = True
+    ) -> list[LearnResult | NonFiniteUpdate]:
+        """Every active member learns ``batches`` in one compiled call; each batch's outcome
+        carries the leader's progressive predictions (the leader of each row chosen from the
+        rows before it)."""
+        if not batches:
+            return []
+        whole = batches[0] if len(batches) == 1 else Batch.concatenated(batches)
+        if check:
+            self.check_batch(whole)
+        calls = [model.learn_call(batches, check=False, whole=whole) for model in self._models]
+        self._driver(self._active, *(call.arguments for call in calls))
+        outcomes = [
+            model.learn_outcomes(call) if self._active[k] else None
+            for k, (model, call) in enumerate(zip(self._models, calls, strict=True))
+        ]
+        bounds = calls[0].bounds
+        n_members, n_batches = len(self._models), len(batches)
+        accepted = np.zeros((n_members, n_batches), dtype=np.bool_)
+        losses = np.full((n_members, whole.n_rows), np.inf)
+        for k in range(n_members):
+            for b, outcome in enumerate(outcomes[k] or ()):
+                if isinstance(outcome, LearnResult):  # each row's loss, as the member scored it
+                    accepted[k, b] = True
+                    losses[k, bounds[b] : bounds[b + 1]] = outcome.losses
+        was_active = self._active.copy()
+        leaders = np.empty(whole.n_rows, dtype=np.int64)
+        weights = calls[0].weights
+        self._leader, switches = choose_leaders(
+            losses, weights, bounds, accepted, self._active, self._recent, self._leader,
+            self._decay, self.hysteresis, leaders,
+        )  # fmt: skip
+        self.switches += switches
+        self._note_retired(was_active, outcomes)
+        return self._outcomes(batches, calls, outcomes, leaders)
+
+    def _note_retired(self, was_active: np.ndarray, outcomes: list[Any]) -> None:
+        for k in np.flatnonzero(was_active & ~self._active):
+            refusal = next(o for o in outcomes[k] if isinstance(o, NonFiniteUpdate))
+            self.retired[self.member_configs[k].name] = str(refusal)
+
+    def _outcomes(
+        self, batches: Sequence[Batch], calls: list[LearnCall], outcomes: list[Any],
+        leaders: np.ndarray,
+    ) -> list[LearnResult | NonFiniteUpdate]:  # fmt: skip
+        """The leader's predictions as each learned batch's result; a batch every member
+        refused gets the first active member's refusal."""
+        whole, bounds = calls[0].whole, calls[0].bounds
+        refused = {
+            b: next(o[b] for o in outcomes if o is not None)
+            for b in range(len(batches))
+            if bounds[b + 1] > bounds[b] and leaders[bounds[b]] < 0
+        }
+        kept = [b for b in range(len(batches)) if b not in refused]
+        if not kept:
+            return [refused[b] for b in range(len(batches))]
+        rows = np.concatenate([np.arange(bounds[b], bounds[b + 1]) for b in kept])
+        margins = np.stack([call.margins for call in calls])[leaders[rows], rows]
+        labels = whole.labels[rows]
+        weights = None if whole.weights is None else whole.weights[rows]
+        kept_bounds = np.cumsum([0, *(batches[b].n_rows for b in kept)], dtype=np.int64)
+        probs, losses = score(margins, labels)
+        means = self.metrics.update(losses, probs, labels, weights, kept_bounds)
+        learned = {}
+        for position, b in enumerate(kept):
+            part = slice(int(kept_bounds[position]), int(kept_bounds[position + 1]))
+            self.step += part.stop - part.start
+            learned[b] = LearnResult(
+                part.stop - part.start, self.step, margins[part], probs[part], losses[part],
+                float(means[position]),
+            )  # fmt: skip
+        return [refused[b] if b in refused else learned[b] for b in range(len(batches))]
+
+    # ----------------------------------------------------------------- prediction
+    def decision_function(self, X: Features) -> np.ndarray:
+        """The leader's margins. Never changes the model."""
+        return self.leader_model.decision_function(X)
+
+    def predict_proba(self, X: Features) -> np.ndarray:
+        return self.leader_model.predict_proba(X)
+
+    def predict(self, X: Features) -> np.ndarray:
+        return self.leader_model.predict(X)
+
+    def compiled_scoring(self) -> tuple[Kernels, tuple[Any, ...]]:
+        """The leader's (see :meth:`OnlineLogisticRegression.compiled_scoring`)."""
+        return self.leader_model.compiled_scoring()
+
+    classes_ = np.array([0, 1])
+
+    # ----------------------------------------------------------------- inspection
+    def inspect_coordinates(
+        self, indices: Sequence[int] = (), features: Sequence[str] = (), member: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The leader's (or member ``member``'s) coordinates, each naming the member."""
+        name = member or self.leader
+        rows = self.member(member).inspect_coordinates(indices, features)
+        return [{**row, "member": name} for row in rows]
+
+    def rate_summary(self, *args: Any, member: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        return {
+            **self.member(member).rate_summary(*args, **kwargs),
+            "member": member or self.leader,
+        }
+
+    def rates_by_frequency(
+        self, *args: Any, member: str | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        return {
+            **self.member(member).rates_by_frequency(*args, **kwargs),
+            "member": member or self.leader,
+        }
+
+    def state_arrays(self, member: str | None = None) -> dict[str, np.ndarray]:
+        return self.member(member).state_arrays()
+
+    # ----------------------------------------------------------------- persistence
+    def file_arrays(self, *, copy: bool = False) -> dict[str, np.ndarray]:
+        """The portfolio's model file: ``portfolio`` (JSON: format, configuration, step, the
+        leader's choice), its own progressive metrics, and ``member_<k>``, each member's whole
+        model file as bytes (a picture taken now, whatever ``copy`` says: it holds each
+        member's state once more while the file is written)."""
+        state = {
+            "format": FORMAT,
+            "config": self.config,
+            "step": self.step,
+            "leader": self._leader,
+            "switches": self.switches,
+            "retired": self.retired,
+            "recent": self._recent.tolist(),
+            "active": self._active.tolist(),
+        }
+        arrays = {"portfolio": np.array(json.dumps(state)), **self.metrics.state()}
+        for k, model in enumerate(self._models):
+            arrays[f"member_{k}"] = np.frombuffer(model.to_bytes(), dtype=np.uint8)
+        return arrays
+
+    def save(self, file: str | os.PathLike[str] | IO[bytes]) -> None:
+        save_file_arrays(file, self.file_arrays())
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        self.save(buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def load(
+        cls,
+        file: str | os.PathLike[str] | IO[bytes],
+        *,
+        reserve: Callable[[int], object] | None = None,
+    ) -> PortfolioLogisticRegression:
+        """Read a portfolio file without trusting it: stored members only (so none holds more
+        than the file's bytes), the settings checked and ``reserve`` called with the bytes the
+        portfolio will hold before any member's state is read, each member read and checked
+        by :meth:`OnlineLogisticRegression.load` against its configuration, then the leader's
+        choice. Raises :class:`~optim.errors.ModelFileError` naming the member and why."""
+        try:
+            archive = zipfile.ZipFile(file)
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+            raise ModelFileError(f"not a readable model file: {exc}") from None
+        with archive:
+            entries = _stored_entries(archive)
+            state = _state_of(_read_member(archive, entries, "portfolio", _STATE_BYTES))
+            config = dict(state["config"])
+            try:
+                dim = config.get("dim")
+                if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+                    raise ConfigError(f"must be a positive integer, got {dim!r}", field="dim")
+                needed = memory_bytes_for(
+                    config.get("optimizer"), dim, config.get("dtype", "float64"),
+                    config.get("recent_window", 10_000),
+                )  # fmt: skip
+                if reserve is not None:
+                    reserve(needed)
+                if config.get("hash_bits") is not None:
+                    del config["dim"]  # implied by hash_bits
+                model = new_model(**config)
+            except (ConfigError, TypeError) as exc:
+                raise ModelFileError(f"has a bad setting: {exc}", member="portfolio") from None
+            if not isinstance(model, PortfolioLogisticRegression):
+                raise ModelFileError("is not a portfolio's configuration", member="portfolio")
+            model._restore(archive, entries, state)
+        return model
+
+    def _restore(
+        self, archive: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], state: dict
+    ) -> None:
+        k_members = len(self._models)
+        expected = {"portfolio", *_METRICS, *(f"member_{k}" for k in range(k_members))}
+        stray = sorted(set(entries) - expected)
+        if stray:
+            raise ModelFileError("is not a member of a portfolio file", member=stray[0])
+        window = self.metrics.window
+        ring_bytes = window * 6 * 8 + 4096
+        metrics = {name: _read_member(archive, entries, name, ring_bytes) for name in _METRICS}
+        check_metrics_arrays(metrics, window)
+        for k, model in enumerate(self._models):
+            name = f"member_{k}"
+            raw = _read_member(archive, entries, name, None)
+            if raw.dtype != np.uint8 or raw.ndim != 1:
+                raise ModelFileError("must be the bytes of a model file", member=name)
+            try:
+                loaded = OnlineLogisticRegression.load(io.BytesIO(raw.tobytes()))
+            except ModelFileError as exc:
+                raise ModelFileError(f"holds a bad model file: {exc}", member=name) from None
+            if loaded.config != model.config:
+                raise ModelFileError(
+                    f"holds a model of another configuration than member "
+                    f"{self.member_configs[k].name!r}'s",
+                    member=name,
+                )
+            self._models[k] = self.members[self.member_configs[k].name] = loaded
+        self._restore_choice(state)
+        self.metrics = ProgressiveMetrics.from_state(metrics, window)
+
+    def _restore_choice(self, state: dict) -> None:
+        k_members = len(self._models)
+        recent, active = state["recent"], state["active"]
+        leader, switches, step, retired = (
+            state["leader"], state["switches"], state["step"], state["retired"],
+        )  # fmt: skip
+        numbers = isinstance(recent, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in recent
+        )
+        if not numbers or len(recent) != k_members + 1 or not all(
+            math.isfinite(v) and v >= 0 for v in recent
+        ):  # fmt: skip
+            raise ModelFileError(
+                f"'recent' must be {k_members + 1} finite numbers >= 0", member="portfolio"
+            )
+        if not isinstance(active, list) or len(active) != k_members or not all(
+            isinstance(v, bool) for v in active
+        ):  # fmt: skip
+            raise ModelFileError(f"'active' must be {k_members} booleans", member="portfolio")
+        for key, value in (("leader", leader), ("switches", switches), ("step", step)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ModelFileError(f"{key!r} must be an integer >= 0", member="portfolio")
+        if leader >= k_members or not active[leader]:
+            raise ModelFileError(f"'leader' {leader} is not an active member", member="portfolio")
+        names = {m.name for m in self.member_configs}
+        if not isinstance(retired, dict) or not all(
+            k in names and isinstance(v, str) for k, v in retired.items()
+        ):  # fmt: skip
+            raise ModelFileError("'retired' must map member names to reasons", member="portfolio")
+        for k, model in enumerate(self._models):
+            if active[k] and model.step != step:
+                raise ModelFileError(
+                    f"holds step {model.step}, the portfolio's is {step}", member=f"member_{k}"
+                )
+        self._recent = np.array(recent, dtype=np.float64)
+        self._active = np.array(active, dtype=np.bool_)
+        self._leader, self.switches, self.step, self.retired = leader, switches, step, retired
+
+    def info(self) -> dict[str, Any]:
+        """What a model's info shows of the portfolio: leader, switches, leaderboard."""
+        return {
+            "leader": self.leader,
+            "switches": self.switches,
+            "window": self.window,
+            "hysteresis": self.hysteresis,
+            "leaderboard": self.leaderboard(),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"PortfolioLogisticRegression(members={list(self.members)}, leader={self.leader!r}, "
+            f"step={self.step})"
+        )
+
+
+_METRICS = ("metrics_rows", "metrics_totals", "metrics_ring", "metrics_curve", "metrics_block")
+_STATE_KEYS = {"format", "config", "step", "leader", "switches", "retired", "recent", "active"}
+
+
+def _stored_entries(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS + 1 + len(_METRICS):
+        raise ModelFileError(f"has {len(infos)} members, more than a portfolio file's")
+    entries: dict[str, zipfile.ZipInfo] = {}
+    for info in infos:
+        name = info.filename.removesuffix(".npy")
+        if name in entries or not info.filename.endswith(".npy"):
+            raise ModelFileError("is not a member of a portfolio file, or appears twice",
+                                 member=info.filename)  # fmt: skip
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            raise ModelFileError("must be stored (not compressed, not encrypted)", member=name)
+        entries[name] = info
+    return entries
+
+
+def _read_member(
+    archive: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], name: str, limit: int | None
+) -> np.ndarray:
+    """One ``.npy`` member, its header checked against its stored size (and ``limit``) before
+    anything is allocated."""
+    info = entries.get(name)
+    if info is None:
+        raise ModelFileError("is missing", member=name)
+    if limit is not None and info.file_size > limit:
+        raise ModelFileError(f"holds {info.file_size:,} bytes, more than {limit:,}", member=name)
+    try:
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            if dtype.hasobject:
+                raise ModelFileError("holds Python objects", member=name)
+            nbytes = math.prod(shape) * dtype.itemsize
+            if nbytes > info.file_size:
+                raise ModelFileError(
+                    f"declares {nbytes:,} bytes in {info.file_size:,}", member=name
+                )
+            data = f.read(nbytes)
+    except ModelFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModelFileError(f"is unreadable: {exc}", member=name) from None
+    if len(data) != nbytes:
+        raise ModelFileError("is truncated", member=name)
+    array = np.frombuffer(data, dtype=dtype)
+    return array.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _state_of(array: np.ndarray) -> dict[str, Any]:
+    """The ``portfolio`` member's JSON, its shape checked (values by ``_restore_choice``)."""
+    if array.dtype.kind != "U" or array.shape != ():
+        raise ModelFileError("must be a JSON string", member="portfolio")
+    text = str(array)
+    if json_depth(text) > 8:
+        raise ModelFileError("nests too deep", member="portfolio")
+    try:
+        state = json.loads(text)
+    except ValueError as exc:
+        raise ModelFileError(f"is not JSON: {exc}", member="portfolio") from None
+    if not isinstance(state, dict) or set(state) != _STATE_KEYS:
+        raise ModelFileError(f"must hold exactly {sorted(_STATE_KEYS)}", member="portfolio")
+    if state["format"] != FORMAT:
+        raise ModelFileError(f"is an unknown format {state['format']!r:.60}", member="portfolio")
+    if not isinstance(state["config"], dict):
+        raise ModelFileError("'config' must be an object", member="portfolio")
+    return state

@@ -1,0 +1,81 @@
+"""loadtest/bench_quality.py --quick: the quality report fills in from one short run.
+
+Runs on a copy of ../shared without agaricus, so a missing data set must be named as skipped.
+``ADASERVE_SHARED`` points at the shared folder when it is not beside the repo; skipped when
+absent."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from datasets import REPO
+from datasets import SHARED as SHARED_BESIDE_REPO
+
+BENCH = REPO / "loadtest" / "bench_quality.py"
+SHARED = Path(os.environ.get("ADASERVE_SHARED", SHARED_BESIDE_REPO))
+
+
+def load_bench() -> ModuleType:
+    if not (SHARED / "tools" / "make_clicks.py").is_file():
+        pytest.skip(f"{SHARED} has no tools/make_clicks.py (../shared lives beside the repo)")
+    spec = importlib.util.spec_from_file_location("bench_quality", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def table_row(report: str, label: str) -> list[str]:
+    match = re.search(rf"^\| {re.escape(label)} \| (.*) \|$", report, re.M)
+    assert match, f"no table row {label!r}"
+    return [cell.strip() for cell in match.group(1).split("|")]
+
+
+def test_quick_report(tmp_path: Path) -> None:
+    bench = load_bench()
+    shared = tmp_path / "shared"
+    (shared / "tools").mkdir(parents=True)
+    (shared / "tools" / "make_clicks.py").symlink_to(SHARED / "tools" / "make_clicks.py")
+    (shared / "data").mkdir()
+    for name in ("a9a", "rcv1"):
+        if (SHARED / "data" / name).is_dir():
+            (shared / "data" / name).symlink_to(SHARED / "data" / name)
+    out = tmp_path / "out"
+    assert bench.main(["--quick", "--shared", str(shared), "--out", str(out)]) == 0
+    report = (out / "REPORT_QUALITY.md").read_text()
+    data = json.loads((out / "bench_quality.json").read_text())
+    assert "quick mode" in report
+    assert "- skipped: agaricus:" in report and "is absent" in report
+    names = [s["name"] for s in data["sets"]]
+    assert "agaricus" not in names
+    assert {"clicks raw (VW text)", "clicks log1p (VW text)", "clicks (Criteo TSV)"} <= set(names)
+    for label in ("ours default", "ours auto", "ours adagrad, best of grid"):
+        cells = table_row(report, label)
+        assert len(cells) == len(names)
+        for cell in cells:
+            assert 0 < float(cell.split()[0]) < 1, (label, cell)
+    for s in data["sets"]:
+        auto = s["results"]["ours auto"]
+        assert auto["extra"]["leader"] and 0.5 < auto["auc"] <= 1
+        if bench.supported({"normalized": True}) is None:
+            assert "ours adagrad normalized default" in s["results"]
+        else:
+            assert "adagrad normalized default" in s["skipped"]
+    if bench.installed("vowpalwabbit"):
+        assert all(0 < float(c.split()[0]) < 1 for c in table_row(report, "VW default"))
+    assert "## The default (issue 16, section 3)" in report and "Decision:" in report
+    assert data["auto_cost"]["seconds"]["auto"] > 0 and "## Cost of `auto`" in report
+    assert "`auto` is" in report
+    assert (out / "quality_lr.svg").read_text().startswith("<?xml")
+    again = tmp_path / "again"
+    again.mkdir()
+    assert bench.main(["--render", str(out / "bench_quality.json"), "--out", str(again)]) == 0
+    assert (again / "REPORT_QUALITY.md").read_text() == report

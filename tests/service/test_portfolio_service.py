@@ -1,0 +1,142 @@
+"""``"optimizer": "auto"`` through the service: created, learned and predicted like any model;
+its leaderboard in the model info; rates read from the leader or a member by name; its file
+exported, imported and recovered after a restart; a damaged portfolio file refused (the
+command line's ``--optimizer auto``: tests/unit/test_portfolio.py)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from fastapi.testclient import TestClient
+from streams import sparse_stream, to_csr
+
+from optim import ModelFileError
+from optim.model import save_file_arrays
+from optim.portfolio import MEMBERS, PortfolioLogisticRegression, load_model
+from service.app import create_app
+from service.settings import Settings
+
+DIM = 16
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, warm_kernels=False, max_body_bytes=4 << 20)
+
+
+def csr_body(X: sp.csr_array, y: np.ndarray) -> dict:
+    return {"indptr": X.indptr.tolist(), "indices": X.indices.tolist(),
+            "values": X.data.tolist(), "labels": y.tolist()}  # fmt: skip
+
+
+def stream() -> tuple[sp.csr_array, np.ndarray]:
+    rows, labels, _ = sparse_stream(7, dim=DIM, n_rows=400)
+    return to_csr(rows, DIM), labels
+
+
+def test_auto_model_learns_predicts_and_shows_its_leaderboard(client: TestClient) -> None:
+    created = client.post("/v1/models", json={"name": "a", "dim": DIM, "optimizer": "auto"})
+    assert created.status_code == 201, created.text
+    assert created.json()["config"]["optimizer"]["name"] == "auto"
+    X, y = stream()
+    served = client.post("/v1/models/a/updates?return_predictions=true", json=csr_body(X, y))
+    assert served.status_code == 200, served.text
+    alone = PortfolioLogisticRegression(dim=DIM)
+    expected = alone.learn(X, y)
+    np.testing.assert_array_equal(served.json()["probabilities"], expected.probabilities)
+    assert served.json()["log_loss"] == expected.log_loss
+
+    info = client.get("/v1/models/a").json()
+    portfolio = info["portfolio"]
+    assert portfolio["leader"] == alone.leader
+    assert [m["name"] for m in portfolio["leaderboard"]] == [m["name"] for m in alone.leaderboard()]
+    assert info["step"] == 400 and info["metrics"]["rows"] == 400
+    predicted = client.post("/v1/models/a/predict", json=csr_body(X[:5], y[:5])).json()
+    np.testing.assert_allclose(predicted["margins"], alone.decision_function(X[:5]), atol=1e-12)
+
+    leader = client.get("/v1/models/a/learning-rates?indices=0,1").json()
+    assert leader["member"] == alone.leader
+    assert leader["coordinates"][0]["weight"] == alone.inspect_coordinates([0])[0]["weight"]
+    adam = client.get("/v1/models/a/learning-rates?indices=0&member=adam").json()
+    assert adam["member"] == "adam"
+    assert set(adam["coordinates"][0]["state"]) == {"exp_avg", "exp_avg_sq"}
+    summary = client.get("/v1/models/a/learning-rates/summary?member=ftrl").json()
+    assert summary["member"] == "ftrl" and summary["touched"] > 0
+    by_frequency = client.get("/v1/models/a/learning-rates/by-frequency?member=adagrad-1")
+    assert by_frequency.json()["member"] == "adagrad-1"
+    unknown = client.get("/v1/models/a/learning-rates?indices=0&member=nope")
+    assert unknown.status_code == 422 and unknown.json()["where"]["field"] == "member"
+
+
+def test_a_plain_model_has_no_members(client: TestClient) -> None:
+    assert client.post("/v1/models", json={"name": "p", "dim": DIM}).status_code == 201
+    assert client.get("/v1/models/p").json()["portfolio"] is None
+    refused = client.get("/v1/models/p/learning-rates?indices=0&member=adam")
+    assert refused.status_code == 422 and refused.json()["where"]["field"] == "member"
+    assert client.get("/v1/models/p/learning-rates?indices=0").json()["member"] is None
+
+
+def test_bad_auto_settings_are_refused(client: TestClient) -> None:
+    body = {"name": "b", "dim": DIM, "optimizer": {"name": "auto", "window": 0}}
+    response = client.post("/v1/models", json=body)
+    assert response.status_code == 422 and response.json()["where"]["field"] == "window"
+    body["optimizer"] = {"name": "auto", "members": [{"name": "x", "optimizer": "nope"}]}
+    assert client.post("/v1/models", json=body).status_code == 422
+    assert "b" not in [m["name"] for m in client.get("/v1/models").json()["models"]]
+
+
+def test_auto_model_survives_a_restart_and_round_trips_its_file(settings: Settings) -> None:
+    X, y = stream()
+    members = [{"name": m.name, **m.settings} for m in MEMBERS[:2]]
+    optimizer = {"name": "auto", "members": members, "window": 100}
+    with TestClient(create_app(settings)) as client:
+        client.post("/v1/models", json={"name": "a", "dim": DIM, "optimizer": optimizer})
+        client.post("/v1/models/a/updates", json=csr_body(X[:300], y[:300]))
+        assert client.post("/v1/models/a/snapshot").status_code == 200
+        client.post("/v1/models/a/updates", json=csr_body(X[300:], y[300:]))  # in the log only
+        before = client.get("/v1/models/a").json()
+        exported = client.get("/v1/models/a/export").content
+    with TestClient(create_app(settings)) as client:
+        after = client.get("/v1/models/a").json()
+        assert after == before
+        rows = client.get("/v1/models/a/learning-rates?indices=0,3&member=adagrad-0.1").json()
+        imported = client.post(
+            "/v1/models/a/import", content=exported,
+            headers={"Content-Type": "application/x-adaserve-model"},
+        )  # fmt: skip
+        assert imported.status_code == 200, imported.text
+        assert client.get("/v1/models/a").json() == before
+        again = client.get("/v1/models/a/learning-rates?indices=0,3&member=adagrad-0.1").json()
+        assert again == rows
+    model = load_model(io.BytesIO(exported))
+    assert isinstance(model, PortfolioLogisticRegression) and model.step == 400
+
+
+def test_a_damaged_portfolio_file_is_refused() -> None:
+    X, y = stream()
+    model = PortfolioLogisticRegression(dim=DIM)
+    model.learn(X, y)
+    arrays = model.file_arrays()
+
+    def refused(changed: dict, member: str) -> None:
+        buffer = io.BytesIO()
+        save_file_arrays(buffer, {**arrays, **changed})
+        buffer.seek(0)
+        with pytest.raises(ModelFileError) as error:
+            PortfolioLogisticRegression.load(buffer)
+        assert error.value.member == member, error.value
+
+    state = str(arrays["portfolio"])
+    refused({"portfolio": np.array(state.replace('"leader": ', '"leader": 9'))}, "portfolio")
+    refused({"member_1": arrays["member_0"]}, "member_1")  # another member's configuration
+    refused({"member_2": arrays["member_2"][:-100]}, "member_2")  # truncated member file
+    refused({"metrics_totals": np.array([1.0, np.nan, 0, 0])}, "metrics_totals")
+    refused({"stray": np.zeros(3)}, "stray")
+    reserved = []
+    buffer = io.BytesIO(model.to_bytes())
+    PortfolioLogisticRegression.load(buffer, reserve=reserved.append)
+    assert reserved == [model.memory_bytes]

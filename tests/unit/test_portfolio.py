@@ -1,0 +1,190 @@
+"""``"optimizer": "auto"`` (optim.portfolio): every member is exactly the model of its
+configuration alone, and every prediction is the leader's, the leader chosen from earlier rows."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from streams import sparse_stream, to_csr
+
+from optim import NonFiniteUpdate, OnlineLogisticRegression
+from optim.errors import ConfigError
+from optim.metrics import log_losses
+from optim.portfolio import MEMBERS, Member, PortfolioLogisticRegression, load_model
+from service.cli import main
+
+DIM = 16
+
+
+def stream(seed: int = 3) -> tuple[sp.csr_array, np.ndarray, np.ndarray]:
+    rows, labels, weights = sparse_stream(seed, dim=DIM, n_rows=600)
+    return to_csr(rows, DIM), labels, weights
+
+
+def leaders_by_rule(losses: np.ndarray, weights: np.ndarray, window: int, hysteresis: float):
+    """The documented rule, row by row in plain Python."""
+    decay = math.exp(-1.0 / window)
+    recent = [0.0] * losses.shape[0]
+    leader, leaders = 0, []
+    for i in range(losses.shape[1]):
+        leaders.append(leader)
+        recent = [decay * r + weights[i] * losses[k, i] for k, r in enumerate(recent)]
+        best = min(range(len(recent)), key=lambda k: (recent[k], k != leader))
+        if recent[best] < (1.0 - hysteresis) * recent[leader]:
+            leader = best
+    return np.array(leaders)
+
+
+@pytest.mark.parametrize("lazy", ["exact", "frozen"])
+def test_members_equal_standalone_models_and_predictions_are_the_leaders(lazy: str) -> None:
+    X, y, w = stream()
+    window, hysteresis = 50, 0.02
+    auto = PortfolioLogisticRegression(dim=DIM, lazy=lazy, window=window, hysteresis=hysteresis)
+    alone = [OnlineLogisticRegression(**m.settings, dim=DIM, lazy=lazy) for m in MEMBERS]
+    margins, alone_margins = [], [[] for _ in alone]
+    for start, stop in ((0, 1), (1, 200), (200, 201), (201, 600)):  # uneven batches
+        result = auto.learn(X[start:stop], y[start:stop], w[start:stop])
+        margins.append(result.margins)
+        for k, model in enumerate(alone):
+            alone_margins[k].append(
+                model.learn(X[start:stop], y[start:stop], w[start:stop]).margins
+            )
+    margins = np.concatenate(margins)
+    per_member = np.array([np.concatenate(m) for m in alone_margins])
+    for member, model in zip(MEMBERS, alone, strict=True):
+        mine = auto.member(member.name)
+        np.testing.assert_allclose(mine.table, model.table, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(mine.counters, model.counters)
+        assert mine.step == model.step == 600
+        mine_state, alone_state = mine.state_arrays(), model.state_arrays()
+        for key, value in alone_state.items():
+            np.testing.assert_allclose(mine_state[key], value, rtol=0, atol=1e-12, err_msg=key)
+
+    losses = np.array([log_losses(m, y) for m in per_member])
+    leaders = leaders_by_rule(losses, w, window, hysteresis)
+    assert len(set(leaders.tolist())) > 1, "the stream should make the lead change hands"
+    np.testing.assert_allclose(margins, per_member[leaders, np.arange(600)], rtol=0, atol=1e-12)
+    final = leaders_by_rule(
+        np.column_stack([losses, np.zeros(len(MEMBERS))]), np.append(w, 0.0), window, hysteresis
+    )[-1]
+    assert auto.leader == MEMBERS[final].name
+    np.testing.assert_allclose(
+        auto.decision_function(X[:50]), alone[final].decision_function(X[:50]), rtol=0, atol=1e-12
+    )
+    assert auto.step == 600
+    assert auto.metrics.rows == 600
+    assert auto.switches == int(np.count_nonzero(np.diff(leaders)))
+
+
+def test_leaderboard_and_inspection_by_member() -> None:
+    X, y, w = stream(5)
+    auto = PortfolioLogisticRegression(dim=DIM)
+    auto.learn(X, y, w)
+    board = auto.info()["leaderboard"]
+    assert [row["name"] for row in board if row["leader"]] == [auto.leader]
+    recents = [row["recent_log_loss"] for row in board]
+    assert recents == sorted(recents)
+    assert {row["name"] for row in board} == {m.name for m in MEMBERS}
+    assert all(row["rows"] == 600 and row["log_loss"] > 0 for row in board)
+    lead = auto.inspect_coordinates([0, DIM])
+    assert lead[0]["member"] == auto.leader
+    assert lead[0]["weight"] == auto.member().inspect_coordinates([0])[0]["weight"]
+    adam = auto.inspect_coordinates([0], member="adam")[0]
+    assert adam["member"] == "adam" and set(adam["state"]) == {"exp_avg", "exp_avg_sq"}
+    assert auto.rate_summary(member="ftrl")["member"] == "ftrl"
+    with pytest.raises(ConfigError, match="no member 'nope'"):
+        auto.inspect_coordinates([0], member="nope")
+
+
+def test_memory_is_the_members_sum() -> None:
+    auto = PortfolioLogisticRegression(hash_bits=10)
+    alone = [OnlineLogisticRegression(**m.settings, hash_bits=10) for m in MEMBERS]
+    members_bytes = sum(m.memory_bytes for m in alone)
+    assert members_bytes <= auto.memory_bytes <= members_bytes * 1.1
+
+
+def test_a_diverging_member_retires_and_the_rest_carry_on() -> None:
+    members = (
+        Member("adagrad", {"optimizer": {"name": "adagrad", "lr": 0.1}}),
+        Member("wild", {"optimizer": {"name": "sgd", "lr": 1e300}}),
+    )
+    auto = PortfolioLogisticRegression(members, dim=4, window=10)
+    X = sp.csr_array([[1e10, 0, 0, 0], [0, 1.0, 0, 0]] * 5)
+    result = auto.learn(X, [1, 0] * 5)
+    assert result.rows == 10 and auto.step == 10
+    assert "wild" in auto.retired and "non-finite" in auto.retired["wild"]
+    assert auto.leader == "adagrad"
+    alone = OnlineLogisticRegression({"name": "adagrad", "lr": 0.1}, dim=4)
+    np.testing.assert_array_equal(alone.learn(X, [1, 0] * 5).margins, result.margins)
+    before = auto.member("wild").table.copy()
+    auto.learn(X, [0, 1] * 5)
+    np.testing.assert_array_equal(auto.member("wild").table, before)  # retired: learns nothing
+    assert [r["name"] for r in auto.leaderboard()] == ["adagrad", "wild"]
+    assert auto.leaderboard()[1]["recent_log_loss"] is None
+
+
+def test_a_batch_every_member_refuses_is_refused_whole() -> None:
+    members = (
+        Member("a", {"optimizer": {"name": "sgd", "lr": 1e300}}),
+        Member("b", {"optimizer": {"name": "sgd", "lr": 1e299}}),
+    )
+    auto = PortfolioLogisticRegression(members, dim=4)
+    good = sp.csr_array([[1.0, 0, 0, 0]])
+    auto.learn(good * 1e-300, [1])
+    tables = [m.table.copy() for m in auto.members.values()]
+    with pytest.raises(NonFiniteUpdate):
+        auto.learn(sp.csr_array([[1e10, 0, 0, 0]]), [1])
+    assert auto.step == 1 and not auto.retired
+    for table, model in zip(tables, auto.members.values(), strict=True):
+        np.testing.assert_array_equal(model.table, table)
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match="unique"):
+        PortfolioLogisticRegression((MEMBERS[0], MEMBERS[0]), dim=4)
+    with pytest.raises(ConfigError, match="window"):
+        PortfolioLogisticRegression(dim=4, window=0)
+    with pytest.raises(ConfigError, match=r"\[0, 1\)"):
+        PortfolioLogisticRegression(dim=4, hysteresis=1.0)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        PortfolioLogisticRegression(dim=4, optimizer="adam")
+    shared = Member("x", {"optimizer": "adam", "recent_window": 5})
+    with pytest.raises(ConfigError, match="shared by the portfolio"):
+        PortfolioLogisticRegression((shared,), dim=4)
+    with pytest.raises(ConfigError, match="colour") as error:
+        PortfolioLogisticRegression((Member("y", {"optimizer": "adam", "colour": 1}),), dim=4)
+    assert error.value.field == "members[0]"
+    with pytest.raises(ConfigError, match="1 to 16"):
+        PortfolioLogisticRegression((), dim=4)
+
+
+def libsvm_text(X: sp.csr_array, y: np.ndarray) -> str:
+    """The rows as libsvm text."""
+    lines = []
+    for i, label in enumerate(y):
+        row = X[[i]]
+        pairs = " ".join(f"{j}:{float(v)!r}" for j, v in zip(row.indices, row.data, strict=True))
+        lines.append(f"{int(label)} {pairs}\n")
+    return "".join(lines)
+
+
+def test_cli_trains_and_predicts_with_auto(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    X, y, _ = stream()
+    data = tmp_path / "rows.libsvm"
+    data.write_text(libsvm_text(X, y))
+    model_file = tmp_path / "auto.npz"
+    argv = ["train", str(data), "--format", "libsvm", "--dim", str(DIM), "--optimizer", "auto"]
+    assert main([*argv, "-o", str(model_file), "-q"]) == 0
+    trained = load_model(model_file)
+    assert isinstance(trained, PortfolioLogisticRegression) and trained.step == len(y)
+    probabilities = tmp_path / "p.txt"
+    assert main(["predict", str(data), "--format", "libsvm", "--model", str(model_file),
+                 "-o", str(probabilities), "-q"]) == 0  # fmt: skip
+    written = np.loadtxt(probabilities)
+    np.testing.assert_allclose(written, trained.predict_proba(X)[:, 1], rtol=1e-9)
+    assert main([*argv, "--lr", "0.1", "-q"]) == 2  # auto has no learning rate
+    assert "lr" in capsys.readouterr().err
