@@ -211,6 +211,7 @@ class ModelRegistry:
                 }
             ],
             "models": dict(sorted(states.items())),
+            "hosts": {name: {"node": "local", "pid": os.getpid()} for name in sorted(self.models)},
         }  # fmt: skip
 
     @property

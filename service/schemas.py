@@ -113,10 +113,18 @@ class ClusterNode(BaseModel):
     replicas: list[str]
 
 
+class ModelHost(BaseModel):
+    """The process that owns a model (its actor on a cluster) and its node."""
+
+    node: str
+    pid: int | None
+
+
 class ClusterInfo(BaseModel):
     mode: Literal["embedded", "ray"]
     nodes: list[ClusterNode]
     models: dict[str, Literal["ready", "recovering", "unavailable"]]
+    hosts: dict[str, ModelHost] = Field(description="the serving models' owners")
 
 
 class CsrBatch(BaseModel):

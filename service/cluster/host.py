@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,10 +107,9 @@ class ModelHost:
     def _start_housekeeping(self) -> None:
         self._housekeeping = asyncio.get_running_loop().create_task(self.registry.keep_house())
 
-    def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
+    def process(self) -> int:
+        """This host's process id (``GET /v1/cluster`` shows it: an operator's handle)."""
+        return os.getpid()
 
     async def create(self, config: dict[str, Any]) -> ModelView | Failure:
         async def create() -> ModelView:

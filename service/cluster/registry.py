@@ -87,6 +87,7 @@ class RemoteModel:
     ) -> None:
         self.name, self.actor, self.node, self.model = name, actor, node, view
         self.registry = registry
+        self.pid: int | None = None  # the host's process, once known
         self.created_at = time.time()
 
     def __reduce__(self) -> tuple[Callable[[str], Any], tuple[str]]:
@@ -228,10 +229,12 @@ class RayRegistry(ModelRegistry):
             scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
         ).remote(name, self.settings)
 
-    def _serve(self, name: str, actor: Any, node: str, view: ModelView) -> RemoteModel:
+    async def _serve(self, name: str, actor: Any, node: str, view: ModelView) -> RemoteModel:
         remote = RemoteModel(name, actor, node, view, self)
         self.models[name] = remote
         self._watchers[name] = asyncio.create_task(self._watch(remote))
+        with contextlib.suppress(*_LOST):  # else the watcher has seen it die
+            remote.pid = await actor.process.remote()
         return remote
 
     async def _watch(self, remote: RemoteModel) -> None:
@@ -279,7 +282,7 @@ class RayRegistry(ModelRegistry):
                 self.quarantined[name] = QuarantinedModel(name, reason)
                 return
             view, dropped = outcome
-            self._serve(name, actor, node, view)
+            await self._serve(name, actor, node, view)
             log.info("model %s: recovered on node %s%s", name, node,
                      f"; dropped: {dropped}" if dropped else "")  # fmt: skip
             return
@@ -328,7 +331,7 @@ class RayRegistry(ModelRegistry):
             if isinstance(outcome, Failure):
                 ray.kill(actor)
                 raise outcome.error
-            return self._serve(name, actor, node, outcome)
+            return await self._serve(name, actor, node, outcome)
         finally:
             self._held.discard(name)
 
@@ -393,4 +396,7 @@ class RayRegistry(ModelRegistry):
                 for node in sorted(self.nodes.values(), key=lambda n: n.id)
             ],
             "models": dict(sorted(states.items())),
+            "hosts": {
+                name: {"node": m.node, "pid": m.pid} for name, m in sorted(self.models.items())
+            },
         }

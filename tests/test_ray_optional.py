@@ -1,0 +1,44 @@
+"""Without a Ray address the service never imports Ray (it is an optional extra)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CHECK = """
+import sys
+from fastapi.testclient import TestClient
+from service.app import create_app
+from service.cli import build_parser
+from service.settings import Settings
+import tempfile
+with tempfile.TemporaryDirectory() as data, TestClient(
+    create_app(Settings(data_dir=data, warm_kernels=False))
+) as client:
+    assert client.post("/v1/models", json={"name": "m", "dim": 8}).status_code == 201
+    assert client.get("/v1/cluster").json()["mode"] == "embedded"
+build_parser().parse_args(["serve"])
+loaded = sorted(m for m in sys.modules if m == "ray" or m.startswith(("ray.", "service.cluster")))
+print(loaded)
+"""
+
+
+def test_the_embedded_service_never_imports_ray() -> None:
+    # A fresh interpreter: this test process may have imported Ray for other tests.
+    run = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, timeout=300)
+    assert run.returncode == 0, run.stderr.decode()
+    assert run.stdout.decode().strip().splitlines()[-1] == "[]"
+
+
+def test_cluster_of_the_embedded_service_is_this_process(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    with TestClient(create_app(Settings(data_dir=tmp_path, warm_kernels=False))) as client:
+        assert client.post("/v1/models", json={"name": "m", "dim": 8}).status_code == 201
+        view = client.get("/v1/cluster").json()
+    assert view["mode"] == "embedded" and view["models"] == {"m": "ready"}
+    [node] = view["nodes"]
+    assert node["models"] == ["m"] and node["placed_bytes"] > 0 and node["cpus"] >= 1
