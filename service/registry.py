@@ -270,6 +270,10 @@ class ModelRegistry:
             with self._budget_lock:
                 self.reserved_bytes -= claimed
 
+    def names(self) -> set[str]:
+        """Every model's name: those that serve and the quarantined ones."""
+        return self.models.keys() | self.quarantined.keys()
+
     def check_new(self, name: str) -> None:
         """What refuses a new model's name: its pattern, a model holding it, the model limit."""
         if not NAME_PATTERN.fullmatch(name) or name.startswith("."):

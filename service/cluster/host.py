@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 from collections.abc import Callable
@@ -142,8 +143,14 @@ class ModelHost:
     async def learn(self, batch: Batch, record: RecordBody | None) -> LearnResult | Failure:
         return await _outcome(self.managed.learn(batch, None, record))
 
-    async def replace(self, model: OnlineLogisticRegression) -> Path | Failure:
-        return await _outcome(self.managed.replace(model))
+    async def replace(self, model_file: bytes) -> Path | Failure:
+        """The state of ``model_file`` (a model's bytes: arrays Ray hands over are read-only)."""
+
+        async def replace() -> Path:
+            model = await asyncio.to_thread(OnlineLogisticRegression.load, io.BytesIO(model_file))
+            return await self.managed.replace(model)
+
+        return await _outcome(replace())
 
     async def snapshot_in_background(self) -> tuple[Path, int] | Failure:
         return await _outcome(self.managed.snapshot_in_background())

@@ -131,7 +131,7 @@ class RemoteModel:
         return await self.learn(batch, on_learned, record)
 
     async def replace(self, model: OnlineLogisticRegression) -> Path:
-        path = await self._call("replace", model)
+        path = await self._call("replace", await asyncio.to_thread(model.to_bytes))
         self.model = ModelView.of(model)
         return path
 
@@ -307,6 +307,9 @@ class RayRegistry(ModelRegistry):
         """Until every recovery under way has ended."""
         while self._recoveries:
             await asyncio.gather(*list(self._recoveries.values()), return_exceptions=True)
+
+    def names(self) -> set[str]:
+        return super().names() | self.recovering.keys()
 
     def get(self, name: str) -> RemoteModel:  # type: ignore[override]
         if name in self.recovering:
