@@ -29,6 +29,7 @@ from service.engine.errors import ModelNotFound
 from service.registry import ManagedModel, ModelRegistry
 from service.settings import Settings
 from service.storage import RecordBody
+from service.warmup import learn_loop, one_call_predict, read_loops
 
 log = logging.getLogger("adaserve")
 # This process's host (one actor a process): what a model proxy unpickles to.
@@ -105,6 +106,14 @@ class ModelHost:
     def managed(self) -> ManagedModel:
         return self.registry.get(self.name)
 
+    @staticmethod
+    def _warm(optimizer: str) -> None:
+        """Load (or compile) the model's kernels before its first request needs them: this
+        process is new, numba's cache on disk makes it milliseconds once the ingress compiled."""
+        learn_loop(optimizer)
+        read_loops(optimizer)
+        one_call_predict(optimizer)
+
     def _start_housekeeping(self) -> None:
         self._housekeeping = asyncio.get_running_loop().create_task(self.registry.keep_house())
 
@@ -115,6 +124,7 @@ class ModelHost:
     async def create(self, config: dict[str, Any]) -> ModelView | Failure:
         async def create() -> ModelView:
             managed = await self.registry.create(self.name, config)
+            await asyncio.to_thread(self._warm, managed.model.spec.name)
             self._start_housekeeping()
             return ModelView.of(managed.model)
 
@@ -125,6 +135,7 @@ class ModelHost:
 
         async def recover() -> tuple[ModelView, list[str]]:
             recovered = await asyncio.to_thread(self.registry.recover, self.name)
+            await asyncio.to_thread(self._warm, recovered.model.spec.name)
             self._start_housekeeping()
             return ModelView.of(recovered.model), recovered.dropped
 
