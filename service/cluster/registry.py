@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    ActorUnschedulableError,
+    RayActorError,
+)
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from optim import Batch, LearnResult, OnlineLogisticRegression
@@ -41,7 +46,7 @@ from service.engine.errors import (
 )
 from service.registry import ModelRegistry, QuarantinedModel, readable_bytes, state_bytes_needed
 from service.settings import Settings
-from service.storage import RecordBody
+from service.storage import RecordBody, remove_leftovers
 
 log = logging.getLogger("adaserve")
 HostActor = ray.remote(ModelHost)
@@ -52,6 +57,8 @@ RECOVERY_RETRY_SECONDS = 1.0
 # Views (step, metrics, state bytes for /metrics and placement) refreshed this often.
 VIEW_REFRESH_SECONDS = 5.0
 _LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+# What starting a host may meet besides its death: its node went away before it was placed.
+_NOT_STARTED = (*_LOST, ActorUnschedulableError)
 
 
 @dataclass(frozen=True)
@@ -267,7 +274,7 @@ class RayRegistry(ModelRegistry):
                 actor = self._host(name, node)
                 try:
                     outcome = await actor.recover.remote()
-                except _LOST:
+                except _NOT_STARTED:
                     log.exception("model %s: its new host on node %s died", name, node)
                     await asyncio.sleep(RECOVERY_RETRY_SECONDS)
                     continue
@@ -292,6 +299,10 @@ class RayRegistry(ModelRegistry):
         """Start recovering every model in the data directory, each on a node of its own
         (their routes answer 503 ``model_recovering`` until each is back)."""
         self.nodes = {n.id: n for n in live_nodes()}
+        try:
+            remove_leftovers(self.directory)
+        except OSError:  # they stay; the models are recovered all the same
+            log.exception("leftover temporary directories in %s", self.directory)
         for path in sorted(self.directory.iterdir()):
             if not path.is_dir() or path.name.startswith("."):
                 continue
@@ -329,7 +340,7 @@ class RayRegistry(ModelRegistry):
                 actor = self._host(name, node)
                 try:
                     outcome = await actor.create.remote(dict(config))
-                except _LOST:
+                except _NOT_STARTED:
                     raise ModelUnavailable(name, "its host died while it was created") from None
             if isinstance(outcome, Failure):
                 ray.kill(actor)
