@@ -16,7 +16,8 @@ directories, default settings: ``fsync always``), and measures on both, in turn:
 4. single-row predictions, one connection at a time: p50/p99 latency; and ``--clients``
    connections at once: requests/s.
 
-Writes ``REPORT_CLUSTER.md`` (and ``bench_cluster.json``) to ``--out`` (default ``loadtest/``).
+Writes ``REPORT_CLUSTER.md`` to ``--out`` (default ``loadtest/``) and ``bench_cluster.json`` there
+too, or to ``loadtest/out/`` (git-ignored) by default.
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ def start(flags: list[str], data_dir: Path, port: int) -> subprocess.Popen:
             raise SystemExit(f"the server exited; see {log.name}")
         time.sleep(0.5)
     raise SystemExit("the server did not get ready")
+
+
+def resident_bytes(pid: int) -> int:
+    """A process's resident memory (``VmRSS``), for a model host's process overhead."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no VmRSS for process {pid}")
 
 
 def at_once(work: list[Callable[[], Any]]) -> list[Any]:
@@ -207,6 +216,8 @@ def inside(args: argparse.Namespace) -> None:
             results[label] = measure(Target(label, f"http://127.0.0.1:{port}"), texts, args)
             print(label, results[label], flush=True)
         cluster_view = httpx.get("http://127.0.0.1:18182/v1/cluster", timeout=60).json()
+        hosts = cluster_view["hosts"].values()
+        host_rss = [resident_bytes(host["pid"]) for host in hosts if host["pid"]]
     finally:
         for server in servers:
             server.terminate()
@@ -222,9 +233,12 @@ def inside(args: argparse.Namespace) -> None:
         "rows": args.rows, "nnz": args.nnz, "repeats": args.repeats,
         "predicts": args.predicts, "clients": args.clients, "seconds": args.seconds,
         "adagrad_2_20_bytes": state, "results": results, "cluster": cluster_view,
+        "host_rss_bytes": host_rss,
     }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_cluster.json").write_text(json.dumps(report, indent=1))
+    raw = args.out if args.out != ROOT / "loadtest" else ROOT / "loadtest" / "out"
+    for folder in (args.out, raw):
+        folder.mkdir(parents=True, exist_ok=True)
+    (raw / "bench_cluster.json").write_text(json.dumps(report, indent=1))
     (args.out / "REPORT_CLUSTER.md").write_text(render(report))
 
 
@@ -244,18 +258,27 @@ def render(report: dict[str, Any]) -> str:
         f"{ray_[key] / single[key]:.2f} |"
         for label, key, fmt in rows
     )
+    two = ray_["two_streams_rows_s"] / single["two_streams_rows_s"]
+    rss = report.get("host_rss_bytes")
+    host_rss = (
+        f"{statistics.median(rss) / 2**20:,.0f} MiB resident, median of {len(rss)} hosts"
+        if rss
+        else "its resident size was not measured in this run"
+    )
     budget = 4 << 30
     per_node = budget // report["adagrad_2_20_bytes"]
     per_node_rows = ray_["two_streams_rows_s"] / 2
     return f"""# adaserve on a Ray cluster against the single process (`loadtest/bench_cluster.py`)
 
 Run {report["when"]} on {report["machine"]}, shared with other jobs: load average
-{report["load_before"][0]:.2f} before, {report["load_after"][0]:.2f} after (on 2 cores, so
-every figure is what was left by the others). One run, both servers in it, loopback only, inside
-a network namespace; the cluster is `ray.cluster_utils.Cluster` with two one-CPU nodes **on the
-same two cores**, so the cluster cannot add cores here: this measures the Ray path's overhead,
-not its scaling. Streams: {report["rows"]:,} libsvm rows of {report["nnz"]} non-zeros,
-`hash_bits` {HASH_BITS}, adagrad, `fsync always`, median of {report["repeats"]}; predictions:
+{report["load_before"][0]:.2f} before, {report["load_after"][0]:.2f} after, on 2 cores: every
+figure is what the other tenants left, and a second run would differ by tens of percent. One
+run, both servers in it, loopback only, inside a network namespace; the cluster is
+`ray.cluster_utils.Cluster` with two one-CPU nodes **on the same two cores**, so the cluster
+cannot add cores here: this measures the Ray path's overhead, not its scaling. Streams:
+{report["rows"]:,} libsvm rows of {report["nnz"]} non-zeros, `hash_bits` {HASH_BITS}, adagrad
+(the experiment: adagrad, sgd, adam, ftrl, rmsprop, nadam), `fsync always`, median of
+{report["repeats"]}, each model fed a two-row stream first (not measured); predictions:
 {report["predicts"]} single-row requests one at a time, then {report["clients"]} connections for
 {report["seconds"]} s.
 
@@ -264,6 +287,21 @@ not its scaling. Streams: {report["rows"]:,} libsvm rows of {report["nnz"]} non-
 {table}
 
 (c) with 1 read replica: **not measured, read replicas are not built** (see below).
+
+## Reading the numbers
+
+- (a) Two models at once: the Ray path's total is {two:.2f}x the single process's: each model
+  learns in its own actor process, while the single process learns both in one process (the
+  kernels release the GIL, but parsing, logging and the event loop share it).
+- (b) The experiment: {ray_["experiment6_rows_s"] / single["experiment6_rows_s"]:.2f}x. Each batch
+  goes to six actors (six copies through Ray's object store, six log writes on the shared
+  folder) and six processes compete for two cores; the single process learns the six members in
+  its writer threads, sharing one parsed batch in memory. Members on different machines would
+  learn in parallel; on one machine the copies are pure cost.
+- One stream: {ray_["one_stream_rows_s"] / single["one_stream_rows_s"]:.2f}x; predictions: p50
+  {ray_["predict_p50_ms"]:.1f} ms against {single["predict_p50_ms"]:.2f} ms and
+  {ray_["predict_rps"] / single["predict_rps"]:.2f}x the requests/s: the Ray path's fixed cost per
+  request (below) dwarfs a prediction's microseconds.
 
 ## Where the time goes on the Ray path
 
@@ -279,18 +317,23 @@ instead of being answered on the event loop that parsed it: that is the p50 diff
 - Models per node by memory: an adagrad model of `hash_bits` {HASH_BITS} holds
   {report["adagrad_2_20_bytes"] / 2**20:,.1f} MiB of state; with the default
   `ADASERVE_MEMORY_BUDGET_BYTES` (4 GiB, per node on a cluster) a node holds {per_node} of them
-  (plus ~150 MB a model for its actor's process: Python, numpy, numba).
-- Rows/s per node: {per_node_rows:,.0f} rows/s per model streamed here (two models, two one-CPU
-  nodes sharing two busy cores); a node with its own cores learns one stream per core at about the
-  single process's one-stream rate, so N machines of C cores carry about N x C x that rate in
-  models learning at once, as long as nothing below saturates.
-- Where it stops scaling: (1) the ingress: one Serve replica parses every stream and every
-  request body; its rows/s (about the single process's, one core) is the ceiling for all models
-  together, and scaling it means more ingress replicas, which this version does not run (the
-  registry lives in the one replica); (2) the shared volume: every acknowledged batch is an
-  fsync'd append to the model's log on the shared `--data-dir`, so the volume's synchronous
-  write rate (fsyncs/s, and bytes/s at ~12 bytes a non-zero) bounds acknowledged batches/s across
-  the cluster; snapshots add a model's state size every `snapshot_every_rows` rows.
+  by state alone; each model also has its actor's own process ({host_rss}).
+- Rows/s per node: {per_node_rows:,.0f} rows/s per one-CPU node here ((a) over two nodes, both
+  sharing two busy cores). With cores of its own a node learns about one stream per core at the
+  rate one actor reaches (here {ray_["one_stream_rows_s"]:,.0f} rows/s for one model on the Ray
+  path), so N machines of C cores carry about N x C streams at that rate, until the ingress
+  below saturates.
+- The ingress ceiling: one Serve replica parses every stream; it cannot parse faster than the
+  single process handles one stream ({single["one_stream_rows_s"]:,.0f} rows/s here, parsing and
+  learning on the same cores), so past about
+  {single["one_stream_rows_s"] / max(per_node_rows, 1):.1f} nodes' worth of the per-node rate
+  above, streams wait for the ingress.
+- Where it stops scaling: (1) the ingress (above): scaling it means more ingress replicas,
+  which this version does not run (the registry lives in the one replica); (2) the shared
+  volume: every acknowledged batch is an fsync'd append to the model's log on the shared
+  `--data-dir`, so the volume's synchronous write rate (fsyncs/s, and bytes/s at ~12 bytes a
+  non-zero) bounds acknowledged batches/s across the cluster; snapshots add a model's state size
+  every `snapshot_every_rows` rows.
 - Reads: each prediction is served by the model's one owner; read replicas would spread them,
   and are not built.
 """
