@@ -23,6 +23,7 @@ too, or to ``loadtest/out/`` (git-ignored) by default.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -238,6 +239,9 @@ def inside(args: argparse.Namespace) -> None:
     raw = args.out if args.out != ROOT / "loadtest" else ROOT / "loadtest" / "out"
     for folder in (args.out, raw):
         folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError, ValueError, KeyError):  # the run before, to show the spread
+        before = json.loads((raw / "bench_cluster.json").read_text())
+        report["previous"] = {"when": before["when"], "results": before["results"]}
     (raw / "bench_cluster.json").write_text(json.dumps(report, indent=1))
     (args.out / "REPORT_CLUSTER.md").write_text(render(report))
 
@@ -253,18 +257,40 @@ def render(report: dict[str, Any]) -> str:
         (f"(c) predict requests/s, {report['clients']} connections, 0 read replicas",
          "predict_rps", "{:,.0f}"),
     ]  # fmt: skip
+    previous = report.get("previous")
+    before = previous["results"] if previous else None
+
+    def ratio_before(key: str) -> str:
+        if before is None:
+            return ""
+        return f" {before['ray, 2 nodes'][key] / before['single process'][key]:.2f} |"
+
     table = "\n".join(
         f"| {label} | {fmt.format(single[key])} | {fmt.format(ray_[key])} | "
-        f"{ray_[key] / single[key]:.2f} |"
+        f"{ray_[key] / single[key]:.2f} |{ratio_before(key)}"
         for label, key, fmt in rows
     )
+    header = "| measure | single process | Ray (2 nodes) | Ray / single |"
+    rule = "|---|---|---|---|"
+    if previous:
+        header += f" Ray / single, the run before ({previous['when']}) |"
+        rule += "---|"
     two = ray_["two_streams_rows_s"] / single["two_streams_rows_s"]
     rss = report.get("host_rss_bytes")
     host_rss = (
-        f"{statistics.median(rss) / 2**20:,.0f} MiB resident, median of {len(rss)} hosts"
+        f"{statistics.median(rss) / 2**20:,.0f} MiB resident, median of {len(rss)} hosts; "
+        "shared libraries counted in each"
         if rss
         else "its resident size was not measured in this run"
     )
+    per_host = "measure it before sizing nodes."
+    if rss:
+        each = report["adagrad_2_20_bytes"] + statistics.median(rss)
+        per_host = (
+            f"a 64 GiB node holds about {(64 << 30) // each} such models, not "
+            f"{(64 << 30) // report['adagrad_2_20_bytes']}; many small models want several "
+            "models per actor, which this version does not do."
+        )
     budget = 4 << 30
     per_node = budget // report["adagrad_2_20_bytes"]
     per_node_rows = ray_["two_streams_rows_s"] / 2
@@ -282,17 +308,18 @@ cannot add cores here: this measures the Ray path's overhead, not its scaling. S
 {report["predicts"]} single-row requests one at a time, then {report["clients"]} connections for
 {report["seconds"]} s.
 
-| measure | single process | Ray (2 nodes) | Ray / single |
-|---|---|---|---|
+{header}
+{rule}
 {table}
 
 (c) with 1 read replica: **not measured, read replicas are not built** (see below).
 
 ## Reading the numbers
 
-- (a) Two models at once: the Ray path's total is {two:.2f}x the single process's: each model
-  learns in its own actor process, while the single process learns both in one process (the
-  kernels release the GIL, but parsing, logging and the event loop share it).
+- (a) Two models at once: {two:.2f}x. On one machine the two actors, the ingress and Serve's
+  proxy share the same two cores the single process uses (whose writer threads learn both models
+  at once too): nothing is gained here, and what is lost is the hops below. The spread between
+  runs is the other tenants' load.
 - (b) The experiment: {ray_["experiment6_rows_s"] / single["experiment6_rows_s"]:.2f}x. Each batch
   goes to six actors (six copies through Ray's object store, six log writes on the shared
   folder) and six processes compete for two cores; the single process learns the six members in
@@ -317,17 +344,18 @@ instead of being answered on the event loop that parsed it: that is the p50 diff
 - Models per node by memory: an adagrad model of `hash_bits` {HASH_BITS} holds
   {report["adagrad_2_20_bytes"] / 2**20:,.1f} MiB of state; with the default
   `ADASERVE_MEMORY_BUDGET_BYTES` (4 GiB, per node on a cluster) a node holds {per_node} of them
-  by state alone; each model also has its actor's own process ({host_rss}).
+  by state alone; each model also has its actor's own process ({host_rss}), which the budget
+  does not count: {per_host}
 - Rows/s per node: {per_node_rows:,.0f} rows/s per one-CPU node here ((a) over two nodes, both
   sharing two busy cores). With cores of its own a node learns about one stream per core at the
   rate one actor reaches (here {ray_["one_stream_rows_s"]:,.0f} rows/s for one model on the Ray
   path), so N machines of C cores carry about N x C streams at that rate, until the ingress
   below saturates.
-- The ingress ceiling: one Serve replica parses every stream; it cannot parse faster than the
-  single process handles one stream ({single["one_stream_rows_s"]:,.0f} rows/s here, parsing and
-  learning on the same cores), so past about
-  {single["one_stream_rows_s"] / max(per_node_rows, 1):.1f} nodes' worth of the per-node rate
-  above, streams wait for the ingress.
+- The ingress ceiling: one Serve replica parses every stream and sends each batch to its actor.
+  A rough measure of it is the single process's one-stream rate ({single["one_stream_rows_s"]:,.0f}
+  rows/s here, parsing and learning on one machine; parsing alone is faster, sending batches
+  slower): past about {single["one_stream_rows_s"] / max(per_node_rows, 1):.1f} nodes' worth of
+  the per-node rate above, expect streams to wait for the ingress, not the nodes.
 - Where it stops scaling: (1) the ingress (above): scaling it means more ingress replicas,
   which this version does not run (the registry lives in the one replica); (2) the shared
   volume: every acknowledged batch is an fsync'd append to the model's log on the shared

@@ -42,3 +42,15 @@ def test_cluster_of_the_embedded_service_is_this_process(tmp_path) -> None:
     assert view["mode"] == "embedded" and view["models"] == {"m": "ready"}
     [node] = view["nodes"]
     assert node["models"] == ["m"] and node["placed_bytes"] > 0 and node["cpus"] >= 1
+
+
+def test_the_ray_address_comes_from_the_flag_or_the_environment(monkeypatch) -> None:
+    from service.cli import build_parser
+    from service.settings import Settings
+
+    args = build_parser().parse_args(["serve", "--ray", "10.0.0.1:6379"])
+    assert args.ray_address == "10.0.0.1:6379"
+    assert build_parser().parse_args(["serve"]).ray_address is None
+    assert Settings().ray_address is None
+    monkeypatch.setenv("ADASERVE_RAY_ADDRESS", "auto")
+    assert Settings().ray_address == "auto"

@@ -19,7 +19,7 @@ import contextlib
 import io
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,9 +83,10 @@ class ModelView:
         )  # fmt: skip
 
 
-async def _outcome(work: Any) -> Any:
+async def _outcome(work: Callable[[], Awaitable[Any]]) -> Any:
+    """What ``work()`` gives, or its error as a :class:`Failure` (the model's lookup too)."""
     try:
-        return await work
+        return await work()
     except Exception as error:
         return Failure(error)
 
@@ -128,7 +129,7 @@ class ModelHost:
             self._start_housekeeping()
             return ModelView.of(managed.model)
 
-        return await _outcome(create())
+        return await _outcome(create)
 
     async def recover(self) -> tuple[ModelView, list[str]] | Failure:
         """The model from its files (snapshot plus log), as the single process at start-up."""
@@ -139,20 +140,19 @@ class ModelHost:
             self._start_housekeeping()
             return ModelView.of(recovered.model), recovered.dropped
 
-        return await _outcome(recover())
+        return await _outcome(recover)
 
     async def view(self) -> ModelView | Failure:
-        managed = self.managed
-        return await _outcome(managed.read(ModelView.of))
+        return await _outcome(lambda: self.managed.read(ModelView.of))
 
     async def read(self, fn: Callable[[OnlineLogisticRegression], Any], inline: bool) -> Any:
-        return await _outcome(self.managed.read(fn, inline=inline))
+        return await _outcome(lambda: self.managed.read(fn, inline=inline))
 
     async def write(self, fn: Callable[[OnlineLogisticRegression], Any]) -> Any:
-        return await _outcome(self.managed.write(fn))
+        return await _outcome(lambda: self.managed.write(fn))
 
     async def learn(self, batch: Batch, record: RecordBody | None) -> LearnResult | Failure:
-        return await _outcome(self.managed.learn(batch, None, record))
+        return await _outcome(lambda: self.managed.learn(batch, None, record))
 
     async def replace(self, model_file: bytes) -> Path | Failure:
         """The state of ``model_file`` (a model's bytes: arrays Ray hands over are read-only)."""
@@ -161,17 +161,17 @@ class ModelHost:
             model = await asyncio.to_thread(OnlineLogisticRegression.load, io.BytesIO(model_file))
             return await self.managed.replace(model)
 
-        return await _outcome(replace())
+        return await _outcome(replace)
 
     async def snapshot_in_background(self) -> tuple[Path, int] | Failure:
-        return await _outcome(self.managed.snapshot_in_background())
+        return await _outcome(lambda: self.managed.snapshot_in_background())
 
     async def delete(self) -> Failure | None:
         async def delete() -> None:
             await self.registry.delete(self.name)
             await self._stop()
 
-        return await _outcome(delete())
+        return await _outcome(delete)
 
     async def close(self) -> None:
         """Snapshot the model (after the writes queued before), close its log and threads."""

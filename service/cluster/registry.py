@@ -105,7 +105,9 @@ class RemoteModel:
             outcome = await getattr(self.actor, method).remote(*args)
         except _LOST:
             self.registry.lost(self)
-            raise ModelRecovering(self.name) from None
+            if self.name in self.registry.names():
+                raise ModelRecovering(self.name) from None
+            raise ModelDeleted(self.name) from None  # its host ended with it
         if isinstance(outcome, Failure):
             raise outcome.error
         return outcome
