@@ -54,3 +54,12 @@ def test_the_ray_address_comes_from_the_flag_or_the_environment(monkeypatch) -> 
     assert Settings().ray_address is None
     monkeypatch.setenv("ADASERVE_RAY_ADDRESS", "auto")
     assert Settings().ray_address == "auto"
+
+
+def test_a_model_being_recovered_is_a_503_model_recovering() -> None:
+    from service.engine.errors import ModelRecovering
+    from service.errors import engine_error
+
+    answer = engine_error(ModelRecovering("m"))
+    assert (answer.status, answer.code, answer.where) == (503, "model_recovering", {"model": "m"})
+    assert "recovered" in answer.detail
