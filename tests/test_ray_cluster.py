@@ -67,12 +67,13 @@ def test_in_a_loopback_namespace() -> None:
         pytest.skip(problem)
     lo_up = "ip link set lo up" if shutil.which("ip") else f'{sys.executable} -c "{LO_UP}"'
     here = Path(__file__).resolve()
+    root = next(folder for folder in here.parents if (folder / "pyproject.toml").exists())
     command = (
         f"{lo_up} && exec {sys.executable} -m pytest -q -x -p no:cacheprovider "
         f"{here} -k 'not test_in_a_loopback_namespace'"
     )
     run = subprocess.run(
-        ["unshare", "--net", "sh", "-c", command], cwd=here.parent.parent,
+        ["unshare", "--net", "sh", "-c", command], cwd=root,
         env={**os.environ, INSIDE: "1"}, capture_output=True, timeout=1_200,
     )  # fmt: skip
     output = (run.stdout + run.stderr).decode(errors="replace")
