@@ -143,17 +143,20 @@ def new_model(
 
 def memory_bytes_for(
     optimizer: str | Mapping[str, Any], dim: int, dtype: str = "float64",
-    recent_window: int = 10_000,
+    recent_window: int = 10_000, normalized: bool = False,
 ) -> int:  # fmt: skip
     """:attr:`memory_bytes` of a new model of this configuration, portfolio or not."""
     if not is_auto(optimizer):
-        return OnlineLogisticRegression.memory_bytes_for(optimizer, dim, dtype, recent_window)
+        return OnlineLogisticRegression.memory_bytes_for(
+            optimizer, dim, dtype, recent_window, normalized
+        )
     members = members_of(optimizer if isinstance(optimizer, Mapping) else {})
     return (
         sum(
             OnlineLogisticRegression.memory_bytes_for(
-                m.settings.get("optimizer", "adagrad"), dim, dtype, recent_window
-            )
+                m.settings.get("optimizer", "adagrad"), dim, dtype, recent_window,
+                m.settings.get("normalized", False) is True,
+            )  # fmt: skip
             for m in members
         )
         + ProgressiveMetrics.nbytes_for(recent_window)

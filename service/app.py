@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
@@ -20,12 +19,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from optim.portfolio import optimizers_in
 from service.auth import READ, parse_tokens
-from service.engine.errors import EngineError, ModelDeleted
 from service.errors import install_error_handlers
 from service.experiments import ExperimentRegistry
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.registry import ModelRegistry
 from service.routers import (
+    cluster,
     experiments,
     health,
     inspection,
@@ -42,7 +41,7 @@ from service.websafety import OriginGuard, is_loopback, parse_origins
 
 log = logging.getLogger("adaserve")
 # The routers in the order the API documents them (/docs, /openapi.json).
-ROUTERS = (health, models, learning, streams, inspection, persistence, experiments, ui)
+ROUTERS = (health, models, learning, streams, inspection, persistence, experiments, cluster, ui)
 DOCS_FILES = "/static-offline-docs"  # Swagger UI's and ReDoc's files (fastapi-offline's)
 # ReDoc's side menu shows an image from its maker's CDN: the page's policy keeps it from loading
 # (ReDoc hides it then). It styles itself inline and searches in a worker made from a blob.
@@ -96,24 +95,14 @@ def declare_bearer_auth(schema: dict) -> None:
                 )
 
 
-async def keep_house(registry: ModelRegistry, settings: Settings) -> None:
-    """Interval fsyncs of the logs, and snapshots every N rows or T seconds."""
-    while True:
-        await asyncio.sleep(min(settings.fsync_interval_ms / 1000, 1.0))
-        for managed in list(registry.models.values()):
-            try:
-                if settings.fsync == "interval":
-                    await anyio.to_thread.run_sync(managed.storage.sync_if_due)
-                due = managed.rows_since_snapshot >= settings.snapshot_every_rows or (
-                    managed.rows_since_snapshot
-                    and time.monotonic() - managed.last_snapshot >= settings.snapshot_every_seconds
-                )
-                if due:
-                    await managed.snapshot_in_background()
-            except ModelDeleted:
-                pass  # deleted since the loop began: nothing to keep
-            except Exception:  # keep housekeeping alive; the failure is logged
-                log.exception("housekeeping of model %s failed", managed.name)
+def make_registry(settings: Settings) -> ModelRegistry:
+    """The models in this process, or on a Ray cluster when ``ray_address`` is set (Ray is
+    imported only then)."""
+    if settings.ray_address is None:
+        return ModelRegistry(settings)
+    from service.cluster.registry import RayRegistry
+
+    return RayRegistry(settings)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -135,17 +124,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 target=warm, args=(app.state.warmup,), name="adaserve-warm-up", daemon=True
             )
             warming.start()
-        housekeeping = asyncio.create_task(keep_house(registry, settings))
+        housekeeping = asyncio.create_task(registry.keep_house())
         yield
         housekeeping.cancel()
         app.state.warmup.stopping.set()
         if warming is not None and warming.is_alive():  # the piece compiling now ends first
             await anyio.to_thread.run_sync(warming.join)
-        for managed in list(registry.models.values()):
-            try:
-                await managed.write(lambda _, m=managed: m.snapshot())
-            except EngineError as error:  # e.g. its log failed: its files stay as they are
-                log.error("model %s: no snapshot at shutdown: %s", managed.name, error.detail)
+        await registry.shut_down()
         registry.close()  # and the engine's thread pools
         log.info("snapshots written to %s", settings.data_dir.resolve())
 
@@ -161,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
     )
     app.state.settings = settings
-    app.state.registry = ModelRegistry(settings)
+    app.state.registry = make_registry(settings)
     app.state.experiments = ExperimentRegistry(app.state.registry)
     app.state.metrics = ServiceMetrics(lambda: app.state.registry.models.values())
     app.state.warmup = Warmup([])  # nothing to wait for unless the lifespan plans a warm-up

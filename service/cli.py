@@ -82,6 +82,10 @@ def _serve(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log.info("listening on http://%s:%d", settings.host, settings.port)
     log.info("keeping data in %s (fsync %s)", settings.data_dir.resolve(), settings.fsync)
+    if settings.ray_address is not None:
+        from service.cluster.serve import run
+
+        return run(settings)
     server = GracefulServer(
         uvicorn.Config(create_app(settings), host=settings.host, port=settings.port)
     )
@@ -155,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--fsync",
         choices=["always", "interval", "off"],
         help="log durability: always (default), interval, off (benchmarks only)",
+    )
+    serve.add_argument(
+        "--ray",
+        dest="ray_address",
+        metavar="ADDRESS",
+        help="serve on this Ray cluster (host:port of its head, or 'auto' as in ray.init), each "
+        "model owned by an actor; --data-dir must be reachable by every node (needs the [ray] "
+        "extra)",
     )
     serve.set_defaults(run=_serve)
     repair = commands.add_parser(

@@ -16,6 +16,7 @@ from service.engine.errors import (
     ModelExists,
     ModelInExperiment,
     ModelNotFound,
+    ModelRecovering,
     ModelUnavailable,
     OverMemoryBudget,
     StorageUnavailable,
@@ -57,6 +58,7 @@ ENGINE_ERRORS: dict[type[EngineError], tuple[int, str]] = {
     TooManyModels: (422, "too_many_models"),
     OverMemoryBudget: (422, "over_memory_budget"),
     ModelUnavailable: (503, "model_unavailable"),
+    ModelRecovering: (503, "model_recovering"),
     StorageUnavailable: (503, "storage_unavailable"),
 }
 

@@ -47,7 +47,7 @@ class ExperimentRegistry:
     def load_all(self) -> None:
         """Every experiment's definition; one that cannot be read is logged and left out (its
         file and members stay)."""
-        known = self.models.models.keys() | self.models.quarantined.keys()
+        known = self.models.names()
         for path in sorted(self.directory.glob("*.json")):
             try:
                 listed = json.loads(path.read_text())["members"]

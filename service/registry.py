@@ -8,10 +8,13 @@ creates, recovers and deletes them. Creating and deleting run off the event loop
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,8 @@ import anyio
 from optim import ConfigError, OnlineLogisticRegression
 from optim.portfolio import memory_bytes_for, new_model
 from service.engine.errors import (
+    EngineError,
+    ModelDeleted,
     ModelExists,
     ModelNotFound,
     ModelUnavailable,
@@ -32,7 +37,7 @@ from service.engine.errors import (
 from service.engine.model import ManagedModel
 from service.engine.tuning import Pools, Tuning
 from service.settings import Settings
-from service.storage import ModelStorage, remove_leftovers
+from service.storage import ModelStorage, Recovered, remove_leftovers
 
 __all__ = ["NAME_PATTERN", "ManagedModel", "ModelRegistry", "QuarantinedModel"]
 
@@ -57,6 +62,27 @@ def readable_bytes(n: int) -> str:
             break
         size, unit = size / 1024, larger
     return f"{n:,} bytes" if unit == "bytes" else f"{size:,.1f} {unit}"
+
+
+def state_bytes_needed(config: Mapping[str, Any]) -> int:
+    """The state bytes a model of ``config`` will hold (0 when its optimizer or ``dim`` are
+    not valid: the constructor then reports them precisely); ``hash_bits`` checked here."""
+    dim = config.get("dim")
+    if config.get("hash_bits") is not None:
+        bits = config["hash_bits"]
+        if not isinstance(bits, int) or not 1 <= bits <= 40:
+            raise ConfigError("hash_bits must be in [1, 40]", field="hash_bits")
+        dim = 2**bits
+    if not isinstance(dim, int) or dim < 1:
+        return 0
+    try:  # a portfolio (``"optimizer": "auto"``) counts every member
+        return memory_bytes_for(
+            config.get("optimizer", "adagrad"), dim,
+            config.get("dtype", "float64"), config.get("recent_window", 10_000),
+            config.get("normalized", False) is True,
+        )  # fmt: skip
+    except ConfigError:
+        return 0
 
 
 class ModelRegistry:
@@ -105,34 +131,90 @@ class ModelRegistry:
         for path in sorted(self.directory.iterdir()):
             if not path.is_dir() or path.name.startswith("."):
                 continue
-            storage = self._storage(path.name)
             try:
-                recovered = storage.recover()
+                recovered = self.recover(path.name)
             except Exception as exc:
                 reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
                 log.error("model %s: quarantined, nothing recoverable: %s", path.name, reason)
-                with contextlib.suppress(OSError):
-                    storage.close()
                 self.quarantined[path.name] = QuarantinedModel(path.name, reason)
                 report[path.name] = [f"quarantined: {reason}"]
                 continue
-            managed = self._managed(path.name, recovered.model, storage)
-            # Replayed rows are not in a snapshot yet: they count toward the next one.
-            managed.rows_since_snapshot = recovered.replayed_rows
-            self.models[path.name] = managed
             report[path.name] = recovered.dropped
-            log.info(
-                "model %s: snapshot at step %d + %d logged rows replayed%s",
-                path.name, recovered.snapshot_step, recovered.replayed_rows,
-                f"; dropped: {recovered.dropped}" if recovered.dropped else "",
-            )  # fmt: skip
         return report
+
+    def recover(self, name: str) -> Recovered:
+        """Recover model ``name`` from its files (snapshot plus log) and serve it; what fails
+        is raised, its files untouched (a cluster host recovers one model this way)."""
+        storage = self._storage(name)
+        try:
+            recovered = storage.recover()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                storage.close()
+            raise
+        managed = self._managed(name, recovered.model, storage)
+        # Replayed rows are not in a snapshot yet: they count toward the next one.
+        managed.rows_since_snapshot = recovered.replayed_rows
+        self.models[name] = managed
+        log.info(
+            "model %s: snapshot at step %d + %d logged rows replayed%s",
+            name, recovered.snapshot_step, recovered.replayed_rows,
+            f"; dropped: {recovered.dropped}" if recovered.dropped else "",
+        )  # fmt: skip
+        return recovered
+
+    async def keep_house(self) -> None:
+        """Interval fsyncs of the logs, and snapshots every N rows or T seconds."""
+        settings = self.settings
+        while True:
+            await asyncio.sleep(min(settings.fsync_interval_ms / 1000, 1.0))
+            for managed in list(self.models.values()):
+                try:
+                    if settings.fsync == "interval":
+                        await anyio.to_thread.run_sync(managed.storage.sync_if_due)
+                    due = managed.rows_since_snapshot >= settings.snapshot_every_rows or (
+                        managed.rows_since_snapshot
+                        and time.monotonic() - managed.last_snapshot
+                        >= settings.snapshot_every_seconds
+                    )
+                    if due:
+                        await managed.snapshot_in_background()
+                except ModelDeleted:
+                    pass  # deleted since the loop began: nothing to keep
+                except Exception:  # keep housekeeping alive; the failure is logged
+                    log.exception("housekeeping of model %s failed", managed.name)
+
+    async def shut_down(self) -> None:
+        """Snapshot every model, after the writes queued before (then :meth:`close`)."""
+        for managed in list(self.models.values()):
+            try:
+                await managed.write(lambda _, m=managed: m.snapshot())
+            except EngineError as error:  # e.g. its log failed: its files stay as they are
+                log.error("model %s: no snapshot at shutdown: %s", managed.name, error.detail)
 
     def close(self) -> None:
         """Close every log and end the engine's threads (after the last writes)."""
         self.pools.shutdown()
         for managed in self.models.values():
             managed.storage.close()
+
+    def cluster(self) -> dict[str, Any]:
+        """This process as the one node holding every model (``GET /v1/cluster``)."""
+        states = dict.fromkeys(self.models, "ready")
+        states |= dict.fromkeys(self.quarantined, "unavailable")
+        return {
+            "mode": "embedded",
+            "nodes": [
+                {
+                    "id": "local", "address": self.settings.host, "cpus": os.cpu_count() or 1,
+                    "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+                    "placed_bytes": self.memory_bytes, "models": sorted(self.models),
+                    "replicas": [],
+                }
+            ],
+            "models": dict(sorted(states.items())),
+            "hosts": {name: {"node": "local", "pid": os.getpid()} for name in sorted(self.models)},
+        }  # fmt: skip
 
     @property
     def memory_bytes(self) -> int:
@@ -190,9 +272,12 @@ class ModelRegistry:
             with self._budget_lock:
                 self.reserved_bytes -= claimed
 
-    async def create(self, name: str, config: Mapping[str, Any]) -> ManagedModel:
-        """A new model: checked here, then allocated and written in a worker thread (the event
-        loop answers meanwhile), its name held and its bytes reserved from the start."""
+    def names(self) -> set[str]:
+        """Every model's name: those that serve and the quarantined ones."""
+        return self.models.keys() | self.quarantined.keys()
+
+    def check_new(self, name: str) -> None:
+        """What refuses a new model's name: its pattern, a model holding it, the model limit."""
         if not NAME_PATTERN.fullmatch(name) or name.startswith("."):
             raise ConfigError(
                 "name must match [A-Za-z0-9_.-]{1,64} and not start with '.'", field="name"
@@ -202,23 +287,15 @@ class ModelRegistry:
         held = len(self.models) + len(self.quarantined) + len(self._held)
         if held >= self.settings.max_models:
             raise TooManyModels(name, self.settings.max_models)
-        dim = config.get("dim")
-        if config.get("hash_bits") is not None:
-            bits = config["hash_bits"]
-            if not isinstance(bits, int) or not 1 <= bits <= 40:
-                raise ConfigError("hash_bits must be in [1, 40]", field="hash_bits")
-            dim = 2**bits
+
+    async def create(self, name: str, config: Mapping[str, Any]) -> ManagedModel:
+        """A new model: checked here, then allocated and written in a worker thread (the event
+        loop answers meanwhile), its name held and its bytes reserved from the start."""
+        self.check_new(name)
+        needed = state_bytes_needed(config)
         with self.reservation(model=name) as claim:
-            if isinstance(dim, int) and dim >= 1:
-                # An unknown optimizer is reported precisely by the constructor.
-                with contextlib.suppress(ConfigError):
-                    claim(
-                        memory_bytes_for(
-                            config.get("optimizer", "adagrad"), dim,
-                            config.get("dtype", "float64"), config.get("recent_window", 10_000),
-                            config.get("normalized", False) is True,
-                        )
-                    )  # fmt: skip
+            if needed:
+                claim(needed)
             self._held.add(name)
             try:
                 # Registered by the worker thread itself: a request cancelled meanwhile leaves a

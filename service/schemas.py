@@ -118,6 +118,32 @@ class ModelList(BaseModel):
     models: list[ModelInfo | UnavailableModel]
 
 
+class ClusterNode(BaseModel):
+    """A node of the cluster (the process itself when embedded) and the models it holds."""
+
+    id: str
+    address: str
+    cpus: float
+    memory_bytes: int = Field(description="the node's memory (Ray's resource when on a cluster)")
+    placed_bytes: int = Field(description="state bytes of the models placed on it, and reserved")
+    models: list[str]
+    replicas: list[str]
+
+
+class ModelHost(BaseModel):
+    """The process that owns a model (its actor on a cluster) and its node."""
+
+    node: str
+    pid: int | None
+
+
+class ClusterInfo(BaseModel):
+    mode: Literal["embedded", "ray"]
+    nodes: list[ClusterNode]
+    models: dict[str, Literal["ready", "recovering", "unavailable"]]
+    hosts: dict[str, ModelHost] = Field(description="the serving models' owners")
+
+
 class CsrBatch(BaseModel):
     """Rows in compressed sparse row form (0-based indices < dim)."""
 

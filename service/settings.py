@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         description="comma-separated scheme://host[:port] origins whose web pages may call the "
         "API besides the service's own (service/websafety.py)",
     )
+    ray_address: str | None = Field(
+        None,
+        description="serve on this Ray cluster (an address, or 'auto' as in ray.init) instead "
+        "of in this process: each model owned by an actor (service/cluster); data_dir must be "
+        "reachable by every node",
+    )
     fsync: Literal["always", "interval", "off"] = Field(
         "always",
         description="always: fsync the log before each acknowledgement; interval: every "

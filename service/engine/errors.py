@@ -49,6 +49,18 @@ class ModelUnavailable(EngineError):
         self.reason = reason
 
 
+class ModelRecovering(EngineError):
+    """The process (or node) that owned the model died: it is being recovered from its files
+    elsewhere; its requests are refused until then (nothing acknowledged is lost)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            model,
+            f"model {model!r} is being recovered from its files after its owner stopped; "
+            "retry in a few seconds",
+        )
+
+
 class TooManyModels(EngineError):
     """The service holds as many models as it may."""
 

@@ -13,7 +13,12 @@ from service.batches import batch_from_body, read_body
 from service.experiments import Experiment, ExperimentRegistry, leaderboard_entry
 from service.metrics import ServiceMetrics
 from service.routers.learning import _body_schema
-from service.routers.streams import STREAM_BODY, BodyStreamingResponse, learning_stream
+from service.routers.streams import (
+    STREAM_BODY,
+    BodyStreamingResponse,
+    learn_in_each,
+    learning_stream,
+)
 from service.schemas import (
     ERROR_RESPONSES,
     CreateExperiment,
@@ -125,7 +130,8 @@ async def update_experiment(
         lambda: batch_from_body(data, members[0].model, settings, require_labels=True)
     )
     async with exp.order:
-        results = {m.name: await m.learn(batch, metrics.learned) for m in members}
+        learned = await learn_in_each(members, batch, metrics, None)
+    results = {m.name: result for m, result in zip(members, learned, strict=True)}
     return {
         "rows": batch.n_rows,
         "members": {

@@ -50,7 +50,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from adaserve_cli.formats import FORMAT_OF_MEDIA_TYPE
-from optim import AdaserveError, Batch
+from optim import AdaserveError, Batch, LearnResult
 from optim.formats import ParseError, StreamParser
 from service import dependencies as deps
 from service.auth import WRITE
@@ -401,6 +401,21 @@ async def stream(
     return learning_stream(request, [managed], settings, metrics, return_predictions)
 
 
+async def learn_in_each(
+    targets: list[ManagedModel], batch: Batch, metrics: ServiceMetrics, record: RecordBody | None
+) -> list[LearnResult]:
+    """``batch`` learned by every target at once (each model's writer, or actor on a cluster,
+    learns in parallel); the first error raised, once all of them are done."""
+    outcomes = await asyncio.gather(
+        *(target.learn(batch, metrics.learned, record) for target in targets),
+        return_exceptions=True,
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes  # type: ignore[return-value]
+
+
 def learning_stream(
     request: Request,
     targets: list[ManagedModel],
@@ -431,7 +446,7 @@ def learning_stream(
         out = []
         weight = float(batch.weights.sum()) if batch.weights is not None else batch.n_rows
         async with order or contextlib.nullcontext():
-            results = [await target.learn(batch, metrics.learned, record) for target in targets]
+            results = await learn_in_each(targets, batch, metrics, record)
         for target, result in zip(targets, results, strict=True):
             losses[target.name][0] += result.log_loss * weight if weight else 0.0
             losses[target.name][1] += weight

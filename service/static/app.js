@@ -291,21 +291,56 @@ async function experimentsWithMembers() {
   );
 }
 
+// The nodes of GET /v1/cluster (one, this process, when embedded) and what each holds.
+const NODE_COLUMNS = [
+  { key: "id", label: "node", render: (n) => (n.id.length > 12 ? `${n.id.slice(0, 12)}…` : n.id) },
+  { key: "address", label: "address", render: (n) => n.address },
+  { key: "cpus", label: "CPUs", numeric: true, value: (n) => n.cpus },
+  {
+    key: "memory_bytes", label: "memory", numeric: true, value: (n) => n.memory_bytes,
+    render: (n) => fmtBytes(n.memory_bytes),
+  },
+  {
+    key: "placed_bytes", label: "models' state", numeric: true, value: (n) => n.placed_bytes,
+    render: (n) => fmtBytes(n.placed_bytes),
+  },
+  { key: "models", label: "models", render: (n) => n.models.join(", ") || "—" },
+];
+
+function clusterTable(cluster) {
+  const waiting = Object.entries(cluster.models).filter(([, s]) => s !== "ready");
+  return h(
+    "div",
+    {},
+    table(NODE_COLUMNS, cluster.nodes, {
+      id: "nodes",
+      rowAttrs: (n) => ({ "data-name": n.id, "data-testid": "node-row" }),
+    }),
+    waiting.length
+      ? h("p", { class: "empty" }, waiting.map(([name, s]) => `${name}: ${s}`).join("; "))
+      : "",
+  );
+}
+
 function listView() {
   const models = h("div", { id: "models-table", "data-testid": "models-table" }, "loading…");
   const experiments = h("div", { id: "experiments-table", "data-testid": "experiments-table" });
+  const nodes = h("div", { id: "cluster-table", "data-testid": "cluster-table" });
   const section = h("section", { id: "experiments-section" }, h("h2", {}, "Experiments"), experiments);
   $("#view").replaceChildren(
     h("section", { id: "models-section" }, h("h2", {}, "Models"), models),
     state.config.experiments ? section : "",
+    h("section", { id: "cluster-section" }, h("h2", {}, "Cluster"), nodes),
   );
   setCrumbs([]);
   return {
     async refresh() {
-      const [modelList, experimentList] = await Promise.all([
+      const [modelList, experimentList, cluster] = await Promise.all([
         api("v1/models"),
         state.config.experiments ? experimentsWithMembers() : Promise.resolve(null),
+        api("v1/cluster").catch(() => null), // a server without the route: no section
       ]);
+      nodes.replaceChildren(cluster ? clusterTable(cluster) : "");
       const rows = listOf(modelList, "models");
       for (const m of rows) remember(`model:${m.name}`, m.step, m.metrics?.overall?.log_loss);
       models.replaceChildren(

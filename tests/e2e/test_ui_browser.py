@@ -375,6 +375,11 @@ def test_rare_versus_frequent(server: str, api: httpx.Client, page, tmp_path: Pa
         assert box["x"] >= 0 and box["x"] + box["width"] <= width, (box, width)
     expect(legend.first).to_contain_text("adagrad")
     shot(page, tmp_path / "experiment-rates.png")
+    # The list's Cluster section (GET /v1/cluster): this process as the one node, holding them.
+    page.goto(f"{server}/ui/#/")
+    node = page.locator('#nodes tr[data-testid="node-row"]')
+    expect(node).to_have_count(1)
+    expect(node.locator('[data-field="models"]')).to_contain_text("periodic")
     assert errors == [], errors
 
 

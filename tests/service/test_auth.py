@@ -27,6 +27,7 @@ ROUTES = [
     ("POST", "/v1/models/m/predict", "read", {"json": CSR}),
     ("GET", "/v1/models/m/learning-rates?indices=1", "read", {}),
     ("GET", "/v1/models/m/learning-rates/summary", "read", {}),
+    ("GET", "/v1/cluster", "read", {}),
     ("POST", "/v1/models/m/updates", "write", {"json": CSR}),
     ("POST", "/v1/models/m/stream", "write",
      {"content": b"1 1:1\n", "headers": {"Content-Type": "text/x-libsvm"}}),
