@@ -88,7 +88,7 @@ NORMALIZED_MEMBERS: tuple[Member, ...] = tuple(
 )
 # Switch to True once "normalized" exists on every install that runs this: the normalized
 # members join the portfolio (see default_members).
-USE_NORMALIZED = False
+USE_NORMALIZED = True
 DEFAULT_WINDOW = 2_000
 DEFAULT_HYSTERESIS = 0.01
 MAX_MEMBERS = 16
@@ -154,9 +154,12 @@ def memory_bytes_for(
     return (
         sum(
             OnlineLogisticRegression.memory_bytes_for(
-                m.settings.get("optimizer", "adagrad"), dim, dtype, recent_window,
+                m.settings.get("optimizer", "adagrad"),
+                dim,
+                dtype,
+                recent_window,
                 m.settings.get("normalized", False) is True,
-            )  # fmt: skip
+            )
             for m in members
         )
         + ProgressiveMetrics.nbytes_for(recent_window)
