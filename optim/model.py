@@ -27,6 +27,8 @@ import scipy.sparse as sp
 from optim._loop import LOSS_BEYOND_LIMIT, LOSS_LIMIT, REFUSED_ROW
 from optim.batch import Batch, largest_magnitude, row_containing
 from optim.errors import BatchError, ConfigError, ModelFileError, NonFiniteUpdate
+from optim.feedback import MEMBERS as FEEDBACK_MEMBERS
+from optim.feedback import ROW_OVERHEAD_BYTES, Feedback, FeedbackPolicy, check_feedback_state
 from optim.frequency import rates_by_frequency
 from optim.hashing import FeatureHasher
 from optim.kernels import Kernels, kernels_for
@@ -122,6 +124,9 @@ class OnlineLogisticRegression:
         MurmurHash3 seed for rows of named features.
     recent_window:
         Rows in the recent-window progressive metrics.
+    feedback:
+        ``{"ttl_seconds": T, "on_expiry": "negative" | "drop"}``: rows may be predicted with an
+        id and labelled later (:attr:`feedback`, see :mod:`optim.feedback`); None: they may not.
     """
 
     def __init__(
@@ -136,6 +141,7 @@ class OnlineLogisticRegression:
         hash_seed: int = 0,
         recent_window: int = 10_000,
         max_feature_names: int = 1_000_000,
+        feedback: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec, self.optimizer_params = _resolve_optimizer(optimizer)
         if (dim is None) == (hash_bits is None):
@@ -194,6 +200,11 @@ class OnlineLogisticRegression:
         self.metrics = ProgressiveMetrics(recent_window)
         self.feature_names: dict[int, str] = {}
         self._name_bytes = 0  # of feature_names (see memory_bytes)
+        self.feedback = (
+            None
+            if feedback is None
+            else Feedback(FeedbackPolicy.from_config(feedback), recent_window, self.dim)
+        )
 
     # ----------------------------------------------------------------- configuration
     @property
@@ -202,7 +213,7 @@ class OnlineLogisticRegression:
         optimizer = {"name": self.spec.name}
         for name, value in self.optimizer_params.items():
             optimizer[name] = list(value) if isinstance(value, tuple) else value
-        return {
+        config = {
             "optimizer": optimizer,
             "dim": self.dim,
             "hash_bits": self.hash_bits,
@@ -212,6 +223,9 @@ class OnlineLogisticRegression:
             "hash_seed": self.hasher.seed,
             "recent_window": self.metrics.window,
         }
+        if self.feedback is not None:
+            config["feedback"] = self.feedback.policy.to_config()
+        return config
 
     @property
     def state_bytes(self) -> int:
@@ -222,9 +236,10 @@ class OnlineLogisticRegression:
     def memory_bytes(self) -> int:
         """Bytes the model holds or may come to hold as it learns, for memory budgets: the state,
         the optimizer's tables, the progressive metrics with a full recent window, and the
-        feature names remembered so far."""
+        feature names remembered so far, and the pending rows and served metrics (feedback)."""
         metrics = ProgressiveMetrics.nbytes_for(self.metrics.window)
-        return self.state_bytes + self._hp.nbytes + metrics + self._name_bytes
+        pending = self.feedback.memory_bytes if self.feedback is not None else 0
+        return self.state_bytes + self._hp.nbytes + metrics + self._name_bytes + pending
 
     @property
     def last_touched_step(self) -> np.ndarray:
@@ -685,6 +700,7 @@ class OnlineLogisticRegression:
             "feature_name_indices": np.array([i for i, _ in names], dtype=np.int64),
             "feature_name_keys": np.array([k for _, k in names], dtype=str),
             **self.metrics.state(),  # copies
+            **(self.feedback.state() if self.feedback is not None else {}),  # copies
         }
 
     def to_bytes(self) -> bytes:
@@ -716,6 +732,9 @@ class OnlineLogisticRegression:
                         layout.config["optimizer"], layout.dim, layout.dtype, layout.recent_window
                     )
                     + reader.member_bytes("feature_name_keys")
+                    + sum(map(reader.member_bytes, FEEDBACK_MEMBERS))
+                    # a pending row's overhead, per id (8 bytes of its time)
+                    + ROW_OVERHEAD_BYTES * (reader.member_bytes("feedback_times") // 8)
                 )
             arrays = reader.arrays()
         return cls.from_arrays(arrays, copy=False)
@@ -750,6 +769,11 @@ class OnlineLogisticRegression:
         self._name_bytes = sum(map(sys.getsizeof, self.feature_names.values())) + (
             _NAME_ENTRY_BYTES * len(self.feature_names)
         )
+        if self.feedback is not None:
+            check_feedback_state(arrays, self.dim, self.metrics.window)
+            self.feedback = Feedback.from_state(
+                self.feedback.policy, self.metrics.window, self.dim, arrays
+            )
 
     def __repr__(self) -> str:
         return (
