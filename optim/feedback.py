@@ -399,7 +399,7 @@ class Feedback:
             "feedback_counts": np.array(
                 [self.seq, self.clock, self.labelled, self.expired, self.dropped, self.delays_seen],
                 dtype=np.float64,
-            ),  # fmt: skip
+            ),
             "feedback_delays": self.delays[: min(self.delays_seen, self.window)].copy(),
             **served,
         }
@@ -428,7 +428,7 @@ class Feedback:
                 arrays["feedback_times"].tolist(),
                 arrays["feedback_margins"].tolist(),
                 strict=True,
-            )  # fmt: skip
+            )
         ):
             start, stop = int(indptr[k]), int(indptr[k + 1])
             feedback.pending[identifier] = PendingRow(
@@ -471,10 +471,10 @@ def check_feedback_state(arrays: Mapping[str, np.ndarray], dim: int, window: int
     indices = arrays["feedback_indices"]
     if nnz and (indices.min() < 0 or indices.max() >= dim):
         refuse("feedback_indices", f"holds an index outside [0, {dim})")
+    integral = ("feedback_indptr", "feedback_indices", "feedback_metrics_rows")
     for name in MEMBERS[1:]:
-        if name not in ("feedback_indptr", "feedback_indices", "feedback_metrics_rows"):
-            if not np.isfinite(arrays[name]).all():
-                refuse(name, "holds non-finite values")
+        if name not in integral and not np.isfinite(arrays[name]).all():
+            refuse(name, "holds non-finite values")
     listed = ids.tolist()
     try:
         check_ids(listed)
