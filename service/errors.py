@@ -12,14 +12,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from optim import AdaserveError
 from service.engine.errors import (
     EngineError,
+    FeedbackIdsRefused,
+    FeedbackNotEnabled,
     ModelDeleted,
     ModelExists,
     ModelInExperiment,
     ModelNotFound,
     ModelUnavailable,
     OverMemoryBudget,
+    PendingIdsConflict,
     StorageUnavailable,
     TooManyModels,
+    TooManyPending,
 )
 
 
@@ -56,6 +60,10 @@ ENGINE_ERRORS: dict[type[EngineError], tuple[int, str]] = {
     ModelInExperiment: (409, "model_in_experiment"),
     TooManyModels: (422, "too_many_models"),
     OverMemoryBudget: (422, "over_memory_budget"),
+    FeedbackNotEnabled: (422, "feedback_not_enabled"),
+    PendingIdsConflict: (409, "duplicate_ids"),
+    FeedbackIdsRefused: (422, "invalid_ids"),
+    TooManyPending: (429, "too_many_pending"),
     ModelUnavailable: (503, "model_unavailable"),
     StorageUnavailable: (503, "storage_unavailable"),
 }
@@ -69,6 +77,8 @@ def engine_error(exc: EngineError) -> ApiError:
         where["field"] = exc.field
     if isinstance(exc, ModelInExperiment):
         where["experiment"] = exc.experiment
+    if isinstance(exc, PendingIdsConflict | FeedbackIdsRefused):
+        where["ids"] = exc.ids
     return ApiError(status, code, exc.detail, where)
 
 

@@ -31,6 +31,7 @@ def describe(managed: ManagedModel) -> dict[str, Any]:
         "metrics": model.metrics.to_dict(),
         "touched_coordinates": int(np.count_nonzero(model.times_touched[: model.dim])),
         "state_bytes": model.state_bytes,
+        "feedback": model.feedback.summary() if model.feedback is not None else None,
     }
 
 
