@@ -370,3 +370,34 @@ def test_concurrent_predictions_feedback_and_updates_equal_the_serial_replay(tmp
     recovered = ModelStorage(tmp_path / "models" / "m").recover().model
     assert recovered.table.tobytes() == replay.table.tobytes()
     assert recovered.feedback.served.rows == n_clients * per_client
+
+
+def test_python_client_metrics_and_dashboard(tmp_path) -> None:
+    from service.client import AdaserveClient, AdaserveError
+
+    X = rows(9, 6)
+    with client_for(tmp_path) as test_client:
+        client = AdaserveClient("http://testserver", transport=test_client._transport)
+        client.create_model(
+            "m", OPTIMIZER, dim=DIM, feedback={"ttl_seconds": 60, "on_expiry": "drop"}
+        )
+        served = client.predict("m", X, ids=list("abcdef"))["probabilities"]
+        assert served.shape == (6,)
+        with pytest.raises(AdaserveError) as caught:
+            client.predict("m", X[:1], ids=["a"])
+        assert (caught.value.status, caught.value.error) == (409, "duplicate_ids")
+        result = client.feedback("m", ["c", "a"], [1, 0], sample_weight=[2.0, 1.0])
+        assert (result["rows"], result["step"]) == (2, 2)
+        info = client.get_model("m")["feedback"]
+        assert (info["pending"], info["labelled"], info["on_expiry"]) == (4, 2, "drop")
+        text = test_client.get("/metrics").text
+        assert 'adaserve_feedback_pending_rows{model="m"} 4.0' in text
+        assert 'adaserve_feedback_rows_total{model="m",outcome="labelled"} 2.0' in text
+        assert 'adaserve_feedback_join_rate{model="m"} 1.0' in text
+        p = served[[2, 0]]
+        expected = -(2 * np.log(p[0]) + np.log1p(-p[1])) / 3
+        line = next(x for x in text.splitlines() if x.startswith("adaserve_feedback_served{"))
+        assert 'metric="log_loss"' in line
+        assert float(line.split()[-1]) == pytest.approx(expected, rel=1e-9)
+        assert 'adaserve_feedback_delay_seconds{model="m",quantile="0.50"}' in text
+        assert "feedbackCards" in test_client.get("/ui/app.js").text
