@@ -140,8 +140,8 @@ class PendingRow:
     margin: float
     indices: np.ndarray
     values: np.ndarray
-    # Taken by a labelled batch being learned: not to be labelled or expired again meanwhile.
-    claimed: bool = False
+    # Taken by a batch being learned ("label" or "expire"): not to be taken again meanwhile.
+    claimed: str | None = None
 
 
 def check_ids(ids: object, n_rows: int | None = None, *, field: str = "ids") -> list[str]:
@@ -225,8 +225,10 @@ class Feedback:
                 out[identifier] = "given twice"
             elif row is None:
                 out[identifier] = self._resolved.get(identifier, "unknown (never predicted)")
-            elif row.claimed:
+            elif row.claimed == "label":
                 out[identifier] = "already labelled (by a batch being learned)"
+            elif row.claimed:
+                out[identifier] = "expired"
             seen.add(identifier)
         return out
 
@@ -284,7 +286,9 @@ class Feedback:
             self._resolved.pop(identifier, None)
         return self._entry("remember", at, ids, margins)
 
-    def claim(self, ids: Sequence[str], labels: object, weights: object | None = None) -> Batch:
+    def claim(
+        self, ids: Sequence[str], labels: object, weights: object | None = None, kind: str = "label"
+    ) -> Batch:
         """The pending rows of ``ids`` (none refused: see :meth:`refusals`) as a batch with
         ``labels`` and ``weights``, validated as any batch (row = position in ``ids``); the rows
         are claimed until :meth:`settle` or :meth:`release`."""
@@ -300,7 +304,7 @@ class Feedback:
             labels, weights, dim=self.dim, require_labels=True,
         )  # fmt: skip
         for row in rows:
-            row.claimed = True
+            row.claimed = kind
         return batch
 
     def release(self, ids: Sequence[str]) -> None:
@@ -308,11 +312,11 @@ class Feedback:
         for identifier in ids:
             row = self.pending.get(identifier)
             if row is not None:
-                row.claimed = False
+                row.claimed = None
 
     def expiring(self, ids: Sequence[str]) -> Batch:
         """The due rows of ``ids`` as a batch of non-clicks (claimed, as by :meth:`claim`)."""
-        return self.claim(ids, np.zeros(len(ids)))
+        return self.claim(ids, np.zeros(len(ids)), kind="expire")
 
     def settle(self, kind: str, ids: Sequence[str], batch: Batch, at: float) -> FeedbackEntry:
         """Claimed rows learned with ``batch``'s labels (``label``: labels that arrived, in the

@@ -335,8 +335,8 @@ def decode_record(payload: bytes) -> tuple[int, bytes | None, Batch, FeedbackEnt
         offset += _NAMES_LENGTH.size
         entry = FeedbackEntry.from_json(payload[offset : offset + length])
         offset += length
-        if len(entry.ids) != (0 if entry.kind == "drop" else rows):
-            raise ValueError(f"a feedback entry of {len(entry.ids)} ids for {rows} rows")
+        if rows != (0 if entry.kind == "drop" else len(entry.ids)):  # a drop has no rows
+            raise ValueError(f"a {entry.kind} entry of {len(entry.ids)} ids for {rows} rows")
     if offset != len(payload):
         raise ValueError("record size does not match its header")
     # Logged batches were validated before they were logged; Batch is rebuilt as is.

@@ -190,6 +190,13 @@ def test_rows_expire_after_the_ttl_by_policy_in_prediction_order(tmp_path, on_ex
     assert model.table.tobytes() == expected.table.tobytes()
     assert info["pending"] == 1 and info["labelled"] == 1
     assert info["join_rate"] == pytest.approx(1 / 5)
+    # the log replays the expiries exactly (the snapshot written at exit removed)
+    directory = tmp_path / "models" / "m"
+    (directory / f"snapshot-{model.step}.npz").unlink()
+    recovered = ModelStorage(directory).recover()
+    assert recovered.snapshot_step == 0 and recovered.dropped == []
+    assert recovered.model.table.tobytes() == expected.table.tobytes()
+    assert recovered.model.feedback.summary() == model.feedback.summary()
 
 
 def test_housekeeping_expires_rows_without_any_request(tmp_path) -> None:
@@ -401,3 +408,45 @@ def test_python_client_metrics_and_dashboard(tmp_path) -> None:
         assert float(line.split()[-1]) == pytest.approx(expected, rel=1e-9)
         assert 'adaserve_feedback_delay_seconds{model="m",quantile="0.50"}' in text
         assert "feedbackCards" in test_client.get("/ui/app.js").text
+
+
+def test_log_records_carry_the_pending_table_changes_and_are_found_past_damage() -> None:
+    from service.storage import encode_batch, record_parts, scan_log
+
+    model = OnlineLogisticRegression(OPTIMIZER, dim=DIM, feedback={"ttl_seconds": 60})
+    feedback = model.feedback
+    batch = model.to_batch(rows(10, 3))
+    remembered = feedback.remember(["a", "é", "c"], batch, np.array([0.1, -2.5, 1e-300]), 5.0)
+    labelled = feedback.claim(["é"], [1], [2.5])
+    label = feedback.settle("label", ["é"], labelled, 7.25)
+    dropped = feedback.drop(["a"], 9.0)
+    nothing = OnlineLogisticRegression(OPTIMIZER, dim=DIM).to_batch(rows(11, 0))
+    from service.storage import record_body
+
+    records = [
+        (batch, 0, remembered), (labelled, 0, label), (nothing, 1, dropped)
+    ]  # fmt: skip
+    data = b"".join(
+        b"".join(bytes(p) for p in record_parts(b, step, record_body(b, e), b"\x01" * 16))
+        for b, step, e in records
+    )
+    scan = scan_log("wal-0.log", data)
+    assert scan.problem is None
+    assert [r.entry for r in scan.records] == [remembered, label, dropped]
+    assert [(r.step_before, r.step_after) for r in scan.records] == [(0, 0), (0, 1), (1, 1)]
+    assert scan.records[1].batch.weights.tolist() == [2.5]
+    # damage in the first record: the records after it are still found (not a torn tail)
+    damaged = bytearray(data)
+    damaged[12] ^= 0xFF
+    scan = scan_log("wal-0.log", bytes(damaged))
+    assert scan.problem is not None and [r.entry for r in scan.after] == [label, dropped]
+    # replayed from an empty table: the same table
+    again = OnlineLogisticRegression(OPTIMIZER, dim=DIM, feedback={"ttl_seconds": 60})
+    for record in scan_log("wal-0.log", data).records:
+        if record.learned:
+            again.learn_batch(record.batch)
+        assert again.feedback.replay(record.entry, record.batch)
+        assert not again.feedback.replay(record.entry, record.batch)  # held already: skipped
+    assert list(again.feedback.pending) == ["c"] == list(feedback.pending)
+    assert again.feedback.summary() == feedback.summary()
+    assert encode_batch(batch, 0)  # a record without an entry is as before
