@@ -195,10 +195,15 @@ class Feedback:
         """The table's time for ``wall_clock``: never before an earlier entry's."""
         return max(float(wall_clock), self.clock)
 
+    @staticmethod
+    def fixed_bytes(window: int) -> int:
+        """The served metrics and delays at their largest (a window of ``window`` rows)."""
+        return ProgressiveMetrics.nbytes_for(window) + 8 * window
+
     @property
     def memory_bytes(self) -> int:
-        """The served metrics and delays at their largest, and the pending rows."""
-        return ProgressiveMetrics.nbytes_for(self.window) + self.delays.nbytes + self.pending_bytes
+        """:meth:`fixed_bytes` and the pending rows."""
+        return self.fixed_bytes(self.window) + self.pending_bytes
 
     def bytes_for(self, ids: Sequence[str], batch: Batch) -> int:
         """What remembering ``batch``'s rows under ``ids`` would add to :attr:`memory_bytes`."""

@@ -269,8 +269,10 @@ class OnlineLogisticRegression:
         dim: int,
         dtype: str = "float64",
         recent_window: int = 10_000,
+        feedback: bool = False,
     ) -> int:
-        """:attr:`memory_bytes` of a new model of this configuration."""
+        """:attr:`memory_bytes` of a new model of this configuration (``feedback``: with a
+        feedback setting, its served metrics; pending rows count as they come)."""
         spec, params = _resolve_optimizer(optimizer)
         if isinstance(recent_window, bool) or not isinstance(recent_window, int):
             raise ConfigError(f"must be an integer, got {recent_window!r}", field="recent_window")
@@ -278,6 +280,7 @@ class OnlineLogisticRegression:
             OnlineLogisticRegression.state_bytes_for(optimizer, dim, dtype)
             + spec.pack(params).nbytes
             + ProgressiveMetrics.nbytes_for(recent_window)
+            + (Feedback.fixed_bytes(recent_window) if feedback else 0)
         )
 
     # ----------------------------------------------------------------- batches
@@ -729,7 +732,11 @@ class OnlineLogisticRegression:
                 layout = reader.layout
                 reserve(
                     cls.memory_bytes_for(
-                        layout.config["optimizer"], layout.dim, layout.dtype, layout.recent_window
+                        layout.config["optimizer"],
+                        layout.dim,
+                        layout.dtype,
+                        layout.recent_window,
+                        layout.feedback is not None,
                     )
                     + reader.member_bytes("feature_name_keys")
                     + sum(map(reader.member_bytes, FEEDBACK_MEMBERS))
