@@ -385,9 +385,6 @@ class Feedback:
         self.seq = entry.seq  # (the methods above counted it already)
         return True
 
-    def is_learned(self, entry: FeedbackEntry) -> bool:
-        return entry.kind in ("label", "expire")
-
     # ---------------------------------------------------------------- persistence
     def state(self) -> dict[str, np.ndarray]:
         """The arrays of a model file's feedback members (copies)."""

@@ -14,7 +14,6 @@ import scipy.sparse as sp
 from fastapi.testclient import TestClient
 
 from optim import ModelFileError, OnlineLogisticRegression
-from optim.metrics import log_losses
 from service.app import create_app
 from service.settings import Settings
 from service.storage import ModelStorage
@@ -120,7 +119,6 @@ def test_labels_for_80_of_100_rows_in_a_shuffled_order_learn_them_in_that_order(
     # the model's own pending table agrees (and is exported with it)
     assert sorted(model.feedback.pending) == sorted(ids[k] for k in set(range(100)) - set(order))
     assert model.feedback.served.rows == 80
-    assert log_losses  # the served metrics use the same log-loss as the progressive ones
 
 
 def test_duplicate_unknown_and_labelled_ids_are_refused_and_change_nothing(tmp_path) -> None:
@@ -150,6 +148,15 @@ def test_duplicate_unknown_and_labelled_ids_are_refused_and_change_nothing(tmp_p
             assert r.json()["where"]["ids"] == [ids[1]] if why != "already labelled" else ["a"]
         r = client.post("/v1/models/m/feedback", json={"ids": ["b", "c"], "labels": [1, 7]})
         assert r.status_code == 422 and r.json()["where"] == {"row": 1, "field": "labels"}
+        ndjson = {"content-type": "application/x-ndjson"}
+        for content, where in (
+            (b'{"id": "b", "label": 1}\n\n{"id": "c", "label": 1', {"row": 2}),
+            (b'{"id": "b", "label": 1}\n{"id": "c"}\n', {"row": 1}),
+            (b'{"id": "b", "label": 1}\n{"id": "zz", "label": 0}\n', {"field": "ids"}),
+        ):
+            r = client.post("/v1/models/m/feedback", content=content, headers=ndjson)
+            assert r.status_code == 422, r.text
+            assert where.items() <= r.json()["where"].items(), r.json()
         after = exported(client)
         assert after.table.tobytes() == before.table.tobytes()
         assert sorted(after.feedback.pending) == ["b", "c", "d"]  # none claimed for good
@@ -349,6 +356,8 @@ def test_concurrent_predictions_feedback_and_updates_equal_the_serial_replay(tmp
                         "/v1/models/m/predict", json=csr(X[k : k + 1], ids=[f"id{k}"])
                     )
                     assert r.status_code == 200, r.text
+                    r = await client.post("/v1/models/m/predict", json=csr(X[k : k + 1]))
+                    assert r.status_code == 200, r.text  # a plain prediction remembers nothing
                     r = await client.post(
                         "/v1/models/m/updates",
                         json=csr(X[k + 1 : k + 2], labels=[int(labels[k + 1])]),
@@ -450,3 +459,42 @@ def test_log_records_carry_the_pending_table_changes_and_are_found_past_damage()
     assert list(again.feedback.pending) == ["c"] == list(feedback.pending)
     assert again.feedback.summary() == feedback.summary()
     assert encode_batch(batch, 0)  # a record without an entry is as before
+
+
+def test_a_refused_log_write_leaves_the_pending_rows_as_the_files_hold_them(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the log refuses the write of remembered rows, then of labels; each
+    request gets 503, the model is reloaded from its files, nothing of it stays."""
+    import errno
+
+    from service.storage import StorageError
+
+    X = rows(12, 3)
+    real_append = ModelStorage.append_all
+    failing = {"on": False}
+
+    def append_all(storage: ModelStorage, records: list) -> None:
+        if failing["on"]:
+            raise StorageError(errno.ENOSPC, "no space left on device")
+        real_append(storage, records)
+
+    monkeypatch.setattr(ModelStorage, "append_all", append_all)
+    with client_for(tmp_path) as client:
+        create(client)
+        failing["on"] = True
+        r = client.post("/v1/models/m/predict", json=csr(X, ids=["a", "b", "c"]))
+        assert r.status_code == 503, r.text
+        failing["on"] = False
+        assert client.get("/v1/models/m").json()["feedback"]["pending"] == 0
+        assert client.post("/v1/models/m/predict", json=csr(X, ids=["a", "b", "c"])).is_success
+        before = exported(client)
+        failing["on"] = True
+        r = client.post("/v1/models/m/feedback", json={"ids": ["b"], "labels": [1]})
+        assert r.status_code == 503, r.text
+        failing["on"] = False
+        after = exported(client)
+        assert after.table.tobytes() == before.table.tobytes() and after.step == 0
+        assert sorted(after.feedback.pending) == ["a", "b", "c"]
+        r = client.post("/v1/models/m/feedback", json={"ids": ["b"], "labels": [1]})
+        assert r.status_code == 200, r.text

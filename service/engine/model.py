@@ -283,6 +283,11 @@ class ManagedModel:
         another thread costs more). A larger one is logged in another thread while the writer
         goes on with the next groups: the log pipeline acknowledges it when its write ends. A
         write that fails leaves memory ahead of the log: the model is reloaded from its files.
+
+        With feedback, the rows due to expire go first (a batch of non-clicks, or the record of
+        their drop), and a batch of labels for pending rows takes its rows from the table when
+        its turn comes (refused whole if one is not pending then); the table changes with the
+        records logged, and the rows of a batch refused are pending again.
         """
         overlap = sum(update.nnz for update in group) >= self.tuning.overlap_log_nnz
         # The log takes records in order: a group logged here waits for every earlier write.
