@@ -248,6 +248,16 @@ class Feedback:
                 out.append(identifier)
         return out
 
+    def next_expiry(self) -> float | None:
+        """When the oldest pending row is due (None: none pending). Safe to call from another
+        thread than the one changing the table (then possibly a moment out of date)."""
+        try:
+            for row in self.pending.values():
+                return row.at + self.policy.ttl_seconds
+        except RuntimeError:  # changed while read: ask again
+            return self.clock
+        return None
+
     def summary(self) -> dict[str, Any]:
         """The served metrics, join rate, pending rows and label delays (JSON-friendly)."""
         resolved = self.labelled + self.expired + self.dropped

@@ -120,7 +120,8 @@ async def keep_house(registry: ModelRegistry, settings: Settings) -> None:
                 if due:
                     await managed.snapshot_in_background()
                 feedback = managed.model.feedback
-                if feedback is not None and feedback.pending:
+                due = feedback.next_expiry() if feedback is not None else None
+                if due is not None and due <= time.time():
                     managed.sweep()  # the writer expires the rows due (README: delayed labels)
             except ModelDeleted:
                 pass  # deleted since the loop began: nothing to keep
