@@ -24,6 +24,7 @@ from service.schemas import (
     ERROR_RESPONSES,
     CsrBatch,
     CsrPrediction,
+    ErrorBody,
     NamedPrediction,
     NamedRows,
     Predictions,
@@ -154,6 +155,10 @@ async def update(
     summary="Probabilities and margins (labels not needed); with ids (a model with feedback), "
     "the rows wait for their labels",
     openapi_extra=_NAME_PARAMETER | _body_schema(CsrPrediction, NamedPrediction),
+    responses={
+        409: {"model": ErrorBody, "description": "with ids: an id pending already"},
+        429: {"model": ErrorBody, "description": "with ids: the pending rows' memory is full"},
+    },
 )
 async def predict(request: Request) -> Response:
     # The hot route: no FastAPI parameter at all. A declared ``name: str`` would cost ~10 µs a
