@@ -498,3 +498,22 @@ def test_a_refused_log_write_leaves_the_pending_rows_as_the_files_hold_them(
         assert sorted(after.feedback.pending) == ["a", "b", "c"]
         r = client.post("/v1/models/m/feedback", json={"ids": ["b"], "labels": [1]})
         assert r.status_code == 200, r.text
+
+
+def test_predict_with_ids_and_feedback_need_the_write_role(tmp_path) -> None:
+    X = rows(13, 1)
+    with client_for(tmp_path, tokens="read:r-token,write:w-token,admin:a-token") as client:
+        admin, write, read = ({"Authorization": f"Bearer {t}-token"} for t in "awr")
+        r = client.post(
+            "/v1/models", headers=admin,
+            json={"name": "m", "dim": DIM, "feedback": {"ttl_seconds": 60}},
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        assert client.post("/v1/models/m/predict", json=csr(X), headers=read).status_code == 200
+        r = client.post("/v1/models/m/predict", json=csr(X, ids=["a"]), headers=read)
+        assert r.status_code == 403, r.text
+        r = client.post("/v1/models/m/predict", json=csr(X, ids=["a"]), headers=write)
+        assert r.status_code == 200, r.text
+        labels = {"ids": ["a"], "labels": [1]}
+        assert client.post("/v1/models/m/feedback", json=labels, headers=read).status_code == 403
+        assert client.post("/v1/models/m/feedback", json=labels, headers=write).status_code == 200
