@@ -77,7 +77,7 @@ def test_every_route_with_a_body_refuses_what_a_page_may_send(client, content_ty
         for method, operation in operations.items()
         if method == "post" and "requestBody" in operation
     ]
-    # /feedback takes JSON and NDJSON (labels for rows predicted with ids: tests/service/test_feedback.py)
+    # /feedback takes JSON and NDJSON (labels for rows predicted with ids: test_feedback.py)
     assert set(with_body) == {
         *JSON_BODIES,
         *STREAMS,
