@@ -34,6 +34,12 @@ Writes ``REPORT_HTTP.md`` (to ``loadtest/``) and ``bench_http.json`` (to ``loadt
 git-ignored); ``--out DIR`` puts both in ``DIR``; ``--smoke`` without ``--out`` uses a temp dir.
 ``--only a,b`` runs just those scenarios (no ceilings, no in-process references) into a temp dir
 unless ``--out``: a quick before/after of one route, e.g. predict against the bare echo.
+
+``--feedback`` measures delayed labels instead (:func:`feedback_bench`, synthetic rows, the
+asyncio client): single-row predict-with-id + feedback pairs/s against plain single-row
+predicts/s (alternating windows, same run), feedback rows/s in batches of 1,000 rows, and the
+memory of a pending row (in this process, tracemalloc); it writes the report's "Delayed labels"
+section (in place of the previous one).
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ from harness import (
     num,
     proc_cpu,
     read_head,
+    read_response,
     service_settings,
     start_server,
     stop_server,
@@ -1003,6 +1010,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra environment for the service, e.g. ADASERVE_FSYNC=off (repeatable; default: "
         "the shipped settings)",
     )
+    ap.add_argument(
+        "--feedback", action="store_true", help="delayed labels only (see the module docstring)"
+    )
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--bits", type=int, default=20)
     ap.add_argument("--shared", default=None, help="shared dir (default ../shared)")
@@ -1026,6 +1036,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.feedback:
+        return feedback_bench(args, argv)
     if args.smoke:
         args.rows, args.duration, args.warmup = min(args.rows, 2_000), 1.0, 0.3
         args.ceiling_duration, args.stream_repeat, args.ready_timeout = 0.5, 1, 120.0
@@ -1342,6 +1354,273 @@ def run_everything(
         info["in_process"] = in_process_references(data, 1 << 20, 2_000)
     except Exception as exc:  # a reference must not sink the report (optim may be mid-change)
         info["in_process"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+
+# ---------------------------------------------------------------- delayed labels (--feedback)
+
+FEEDBACK_SECTION = "## Delayed labels: predict with ids, then feedback"
+FEEDBACK_NNZ = 30  # non-zeros of a synthetic row (about make_clicks' 33.8)
+
+
+def _synthetic_rows(rng: np.random.Generator, n: int, dim: int) -> list[tuple[list[int], list]]:
+    out = []
+    for _ in range(n):
+        indices = np.sort(rng.choice(dim, FEEDBACK_NNZ, replace=False)).tolist()
+        out.append((indices, np.round(rng.uniform(0.1, 1.0, FEEDBACK_NNZ), 3).tolist()))
+    return out
+
+
+def _csr_json(rows: list[tuple[list[int], list]], ids: list[str] | None = None) -> bytes:
+    indptr = np.cumsum([0, *(len(r[0]) for r in rows)]).tolist()
+    body: dict[str, Any] = {
+        "indptr": indptr,
+        "indices": [i for r in rows for i in r[0]],
+        "values": [v for r in rows for v in r[1]],
+    }
+    if ids is not None:
+        body["ids"] = ids
+    return orjson.dumps(body)
+
+
+async def _pairs_or_predicts(
+    port: int, model: str, rows: list, concurrency: int, seconds: float, with_ids: bool, tag: str
+) -> tuple[int, int, float]:
+    """Closed loop: each connection sends a single-row predict (``with_ids``: with a fresh id,
+    then the feedback for it) until ``seconds`` pass: (units done, errors, seconds)."""
+    done = errors = 0
+
+    async def worker(k: int, deadline: float) -> None:
+        nonlocal done, errors
+        reader, writer = await asyncio.open_connection(HOST, port)
+        n = 0
+        try:
+            while time.perf_counter() < deadline:
+                row = rows[(k + n * concurrency) % len(rows)]
+                ident = f"{tag}-{k}-{n}"
+                n += 1
+                body = _csr_json([row], [ident] if with_ids else None)
+                writer.write(build_request(f"/v1/models/{model}/predict", body, port))
+                status, _, _ = await read_response(reader)
+                ok = status == 200
+                if with_ids and ok:
+                    label = b'{"ids":["%s"],"labels":[%d]}' % (ident.encode(), n % 2)
+                    writer.write(build_request(f"/v1/models/{model}/feedback", label, port))
+                    status, _, _ = await read_response(reader)
+                    ok = status == 200
+                done += ok
+                errors += not ok
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(k, t0 + seconds) for k in range(concurrency)))
+    return done, errors, time.perf_counter() - t0
+
+
+async def _feedback_batches(
+    port: int, model: str, rows: list, batches: int, batch_rows: int, concurrency: int
+) -> tuple[int, int, float]:
+    """Predict ``batches`` batches of ``batch_rows`` rows with ids (untimed), then send their
+    labels in batches of ``batch_rows`` over ``concurrency`` connections: (rows, errors, s)."""
+    rng = np.random.default_rng(1)
+    reader, writer = await asyncio.open_connection(HOST, port)
+    labels_bodies = []
+    for b in range(batches):
+        ids = [f"batch-{b}-{j}" for j in range(batch_rows)]
+        chosen = [rows[(b * batch_rows + j) % len(rows)] for j in range(batch_rows)]
+        writer.write(build_request(f"/v1/models/{model}/predict", _csr_json(chosen, ids), port))
+        status, body, _ = await read_response(reader)
+        if status != 200:
+            raise RuntimeError(f"predict with ids: {status} {body[:200]!r}")
+        order = rng.permutation(batch_rows)
+        labels_bodies.append(
+            orjson.dumps(
+                {"ids": [ids[j] for j in order], "labels": rng.integers(0, 2, batch_rows).tolist()}
+            )
+        )
+    writer.close()
+    learned = errors = 0
+    queue = list(labels_bodies)
+
+    async def worker() -> None:
+        nonlocal learned, errors
+        reader, writer = await asyncio.open_connection(HOST, port)
+        try:
+            while queue:
+                body = queue.pop()
+                writer.write(build_request(f"/v1/models/{model}/feedback", body, port))
+                status, _, _ = await read_response(reader)
+                learned += batch_rows if status == 200 else 0
+                errors += status != 200
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return learned, errors, time.perf_counter() - t0
+
+
+def pending_row_memory(rows: int = 20_000, dim: int = 1 << 20) -> dict[str, float]:
+    """Bytes one pending row holds in this process (tracemalloc: Python objects and numpy
+    arrays) against what the memory budget counts for it, rows of FEEDBACK_NNZ non-zeros."""
+    import tracemalloc
+
+    from optim import Batch
+    from optim.feedback import Feedback, FeedbackPolicy
+
+    rng = np.random.default_rng(3)
+    data = _synthetic_rows(rng, rows, dim)
+    batch = Batch.from_arrays(
+        np.cumsum([0, *(FEEDBACK_NNZ for _ in data)]), [i for r in data for i in r[0]],
+        [v for r in data for v in r[1]], dim=dim,
+    )  # fmt: skip
+    table = Feedback(FeedbackPolicy(3600.0, "negative"), 1, dim)
+    ids = [f"impression-{k:012d}" for k in range(rows)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    table.remember(ids, batch, np.zeros(rows), 0.0)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return {
+        "rows": rows,
+        "nnz_per_row": FEEDBACK_NNZ,
+        "id_chars": len(ids[0]),
+        "measured_bytes_per_row": (after - before) / rows,
+        "counted_bytes_per_row": table.pending_bytes / rows,
+    }
+
+
+def feedback_bench(args: argparse.Namespace, argv: list[str]) -> int:
+    import httpx
+
+    seconds = 1.0 if args.smoke else args.pair_seconds
+    windows = 2 if args.smoke else max(args.pairs, 3)
+    batches = 4 if args.smoke else 40
+    report = (
+        Path(args.out) / REPORT_NAME
+        if args.out
+        else (Path(tempfile.mkdtemp(prefix="bench_feedback_")) / REPORT_NAME)
+        if args.smoke
+        else HERE / REPORT_NAME
+    )
+    load_before = os.getloadavg()
+    rng = np.random.default_rng(args.seed)
+    rows = _synthetic_rows(rng, 1_000, 1 << 20)
+    with tempfile.TemporaryDirectory(prefix="bench_feedback_") as tmp:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        argv_service = ["-m", "service", "serve", "--data-dir", str(Path(tmp) / "data")]
+        server = start_server("service", argv_service, Path(tmp), env)
+        try:
+            wait_ready(server, time.perf_counter() + args.ready_timeout)
+            with httpx.Client(base_url=f"http://{HOST}:{server.port}", timeout=300) as http:
+                r = http.post(
+                    "/v1/models",
+                    json={"name": "fb", "hash_bits": 20, "feedback": {"ttl_seconds": 3600}},
+                )
+                r.raise_for_status()
+                # first use compiles what the routes need: not measured
+                warm = _csr_json(rows[:1], ["warm"])
+                headers = {"content-type": "application/json"}
+                http.post("/v1/models/fb/predict", content=warm, headers=headers)
+                http.post("/v1/models/fb/feedback", json={"ids": ["warm"], "labels": [1]})
+            plain, pairs = [], []
+            for w in range(windows):  # alternating windows: the same load for both
+                for with_ids, out in ((False, plain), (True, pairs)):
+                    done, errors, took = asyncio.run(
+                        _pairs_or_predicts(
+                            server.port, "fb", rows, args.concurrency, seconds, with_ids, f"w{w}"
+                        )
+                    )
+                    out.append((done / took, errors))
+            learned, batch_errors, took = asyncio.run(
+                _feedback_batches(server.port, "fb", rows, batches, 1_000, 4)
+            )
+            with httpx.Client(base_url=f"http://{HOST}:{server.port}", timeout=60) as http:
+                info = http.get("/v1/models/fb").json()["feedback"]
+        finally:
+            stop_server(server)
+    memory = pending_row_memory(2_000 if args.smoke else 20_000)
+    ratios = [p / q for (p, _), (q, _) in zip(pairs, plain, strict=True)]
+    result = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "command": shlex.join(["python", "loadtest/bench_http.py", *argv]),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "concurrency": args.concurrency,
+        "seconds": seconds,
+        "plain": plain,
+        "pairs": pairs,
+        "ratio_median": statistics.median(ratios),
+        "feedback_rows_per_s": learned / took,
+        "feedback_batches": batches,
+        "feedback_errors": batch_errors,
+        "memory": memory,
+        "served_log_loss": info["served"]["overall"]["log_loss"],
+        "labelled": info["labelled"],
+    }
+    _write_feedback_section(report, result)
+    log(f"delayed labels: {json.dumps(result)}")
+    log(f"section written to {report}")
+    return 0
+
+
+def _write_feedback_section(report: Path, r: dict[str, Any]) -> None:
+    m = r["memory"]
+    plain = ", ".join(f"{x:,.0f}" for x, _ in r["plain"])
+    pairs = ", ".join(f"{x:,.0f}" for x, _ in r["pairs"])
+    errors = sum(e for _, e in r["plain"]) + sum(e for _, e in r["pairs"])
+    load = "/".join(f"{x:.2f}" for x in r["load_before"])
+    load_after = "/".join(f"{x:.2f}" for x in r["load_after"])
+    median_plain = statistics.median(x for x, _ in r["plain"])
+    median_pairs = statistics.median(x for x, _ in r["pairs"])
+    figures = [
+        ("plain single-row predicts/s (windows)", f"median **{median_plain:,.0f}** ({plain})"),
+        (
+            "predict-with-id + feedback pairs/s (each: 2 requests; the row remembered and "
+            "logged, then learned and logged)",
+            f"median **{median_pairs:,.0f}** ({pairs})",
+        ),
+        (
+            "pairs/s ÷ plain predicts/s, median of the windows' ratios",
+            f"**{r['ratio_median']:.0%}**",
+        ),
+        (
+            f"feedback rows/s learned, batches of 1,000 labels in a shuffled order, "
+            f"4 connections ({r['feedback_batches']} batches)",
+            f"**{r['feedback_rows_per_s']:,.0f}**",
+        ),
+        (
+            f"memory per pending row ({m['nnz_per_row']} non-zeros, {m['id_chars']}-character "
+            f"id; tracemalloc over {m['rows']:,} rows)",
+            f"**{m['measured_bytes_per_row']:,.0f} bytes** measured; "
+            f"{m['counted_bytes_per_row']:,.0f} counted in the memory budget",
+        ),
+        ("non-2xx answers", str(errors + r["feedback_errors"])),
+    ]
+    table = "\n".join(["| figure | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in figures)])
+    section = f"""{FEEDBACK_SECTION}
+
+Generated {r["date"]} by `{r["command"]}` (a short run). **The machine was loaded**: 2 cores
+shared with other work (load average 1/5/15 min {load} before, {load_after} after), so the
+absolute figures are low and noisy; the ratio of alternating windows of the same run is the
+figure to read. Service with `--fsync always`, kernels warmed; a model of `hash_bits` 20 with
+`feedback` (TTL 3,600 s); synthetic rows of {FEEDBACK_NNZ} non-zeros; the asyncio client of this
+file, {r["concurrency"]} keep-alive connections, {r["seconds"]:g}-s windows alternating.
+
+{table}
+
+A pair costs two requests and two synchronized log writes (the rows remembered, then the label
+learned), against one request and no write for a plain predict: its rate is bounded by the
+writes' group commit as well as by the HTTP layer.
+"""
+    text = report.read_text() if report.exists() else ""
+    start = text.find(FEEDBACK_SECTION)
+    if start >= 0:
+        end = text.find("\n## ", start + len(FEEDBACK_SECTION))
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section if text else section
+    report.write_text(text)
 
 
 if __name__ == "__main__":

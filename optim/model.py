@@ -26,6 +26,8 @@ import numpy as np
 from optim._loop import LOSS_BEYOND_LIMIT, LOSS_LIMIT, REFUSED_ROW
 from optim.batch import Batch, largest_magnitude, row_containing
 from optim.errors import BatchError, ConfigError, ModelFileError, NonFiniteUpdate
+from optim.feedback import MEMBERS as FEEDBACK_MEMBERS
+from optim.feedback import ROW_OVERHEAD_BYTES, Feedback, FeedbackPolicy, check_feedback_state
 from optim.frequency import rates_by_frequency
 from optim.hashing import FeatureHasher
 from optim.kernels import Kernels, kernels_for
@@ -151,6 +153,9 @@ class OnlineLogisticRegression:
         MurmurHash3 seed for rows of named features.
     recent_window:
         Rows in the recent-window progressive metrics.
+    feedback:
+        ``{"ttl_seconds": T, "on_expiry": "negative" | "drop"}``: rows may be predicted with an
+        id and labelled later (:attr:`feedback`, see :mod:`optim.feedback`); None: they may not.
     """
 
     def __init__(
@@ -167,6 +172,7 @@ class OnlineLogisticRegression:
         max_feature_names: int = 1_000_000,
         normalized: bool = False,
         invariant: bool = False,
+        feedback: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec, self.optimizer_params = _resolve_optimizer(optimizer)
         for name, value in (("normalized", normalized), ("invariant", invariant)):
@@ -237,6 +243,11 @@ class OnlineLogisticRegression:
         self.metrics = ProgressiveMetrics(recent_window)
         self.feature_names: dict[int, str] = {}
         self._name_bytes = 0  # of feature_names (see memory_bytes)
+        self.feedback = (
+            None
+            if feedback is None
+            else Feedback(FeedbackPolicy.from_config(feedback), recent_window, self.dim)
+        )
 
     # ----------------------------------------------------------------- configuration
     @property
@@ -245,7 +256,7 @@ class OnlineLogisticRegression:
         optimizer = {"name": self.spec.name}
         for name, value in self.optimizer_params.items():
             optimizer[name] = list(value) if isinstance(value, tuple) else value
-        return {
+        config = {
             "optimizer": optimizer,
             "dim": self.dim,
             "hash_bits": self.hash_bits,
@@ -257,6 +268,9 @@ class OnlineLogisticRegression:
             "normalized": self.normalized,
             "invariant": self.invariant,
         }
+        if self.feedback is not None:
+            config["feedback"] = self.feedback.policy.to_config()
+        return config
 
     @property
     def state_bytes(self) -> int:
@@ -267,9 +281,10 @@ class OnlineLogisticRegression:
     def memory_bytes(self) -> int:
         """Bytes the model holds or may come to hold as it learns, for memory budgets: the state,
         the optimizer's tables, the progressive metrics with a full recent window, and the
-        feature names remembered so far."""
+        feature names remembered so far, and the pending rows and served metrics (feedback)."""
         metrics = ProgressiveMetrics.nbytes_for(self.metrics.window)
-        return self.state_bytes + self._hp.nbytes + metrics + self._name_bytes
+        pending = self.feedback.memory_bytes if self.feedback is not None else 0
+        return self.state_bytes + self._hp.nbytes + metrics + self._name_bytes + pending
 
     @property
     def last_touched_step(self) -> np.ndarray:
@@ -304,8 +319,10 @@ class OnlineLogisticRegression:
         dtype: str = "float64",
         recent_window: int = 10_000,
         normalized: bool = False,
+        feedback: bool = False,
     ) -> int:
-        """:attr:`memory_bytes` of a new model of this configuration."""
+        """:attr:`memory_bytes` of a new model of this configuration (``feedback``: with a
+        feedback setting, its served metrics; pending rows count as they come)."""
         spec, params = _resolve_optimizer(optimizer)
         if isinstance(recent_window, bool) or not isinstance(recent_window, int):
             raise ConfigError(f"must be an integer, got {recent_window!r}", field="recent_window")
@@ -313,6 +330,7 @@ class OnlineLogisticRegression:
             OnlineLogisticRegression.state_bytes_for(optimizer, dim, dtype, normalized)
             + spec.pack(params).nbytes
             + ProgressiveMetrics.nbytes_for(recent_window)
+            + (Feedback.fixed_bytes(recent_window) if feedback else 0)
         )
 
     # ----------------------------------------------------------------- batches
@@ -756,6 +774,7 @@ class OnlineLogisticRegression:
             "feature_name_keys": np.array([k for _, k in names], dtype=str),
             **self.metrics.state(),  # copies
             **({"norm_sums": self.norm_sums.copy()} if self.normalized else {}),
+            **(self.feedback.state() if self.feedback is not None else {}),  # copies
         }
 
     def to_bytes(self) -> bytes:
@@ -789,8 +808,12 @@ class OnlineLogisticRegression:
                         layout.dtype,
                         layout.recent_window,
                         layout.normalized,
+                        layout.feedback is not None,
                     )
                     + reader.member_bytes("feature_name_keys")
+                    + sum(map(reader.member_bytes, FEEDBACK_MEMBERS))
+                    # a pending row's overhead, per id (8 bytes of its time)
+                    + ROW_OVERHEAD_BYTES * (reader.member_bytes("feedback_times") // 8)
                 )
             arrays = reader.arrays()
         return cls.from_arrays(arrays, copy=False)
@@ -827,6 +850,11 @@ class OnlineLogisticRegression:
         self._name_bytes = sum(map(sys.getsizeof, self.feature_names.values())) + (
             _NAME_ENTRY_BYTES * len(self.feature_names)
         )
+        if self.feedback is not None:
+            check_feedback_state(arrays, self.dim, self.metrics.window)
+            self.feedback = Feedback.from_state(
+                self.feedback.policy, self.metrics.window, self.dim, arrays
+            )
 
     def __repr__(self) -> str:
         return (

@@ -39,7 +39,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from optim.errors import AdaserveError, ModelFileError
+from optim.errors import AdaserveError, ConfigError, ModelFileError
+from optim.feedback import MEMBERS as FEEDBACK_MEMBERS
+from optim.feedback import FeedbackPolicy
 from optim.optimizers import OptimizerSpec, get_optimizer
 
 FORMAT = "adaserve-model-v1"
@@ -52,13 +54,16 @@ REQUIRED_MEMBERS = (
     "feature_name_keys", "metrics_rows", "metrics_totals", "metrics_ring",
 )  # fmt: skip
 # Written since the loss curve was added: a file without them loads with an empty curve.
-# ``norm_sums``: normalized models' ``[T, N]`` (see optim._loop), in their files only.
-OPTIONAL_MEMBERS = ("metrics_curve", "metrics_block", "norm_sums")
+# ``norm_sums``: normalized models' ``[T, N]`` (see optim._loop), in their files only. The
+# feedback members: a model with a feedback setting's pending rows and served metrics (all or none).
+OPTIONAL_MEMBERS = ("metrics_curve", "metrics_block", "norm_sums", *FEEDBACK_MEMBERS)
 # Normalized models' last state slot: a coordinate's largest |x| seen.
 NORMALIZED_SLOT = "scale"
 MEMBERS = REQUIRED_MEMBERS + OPTIONAL_MEMBERS
 SMALL_MEMBERS = ("format", "config", "step", "metrics_rows")
 MAX_CONFIG_CHARS = 1 << 16
+# Pending rows and their non-zeros a file may declare (the memory budget bounds them first).
+MAX_PENDING = 2**40
 # The configuration nests three deep (config, optimizer, betas); room for a little more.
 MAX_CONFIG_DEPTH = 8
 MAX_CURVE_POINTS = 500  # ProgressiveMetrics' max_points
@@ -139,6 +144,7 @@ class Layout:
     recent_window: int
     max_feature_names: int
     normalized: bool = False
+    feedback: FeedbackPolicy | None = None
 
     @classmethod
     def of_config(cls, text: str) -> Layout:
@@ -184,6 +190,12 @@ class Layout:
         normalized = config.get("normalized", False)
         if not isinstance(normalized, bool):
             raise ModelFileError(f"has a bad normalized {normalized!r}", member="config")
+        feedback = None
+        if config.get("feedback") is not None:
+            try:
+                feedback = FeedbackPolicy.from_config(config["feedback"])
+            except ConfigError as error:
+                raise ModelFileError(f"has {error}", member="config") from None
         optimizer = config.get("optimizer")
         try:
             spec = get_optimizer(
@@ -192,7 +204,7 @@ class Layout:
             spec.resolve(optimizer if isinstance(optimizer, dict) else {})
         except AdaserveError as error:
             raise ModelFileError(f"has {error}", member="config") from None
-        return cls(config, dim, spec, dtype, window, max_names, normalized)
+        return cls(config, dim, spec, dtype, window, max_names, normalized, feedback)
 
     def rules(self, metrics_rows: int) -> dict[str, tuple[Any, _Shape]]:
         """Each member's dtype and shapes (the ring holds the rows seen, or older files the
@@ -212,6 +224,28 @@ class Layout:
             "metrics_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
             "metrics_block": (np.float64, _Shape(((4,),))),
             "norm_sums": (np.float64, _Shape(((2,),))),
+            **(self._feedback_rules() if self.feedback is not None else {}),
+        }
+
+    def _feedback_rules(self) -> dict[str, tuple[Any, _Shape]]:
+        """The feedback members' dtypes and shapes; how their sizes agree with each other is
+        :func:`optim.feedback.check_feedback_state`'s."""
+        any_rows = _Shape(up_to=MAX_PENDING)
+        window = self.recent_window
+        return {
+            "feedback_ids": (_STRING, any_rows),
+            "feedback_times": (np.float64, any_rows),
+            "feedback_margins": (np.float64, any_rows),
+            "feedback_indptr": (np.int64, any_rows),
+            "feedback_indices": (np.int64, any_rows),
+            "feedback_values": (np.float64, any_rows),
+            "feedback_counts": (np.float64, _Shape(((6,),))),
+            "feedback_delays": (np.float64, _Shape(up_to=window)),
+            "feedback_metrics_rows": (np.int64, _Shape(((),))),
+            "feedback_metrics_totals": (np.float64, _Shape(((4,),))),
+            "feedback_metrics_ring": (np.float64, _Shape(up_to=window, tail=(6,))),
+            "feedback_metrics_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
+            "feedback_metrics_block": (np.float64, _Shape(((4,),))),
         }
 
 
@@ -238,6 +272,10 @@ def check_arrays(arrays: Mapping[str, Any]) -> Layout:
         )
     rules = layout.rules(metrics_rows)
     for name, value in arrays.items():
+        if name not in rules:  # a feedback member of a model without feedback
+            raise ModelFileError(
+                "is pending rows, but the configuration has no feedback", member=name
+            )
         if not isinstance(value, _Placeholder):
             value = np.asarray(value)
         check_member(name, value.dtype, value.shape, rules)

@@ -143,12 +143,12 @@ def new_model(
 
 def memory_bytes_for(
     optimizer: str | Mapping[str, Any], dim: int, dtype: str = "float64",
-    recent_window: int = 10_000, normalized: bool = False,
+    recent_window: int = 10_000, normalized: bool = False, feedback: bool = False,
 ) -> int:  # fmt: skip
     """:attr:`memory_bytes` of a new model of this configuration, portfolio or not."""
     if not is_auto(optimizer):
         return OnlineLogisticRegression.memory_bytes_for(
-            optimizer, dim, dtype, recent_window, normalized
+            optimizer, dim, dtype, recent_window, normalized, feedback
         )
     members = members_of(optimizer if isinstance(optimizer, Mapping) else {})
     return (

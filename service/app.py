@@ -26,6 +26,7 @@ from service.registry import ModelRegistry
 from service.routers import (
     cluster,
     experiments,
+    feedback,
     health,
     inspection,
     learning,
@@ -34,14 +35,23 @@ from service.routers import (
     streams,
     ui,
 )  # fmt: skip
-from service.schemas import CsrBatch, NamedRows
+from service.schemas import (
+    CsrBatch,
+    CsrPrediction,
+    FeedbackLabels,
+    FeedbackLine,
+    NamedPrediction,
+    NamedRows,
+)
 from service.settings import Settings
 from service.warmup import Warmup, plan
 from service.websafety import OriginGuard, is_loopback, parse_origins
 
 log = logging.getLogger("adaserve")
 # The routers in the order the API documents them (/docs, /openapi.json).
-ROUTERS = (health, models, learning, streams, inspection, persistence, experiments, cluster, ui)
+ROUTERS = (
+    health, models, learning, feedback, streams, inspection, persistence, experiments, cluster, ui
+)  # fmt: skip
 DOCS_FILES = "/static-offline-docs"  # Swagger UI's and ReDoc's files (fastapi-offline's)
 # ReDoc's side menu shows an image from its maker's CDN: the page's policy keeps it from loading
 # (ReDoc hides it then). It styles itself inline and searches in a worker made from a blob.
@@ -197,7 +207,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             # Bodies decoded by orjson (learning.py) reference these models; register them.
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (CsrBatch, NamedRows):
+            for model in (
+                CsrBatch, NamedRows, CsrPrediction, NamedPrediction, FeedbackLabels, FeedbackLine
+            ):  # fmt: skip
                 definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(definition.pop("$defs", {}))
                 components[model.__name__] = definition

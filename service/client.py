@@ -131,7 +131,8 @@ class AdaserveClient:
         self, name: str, optimizer: str | Mapping[str, Any] = "adagrad", **config: Any
     ) -> dict[str, Any]:
         """``config``: dim or hash_bits, lazy, fit_intercept, dtype, hash_seed, recent_window,
-        normalized, invariant."""
+        normalized, invariant, feedback (``{"ttl_seconds": 3600, "on_expiry": "negative"}``:
+        predict with ids, label later with :meth:`feedback`)."""
         return self._call(
             "POST", "/v1/models", json={"name": name, "optimizer": optimizer, **config}
         )
@@ -165,13 +166,27 @@ class AdaserveClient:
         )  # fmt: skip
 
     def predict(
-        self, name: str, X: Any = None, *, rows: Sequence[Mapping[str, Any]] | None = None
-    ) -> dict[str, np.ndarray]:
-        """``{"probabilities": array, "margins": array}``; never changes the model."""
-        out = self._call(
-            "POST", f"/v1/models/{name}/predict", json=self._batch(X, rows, None, None)
-        )
+        self, name: str, X: Any = None, *, rows: Sequence[Mapping[str, Any]] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:  # fmt: skip
+        """``{"probabilities": array, "margins": array}``; never changes the model's weights.
+        ``ids`` (one per row, a model with feedback): the rows wait for their labels
+        (:meth:`feedback`); 409 if one is pending already, 429 ``too_many_pending``."""
+        body = self._batch(X, rows, None, None)
+        if ids is not None:
+            body["ids"] = list(ids)
+        out = self._call("POST", f"/v1/models/{name}/predict", json=body)
         return {k: np.asarray(v) for k, v in out.items()}
+
+    def feedback(
+        self, name: str, ids: Sequence[str], labels: Any, sample_weight: Any = None
+    ) -> dict[str, Any]:
+        """Learn the pending rows ``ids`` (predicted with ids) with ``labels``, in that order,
+        all or none; returns rows, step, log_loss like :meth:`update`."""
+        body: dict[str, Any] = {"ids": list(ids), "labels": np.asarray(labels).tolist()}
+        if sample_weight is not None:
+            body["weights"] = np.asarray(sample_weight, dtype=float).tolist()
+        return self._call("POST", f"/v1/models/{name}/feedback", json=body)
 
     def stream(
         self, name: str, source: str | os.PathLike[str] | bytes, fmt: str, **kw: Any

@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from optim import AdaserveError
 from service.engine.errors import (
     EngineError,
+    FeedbackIdsRefused,
+    FeedbackNotEnabled,
     ModelDeleted,
     ModelExists,
     ModelInExperiment,
@@ -19,8 +21,10 @@ from service.engine.errors import (
     ModelRecovering,
     ModelUnavailable,
     OverMemoryBudget,
+    PendingIdsConflict,
     StorageUnavailable,
     TooManyModels,
+    TooManyPending,
 )
 
 
@@ -57,6 +61,10 @@ ENGINE_ERRORS: dict[type[EngineError], tuple[int, str]] = {
     ModelInExperiment: (409, "model_in_experiment"),
     TooManyModels: (422, "too_many_models"),
     OverMemoryBudget: (422, "over_memory_budget"),
+    FeedbackNotEnabled: (422, "feedback_not_enabled"),
+    PendingIdsConflict: (409, "duplicate_ids"),
+    FeedbackIdsRefused: (422, "invalid_ids"),
+    TooManyPending: (429, "too_many_pending"),
     ModelUnavailable: (503, "model_unavailable"),
     ModelRecovering: (503, "model_recovering"),
     StorageUnavailable: (503, "storage_unavailable"),
@@ -71,6 +79,8 @@ def engine_error(exc: EngineError) -> ApiError:
         where["field"] = exc.field
     if isinstance(exc, ModelInExperiment):
         where["experiment"] = exc.experiment
+    if isinstance(exc, PendingIdsConflict | FeedbackIdsRefused):
+        where["ids"] = exc.ids
     return ApiError(status, code, exc.detail, where)
 
 

@@ -49,6 +49,57 @@ class _ProgressiveLogLoss(Collector):
         yield recent
 
 
+class _Feedback(Collector):
+    """Delayed labels of each model with feedback: rows pending (and their bytes), rows labelled,
+    expired and dropped, the join rate, the served metrics (log-loss, recent AUC, calibration of
+    the probabilities served, against the labels that arrived) and the label delay's quantiles
+    over the recent labels. Read when scraped, without the model's lock (as above)."""
+
+    def __init__(self, models: Callable[[], Iterable[ManagedModel]]) -> None:
+        self.models = models
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        def gauge(name: str, text: str, *labels: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"adaserve_feedback_{name}", text, labels=["model", *labels])
+
+        pending = gauge("pending_rows", "rows predicted with an id, waiting for their label")
+        pending_bytes = gauge("pending_bytes", "memory of the pending rows (in the budget)")
+        resolved = CounterMetricFamily(
+            "adaserve_feedback_rows", "pending rows resolved: labelled, expired (learned as "
+            "non-clicks) or dropped", labels=["model", "outcome"],
+        )  # fmt: skip
+        join_rate = gauge("join_rate", "labelled / (labelled + expired + dropped)")
+        served = gauge(
+            "served", "served probabilities against the labels that arrived: log_loss (all), "
+            "recent_auc, calibration (mean served / mean label, all)", "metric",
+        )  # fmt: skip
+        delay = gauge("delay_seconds", "prediction to label, recent labels", "quantile")
+        for managed in list(self.models()):
+            feedback = managed.model.feedback
+            if feedback is None:
+                continue
+            name = managed.name
+            summary = feedback.summary()
+            pending.add_metric([name], summary["pending"])
+            pending_bytes.add_metric([name], summary["pending_bytes"])
+            for outcome in ("labelled", "expired", "dropped"):
+                resolved.add_metric([name, outcome], summary[outcome])
+            if summary["join_rate"] is not None:
+                join_rate.add_metric([name], summary["join_rate"])
+            overall, recent = summary["served"]["overall"], summary["served"]["recent"]
+            for metric, value in (
+                ("log_loss", overall["log_loss"]), ("recent_auc", recent["auc"]),
+                ("calibration", overall["calibration"]),
+            ):  # fmt: skip
+                if value is not None:
+                    served.add_metric([name, metric], value)
+            for quantile in ("p50", "p90", "p99"):
+                value = summary["delay_seconds"][quantile]
+                if value is not None:
+                    delay.add_metric([name, f"0.{quantile[1:]}"], value)
+        yield from (pending, pending_bytes, resolved, join_rate, served, delay)
+
+
 class _RequestMetrics(Collector):
     """Requests by route template, method and status, and their latency by route and method
     (Prometheus' default buckets), counted in plain Python and turned into metric families when
@@ -105,6 +156,7 @@ class ServiceMetrics:
             "adaserve_rows_learned", "rows learned", ["model"], registry=self.registry
         )
         self.registry.register(_ProgressiveLogLoss(models))
+        self.registry.register(_Feedback(models))
 
     def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count a request and its latency (on the event loop, as the middleware runs)."""

@@ -79,7 +79,7 @@ def state_bytes_needed(config: Mapping[str, Any]) -> int:
         return memory_bytes_for(
             config.get("optimizer", "adagrad"), dim,
             config.get("dtype", "float64"), config.get("recent_window", 10_000),
-            config.get("normalized", False) is True,
+            config.get("normalized", False) is True, config.get("feedback") is not None,
         )  # fmt: skip
     except ConfigError:
         return 0
@@ -179,6 +179,10 @@ class ModelRegistry:
                     )
                     if due:
                         await managed.snapshot_in_background()
+                    feedback = managed.model.feedback
+                    expiry = feedback.next_expiry() if feedback is not None else None
+                    if expiry is not None and expiry <= time.time():
+                        managed.sweep()  # the writer expires the rows due (README: delayed labels)
                 except ModelDeleted:
                     pass  # deleted since the loop began: nothing to keep
                 except Exception:  # keep housekeeping alive; the failure is logged

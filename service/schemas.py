@@ -25,6 +25,19 @@ class OptimizerConfig(BaseModel):
                       "adam, adamax, nadam, ftrl, or auto (a portfolio)")  # fmt: skip
 
 
+class FeedbackConfig(BaseModel):
+    """Delayed labels: rows predicted with ids wait for their label this long, then expire."""
+
+    model_config = ConfigDict(extra="forbid")
+    ttl_seconds: float = Field(
+        gt=0, le=366 * 86_400, allow_inf_nan=False,
+        description="seconds a pending row waits for its label (by the server's wall clock)",
+    )  # fmt: skip
+    on_expiry: Literal["negative", "drop"] = Field(
+        "negative", description="negative: learned as a non-click (label 0); drop: forgotten"
+    )
+
+
 class CreateModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="model name, [A-Za-z0-9_.-]{1,64}")
@@ -52,6 +65,9 @@ class CreateModel(BaseModel):
         description="importance-invariant updates (a row of weight h is one closed-form step, "
         "as h rows); sgd and adagrad",
     )
+    feedback: FeedbackConfig | None = Field(
+        None, description="predict with ids, label later (POST /v1/models/{name}/feedback)"
+    )
 
 
 class ModelConfig(BaseModel):
@@ -67,6 +83,7 @@ class ModelConfig(BaseModel):
     recent_window: int
     normalized: bool = False
     invariant: bool = False
+    feedback: FeedbackConfig | None = None
 
 
 class WindowMetrics(BaseModel):
@@ -90,6 +107,27 @@ class ProgressiveMetrics(BaseModel):
     )
 
 
+class DelayQuantiles(BaseModel):
+    labels: int = Field(description="labels the quantiles are over (the recent window's)")
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+
+class FeedbackInfo(FeedbackConfig):
+    pending: int = Field(description="rows predicted with an id and waiting for their label")
+    pending_bytes: int = Field(description="their memory, counted in the memory budget")
+    labelled: int
+    expired: int = Field(description="rows expired and learned as non-clicks")
+    dropped: int = Field(description="rows expired and forgotten")
+    join_rate: float | None = Field(description="labelled / (labelled + expired + dropped)")
+    served: ProgressiveMetrics = Field(
+        description="metrics of the probabilities served at prediction, against the labels "
+        "that arrived"
+    )
+    delay_seconds: DelayQuantiles = Field(description="prediction to label, recent labels")
+
+
 class ModelInfo(BaseModel):
     name: str
     status: Literal["ready"] = "ready"
@@ -103,6 +141,7 @@ class ModelInfo(BaseModel):
         description='optimizer "auto": the leader, its switches and every member\'s recent and '
         "overall progressive log-loss (the leaderboard); null for one optimizer",
     )
+    feedback: FeedbackInfo | None = Field(None, description="with a feedback setting")
 
 
 class UnavailableModel(BaseModel):
@@ -164,6 +203,34 @@ class NamedRow(BaseModel):
 
 class NamedRows(BaseModel):
     rows: list[NamedRow]
+
+
+class CsrPrediction(CsrBatch):
+    """Rows to score; with ``ids`` (a model with feedback), kept pending for their label."""
+
+    ids: list[str] | None = Field(None, description="one id per row, none of them pending")
+
+
+class NamedPrediction(NamedRows):
+    ids: list[str] | None = Field(None, description="one id per row, none of them pending")
+
+
+class FeedbackLabels(BaseModel):
+    """Labels for pending rows, learned in this order (all or none)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str]
+    labels: list[Label] = Field(description="0/1, -1/+1 or booleans, one per id")
+    weights: list[float] | None = Field(None, description="importance weights >= 0")
+
+
+class FeedbackLine(BaseModel):
+    """One line of an NDJSON body of labels (application/x-ndjson)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    label: Label
+    weight: float | None = None
 
 
 class ExperimentMember(BaseModel):

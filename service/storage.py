@@ -16,7 +16,10 @@ once its incarnation, first snapshot and empty log are durable; one deleted is r
 A WAL record is ``length (u32) | crc32 (u32) | payload`` where the payload holds the step the
 batch starts at, its shape, flags, the model's incarnation (16 bytes; records written before
 incarnations existed have none), its CSR arrays (indices as uint32 when the dim allows, labels
-and optional weights) and the feature names the batch brings (JSON, when it has any). A batch is
+and optional weights), the feature names the batch brings (JSON, when it has any) and, for a
+model with feedback, the change of its pending table the record makes (JSON, see
+:class:`optim.feedback.FeedbackEntry`: rows remembered at prediction, not learned; pending rows
+labelled or expired, learned; rows dropped, none). A batch is
 appended (and, with ``fsync="always"``, made durable: the log is opened ``O_DSYNC``, a write
 returns once its bytes are synced, as by ``fdatasync``) before it is acknowledged; the batches a
 model's writer takes together are appended with one write (group commit, see
@@ -62,6 +65,7 @@ import numba as nb
 import numpy as np
 
 from optim import Batch, OnlineLogisticRegression
+from optim.feedback import FeedbackEntry
 from optim.model import save_file_arrays
 from optim.portfolio import load_model
 
@@ -73,7 +77,8 @@ _WEIGHTED = 1  # flag: the record holds weights
 _NARROW_INDICES = 2  # flag: indices are uint32 (the model's dim is at most 2**32)
 _INCARNATION = 4  # flag: the header is followed by the model's incarnation (16 bytes)
 _NAMES = 8  # flag: the record ends with the batch's feature names (u64 length, JSON)
-_KNOWN_FLAGS = _WEIGHTED | _NARROW_INDICES | _INCARNATION | _NAMES
+_FEEDBACK = 16  # flag: then a change of the pending table (u64 length, JSON)
+_KNOWN_FLAGS = _WEIGHTED | _NARROW_INDICES | _INCARNATION | _NAMES | _FEEDBACK
 _INCARNATION_BYTES = 16
 _NAMES_LENGTH = struct.Struct("<Q")
 _SMALLEST_RECORD = _RECORD.size + _HEADER.size + 8  # no rows: the header and indptr's one entry
@@ -158,14 +163,15 @@ class RecordBody:
     length: int
 
 
-def record_body(batch: Batch) -> RecordBody:
+def record_body(batch: Batch, entry: FeedbackEntry | None = None) -> RecordBody:
     """Indices are logged as uint32 when the dim allows (a quarter less to write and fsync than
     int64: 16 bytes a non-zero become 12), other arrays as they are when they already have
     the logged types (int64 and float64, as the parsers make them): no copy, and the checksum
     is computed piece by piece in one compiled call. A stream batch of 10,000 rows is ~4 MB;
     converting, copying and joining it cost about as much as learning it. A batch of named
     features also logs its names (so the names learned since the last snapshot are replayed
-    after a crash): one JSON text, ``ensure_ascii`` so that any Python string round-trips."""
+    after a crash): one JSON text, ``ensure_ascii`` so that any Python string round-trips.
+    ``entry``: the change of the model's pending table the record makes (see the module)."""
     flags = (_WEIGHTED if batch.weights is not None else 0) | (
         _NARROW_INDICES if batch.dim <= 2**32 else 0
     )
@@ -181,7 +187,13 @@ def record_body(batch: Batch) -> RecordBody:
         flags |= _NAMES
         names = json.dumps(batch.feature_names, separators=(",", ":")).encode("ascii")
         arrays.append(memoryview(_NAMES_LENGTH.pack(len(names)) + names))
+    if entry is not None:
+        flags |= _FEEDBACK
+        text = entry.to_json()
+        arrays.append(memoryview(_NAMES_LENGTH.pack(len(text)) + text))
     views = [np.frombuffer(array, np.uint8) for array in arrays]
+    if len(views) == 7:  # weights, names and an entry: the last two checksummed as one piece
+        views[5:] = [np.concatenate(views[5:])]
     views += [np.empty(0, np.uint8)] * (6 - len(views))
     return RecordBody(flags, arrays, _checksum(*views), sum(len(array) for array in arrays))
 
@@ -276,15 +288,21 @@ class LogRecord:
     step_before: int
     incarnation: bytes | None
     batch: Batch
+    entry: FeedbackEntry | None = None
+
+    @property
+    def learned(self) -> bool:
+        """Whether its rows are learned (not those remembered at prediction, nor a drop's)."""
+        return self.entry is None or self.entry.kind in ("label", "expire")
 
     @property
     def step_after(self) -> int:
-        return self.step_before + self.batch.n_rows
+        return self.step_before + (self.batch.n_rows if self.learned else 0)
 
 
-def decode_record(payload: bytes) -> tuple[int, bytes | None, Batch]:
-    """The step before, incarnation and batch of a record's payload (ValueError if it does not
-    hold together)."""
+def decode_record(payload: bytes) -> tuple[int, bytes | None, Batch, FeedbackEntry | None]:
+    """The step before, incarnation, batch and change of the pending table of a record's
+    payload (ValueError if it does not hold together)."""
     step, dim, rows, nnz, flags = _HEADER.unpack_from(payload)
     offset = _HEADER.size
     if flags & ~_KNOWN_FLAGS or min(step, dim - 1, rows, nnz) < 0:
@@ -312,14 +330,23 @@ def decode_record(payload: bytes) -> tuple[int, bytes | None, Batch]:
         offset += length
         if not isinstance(names, dict) or not all(type(i) is int for i in names.values()):
             raise ValueError("feature names are not a mapping of names to indices")
+    entry = None
+    if flags & _FEEDBACK:
+        (length,) = _NAMES_LENGTH.unpack_from(payload, offset)
+        offset += _NAMES_LENGTH.size
+        entry = FeedbackEntry.from_json(payload[offset : offset + length])
+        offset += length
+        if rows != (0 if entry.kind == "drop" else len(entry.ids)):  # a drop has no rows
+            raise ValueError(f"a {entry.kind} entry of {len(entry.ids)} ids for {rows} rows")
     if offset != len(payload):
         raise ValueError("record size does not match its header")
     # Logged batches were validated before they were logged; Batch is rebuilt as is.
-    return step, incarnation, Batch(indptr, indices, values, labels, weights, dim, names)
+    batch = Batch(indptr, indices, values, labels, weights, dim, names)
+    return step, incarnation, batch, entry
 
 
 def decode_batch(payload: bytes) -> tuple[int, Batch]:
-    step, _, batch = decode_record(payload)
+    step, _, batch, _ = decode_record(payload)
     return step, batch
 
 
@@ -348,11 +375,15 @@ def _next_plausible_record(data: np.ndarray, start: int) -> int:
         rows = _little_endian(data, payload + 16, 7)
         nnz = _little_endian(data, payload + 24, 7)
         flags = data[payload + 32]
-        if flags & ~15 or dim < 1 or rows > length or nnz > length:
+        if flags & ~31 or dim < 1 or rows > length or nnz > length:
             continue
         size = 33 + (16 if flags & 4 else 0) + 8 * (rows + 1) + (4 if flags & 2 else 8) * nnz
         size += 8 * nnz + 8 * rows + (8 * rows if flags & 1 else 0)
         if flags & 8:
+            if size + 8 > length or data[payload + size + 7]:
+                continue
+            size += 8 + _little_endian(data, payload + size, 7)
+        if flags & 16:
             if size + 8 > length or data[payload + size + 7]:
                 continue
             size += 8 + _little_endian(data, payload + size, 7)
@@ -891,14 +922,20 @@ class ModelStorage:
         replayed = 0
         for position, record in enumerate(logs.records):
             try:
-                model.learn_batch(record.batch)
+                entry, feedback = record.entry, model.feedback
+                if entry is not None and feedback is None:
+                    raise ValueError("a change of pending rows, but the model has no feedback")
+                if entry is None or (record.learned and entry.seq > feedback.seq):
+                    model.learn_batch(record.batch)
+                if entry is not None:
+                    feedback.replay(entry, record.batch)
             except Exception as exc:  # a whole record the model refuses: nothing was changed
                 why = f"{record.log}: the record at byte {record.offset} (step "
                 why += f"{record.step_before}) cannot be learned: {type(exc).__name__}: {exc}"
                 logs.damaged(why, record.log, logs.records[position:] + logs.lost)
                 del logs.records[position:]
                 break
-            replayed += record.batch.n_rows
+            replayed += record.step_after - record.step_before
         return replayed
 
     def repair(self) -> Repaired:

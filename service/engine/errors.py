@@ -91,3 +91,51 @@ class ModelInExperiment(EngineError):
             "to delete its models",
         )
         self.experiment = experiment
+
+
+class FeedbackNotEnabled(EngineError):
+    """Ids or labels for pending rows sent to a model created without a feedback setting."""
+
+    field = "ids"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            model,
+            f"model {model!r} has no feedback setting: create it with "
+            '"feedback": {"ttl_seconds": ..., "on_expiry": ...} to predict with ids',
+        )
+
+
+class PendingIdsConflict(EngineError):
+    """Rows predicted with ids already pending (or given twice): none of them was remembered."""
+
+    field = "ids"
+
+    def __init__(self, model: str, ids: list[str]) -> None:
+        shown = ", ".join(repr(i) for i in ids[:10]) + (" ..." if len(ids) > 10 else "")
+        super().__init__(
+            model, f"{len(ids)} id(s) already pending or given twice: {shown}; nothing remembered"
+        )
+        self.ids = ids
+
+
+class FeedbackIdsRefused(EngineError):
+    """Labels for ids that are not pending (unknown, expired, already labelled, or given twice):
+    nothing was learned. ``reasons``: why, by id."""
+
+    field = "ids"
+
+    def __init__(self, model: str, reasons: dict[str, str]) -> None:
+        shown = "; ".join(f"{i!r}: {why}" for i, why in list(reasons.items())[:10])
+        more = f" (and {len(reasons) - 10} more)" if len(reasons) > 10 else ""
+        super().__init__(
+            model, f"{len(reasons)} id(s) cannot be labelled: {shown}{more}; nothing learned"
+        )
+        self.ids = list(reasons)
+        self.reasons = reasons
+
+
+class TooManyPending(EngineError):
+    """Remembering the rows would exceed the memory budget: none was remembered."""
+
+    field = "ids"

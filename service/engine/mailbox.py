@@ -49,14 +49,44 @@ class Drained(Generic[J]):
 
 
 @dataclass(eq=False)
+class Labels:
+    """Labels (and weights) for pending rows of a model with feedback, by id (``kind`` label),
+    or the rows expiring as non-clicks (``kind`` expire)."""
+
+    ids: list[str]
+    labels: object
+    weights: object | None = None
+    kind: str = "label"
+
+
+@dataclass(eq=False)
 class Update:
     """A batch to log and learn (with its log record's body when made beforehand);
-    ``on_learned`` runs in the writer once it is both."""
+    ``on_learned`` runs in the writer once it is both. With ``labels``, the batch is made of the
+    pending rows they label, by the writer when it takes it (``batch`` None until then); with
+    neither, it only has the writer expire the pending rows due (a sweep)."""
 
-    batch: Batch
+    batch: Batch | None
     on_learned: Callable[[ManagedModel, LearnResult], None] | None
     record: RecordBody | None = None
     done: concurrent.futures.Future[LearnResult] = field(default_factory=concurrent.futures.Future)
+    labels: Labels | None = None
+
+    @property
+    def nnz(self) -> int:
+        return 0 if self.batch is None else self.batch.nnz
+
+
+@dataclass(eq=False)
+class Remember:
+    """Rows predicted with ``ids`` on a model with feedback: the writer scores them, keeps them
+    pending (``reserve`` checks their bytes against the memory budget), logs them and answers
+    with their margins."""
+
+    batch: Batch
+    ids: list[str]
+    reserve: Callable[[int], object]
+    done: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
 
 
 @dataclass(eq=False)
@@ -67,4 +97,4 @@ class Call:
     done: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
 
 
-Job = Update | Call
+Job = Update | Call | Remember

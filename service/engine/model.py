@@ -18,6 +18,13 @@ group is logged in another thread while the next groups are learned
 waits for its sync; if the log refuses a group, it and every group learned after it are refused
 and the model is reloaded from its files (:meth:`ManagedModel._roll_back`).
 
+A model with feedback (:mod:`optim.feedback`) has its pending rows changed by its writer only,
+through the same path: rows predicted with ids are scored, kept and logged together
+(:meth:`ManagedModel.remember`, answered once logged); labels for pending rows are batches
+(:meth:`ManagedModel.label`) whose rows the writer takes from the table when it takes them, learned
+and logged in their group with the change of the table; the rows due to expire are expired at the
+start of each group (learned as non-clicks, or dropped, oldest first) by the wall clock.
+
 An instance is one incarnation of a name: a request resolved to it learns into its memory and
 its files only. Deleting it goes through its writer (after every write queued before, once the
 groups in flight are logged) and marks it deleted; every later write to it is refused with
@@ -33,21 +40,30 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import anyio
+import numpy as np
 
-from optim import Batch, LearnResult, NonFiniteUpdate, OnlineLogisticRegression
+from optim import Batch, BatchError, LearnResult, NonFiniteUpdate, OnlineLogisticRegression
 from service.engine import snapshots
-from service.engine.errors import ModelDeleted, StorageUnavailable
+from service.engine.errors import (
+    FeedbackIdsRefused,
+    FeedbackNotEnabled,
+    ModelDeleted,
+    OverMemoryBudget,
+    PendingIdsConflict,
+    StorageUnavailable,
+    TooManyPending,
+)
 from service.engine.log_pipeline import LogPipeline, Record
-from service.engine.mailbox import Call, Drained, Job, Update
+from service.engine.mailbox import Call, Drained, Job, Labels, Remember, Update
 from service.engine.tuning import Pools, Tuning
-from service.storage import ModelStorage, RecordBody, StorageError
+from service.storage import ModelStorage, RecordBody, StorageError, record_body
 
 T = TypeVar("T")
 log = logging.getLogger("adaserve")
@@ -155,6 +171,29 @@ class ManagedModel:
         parser.submit(parse_and_post)
         return await asyncio.wrap_future(done)
 
+    async def remember(
+        self, batch: Batch, ids: list[str], reserve: Callable[[int], object]
+    ) -> np.ndarray:
+        """Score ``batch`` and keep its rows pending under ``ids`` (a model with feedback), in
+        the writer after earlier writes: its margins once the rows are logged.
+        :class:`PendingIdsConflict` for an id pending already, :class:`TooManyPending` when
+        ``reserve`` (called with their bytes) refuses them: nothing is remembered then."""
+        return await self._post(Remember(batch, ids, reserve))  # type: ignore[no-any-return]
+
+    async def label(
+        self,
+        labels: Labels,
+        on_learned: Callable[[ManagedModel, LearnResult], None] | None = None,
+    ) -> LearnResult:
+        """Learn the pending rows ``labels`` names, in its order, as a batch of :meth:`learn`
+        (same group, log and acknowledgement): :class:`FeedbackIdsRefused` naming any id not
+        pending, a :class:`~optim.BatchError` for bad labels; nothing is learned then."""
+        return await self._post(Update(None, on_learned, labels=labels))  # type: ignore[no-any-return]
+
+    def sweep(self) -> None:
+        """Have the writer expire the pending rows due (not waited for)."""
+        self._mailbox.put(Update(None, None))
+
     async def delete(self, forget: Callable[[], None]) -> None:
         """Delete this instance's files in its writer, after every write queued before (and
         the groups in flight logged), mark it deleted and ``forget()`` it (in the writer);
@@ -191,18 +230,29 @@ class ManagedModel:
                     job.done.set_exception(exc)
 
     def _run(self, jobs: list[Job]) -> None:
-        """The writes in order: consecutive batches in groups, anything else alone."""
+        """The writes in order: consecutive batches in groups, consecutive rows to remember
+        together, anything else alone."""
         group: list[Update] = []
         group_nnz = 0
+        remembered: list[Remember] = []
         for job in jobs:
             if not job.done.set_running_or_notify_cancel():
                 continue  # withdrawn
+            if isinstance(job, Remember):
+                if group:
+                    self._learn_group(group)
+                    group, group_nnz = [], 0
+                remembered.append(job)
+                continue
+            if remembered:
+                self._remember(remembered)
+                remembered = []
             if isinstance(job, Update):
-                if group and group_nnz + job.batch.nnz > self.tuning.group_max_nnz:
+                if group and group_nnz + job.nnz > self.tuning.group_max_nnz:
                     self._learn_group(group)
                     group, group_nnz = [], 0
                 group.append(job)
-                group_nnz += job.batch.nnz
+                group_nnz += job.nnz
                 continue
             if group:
                 self._learn_group(group)
@@ -219,6 +269,8 @@ class ManagedModel:
                 job.done.set_result(result)
         if group:
             self._learn_group(group)
+        if remembered:
+            self._remember(remembered)
 
     def _learn_group(self, group: list[Update]) -> None:
         """Learn and log batches that arrived in this order (see the module's docstring).
@@ -231,43 +283,61 @@ class ManagedModel:
         another thread costs more). A larger one is logged in another thread while the writer
         goes on with the next groups: the log pipeline acknowledges it when its write ends. A
         write that fails leaves memory ahead of the log: the model is reloaded from its files.
+
+        With feedback, the rows due to expire go first (a batch of non-clicks, or the record of
+        their drop), and a batch of labels for pending rows takes its rows from the table when
+        its turn comes (refused whole if one is not pending then); the table changes with the
+        records logged, and the rows of a batch refused are pending again.
         """
-        overlap = sum(update.batch.nnz for update in group) >= self.tuning.overlap_log_nnz
+        overlap = sum(update.nnz for update in group) >= self.tuning.overlap_log_nnz
         # The log takes records in order: a group logged here waits for every earlier write.
         self._settle(self.tuning.max_in_flight - 1 if overlap else 0)
         with self.state_lock:
+            feedback = self.model.feedback
+            now = feedback.now(time.time()) if feedback is not None else 0.0
+            expiring, records = self._expire(now)
             accepted: list[Update] = []
             step = self.model.step
-            for update in group:
+            for update in [*expiring, *group]:
                 try:
                     if self.deleted:
                         raise ModelDeleted(self.name)
                     if self.failed is not None:
                         raise StorageUnavailable(self.name, self.failed)
+                    if update.batch is None:
+                        if update.labels is None:  # a sweep: the expiries above
+                            update.done.set_result(None)
+                            continue
+                        update.batch = self._claim(update.labels)
                     self.model.check_batch(update.batch, pending_rows=step - self.model.step)
                 except BaseException as exc:
+                    self._release(update)
                     update.done.set_exception(exc)
                     continue
                 accepted.append(update)
                 step += update.batch.n_rows
-            if not accepted:
-                return
             # each checked above, with the rows before it in the group
             outcomes = self.model.learn_batches([u.batch for u in accepted], check=False)
             learned: list[Update] = []
             results: list[LearnResult] = []
-            records: list[Record] = []
             for update, outcome in zip(accepted, outcomes, strict=True):
                 if isinstance(outcome, NonFiniteUpdate):
+                    self._release(update)
                     update.done.set_exception(outcome)
                     continue
+                body = update.record
+                if update.labels is not None:  # the rows leave the table with this record
+                    assert feedback is not None and update.batch is not None
+                    labels = update.labels
+                    entry = feedback.settle(labels.kind, labels.ids, update.batch, now)
+                    body = record_body(update.batch, entry)
                 learned.append(update)
                 results.append(outcome)
-                records.append((update.batch, outcome.step - outcome.rows, update.record))
-            if not learned:
+                records.append((update.batch, outcome.step - outcome.rows, body))
+            if not records:
                 return
             self.rows_since_snapshot += sum(result.rows for result in results)
-            if overlap:
+            if overlap and learned:
                 logged = self._log.write_after_earlier(records)
             else:
                 try:
@@ -282,6 +352,97 @@ class ManagedModel:
                 self._acknowledge(learned, results)
                 return
         self._log.track(learned, results, logged)
+
+    def _expire(self, now: float) -> tuple[list[Update], list[Record]]:
+        """The pending rows due at ``now``, oldest first (call under the state lock): with
+        ``negative``, a batch of non-clicks to learn first in the group; with ``drop``, the
+        record of their removal (they are forgotten now: the group logs it first)."""
+        feedback = self.model.feedback
+        if feedback is None or self.deleted or self.failed is not None:
+            return [], []
+        due = feedback.due(now)
+        if not due:
+            return [], []
+        if feedback.policy.on_expiry == "negative":
+            expiring = Labels(due, None, kind="expire")
+            return [Update(feedback.expiring(due), None, labels=expiring)], []
+        entry = feedback.drop(due, now)
+        nothing = Batch.from_arrays([0], [], [], [], dim=self.model.dim)
+        return [], [(nothing, self.model.step, record_body(nothing, entry))]
+
+    def _claim(self, labels: Labels) -> Batch:
+        """The batch of the pending rows ``labels`` names, claimed (see :meth:`_release`)."""
+        feedback = self.model.feedback
+        if feedback is None:
+            raise FeedbackNotEnabled(self.name)
+        refused = feedback.refusals(labels.ids)
+        if refused:
+            raise FeedbackIdsRefused(self.name, refused)
+        return feedback.claim(labels.ids, labels.labels, labels.weights)
+
+    def _release(self, update: Update) -> None:
+        """Pending rows claimed by an update not learned after all: pending again."""
+        feedback = self.model.feedback
+        if update.labels is not None and update.batch is not None and feedback is not None:
+            feedback.release(update.labels.ids)
+
+    def _remember(self, jobs: Sequence[Remember]) -> None:
+        """Score and keep pending the rows predicted with ids, in order, then log them with one
+        write and answer each with its margins (see :meth:`remember`); a refused one changes
+        nothing. Logged after every earlier write, like a group learned here."""
+        self._settle(0)
+        with self.state_lock:
+            feedback = self.model.feedback
+            now = feedback.now(time.time()) if feedback is not None else 0.0
+            records: list[Record] = []
+            kept: list[tuple[Remember, np.ndarray]] = []
+            for job in jobs:
+                try:
+                    if self.deleted:
+                        raise ModelDeleted(self.name)
+                    if self.failed is not None:
+                        raise StorageUnavailable(self.name, self.failed)
+                    if feedback is None:
+                        raise FeedbackNotEnabled(self.name)
+                    conflicts = feedback.conflicts(job.ids)
+                    if conflicts:
+                        raise PendingIdsConflict(self.name, conflicts)
+                    try:
+                        job.reserve(feedback.bytes_for(job.ids, job.batch))
+                    except OverMemoryBudget as exc:
+                        raise TooManyPending(
+                            self.name,
+                            f"{len(job.ids)} pending row(s) would exceed the memory budget: "
+                            f"{exc.detail}; label or let expire the rows pending (or raise "
+                            f"ADASERVE_MEMORY_BUDGET_BYTES); nothing remembered",
+                        ) from None
+                    margins = self.model.decision_function(job.batch)
+                    if not np.isfinite(margins).all():
+                        row = int(np.flatnonzero(~np.isfinite(margins))[0])
+                        raise BatchError(
+                            "the margin is not finite (values too large?)", row=row, field="values"
+                        )
+                    entry = feedback.remember(job.ids, job.batch, margins, now)
+                except BaseException as exc:
+                    job.done.set_exception(exc)
+                    continue
+                records.append((job.batch, self.model.step, record_body(job.batch, entry)))
+                kept.append((job, margins))
+            if not records:
+                return
+            # replayed after a crash like rows learned: they count toward the next snapshot
+            self.rows_since_snapshot += sum(job.batch.n_rows for job, _ in kept)
+            try:
+                self._log.write(records)
+            except StorageError as exc:
+                try:
+                    self._roll_back(exc)
+                except StorageUnavailable as error:
+                    for job, _ in kept:
+                        job.done.set_exception(error)
+                return
+        for job, margins in kept:
+            job.done.set_result(margins)
 
     def _acknowledge(self, updates: list[Update], results: list[LearnResult]) -> None:
         for update, result in zip(updates, results, strict=True):

@@ -19,9 +19,13 @@ from service.batches import SMALL_BODY_BYTES, batch_from_body, read_body
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
 from service.registry import ManagedModel
+from service.routers.feedback import predict_with_ids
 from service.schemas import (
     ERROR_RESPONSES,
     CsrBatch,
+    CsrPrediction,
+    ErrorBody,
+    NamedPrediction,
     NamedRows,
     Predictions,
     UpdateResult,
@@ -148,8 +152,13 @@ async def update(
 @router.post(
     "/predict",
     response_model=Predictions,
-    summary="Probabilities and margins (labels not needed); never changes the model",
-    openapi_extra=_NAME_PARAMETER | _body_schema(CsrBatch, NamedRows),
+    summary="Probabilities and margins (labels not needed); with ids (a model with feedback), "
+    "the rows wait for their labels",
+    openapi_extra=_NAME_PARAMETER | _body_schema(CsrPrediction, NamedPrediction),
+    responses={
+        409: {"model": ErrorBody, "description": "with ids: an id pending already"},
+        429: {"model": ErrorBody, "description": "with ids: the pending rows' memory is full"},
+    },
 )
 async def predict(request: Request) -> Response:
     # The hot route: no FastAPI parameter at all. A declared ``name: str`` would cost ~10 µs a
@@ -160,6 +169,10 @@ async def predict(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     warmup: Warmup = request.app.state.warmup
     data = await read_body(request, settings.max_body_bytes)
+    if b'"ids"' in data:  # perhaps rows to keep pending (a feature may be named so too)
+        remembered = await predict_with_ids(request, request.path_params["name"], data)
+        if remembered is not None:
+            return remembered
     scores = None
     if len(data) < SMALL_BODY_BYTES and warmup.is_warm(f"predict/{managed.model.spec.name}"):
         # A plain CSR body of a few rows is read, checked, scored and squashed in one compiled

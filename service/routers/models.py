@@ -33,6 +33,7 @@ def describe(managed: ManagedModel) -> dict[str, Any]:
         "touched_coordinates": int(np.count_nonzero(model.times_touched[: model.dim])),
         "state_bytes": model.state_bytes,
         "portfolio": model.info() if isinstance(model, PortfolioLogisticRegression) else None,
+        "feedback": model.feedback.summary() if model.feedback is not None else None,
     }
 
 

@@ -462,6 +462,22 @@ function parseLookup(textValue) {
   return { indices, features };
 }
 
+// Delayed labels (a model with a feedback setting): served metrics, join rate, pending, delays.
+function feedbackCards(feedback) {
+  if (!feedback) return [];
+  const served = feedback.served ?? {};
+  const delay = feedback.delay_seconds ?? {};
+  return [
+    card("pending (ids)", `${fmt(feedback.pending)} · ${fmtBytes(feedback.pending_bytes)}`, "pending"),
+    card("join rate", fmt(feedback.join_rate, 3), "join_rate"),
+    card("served log-loss", fmt(served.overall?.log_loss), "served_log_loss"),
+    card("served AUC / calibration",
+      `${fmt(served.recent?.auc)} / ${fmt(served.overall?.calibration, 3)}`, "served_auc"),
+    card("label delay p50 / p90 / p99 (s)",
+      `${fmt(delay.p50, 3)} / ${fmt(delay.p90, 3)} / ${fmt(delay.p99, 3)}`, "label_delay"),
+  ];
+}
+
 function modelView(name) {
   const title = h("h2", {}, "Model ", h("code", {}, name));
   const summary = h("div", { id: "model-summary", class: "cards" }, "loading…");
@@ -582,6 +598,7 @@ function modelView(name) {
         card("coordinates", config.hash_bits ? `2^${config.hash_bits} hashed` : fmt(config.dim), "dim"),
         card("touched", fmt(info.touched_coordinates), "touched"),
         card("state", fmtBytes(info.state_bytes), "state_bytes"),
+        ...feedbackCards(info.feedback),
       );
 
       const portfolio = info.portfolio;

@@ -77,7 +77,13 @@ def test_every_route_with_a_body_refuses_what_a_page_may_send(client, content_ty
         for method, operation in operations.items()
         if method == "post" and "requestBody" in operation
     ]
-    assert set(with_body) == {*JSON_BODIES, *STREAMS, "/v1/models/m/import"}
+    # /feedback takes JSON and NDJSON (labels for rows predicted with ids: test_feedback.py)
+    assert set(with_body) == {
+        *JSON_BODIES,
+        *STREAMS,
+        "/v1/models/m/import",
+        "/v1/models/m/feedback",
+    }
     model_file = OnlineLogisticRegression({"name": "adagrad"}, dim=8).to_bytes()
     for path in with_body:
         content = model_file if path.endswith("/import") else orjson.dumps(JSON_BODIES.get(path))
