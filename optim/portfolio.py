@@ -7,9 +7,10 @@ Members
 :class:`~optim.model.OnlineLogisticRegression` (``optimizer`` plus any per-model option such as
 ``normalized``); the portfolio's own ``dim``, ``lazy``, ``fit_intercept``, ``dtype`` and
 ``hash_seed`` are shared by every member. The first member is the leader until another earns
-the lead. Today: AdaGrad at lr 0.01 (the library's default), 0.1 and 1, FTRL-Proximal and Adam at
-their defaults. :data:`NORMALIZED_MEMBERS` holds their normalized forms, which join the
-portfolio when :data:`USE_NORMALIZED` is switched on (once the learner has ``normalized``).
+the lead. Today (chosen on the data sets of ``loadtest/REPORT_QUALITY.md``): ``vw`` first, VW's
+own default (AdaGrad lr 0.5, normalized and importance-invariant), so a portfolio starts where VW
+does; the same update at lr 0.1 and 2; plain AdaGrad lr 0.1, best where features are already on
+one scale (TF-IDF, one-hot); and normalized FTRL-Proximal.
 
 Learning
 --------
@@ -46,7 +47,7 @@ import threading
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numba as nb
 import numpy as np
@@ -58,7 +59,6 @@ from optim.hashing import FeatureHasher
 from optim.kernels import Kernels
 from optim.metrics import ProgressiveMetrics, score
 from optim.model import (
-    Features,
     LearnCall,
     LearnResult,
     OnlineLogisticRegression,
@@ -66,6 +66,9 @@ from optim.model import (
 )
 from optim.model_file import check_metrics_arrays, json_depth
 from optim.optimizers import OptimizerSpec
+
+if TYPE_CHECKING:
+    from optim.model import Features
 
 
 @dataclass(frozen=True)
@@ -76,19 +79,14 @@ class Member:
     settings: Mapping[str, Any]
 
 
+_VW = {"normalized": True, "invariant": True}
 MEMBERS: tuple[Member, ...] = (
-    Member("adagrad-0.01", {"optimizer": {"name": "adagrad", "lr": 0.01}}),
+    Member("vw", {"optimizer": {"name": "adagrad", "lr": 0.5}, **_VW}),
+    Member("vw-lr0.1", {"optimizer": {"name": "adagrad", "lr": 0.1}, **_VW}),
+    Member("vw-lr2", {"optimizer": {"name": "adagrad", "lr": 2.0}, **_VW}),
     Member("adagrad-0.1", {"optimizer": {"name": "adagrad", "lr": 0.1}}),
-    Member("adagrad-1", {"optimizer": {"name": "adagrad", "lr": 1.0}}),
-    Member("ftrl", {"optimizer": {"name": "ftrl"}}),
-    Member("adam", {"optimizer": {"name": "adam"}}),
+    Member("ftrl-normalized", {"optimizer": {"name": "ftrl"}, "normalized": True}),
 )
-NORMALIZED_MEMBERS: tuple[Member, ...] = tuple(
-    Member(f"{m.name}-normalized", {**m.settings, "normalized": True}) for m in MEMBERS
-)
-# Switch to True once "normalized" exists on every install that runs this: the normalized
-# members join the portfolio (see default_members).
-USE_NORMALIZED = True
 DEFAULT_WINDOW = 2_000
 DEFAULT_HYSTERESIS = 0.01
 MAX_MEMBERS = 16
@@ -96,11 +94,6 @@ AUTO = "auto"
 FORMAT = "adaserve-portfolio-v1"
 _STATE_BYTES = 1 << 20  # the portfolio.npy member (JSON: settings, leader, retired members)
 _SHARED = ("dim", "hash_bits", "lazy", "fit_intercept", "dtype", "hash_seed", "max_feature_names")
-
-
-def default_members() -> tuple[Member, ...]:
-    """:data:`MEMBERS`, plus :data:`NORMALIZED_MEMBERS` under :data:`USE_NORMALIZED`."""
-    return MEMBERS + NORMALIZED_MEMBERS if USE_NORMALIZED else MEMBERS
 
 
 def is_auto(optimizer: object) -> bool:
@@ -111,10 +104,10 @@ def is_auto(optimizer: object) -> bool:
 
 def members_of(optimizer: Mapping[str, Any]) -> tuple[Member, ...]:
     """The members an ``{"name": "auto", "members": [{"name": ..., "optimizer": ...,
-    <model options>}, ...]}`` setting lists (:func:`default_members` without ``members``)."""
+    <model options>}, ...]}`` setting lists (:data:`MEMBERS` without ``members``)."""
     listed = optimizer.get("members")
     if listed is None:
-        return default_members()
+        return MEMBERS
     if not isinstance(listed, list) or not 1 <= len(listed) <= MAX_MEMBERS:
         raise ConfigError(
             f"must be a list of 1 to {MAX_MEMBERS} members, got {listed!r:.200}",
@@ -280,7 +273,7 @@ def choose_leaders(
 
 # ----------------------------------------------------------------------------- the estimator
 class PortfolioLogisticRegression:
-    """``"optimizer": "auto"``: the members of ``members`` (default :func:`default_members`)
+    """``"optimizer": "auto"``: the members of ``members`` (default :data:`MEMBERS`)
     learn every row; predictions, rates and state come from the current leader (see the module
     docstring). Takes :class:`~optim.model.OnlineLogisticRegression`'s model settings, shared by
     every member, plus ``window`` and ``hysteresis`` of the leader's choice.
@@ -290,7 +283,7 @@ class PortfolioLogisticRegression:
     >>> X = sp.csr_array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]] * 200)
     >>> model = model.partial_fit(X, [1, 0] * 200)
     >>> model.leader, model.predict_proba(X[:2]).round(2)[:, 1].tolist()
-    ('adagrad-1', [1.0, 0.0])
+    ('vw-lr2', [1.0, 0.0])
     """
 
     def __init__(
@@ -302,7 +295,7 @@ class PortfolioLogisticRegression:
         recent_window: int = 10_000,
         **settings: Any,
     ) -> None:
-        members = tuple(default_members() if members is None else members)
+        members = tuple(MEMBERS if members is None else members)
         if not 1 <= len(members) <= MAX_MEMBERS:
             raise ConfigError(f"needs 1 to {MAX_MEMBERS} members", field="members")
         names = [m.name for m in members]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import test_service
 from fastapi.testclient import TestClient
 from test_cli import assert_same_model, reference, tiny_libsvm
 from test_service import CSR, assert_error, create
+from test_service import settings as test_service_settings
 
 from service.cli import main
 
-settings, client = test_service.settings, test_service.client  # the service tests' fixtures
+settings = test_service_settings  # the service tests' limits
 
 
 def test_rest_creates_normalized_invariant_model_and_shows_the_scale(client: TestClient) -> None:

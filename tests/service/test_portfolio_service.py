@@ -61,13 +61,13 @@ def test_auto_model_learns_predicts_and_shows_its_leaderboard(client: TestClient
     leader = client.get("/v1/models/a/learning-rates?indices=0,1").json()
     assert leader["member"] == alone.leader
     assert leader["coordinates"][0]["weight"] == alone.inspect_coordinates([0])[0]["weight"]
-    adam = client.get("/v1/models/a/learning-rates?indices=0&member=adam").json()
-    assert adam["member"] == "adam"
-    assert set(adam["coordinates"][0]["state"]) == {"exp_avg", "exp_avg_sq"}
-    summary = client.get("/v1/models/a/learning-rates/summary?member=ftrl").json()
-    assert summary["member"] == "ftrl" and summary["touched"] > 0
-    by_frequency = client.get("/v1/models/a/learning-rates/by-frequency?member=adagrad-1")
-    assert by_frequency.json()["member"] == "adagrad-1"
+    member = client.get("/v1/models/a/learning-rates?indices=0&member=ftrl-normalized").json()
+    assert member["member"] == "ftrl-normalized"
+    assert set(member["coordinates"][0]["state"]) == {"z", "n", "scale"}
+    summary = client.get("/v1/models/a/learning-rates/summary?member=vw").json()
+    assert summary["member"] == "vw" and summary["touched"] > 0
+    by_frequency = client.get("/v1/models/a/learning-rates/by-frequency?member=vw-lr2")
+    assert by_frequency.json()["member"] == "vw-lr2"
     unknown = client.get("/v1/models/a/learning-rates?indices=0&member=nope")
     assert unknown.status_code == 422 and unknown.json()["where"]["field"] == "member"
 

@@ -93,9 +93,9 @@ def test_leaderboard_and_inspection_by_member() -> None:
     lead = auto.inspect_coordinates([0, DIM])
     assert lead[0]["member"] == auto.leader
     assert lead[0]["weight"] == auto.member().inspect_coordinates([0])[0]["weight"]
-    adam = auto.inspect_coordinates([0], member="adam")[0]
-    assert adam["member"] == "adam" and set(adam["state"]) == {"exp_avg", "exp_avg_sq"}
-    assert auto.rate_summary(member="ftrl")["member"] == "ftrl"
+    member = auto.inspect_coordinates([0], member="ftrl-normalized")[0]
+    assert member["member"] == "ftrl-normalized" and set(member["state"]) == {"z", "n", "scale"}
+    assert auto.rate_summary(member="vw")["member"] == "vw"
     with pytest.raises(ConfigError, match="no member 'nope'"):
         auto.inspect_coordinates([0], member="nope")
 
