@@ -27,6 +27,7 @@ from optim.formats._scan import (
     parse_float,
     store,
 )
+from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
 from optim.hashing import FeatureHasher, _murmur3_32
 
 E_FIELDS, E_INTEGER = range(FIRST_FORMAT_ERROR, FIRST_FORMAT_ERROR + 2)
@@ -161,8 +162,15 @@ def read_rows(
 class CriteoReader(Reader):
     errors = ERRORS
 
-    def __init__(self, hasher: FeatureHasher, require_labels: bool, max_line_bytes: int) -> None:
-        super().__init__(hasher, require_labels, max_line_bytes)
+    def __init__(
+        self,
+        hasher: FeatureHasher,
+        require_labels: bool,
+        max_line_bytes: int,
+        features: FeatureOptions | None = None,
+        max_names: int = DEFAULT_MAX_NAMES,
+    ) -> None:
+        super().__init__(hasher, require_labels, max_line_bytes, features, max_names)
         self._int_index = hasher.indices(f"I{i}" for i in range(1, 14))
         # each categorical column's key prefix "Cj=": its length, then its bytes
         self._prefixes = np.zeros((26, 8), dtype=np.uint8)

@@ -56,6 +56,7 @@ from optim.formats._scan import (
     skip_line,
     store,
 )
+from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
 from optim.hashing import FeatureHasher, feature_key
 
 # A line orjson refused: the reader keeps the field and reason of the last one.
@@ -376,8 +377,15 @@ def read_row(
 class NdjsonReader(Reader):
     """Runs of lines through the compiled reader, each line it leaves through ``orjson``."""
 
-    def __init__(self, hasher: FeatureHasher, require_labels: bool, max_line_bytes: int) -> None:
-        super().__init__(hasher, require_labels, max_line_bytes)
+    def __init__(
+        self,
+        hasher: FeatureHasher,
+        require_labels: bool,
+        max_line_bytes: int,
+        features: FeatureOptions | None = None,
+        max_names: int = DEFAULT_MAX_NAMES,
+    ) -> None:
+        super().__init__(hasher, require_labels, max_line_bytes, features, max_names)
         # lines given to orjson after the compiled reader refuses one: after a line it refuses
         # at once, Python takes more lines (up to 1024) before asking it again, so a stream of
         # named features pays few kernel calls
@@ -465,7 +473,7 @@ class NdjsonReader(Reader):
             return self._failure
         return super().describe(buf, state)
 
-    def names(self, indices: np.ndarray) -> dict[str, int] | None:
+    def names(self, buf: np.ndarray, indices: np.ndarray) -> dict[str, int] | None:
         if not self._keys:
             return None
         hashed = self.hasher.indices(self._keys)

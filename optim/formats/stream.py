@@ -24,15 +24,18 @@ from optim.formats._scan import (
     E_VALUE_RANGE,
     FULL_FIXES,
     FULL_INDICES,
+    FULL_NAMES,
     STATE,
     Reader,
     Rows,
     canon_all,
+    grow_names,
 )
 from optim.formats.criteo import CriteoReader
 from optim.formats.libsvm import LibsvmReader
 from optim.formats.ndjson import NdjsonReader
 from optim.formats.vw import VwReader
+from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
 from optim.hashing import FeatureHasher
 
 READERS: dict[str, type[Reader]] = {
@@ -78,6 +81,8 @@ class StreamParser:
         max_rows_per_batch: int = 10_000,
         max_line_bytes: int = 1 << 20,
         require_labels: bool = True,
+        features: FeatureOptions | None = None,
+        max_names: int = DEFAULT_MAX_NAMES,
     ) -> None:
         if fmt not in READERS:
             raise ConfigError(f"must be one of {', '.join(READERS)}, got {fmt!r}", field="format")
@@ -96,7 +101,9 @@ class StreamParser:
         self.require_labels = bool(require_labels)
         self.lines_read = 0
         self.rows_parsed = 0
-        self._reader = READERS[fmt](self.hasher, self.require_labels, self.max_line_bytes)
+        self._reader = READERS[fmt](
+            self.hasher, self.require_labels, self.max_line_bytes, features, max_names
+        )
         self._buf = bytearray()
         self._skipping = False  # dropping the rest of a too-long line
         self._finished = False
@@ -199,6 +206,8 @@ class StreamParser:
                 out = out._replace(indices=_doubled(out.indices), values=_doubled(out.values))
             elif status == FULL_FIXES:
                 out = out._replace(fixes=_doubled(out.fixes), fix_scale=_doubled(out.fix_scale))
+            elif status == FULL_NAMES:
+                self._reader.name_set = grow_names(self._reader.name_set)
             else:
                 break
             state[0]["status"] = DONE
@@ -228,7 +237,7 @@ class StreamParser:
         hashed, rows canonicalized, arrays trimmed."""
         s = state[0]
         rows, nnz = int(s["rows"]), int(s["nnz"])
-        names = self._reader.names(out.indices)
+        names = self._reader.names(arr, out.indices)
         if not rows:
             return None
         self._nnz_per_row = max(1.0, nnz / rows)

@@ -26,18 +26,25 @@ from optim.formats._scan import (
     FIRST_FORMAT_ERROR,
     FULL_FIXES,
     FULL_INDICES,
+    FULL_NAMES,
     POW10,
     SMALL_ROW,
     Reader,
     Rows,
+    UNUSED,
     canon_row,
     counters,
+    cross_row,
+    digits_value,
     label_of,
+    name_slot,
+    names_full,
     note_fixup,
     parse_float,
     plain_decimal,
     skip_line,
     store,
+    vw_hash,
 )
 from optim.hashing import _murmur3_32
 
@@ -91,9 +98,16 @@ def read_rows(
     max_line_bytes,
     out,
     scratch,
+    names,
+    keep,
+    interactions,
+    letters,
+    parts,
+    keys_of,
     state,
 ):
     indptr, indices, values, labels, weights, fixes, _ = out
+    crossing = interactions.shape[0] > 0
     p, lines, rows, n, labeled, weighted, nfix, canon = counters(state)
     max_rows = indptr.shape[0] - 1
     keys = np.empty(SMALL_ROW, dtype=np.int64)
@@ -189,6 +203,9 @@ def read_rows(
                     break
                 ns_e = colon
             ns_len = ns_e - ns_s
+            letter = buf[ns_s] if ns_len > 0 else 32  # VW's namespace: its first byte, or ' '
+            kept = keep[letter]
+            ns_hash = vw_hash(buf, ns_s, ns_e, seed)
             for k in range(ns_len):
                 scratch[k] = buf[ns_s + k]
             scratch[ns_len] = 94  # '^'
@@ -229,19 +246,43 @@ def read_rows(
                         es = vs
                         ee = i
                         break
-                if ns_len == 0:
-                    h = _murmur3_32(buf, ts, name_e, seed)
+                if not kept:
+                    continue
+                number, digits = digits_value(buf, ts, name_e)
+                if digits:  # VW: a name of digits is that number plus the namespace's hash
+                    h = (number + ns_hash) & np.uint64(0xFFFFFFFF)
                 else:
-                    key_len = ns_len + 1
-                    for k in range(ts, name_e):
-                        scratch[key_len] = buf[k]
-                        key_len += 1
-                    h = _murmur3_32(scratch, 0, key_len, seed)
+                    if ns_len == 0:
+                        h = _murmur3_32(buf, ts, name_e, seed)
+                    else:
+                        key_len = ns_len + 1
+                        for k in range(ts, name_e):
+                            scratch[key_len] = buf[k]
+                            key_len += 1
+                        h = _murmur3_32(scratch, 0, key_len, seed)
                 if n == cap:
                     err = FULL_INDICES
                     break
                 indices[n] = np.int64(h % udim)
                 values[n] = v
+                row = name_slot(names, h)
+                if row >= 0:
+                    spans = names.spans
+                    spans[row, 0] = indices[n]
+                    spans[row, 1] = ns_s
+                    spans[row, 2] = ns_e
+                    spans[row, 3] = ts
+                    spans[row, 4] = name_e
+                    spans[row, 5] = UNUSED
+                    spans[row, 9] = UNUSED
+                if crossing:
+                    f = n - row_start
+                    letters[f] = letter
+                    keys_of[f] = h
+                    parts[f, 0] = ns_s
+                    parts[f, 1] = ns_e
+                    parts[f, 2] = ts
+                    parts[f, 3] = name_e
                 if st == 3:
                     if nfix == fix_cap:
                         err = FULL_FIXES
@@ -249,6 +290,13 @@ def read_rows(
                     note_fixup(out, nfix, n, vs, i, scale, lines + 1)
                     nfix += 1
                 n += 1
+        if err == 0 and crossing:
+            end = cross_row(
+                indices, values, row_start, n, letters, parts, keys_of, interactions, dim, names
+            )
+            if end < 0:
+                err = FULL_INDICES
+            n = max(end, n)
         if err < 0:  # full: roll the row back
             n = row_start
             nfix = fix_start
@@ -275,6 +323,9 @@ def read_rows(
             weighted += 1
         rows += 1
         indptr[rows] = n
+        if names_full(names):
+            err = FULL_NAMES
+            break
     store(state, p, lines, rows, n, labeled, weighted, nfix, canon, err, es, ee, extra)
 
 
@@ -284,5 +335,6 @@ class VwReader(Reader):
     def read(self, buf: np.ndarray, stop: int, out: Rows, state: np.ndarray) -> None:
         read_rows(
             buf, stop, self.dim, self.seed, self.require_labels, self.max_line_bytes, out,
-            self.scratch(stop, state), state,
+            self.scratch(stop, state), self.name_set, self.keep, self.interactions,
+            *self.row_scratch(stop, state), state,
         )  # fmt: skip
