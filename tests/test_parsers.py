@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optim import Batch, FeatureHasher
-from optim.hashing import murmurhash3_32
 from optim.formats import (
     FORMATS,
     ParseError,
@@ -25,6 +24,7 @@ from optim.formats import (
     iter_file_batches,
     parse_bytes,
 )
+from optim.hashing import murmurhash3_32
 
 MAKE_CLICKS = Path(__file__).resolve().parents[2] / "shared" / "tools" / "make_clicks.py"
 

@@ -21,6 +21,7 @@ import numba as nb
 import numpy as np
 import orjson
 
+from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
 from optim.formats._json_tokens import (
     APPROX,
     BAD,
@@ -56,7 +57,6 @@ from optim.formats._scan import (
     skip_line,
     store,
 )
-from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
 from optim.hashing import FeatureHasher, feature_key
 
 # A line orjson refused: the reader keeps the field and reason of the last one.

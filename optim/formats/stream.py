@@ -19,6 +19,7 @@ import numpy as np
 
 from optim.batch import Batch
 from optim.errors import BatchError, ConfigError
+from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
 from optim.formats._scan import (
     DONE,
     E_VALUE_RANGE,
@@ -35,7 +36,6 @@ from optim.formats.criteo import CriteoReader
 from optim.formats.libsvm import LibsvmReader
 from optim.formats.ndjson import NdjsonReader
 from optim.formats.vw import VwReader
-from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
 from optim.hashing import FeatureHasher
 
 READERS: dict[str, type[Reader]] = {
