@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from optim.errors import BatchError
+from optim.features import FeatureOptions
 from optim.hashing import FeatureHasher
 
 
@@ -408,11 +409,13 @@ class Batch:
         *,
         hasher: FeatureHasher,
         require_labels: bool = False,
+        features: FeatureOptions | None = None,
     ) -> Batch:
-        """Hash rows of named features (``{"IQ": 120, "city": "paris"}``) into a batch."""
+        """Hash rows of named features (``{"IQ": 120, "city": "paris"}``) into a batch (crosses
+        and namespaces as ``features`` says: :mod:`optim.features`)."""
         if isinstance(rows, Mapping | str):
             raise BatchError("must be a list of rows", field="rows")
-        indptr, indices, values, keys = hasher.hash_rows(rows)
+        indptr, indices, values, keys = hasher.hash_rows(rows, features)
         batch = cls.from_arrays(
             indptr, indices, values, labels, weights, dim=hasher.dim, require_labels=require_labels
         )

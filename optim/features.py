@@ -26,6 +26,8 @@ from optim.errors import ConfigError
 
 DEFAULT_MAX_NAMES = 1_000_000  # feature names a parser or a model remembers, by default
 MAX_INTERACTIONS = 64
+FNV_PRIME = 16777619  # VW's pair hash: (FNV_PRIME * x) ^ y, 64-bit
+MASK64 = (1 << 64) - 1
 
 
 def _namespaces(value: object, field: str) -> tuple[str, ...]:
@@ -117,3 +119,38 @@ class FeatureOptions:
         """The namespace of a named JSON feature: what precedes its first ``^``, or ``" "``."""
         head, sep, _ = name.partition("^")
         return head[:1] if sep and head else " "
+
+    def expand_row(
+        self, keys: list[str], values: list[float], coordinates: list[int], dim: int
+    ) -> tuple[list[str], list[float], list[int]]:
+        """A named row's features with the namespaces ignored or not kept left out and its
+        crossed features appended, as the compiled kernels generate them for text rows (the same
+        coordinates, values and names)."""
+        keep = self.keep_table()
+        kept = [k for k, key in enumerate(keys) if keep[ord(self.namespace_of(key))]]
+        keys = [keys[k] for k in kept]
+        values = [values[k] for k in kept]
+        coordinates = [coordinates[k] for k in kept]
+        groups: dict[str, list[int]] = {}
+        for k, key in enumerate(keys):
+            groups.setdefault(self.namespace_of(key), []).append(k)
+        out_keys, out_values, out_coordinates = list(keys), list(values), list(coordinates)
+        for item in self.interactions:
+            a, b = groups.get(item[0], []), groups.get(item[1], [])
+            c = groups.get(item[2], []) if len(item) == 3 else None
+            for i, x in enumerate(a):
+                hx = FNV_PRIME * coordinates[x]
+                for j in range(i if item[1] == item[0] else 0, len(b)):
+                    y = b[j]
+                    h2 = (hx ^ coordinates[y]) & MASK64
+                    if c is None:
+                        out_keys.append(f"{keys[x]}*{keys[y]}")
+                        out_values.append(values[x] * values[y])
+                        out_coordinates.append(h2 % dim)
+                        continue
+                    for k in range(j if item[2] == item[1] else 0, len(c)):
+                        z = c[k]
+                        out_keys.append(f"{keys[x]}*{keys[y]}*{keys[z]}")
+                        out_values.append(values[x] * values[y] * values[z])
+                        out_coordinates.append(((FNV_PRIME * h2) & MASK64 ^ coordinates[z]) % dim)
+        return out_keys, out_values, out_coordinates

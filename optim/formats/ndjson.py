@@ -392,6 +392,7 @@ class NdjsonReader(Reader):
         self._slow_lines = 1
         self._keys: list[str] = []  # the named features of the batch being read, to hash
         self._key_pos: list[int] = []  # and their places in its indices
+        self._named: dict[str, int] = {}  # names hashed as read (crosses), to report
         self._failure: tuple[str | None, str] = (None, "")
 
     def read(self, buf: np.ndarray, stop: int, out: Rows, state: np.ndarray) -> None:
@@ -446,6 +447,12 @@ class NdjsonReader(Reader):
                 s["pos"] = eol + 1
                 self._fail(state, error.field, error.reason)
                 return
+            if keys and self.features:  # hashed now, to cross or leave out namespaces
+                row_keys, values, direct = self.features.expand_row(
+                    keys, values, self.hasher.indices(keys).tolist(), self.dim
+                )
+                self._named.update(zip(row_keys, direct, strict=True))
+                key_pos, keys = [], []
             if n + len(direct) > out.indices.shape[0]:
                 s["status"] = FULL_INDICES  # the line is read again once they have grown
                 return
@@ -474,10 +481,10 @@ class NdjsonReader(Reader):
         return super().describe(buf, state)
 
     def names(self, buf: np.ndarray, indices: np.ndarray) -> dict[str, int] | None:
-        if not self._keys:
-            return None
-        hashed = self.hasher.indices(self._keys)
-        indices[np.asarray(self._key_pos, dtype=np.int64)] = hashed
-        names = dict(zip(self._keys, hashed.tolist(), strict=True))
-        self._keys, self._key_pos = [], []
-        return names
+        names, self._named = self._named, {}
+        if self._keys:
+            hashed = self.hasher.indices(self._keys)
+            indices[np.asarray(self._key_pos, dtype=np.int64)] = hashed
+            names.update(zip(self._keys, hashed.tolist(), strict=True))
+            self._keys, self._key_pos = [], []
+        return names or None
