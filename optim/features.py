@@ -6,7 +6,9 @@ namespace (``| x``) is ``" "``; in Criteo TSV the integer columns are namespace 
 categorical ones ``C``; in named JSON/NDJSON rows a feature ``"a^x"`` is in namespace ``a`` and one
 without ``^`` in ``" "``.
 
-``interactions`` lists strings of two or three namespaces (``["ab", "cc", "abc"]``); each adds,
+``interactions`` lists strings of two or three namespaces (``["ab", "cc", "abc"]``), taken as VW
+takes them: one that repeats an earlier one in another order (``"ba"`` after ``"ab"``) is dropped,
+and a triple with one namespace twice is sorted (``"aba"`` is ``"aab"``). Each adds,
 after a row's own features, the crossed features of the features of those namespaces in the row
 (see :func:`optim.formats._scan.cross_row` for the hash and the pairs of one namespace with
 itself); a cross's value is the product of its features' values and its name is theirs joined by
@@ -74,8 +76,10 @@ class FeatureOptions:
                         f"each interaction is 2 or 3 one-byte namespaces, got {item!r}",
                         field="interactions",
                     )
-                if item not in crosses:
-                    crosses.append(item)
+                if len(set(item)) == 2 and len(item) == 3:
+                    item = "".join(sorted(item))  # VW groups a repeated namespace: "aba" is "aab"
+                if all(sorted(item) != sorted(known) for known in crosses):
+                    crosses.append(item)  # VW drops a permutation of an earlier one ("ba": "ab")
             if len(crosses) > MAX_INTERACTIONS:
                 raise ConfigError(
                     f"at most {MAX_INTERACTIONS} interactions, got {len(crosses)}",

@@ -458,7 +458,8 @@ def canon_all(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray) -> in
 # feature); a part is a namespace span and a feature span (``ns^f``; ``f`` alone when the
 # namespace span is empty), or a prefix of the reader's (its row ``-1 - start``) and a span.
 
-FULL_NAMES = -4  # the kernel stopped after a row: the names set or spans are over half full
+FULL_NAMES = -4  # the kernel stopped: the names set or spans are to grow (see name_slot)
+NAMES_FULL = -2
 NAME_PARTS = 3
 NAME_COLUMNS = 1 + 4 * NAME_PARTS  # coordinate, then (ns start, ns stop, start, stop) per part
 UNUSED = -(1 << 40)  # a part a name does not have
@@ -488,7 +489,9 @@ def new_names(bound: int) -> Names:
 
 @nb.njit(inline="always")
 def name_slot(names: Names, key: np.uint64) -> int:
-    """The spans row to write the name of ``key`` into, or -1 when it is known (or no room)."""
+    """The spans row to write the name of ``key`` into; -1 when it is known (or the set is at
+    its bound: a name missed); :data:`NAMES_FULL` when the spans or the set must grow first (the
+    kernel rolls the row back and stops with :data:`FULL_NAMES`)."""
     keys, spans, count = names
     stored = key + np.uint64(1)
     mask = np.uint64(keys.shape[0] - 1)
@@ -497,9 +500,13 @@ def name_slot(names: Names, key: np.uint64) -> int:
         if keys[slot] == stored:
             return -1
         slot = (slot + np.uint64(1)) & mask
-    if count[1] >= count[3] or 4 * count[1] >= 3 * keys.shape[0] or count[0] == spans.shape[0]:
+    if count[1] >= count[3] or (
+        4 * count[1] >= 3 * keys.shape[0] and 3 * keys.shape[0] >= 4 * count[3]
+    ):
         count[2] += 1
         return -1
+    if count[0] == spans.shape[0] or 4 * count[1] >= 3 * keys.shape[0]:
+        return NAMES_FULL
     keys[slot] = stored
     count[1] += 1
     row = count[0]
@@ -632,7 +639,8 @@ def cross_row(
 ) -> int:
     """Append the crossed features of the row whose own features are ``[row_start, n)`` (their
     namespaces' first bytes in ``letters``, name parts in ``parts``, hash keys in ``keys``, by
-    position in the row) after them; the row's new end, or -1 when ``indices`` is full.
+    position in the row) after them; the row's new end, or -1 when ``indices`` is full, or
+    :data:`NAMES_FULL`.
 
     As VW: a cross of features ``x`` (namespace ``a``) and ``y`` (``b``) is coordinate
     ``((16777619 * x) ^ y) mod dim`` of their coordinates (64-bit arithmetic; a third ``z`` gives
@@ -672,6 +680,8 @@ def cross_row(
                     indices[w] = np.int64(h2 % udim)
                     values[w] = v2
                     row = name_slot(names, key2)
+                    if row == NAMES_FULL:
+                        return NAMES_FULL
                     if row >= 0:
                         spans = names.spans
                         spans[row, 0] = indices[w]
@@ -690,6 +700,8 @@ def cross_row(
                     indices[w] = np.int64(h3 % udim)
                     values[w] = v2 * values[row_start + z]
                     row = name_slot(names, (key2 * _MIX) ^ keys[z])
+                    if row == NAMES_FULL:
+                        return NAMES_FULL
                     if row >= 0:
                         spans = names.spans
                         spans[row, 0] = indices[w]

@@ -19,6 +19,7 @@ from optim.formats._scan import (
     FIRST_FORMAT_ERROR,
     FULL_INDICES,
     FULL_NAMES,
+    NAMES_FULL,
     SMALL_ROW,
     UNUSED,
     Reader,
@@ -147,6 +148,9 @@ def read_rows(
             indices[n] = int_index[col]
             values[n] = np.log1p(x) if x >= 0 else -np.log1p(-x)
             row = name_slot(names, int_keys[col])
+            if row == NAMES_FULL:
+                err = FULL_NAMES
+                break
             if row >= 0:
                 note_criteo_name(names.spans, row, indices[n], -1 - col, 0, 0)
             if crossing:
@@ -159,6 +163,9 @@ def read_rows(
                 parts[f, 3] = 0
             n += 1
         if err != 0:
+            if err == FULL_NAMES:  # roll the row back: it is read again once they have grown
+                p = line_start
+                lines -= 1
             n = row_start
             break
         for col in range(26):
@@ -180,6 +187,9 @@ def read_rows(
             indices[n] = np.int64(h % udim)
             values[n] = 1.0
             row = name_slot(names, h)
+            if row == NAMES_FULL:
+                err = FULL_NAMES
+                break
             if row >= 0:
                 note_criteo_name(names.spans, row, indices[n], -14 - col, fs, fe)
             if crossing:
@@ -191,6 +201,11 @@ def read_rows(
                 parts[f, 2] = fs
                 parts[f, 3] = fe
             n += 1
+        if err != 0:  # FULL_NAMES
+            n = row_start
+            p = line_start
+            lines -= 1
+            break
         if crossing:
             end = cross_row(
                 indices, values, row_start, n, letters, parts, keys_of, interactions, dim, names
@@ -199,7 +214,7 @@ def read_rows(
                 n = row_start
                 p = line_start
                 lines -= 1
-                err = FULL_INDICES
+                err = FULL_NAMES if end == NAMES_FULL else FULL_INDICES
                 break
             n = end
         n = canon_row(indices, values, row_start, n, keys, tmp)

@@ -312,6 +312,10 @@ def concat_batches(batches: list[Batch], dim: int) -> Batch:
         weights = np.concatenate(
             [b.weights if b.weights is not None else np.ones(b.n_rows) for b in batches]
         )
+    names: dict[str, int] = {}
+    for b in batches:
+        for name, index in (b.feature_names or {}).items():
+            names.setdefault(name, index)
     return Batch(
         indptr,
         np.concatenate([b.indices for b in batches]),
@@ -319,6 +323,7 @@ def concat_batches(batches: list[Batch], dim: int) -> Batch:
         labels,
         weights,
         dim,
+        names or None,
     )
 
 
@@ -329,6 +334,7 @@ def parse_bytes(
     dim: int,
     hash_seed: int = 0,
     require_labels: bool = True,
+    features: FeatureOptions | None = None,
 ) -> Batch:
     """Parse a whole buffer into one batch (raises :class:`ParseError` on the first bad line)."""
     size = len(memoryview(data).cast("B"))
@@ -339,6 +345,7 @@ def parse_bytes(
         max_rows_per_batch=1 << 16,
         max_line_bytes=max(1, size),
         require_labels=require_labels,
+        features=features,
     )
     batches: list[Batch] = []
     try:
@@ -360,6 +367,7 @@ def iter_file_batches(
     max_rows_per_batch: int = 10_000,
     max_line_bytes: int = 1 << 20,
     require_labels: bool = True,
+    features: FeatureOptions | None = None,
 ) -> Iterator[Batch]:
     """Batches of a file (a path, ``.gz`` decompressed, or a binary file object), read in chunks.
 
@@ -373,6 +381,7 @@ def iter_file_batches(
         max_rows_per_batch=max_rows_per_batch,
         max_line_bytes=max_line_bytes,
         require_labels=require_labels,
+        features=features,
     )
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)

@@ -27,6 +27,7 @@ from optim.formats._scan import (
     FULL_FIXES,
     FULL_INDICES,
     FULL_NAMES,
+    NAMES_FULL,
     POW10,
     SMALL_ROW,
     UNUSED,
@@ -266,6 +267,9 @@ def read_rows(
                 indices[n] = np.int64(h % udim)
                 values[n] = v
                 row = name_slot(names, h)
+                if row == NAMES_FULL:
+                    err = FULL_NAMES
+                    break
                 if row >= 0:
                     spans = names.spans
                     spans[row, 0] = indices[n]
@@ -295,7 +299,7 @@ def read_rows(
                 indices, values, row_start, n, letters, parts, keys_of, interactions, dim, names
             )
             if end < 0:
-                err = FULL_INDICES
+                err = FULL_NAMES if end == NAMES_FULL else FULL_INDICES
             n = max(end, n)
         if err < 0:  # full: roll the row back
             n = row_start
