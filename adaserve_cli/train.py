@@ -38,6 +38,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # optim (numba) is imported when a command runs, not for `adaserve --help`
     from optim import Batch, OnlineLogisticRegression
+    from optim.features import FeatureOptions
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STDIN = "-"
@@ -126,6 +127,15 @@ def _add_train(commands: Any) -> None:
     size.add_argument("--hash-bits", type=int, help="dim = 2**B")
     train.add_argument("--hash-seed", type=int, default=0, help="MurmurHash3 seed (default 0)")
     train.add_argument("--no-intercept", action="store_true", help="learn no intercept")
+    train.add_argument(
+        "--interactions",
+        action="append",
+        metavar="NS",
+        help="cross the features of 2 or 3 namespaces, e.g. ab (VW's -q ab; repeatable; -q is"
+        " --quiet here)",
+    )
+    train.add_argument("--ignore", action="append", metavar="N", help="leave out namespace N")
+    train.add_argument("--keep", action="append", metavar="N", help="keep only namespace N")
     train.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     train.add_argument("--output", "-o", help="model file to write (.npz, as the service exports)")
     train.add_argument(
@@ -396,6 +406,7 @@ def _located_batches(
     passes: int = 1,
     on_read: Callable[[int], None],
     require_labels: bool = True,
+    features: FeatureOptions | None = None,
 ) -> Generator[Batch, None, None]:
     """The batches of every source, ``passes`` times over; errors wrapped in :class:`_AtSource`."""
     from optim import AdaserveError
@@ -407,8 +418,9 @@ def _located_batches(
             try:
                 with open_source(source, on_read) as handle:
                     yield from iter_file_batches(
-                        handle, fmt, dim=dim, hash_seed=hash_seed, require_labels=require_labels
-                    )
+                        handle, fmt, dim=dim, hash_seed=hash_seed, require_labels=require_labels,
+                        features=features,
+                    )  # fmt: skip
             except (AdaserveError, OSError, *_GZIP_ERRORS) as error:
                 raise _AtSource(where, error) from error
 
@@ -500,7 +512,7 @@ def train(
     batches = read_ahead(
         _located_batches(
             sources, fmt, dim=model.dim, hash_seed=model.hasher.seed, passes=passes,
-            on_read=on_read,
+            on_read=on_read, features=model.features,
         )
     )  # fmt: skip
     try:
@@ -533,6 +545,9 @@ def build_model(
     fit_intercept: bool = True,
     dtype: str = "float64",
     hash_seed: int = 0,
+    interactions: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    keep: Sequence[str] | None = None,
 ) -> OnlineLogisticRegression:
     """The model of the command-line settings (a bad setting is a :class:`CommandError`)."""
     from optim import AdaserveError, OnlineLogisticRegression
@@ -550,6 +565,9 @@ def build_model(
             fit_intercept=fit_intercept,
             dtype=dtype,
             hash_seed=hash_seed,
+            interactions=interactions,
+            ignore=ignore,
+            keep=keep,
         )
     except AdaserveError as error:
         raise CommandError(str(error)) from None
@@ -579,6 +597,9 @@ def run_train(args: Any) -> int:
         fit_intercept=not args.no_intercept,
         dtype=args.dtype,
         hash_seed=args.hash_seed,
+        interactions=args.interactions,
+        ignore=args.ignore,
+        keep=args.keep,
     )
     outcome = train(
         args.files,
@@ -659,7 +680,7 @@ def predict(
     batches = read_ahead(
         _located_batches(
             [source], fmt, dim=model.dim, hash_seed=model.hasher.seed, on_read=bar.update,
-            require_labels=False,
+            require_labels=False, features=model.features,
         )
     )  # fmt: skip
     try:

@@ -265,3 +265,22 @@ def _entries(value: object) -> list[dict]:
     if isinstance(value, dict):
         return [e for v in value.values() for e in _entries(v)]
     return []
+
+
+def test_adaserve_train_interactions(tmp_path: Path) -> None:
+    from service.cli import main
+
+    data = tmp_path / "rows.vw"
+    data.write_text("\n".join(NAMED_ROWS) + "\n")
+    out = tmp_path / "model.npz"
+    argv = ["train", str(data), "--format", "vw", "--hash-bits", "18", "--quiet", "-o", str(out),
+            "--interactions", "ua", "--interactions", "uu", "--ignore", "s"]  # fmt: skip
+    assert main(argv) == 0
+    trained = OnlineLogisticRegression.load(out)
+    assert trained.config["interactions"] == ["ua", "uu"] and trained.config["ignore"] == ["s"]
+    expected = OnlineLogisticRegression("adagrad", dim=DIM, interactions=["ua", "uu"], ignore=["s"])
+    for batch in StreamParser("vw", dim=DIM, features=expected.features).feed(data.read_bytes()):
+        expected.learn(batch)
+    np.testing.assert_array_equal(trained.table, expected.table)
+    assert "user^age*ad^id7" in trained.feature_names.values()
+    assert main([*argv[:-6], "--interactions", "abcd"]) != 0
