@@ -3,6 +3,17 @@
 A numeric value ``{"IQ": 120}`` is feature ``IQ`` with value 120; a string value
 ``{"city": "paris"}`` is feature ``city=paris`` with value 1. The same names give the same
 coordinates in training, prediction and inspection, so a coordinate can be looked up by name.
+
+The rules of every format (:func:`coordinates_of` finds a name's coordinate by them):
+
+* a named key (named rows, NDJSON ``IQ``/``city=paris``, VW text ``ns^f`` or ``f`` in the unnamed
+  namespace, Criteo ``Ii``/``Cj=h``): ``murmurhash3_32(key, seed) % dim``;
+* a VW feature named by digits, as VW's ``hashstring``: ``(number + namespace hash) mod 2**32 %
+  dim``, the namespace hash being ``murmurhash3_32(ns, seed)`` (``murmurhash3_32("", seed)``, 0
+  for seed 0, for the unnamed namespace; a namespace of digits: its number plus ``seed``), so
+  ``| 3133:1`` is coordinate 3133 as libsvm's ``3133:1``;
+* a cross of features at coordinates ``x``, ``y`` (``z``), as VW's ``-q``: ``((16777619 * x) ^
+  y)`` in 64 bits (then ``(16777619 * that) ^ z``), modulo ``dim``; see :mod:`optim.features`.
 """
 
 from __future__ import annotations

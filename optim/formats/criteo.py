@@ -3,7 +3,10 @@
 Exactly 40 tab-separated fields (39, without the label, when labels are not required), an empty
 field being missing. Integer column ``Ii`` holding ``x`` is feature ``"Ii"`` with value
 ``log1p(x)`` (``-log1p(-x)`` for ``x < 0``); categorical column ``Cj`` holding ``h`` is feature
-``"Cj=h"`` with value 1 (both hashed as ``FeatureHasher(dim, hash_seed)`` hashes names).
+``"Cj=h"`` with value 1 (both hashed as ``FeatureHasher(dim, hash_seed)`` hashes names). Those
+are the names recorded; for interactions, ``ignore`` and ``keep`` the integer columns are
+namespace ``I`` and the categorical ones namespace ``C`` (``["CC"]`` crosses every pair of
+categorical values, ``["IC"]`` every integer column with every categorical value).
 """
 
 from __future__ import annotations

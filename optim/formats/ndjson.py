@@ -4,7 +4,8 @@ Either ``{"features": {"IQ": 120, "city": "paris"}, "label": 1, "weight": 1.0}``
 :meth:`optim.batch.Batch.from_rows` does (a number is feature ``name`` with that value, a string
 is feature ``name=value`` with value 1), or ``{"indices": [3, 17], "values": [0.5, 1], "label":
 0}`` (``values`` optional: all 1). ``label`` and ``weight`` may be ``null`` (absent). Any other key
-is an error naming it.
+is an error naming it. A named feature ``"ns^name"`` is in namespace ``n`` for interactions,
+``ignore`` and ``keep`` (:mod:`optim.features`); index rows have no namespaces.
 
 Lines of ``indices``/``values`` go through a compiled reader (:func:`read_rows`: the JSON token
 readers of :mod:`~optim.formats._json_tokens`, keys in any order, values, label and weight

@@ -4,7 +4,11 @@ The importance (>= 0) becomes the row's weight. The tag (a token starting with `
 touching the ``|``: in ``1|ns a`` the ``1`` is a tag) is ignored; a third number (VW's initial
 prediction) is refused. Feature ``f`` of namespace ``ns`` is coordinate ``murmurhash3_32("ns^f",
 hash_seed) % dim`` (key ``"f"`` when the namespace name is empty, as in ``| a b``): exactly
-``FeatureHasher(dim, hash_seed).index("ns^f")``. Its value defaults to 1 and is multiplied by the
+``FeatureHasher(dim, hash_seed).index("ns^f")``; but a name of digits is, as in VW, that number
+plus the namespace's hash, modulo 2**32 (``| 3133`` is coordinate 3133: see
+:mod:`optim.hashing`). The name ``ns^f`` is recorded; a namespace is known to interactions,
+``ignore`` and ``keep`` by its first byte (``" "``: the unnamed one), as VW knows it
+(:mod:`optim.features`). Its value defaults to 1 and is multiplied by the
 namespace's scale (``|ns:2.0``, default 1). A line whose header has no number (``| a b``) has no
 label. ``#`` is a comment only at the start of a line.
 """
