@@ -174,6 +174,22 @@ def test_named_rows_cross_as_vw_text() -> None:
     assert "u^age*u^city=paris" in text.feature_names and "u^age*u^age" in text.feature_names
 
 
+def test_ndjson_named_rows_cross_as_vw_text() -> None:
+    features = FeatureOptions.of(["ua", "aa"], ignore=["s"])
+    ndjson = parse_bytes(
+        b'{"features": {"u^age": 0.5, "a^id7": 1, "a^id9": 2, "s^x": 1}, "label": 1}\n'
+        b'{"indices": [3, 5], "label": 0}\n',
+        "ndjson", dim=DIM, features=features,
+    )  # fmt: skip
+    text = parse_bytes(
+        b"1 |u age:0.5 |a id7 id9:2 |s x\n0 | 3 5\n", "vw", dim=DIM, features=features
+    )
+    np.testing.assert_array_equal(ndjson.indptr, text.indptr)
+    np.testing.assert_array_equal(ndjson.indices, text.indices)
+    np.testing.assert_array_equal(ndjson.values, text.values)
+    assert {k: v for k, v in text.feature_names.items() if "^" in k} == ndjson.feature_names
+
+
 def test_criteo_namespaces_i_and_c() -> None:
     line = "\t".join(["1", "3", "", "-2"] + [""] * 10 + ["abc", "de"] + [""] * 24) + "\n"
     hasher = FeatureHasher(DIM)

@@ -464,17 +464,21 @@ NAME_PARTS = 3
 NAME_COLUMNS = 1 + 4 * NAME_PARTS  # coordinate, then (ns start, ns stop, start, stop) per part
 UNUSED = -(1 << 40)  # a part a name does not have
 FNV_PRIME = np.uint64(16777619)
+RECENT = 1 << 12
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 class Names(NamedTuple):
     """``keys``: the set of keys seen (key + 1; 0 is an empty slot; a power-of-two size);
     ``spans``: the new names of the batch being read; ``count``: [spans written, keys held, names
-    not recorded because the set reached its bound, the bound]."""
+    not recorded because the set reached its bound, the bound]; ``recent``: the keys last looked
+    up, direct-mapped (a small table the frequent features of a stream find in the L1 cache
+    before the set, which may not fit in any)."""
 
     keys: np.ndarray
     spans: np.ndarray
     count: np.ndarray
+    recent: np.ndarray
 
 
 def new_names(bound: int) -> Names:
@@ -484,6 +488,7 @@ def new_names(bound: int) -> Names:
         np.zeros(1 << 12, dtype=np.uint64),
         np.empty((1 << 10, NAME_COLUMNS), dtype=np.int64),
         count,
+        np.zeros(RECENT, dtype=np.uint64),
     )
 
 
@@ -492,12 +497,17 @@ def name_slot(names: Names, key: np.uint64) -> int:
     """The spans row to write the name of ``key`` into; -1 when it is known (or the set is at
     its bound: a name missed); :data:`NAMES_FULL` when the spans or the set must grow first (the
     kernel rolls the row back and stops with :data:`FULL_NAMES`)."""
-    keys, spans, count = names
+    keys, spans, count, recent = names
     stored = key + np.uint64(1)
+    mixed = (stored ^ (stored >> np.uint64(29))) * _MIX
+    line = mixed >> np.uint64(52)  # RECENT entries: the top 12 bits
+    if recent[line] == stored:
+        return -1
     mask = np.uint64(keys.shape[0] - 1)
-    slot = ((stored ^ (stored >> np.uint64(29))) * _MIX) & mask
+    slot = mixed & mask
     while keys[slot] != 0:
         if keys[slot] == stored:
+            recent[line] = stored
             return -1
         slot = (slot + np.uint64(1)) & mask
     if count[1] >= count[3] or (
@@ -508,6 +518,7 @@ def name_slot(names: Names, key: np.uint64) -> int:
     if count[0] == spans.shape[0] or 4 * count[1] >= 3 * keys.shape[0]:
         return NAMES_FULL
     keys[slot] = stored
+    recent[line] = stored
     count[1] += 1
     row = count[0]
     count[0] += 1
@@ -517,7 +528,7 @@ def name_slot(names: Names, key: np.uint64) -> int:
 @nb.njit(inline="always")
 def names_full(names: Names) -> bool:
     """Whether to stop after this row so the driver grows the set or the spans."""
-    keys, spans, count = names
+    keys, spans, count, _ = names
     grows = 2 * count[1] > keys.shape[0] and 3 * keys.shape[0] < 4 * count[3]
     return grows or 2 * count[0] > spans.shape[0]
 
@@ -525,12 +536,12 @@ def names_full(names: Names) -> bool:
 def grow_names(names: Names) -> Names:
     """A :class:`Names` with room again: the set doubled (rehashed) while under its bound, the
     spans doubled when over half full."""
-    keys, spans, count = names
+    keys, spans, count, recent = names
     if 2 * count[1] > keys.shape[0] and 3 * keys.shape[0] < 4 * count[3]:
         keys = _rehashed(keys)
     if 2 * count[0] > spans.shape[0]:
         spans = np.concatenate([spans, np.empty_like(spans)])
-    return Names(keys, spans, count)
+    return Names(keys, spans, count, recent)
 
 
 @nb.njit(nogil=True, cache=True)
