@@ -74,9 +74,13 @@ def generate(make_clicks: Path, rows: int, data_dir: Path) -> dict[str, Path]:
     return files
 
 
-def parse_all(fmt: str, data: bytes, features: FeatureOptions | None = None) -> int:
+def parse_all(
+    fmt: str, data: bytes, features: FeatureOptions | None = None, max_names: int = 1_000_000
+) -> int:
     """Rows parsed (with ``features``: the non-zeros generated, crosses included)."""
-    parser = StreamParser(fmt, dim=DIM, max_rows_per_batch=10_000, features=features)
+    parser = StreamParser(
+        fmt, dim=DIM, max_rows_per_batch=10_000, features=features, max_names=max_names
+    )
     view = memoryview(data)
     batches = [
         b for start in range(0, len(data), CHUNK) for b in parser.feed(view[start : start + CHUNK])
@@ -172,10 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     for fmt, path in files.items():
         data = path.read_bytes()
         rows = parse_all(fmt, data)
-        times = cpu_seconds(lambda fmt=fmt, data=data: parse_all(fmt, data), args.runs)
-        median = statistics.median(times)
-        print(f"{fmt:24} {rows / median:16,.0f} {len(data) / median / 1e6:14.1f} "
-              f"{rows / min(times):14,.0f}")  # fmt: skip
+        # names are recorded by default; "names off" (max_names=0) shows what recording costs
+        for label, names in ((fmt, 1_000_000), (f"{fmt} (names off)", 0)):
+            if names == 0 and fmt in ("libsvm", "ndjson"):
+                continue  # no names in these files
+            times = cpu_seconds(lambda f=fmt, d=data, n=names: parse_all(f, d, None, n), args.runs)
+            median = statistics.median(times)
+            print(f"{label:24} {rows / median:16,.0f} {len(data) / median / 1e6:14.1f} "
+                  f"{rows / min(times):14,.0f}")  # fmt: skip
     body, one = csr_body(files["libsvm"], 1_000)
     times = cpu_seconds(lambda: read_csr(body), args.runs, repeat=50)
     print(f"{'JSON CSR, 1,000 rows':24} {statistics.median(times) * 1e6:13,.0f} us "

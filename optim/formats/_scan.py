@@ -498,6 +498,8 @@ def name_slot(names: Names, key: np.uint64) -> int:
     its bound: a name missed); :data:`NAMES_FULL` when the spans or the set must grow first (the
     kernel rolls the row back and stops with :data:`FULL_NAMES`)."""
     keys, spans, count, recent = names
+    if count[3] == 0:  # names not recorded (max_names=0)
+        return -1
     stored = key + np.uint64(1)
     mixed = (stored ^ (stored >> np.uint64(29))) * _MIX
     line = mixed >> np.uint64(52)  # RECENT entries: the top 12 bits

@@ -70,7 +70,12 @@ class ParseError(BatchError):
 
 
 class StreamParser:
-    """Parse a stream of text rows fed in chunks of bytes into validated batches."""
+    """Parse a stream of text rows fed in chunks of bytes into validated batches.
+
+    ``features``: namespaces left out and crosses added (:mod:`optim.features`). The batches
+    carry the feature names first seen in them (``Batch.feature_names``), at most ``max_names``
+    in all (0: none recorded, the parser's fastest).
+    """
 
     def __init__(
         self,
@@ -87,6 +92,8 @@ class StreamParser:
         if fmt not in READERS:
             raise ConfigError(f"must be one of {', '.join(READERS)}, got {fmt!r}", field="format")
         self.hasher = FeatureHasher(dim, hash_seed)  # validates dim and seed
+        if isinstance(max_names, bool) or not isinstance(max_names, int) or max_names < 0:
+            raise ConfigError(f"must be an integer >= 0, got {max_names!r}", field="max_names")
         for name, value in (
             ("max_rows_per_batch", max_rows_per_batch),
             ("max_line_bytes", max_line_bytes),
