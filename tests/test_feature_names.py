@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from optim import FeatureHasher, OnlineLogisticRegression
+from optim import ConfigError, FeatureHasher, OnlineLogisticRegression
 from optim.formats import StreamParser, parse_bytes
 from optim.hashing import coordinates_of, murmurhash3_32
 from service.app import create_app
@@ -191,3 +191,15 @@ def test_service_stream_names_interactions_and_unseen(client: TestClient, tmp_pa
     assert "user^age*ad^id9" in str(summary)
     bad = client.post("/v1/models", json={**body, "name": "n", "interactions": ["abcd"]})
     assert bad.status_code == 422 and bad.json()["where"]["field"] == "interactions"
+
+
+def test_names_off() -> None:
+    data = lines_of_many_names(500)
+    parser = StreamParser("vw", dim=DIM, max_names=0)
+    batches = parser.feed(data) + parser.finish()
+    assert all(b.feature_names is None for b in batches)
+    np.testing.assert_array_equal(
+        np.concatenate([b.indices for b in batches]), parse_bytes(data, "vw", dim=DIM).indices
+    )
+    with pytest.raises(ConfigError):
+        StreamParser("vw", dim=DIM, max_names=-1)
