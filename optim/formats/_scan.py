@@ -471,7 +471,9 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 class Names(NamedTuple):
     """``keys``: the set of keys seen (key + 1; 0 is an empty slot; a power-of-two size);
     ``spans``: the new names of the batch being read; ``count``: [spans written, keys held, names
-    not recorded because the set reached its bound, the bound]; ``recent``: the keys last looked
+    not recorded because the set reached its bound, the bound, names of crosses held, their bound
+    (half the bound: crosses, far more numerous, leave room for the names of features)];
+    ``recent``: the keys last looked
     up, direct-mapped (a small table the frequent features of a stream find in the L1 cache
     before the set, which may not fit in any)."""
 
@@ -482,8 +484,9 @@ class Names(NamedTuple):
 
 
 def new_names(bound: int) -> Names:
-    count = np.zeros(4, dtype=np.int64)
+    count = np.zeros(6, dtype=np.int64)
     count[3] = bound
+    count[5] = bound // 2
     return Names(
         np.zeros(1 << 12, dtype=np.uint64),
         np.empty((1 << 10, NAME_COLUMNS), dtype=np.int64),
@@ -687,15 +690,17 @@ def cross_row(
                 h2 = hx ^ np.uint64(indices[row_start + y])
                 v2 = values[row_start + x] * values[row_start + y]
                 key2 = (keys[x] * _MIX) ^ keys[y]  # the names' key of a cross: its features'
+                record = names.count[4] < names.count[5]
                 if c < 0:
                     if w == cap:
                         return -1
                     indices[w] = np.int64(h2 % udim)
                     values[w] = v2
-                    row = name_slot(names, key2)
+                    row = name_slot(names, key2) if record else -1
                     if row == NAMES_FULL:
                         return NAMES_FULL
                     if row >= 0:
+                        names.count[4] += 1
                         spans = names.spans
                         spans[row, 0] = indices[w]
                         spans[row, 1:5] = parts[x]
@@ -712,10 +717,11 @@ def cross_row(
                     h3 = hxy ^ np.uint64(indices[row_start + z])
                     indices[w] = np.int64(h3 % udim)
                     values[w] = v2 * values[row_start + z]
-                    row = name_slot(names, (key2 * _MIX) ^ keys[z])
+                    row = name_slot(names, (key2 * _MIX) ^ keys[z]) if record else -1
                     if row == NAMES_FULL:
                         return NAMES_FULL
                     if row >= 0:
+                        names.count[4] += 1
                         spans = names.spans
                         spans[row, 0] = indices[w]
                         spans[row, 1:5] = parts[x]
