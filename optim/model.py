@@ -685,6 +685,8 @@ class OnlineLogisticRegression:
             "top_by_effective_learning_rate": top_by(
                 rate, self.times_touched[touched] >= min_touches
             ),
+            # coordinates with a remembered name, and those where a second name was seen
+            "names": {"remembered": len(self.feature_names), "collided": len(self.name_collisions)},
         }
 
     def rates_by_frequency(self, sample: int = 2_000, seed: int = 0) -> dict[str, Any]:

@@ -125,6 +125,7 @@ def test_model_keeps_the_first_name_and_counts_collisions() -> None:
             first.setdefault(model.hasher.index(name), name)
     assert model.feature_names == first
     assert model.name_collisions == {0, 1, 2, 3}
+    assert model.rate_summary()["names"] == {"remembered": 4, "collided": 4}
 
 
 def test_inspection_says_never_seen_and_shared() -> None:
