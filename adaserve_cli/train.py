@@ -39,6 +39,7 @@ from adaserve_cli.formats import FORMATS
 
 if TYPE_CHECKING:  # optim (numba) is imported when a command runs, not for `adaserve --help`
     from optim import Batch, OnlineLogisticRegression
+    from optim.features import FeatureOptions
 
 # When the interpreter reached this module (``adaserve`` imports it first): the end of
 # start-up's "interpreter" part in the summary's breakdown.
@@ -139,6 +140,15 @@ def _add_train(commands: Any) -> None:
         action="store_true",
         help="importance-invariant updates (sgd and adagrad; VW's default)",
     )
+    train.add_argument(
+        "--interactions",
+        action="append",
+        metavar="NS",
+        help="cross the features of 2 or 3 namespaces, e.g. ab (VW's -q ab; repeatable; -q is"
+        " --quiet here)",
+    )
+    train.add_argument("--ignore", action="append", metavar="N", help="leave out namespace N")
+    train.add_argument("--keep", action="append", metavar="N", help="keep only namespace N")
     train.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     train.add_argument("--output", "-o", help="model file to write (.npz, as the service exports)")
     train.add_argument(
@@ -438,6 +448,7 @@ def _located_batches(
     passes: int = 1,
     on_read: Callable[[int], None],
     require_labels: bool = True,
+    features: FeatureOptions | None = None,
 ) -> Generator[Batch, None, None]:
     """The batches of every source, ``passes`` times over; errors wrapped in :class:`_AtSource`."""
     from optim import AdaserveError
@@ -450,8 +461,9 @@ def _located_batches(
             try:
                 with open_source(source, on_read) as handle:
                     yield from iter_file_batches(
-                        handle, fmt, dim=dim, hash_seed=hash_seed, require_labels=require_labels
-                    )
+                        handle, fmt, dim=dim, hash_seed=hash_seed, require_labels=require_labels,
+                        features=features,
+                    )  # fmt: skip
             except (AdaserveError, OSError, CompressedInputError) as error:
                 raise _AtSource(where, error) from error
 
@@ -543,7 +555,7 @@ def train(
     batches = read_ahead(
         _located_batches(
             sources, fmt, dim=model.dim, hash_seed=model.hasher.seed, passes=passes,
-            on_read=on_read,
+            on_read=on_read, features=model.features,
         )
     )  # fmt: skip
     try:
@@ -581,6 +593,9 @@ def build_model(
     hash_seed: int = 0,
     normalized: bool = False,
     invariant: bool = False,
+    interactions: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    keep: Sequence[str] | None = None,
 ) -> OnlineLogisticRegression:
     """The model of the command-line settings (a bad setting is a :class:`CommandError`)."""
     from optim import AdaserveError
@@ -601,6 +616,9 @@ def build_model(
             hash_seed=hash_seed,
             normalized=normalized,
             invariant=invariant,
+            interactions=interactions,
+            ignore=ignore,
+            keep=keep,
         )
     except AdaserveError as error:
         raise CommandError(str(error)) from None
@@ -635,6 +653,9 @@ def run_train(args: Any) -> int:
         hash_seed=args.hash_seed,
         normalized=args.normalized,
         invariant=args.invariant,
+        interactions=args.interactions,
+        ignore=args.ignore,
+        keep=args.keep,
     )
     outcome = train(
         args.files,
@@ -791,7 +812,7 @@ def predict(
     batches = read_ahead(
         _located_batches(
             [source], fmt, dim=model.dim, hash_seed=model.hasher.seed, on_read=bar.update,
-            require_labels=False,
+            require_labels=False, features=model.features,
         )
     )  # fmt: skip
     try:

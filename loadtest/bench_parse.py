@@ -7,7 +7,10 @@
 (``--bits 20``) and as VW text with named features; the NDJSON file is the libsvm rows as
 ``{"indices", "values", "label"}`` lines. Each file is parsed from memory in 1 MiB chunks by
 :class:`optim.formats.StreamParser` (10,000-row batches) after a warm-up run; the JSON CSR reader
-reads a body of the first 1,000 rows, and predict's fused path scores a one-row body. Times are
+reads a body of the first 1,000 rows, and predict's fused path scores a one-row body. Then the cost
+of interactions: the click log made with ``--crosses 2`` as VW text with C1..C10 in namespace
+``x`` (issue 20's recipe), parsed plain, with ``-q xx`` (55 crosses a row) and with ``-q CC``;
+the cost per crossed feature is the extra CPU time over the crosses generated. Times are
 CPU seconds of this process (``time.process_time``), which move less than wall time on a shared
 machine; the median and the minimum of the runs are printed. Nothing is written but the
 generated files (in ``--data-dir``, reused by later runs).
@@ -28,6 +31,7 @@ import harness  # noqa: F401 - first: this checkout's code on sys.path
 import orjson
 
 from optim import OnlineLogisticRegression
+from optim.features import FeatureOptions
 from optim.formats import StreamParser
 from optim.formats.json_csr import read_csr, scores_of_json
 
@@ -71,13 +75,62 @@ def generate(make_clicks: Path, rows: int, data_dir: Path) -> dict[str, Path]:
     return files
 
 
-def parse_all(fmt: str, data: bytes) -> int:
-    parser = StreamParser(fmt, dim=DIM, max_rows_per_batch=10_000)
+def parse_all(
+    fmt: str, data: bytes, features: FeatureOptions | None = None, max_names: int = 1_000_000
+) -> int:
+    """Rows parsed (with ``features``: the non-zeros generated, crosses included)."""
+    parser = StreamParser(
+        fmt, dim=DIM, max_rows_per_batch=10_000, features=features, max_names=max_names
+    )
     view = memoryview(data)
     batches = [
         b for start in range(0, len(data), CHUNK) for b in parser.feed(view[start : start + CHUNK])
     ]
-    return sum(b.n_rows for b in batches + parser.finish())
+    batches += parser.finish()
+    if features is not None:
+        return sum(b.nnz for b in batches)
+    return sum(b.n_rows for b in batches)
+
+
+def crossed_clicks(make_clicks: Path, rows: int, data_dir: Path) -> Path:
+    """The ``--crosses 2`` click log as VW text, C1..C10 moved to namespace ``x``."""
+    path = data_dir / f"{rows}.crosses.vw"
+    if not path.exists():
+        made = subprocess.run(
+            [sys.executable, str(make_clicks), "--rows", str(rows), "--seed", "3",
+             "--format", "vw-named", "--crosses", "2"],
+            capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        x_columns = {f"C{j}".encode() for j in range(1, 11)}
+        out = []
+        for line in made.splitlines():
+            head, _, categorical = line.partition(b" |C ")
+            tokens = categorical.split()
+            x = [t for t in tokens if t.split(b"=")[0] in x_columns]
+            rest = [t for t in tokens if t.split(b"=")[0] not in x_columns]
+            out.append(b"%s |x %s |C %s" % (head, b" ".join(x), b" ".join(rest)))
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(b"\n".join(out) + b"\n")
+        partial.rename(path)
+    return path
+
+
+def crosses_section(path: Path, runs: int) -> None:
+    data = path.read_bytes()
+    plain = cpu_seconds(lambda: parse_all("vw", data), runs)
+    rows = parse_all("vw", data)
+    base_nnz = parse_all("vw", data, FeatureOptions())
+    print(f"\ninteractions, {rows:,} rows of {path.name} (C1..C10 in namespace x)")
+    print(f"{'option':24} {'rows/s (median)':>16} {'crosses/row':>12} {'ns/cross':>10}")
+    print(f"{'none':24} {rows / statistics.median(plain):16,.0f} {0:12.1f} {'':>10}")
+    for option in (["xx"], ["CC"]):
+        features = FeatureOptions.of(option)
+        nnz = parse_all("vw", data, features)
+        times = cpu_seconds(lambda f=features: parse_all("vw", data, f), runs)
+        crosses = nnz - base_nnz  # (non-zeros after duplicates are summed: a lower bound)
+        per_cross = (statistics.median(times) - statistics.median(plain)) / crosses * 1e9
+        print(f"{'-q ' + option[0]:24} {rows / statistics.median(times):16,.0f} "
+              f"{crosses / rows:12.1f} {per_cross:10.1f}")  # fmt: skip
 
 
 def cpu_seconds(work: Callable[[], object], runs: int, repeat: int = 1) -> list[float]:
@@ -124,10 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     for fmt, path in files.items():
         data = path.read_bytes()
         rows = parse_all(fmt, data)
-        times = cpu_seconds(lambda fmt=fmt, data=data: parse_all(fmt, data), args.runs)
-        median = statistics.median(times)
-        print(f"{fmt:24} {rows / median:16,.0f} {len(data) / median / 1e6:14.1f} "
-              f"{rows / min(times):14,.0f}")  # fmt: skip
+        # names are recorded by default; "names off" (max_names=0) shows what recording costs
+        for label, names in ((fmt, 1_000_000), (f"{fmt} (names off)", 0)):
+            if names == 0 and fmt in ("libsvm", "ndjson"):
+                continue  # no names in these files
+            times = cpu_seconds(lambda f=fmt, d=data, n=names: parse_all(f, d, None, n), args.runs)
+            median = statistics.median(times)
+            print(f"{label:24} {rows / median:16,.0f} {len(data) / median / 1e6:14.1f} "
+                  f"{rows / min(times):14,.0f}")  # fmt: skip
     body, one = csr_body(files["libsvm"], 1_000)
     times = cpu_seconds(lambda: read_csr(body), args.runs, repeat=50)
     print(f"{'JSON CSR, 1,000 rows':24} {statistics.median(times) * 1e6:13,.0f} us "
@@ -138,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: scores_of_json(model, one, max_rows=10, max_nnz=1_000), args.runs, repeat=5_000
     )
     print(f"{'predict fused, 1 row':24} {statistics.median(times) * 1e6:13.2f} us")
+    crosses_section(crossed_clicks(args.make_clicks, args.rows, args.data_dir), args.runs)
     return 0
 
 

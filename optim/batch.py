@@ -16,6 +16,7 @@ import numba as nb
 import numpy as np
 
 from optim.errors import BatchError
+from optim.features import FeatureOptions
 from optim.hashing import FeatureHasher
 
 if TYPE_CHECKING:  # imported where used: text input (adaserve train) starts without scipy
@@ -413,11 +414,13 @@ class Batch:
         *,
         hasher: FeatureHasher,
         require_labels: bool = False,
+        features: FeatureOptions | None = None,
     ) -> Batch:
-        """Hash rows of named features (``{"IQ": 120, "city": "paris"}``) into a batch."""
+        """Hash rows of named features (``{"IQ": 120, "city": "paris"}``) into a batch (crosses
+        and namespaces as ``features`` says: :mod:`optim.features`)."""
         if isinstance(rows, Mapping | str):
             raise BatchError("must be a list of rows", field="rows")
-        indptr, indices, values, keys = hasher.hash_rows(rows)
+        indptr, indices, values, keys = hasher.hash_rows(rows, features)
         batch = cls.from_arrays(
             indptr, indices, values, labels, weights, dim=hasher.dim, require_labels=require_labels
         )

@@ -3,6 +3,17 @@
 A numeric value ``{"IQ": 120}`` is feature ``IQ`` with value 120; a string value
 ``{"city": "paris"}`` is feature ``city=paris`` with value 1. The same names give the same
 coordinates in training, prediction and inspection, so a coordinate can be looked up by name.
+
+The rules of every format (:func:`coordinates_of` finds a name's coordinate by them):
+
+* a named key (named rows, NDJSON ``IQ``/``city=paris``, VW text ``ns^f`` or ``f`` in the unnamed
+  namespace, Criteo ``Ii``/``Cj=h``): ``murmurhash3_32(key, seed) % dim``;
+* a VW feature named by digits, as VW's ``hashstring``: ``(number + namespace hash) mod 2**32 %
+  dim``, the namespace hash being ``murmurhash3_32(ns, seed)`` (``murmurhash3_32("", seed)``, 0
+  for seed 0, for the unnamed namespace; a namespace of digits: its number plus ``seed``), so
+  ``| 3133:1`` is coordinate 3133 as libsvm's ``3133:1``;
+* a cross of features at coordinates ``x``, ``y`` (``z``), as VW's ``-q``: ``((16777619 * x) ^
+  y)`` in 64 bits (then ``(16777619 * that) ^ z``), modulo ``dim``; see :mod:`optim.features`.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ import numba as nb
 import numpy as np
 
 from optim.errors import BatchError, ConfigError
+from optim.features import FNV_PRIME, MASK64, FeatureOptions
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 
@@ -113,14 +125,16 @@ class FeatureHasher:
         return int(self.indices([key])[0])
 
     def hash_rows(
-        self, rows: Iterable[Mapping[str, object]]
+        self, rows: Iterable[Mapping[str, object]], features: FeatureOptions | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """CSR arrays (indptr, indices, values) and the keys of rows of named features.
+        """CSR arrays (indptr, indices, values) and the keys of rows of named features (with
+        ``features``' namespaces left out and crosses added: :mod:`optim.features`).
 
         Duplicates are left in place; :class:`optim.batch.Batch` sums them.
         """
         keys: list[str] = []
         values: list[float] = []
+        coordinates: list[int] = []
         indptr = [0]
         for r, row in enumerate(rows):
             if not isinstance(row, Mapping):
@@ -146,10 +160,54 @@ class FeatureHasher:
                     )
                 keys.append(key)
                 values.append(number)
+            if features:
+                start = indptr[-1]
+                row_keys, row_values, row_coordinates = features.expand_row(
+                    keys[start:], values[start:], self.indices(keys[start:]).tolist(), self.dim
+                )
+                keys[start:], values[start:] = row_keys, row_values
+                coordinates[start:] = row_coordinates
             indptr.append(len(keys))
         return (
             np.asarray(indptr, dtype=np.int64),
-            self.indices(keys),
+            np.asarray(coordinates, dtype=np.int64) if features else self.indices(keys),
             np.asarray(values, dtype=np.float64),
             keys,
         )
+
+
+def _vw_hash(text: str, seed: int) -> int:
+    """VW's ``hashstring``: a name of digits is its number plus ``seed`` (mod 2**32), any other
+    name its MurmurHash3 with ``seed``."""
+    if text.isascii() and text.isdigit():
+        return (int(text) + seed) & 0xFFFFFFFF
+    return murmurhash3_32(text, seed)
+
+
+def _digits_hash(key: str, seed: int) -> int | None:
+    """The hash of a VW feature named by digits (``"3133"``, ``"ns^3133"``), or ``None``."""
+    namespace, sep, feature = key.rpartition("^")
+    if not (feature.isascii() and feature.isdigit()) or (sep and not namespace):
+        return None
+    return (int(feature) + _vw_hash(namespace, seed)) & 0xFFFFFFFF
+
+
+def coordinates_of(name: str, hasher: FeatureHasher) -> list[int]:
+    """The coordinates a feature name may have, most specific first: by the digits rule of VW
+    text (a name of digits), as a cross of VW text or of named rows (``a^x*b^y``), and as a
+    hashed key (every format)."""
+    dim, seed = hasher.dim, hasher.seed
+    found = []
+    digits = _digits_hash(name, seed)
+    if digits is not None:
+        found.append(digits % dim)
+    parts = name.split("*")
+    if 2 <= len(parts) <= 3 and all(parts):
+        cross = 0
+        for k, part in enumerate(parts):
+            hashed = _digits_hash(part, seed)
+            index = (hashed if hashed is not None else murmurhash3_32(part, seed)) % dim
+            cross = index if k == 0 else ((FNV_PRIME * cross) & MASK64) ^ index
+        found.append(cross % dim)
+    found.append(hasher.index(name))
+    return list(dict.fromkeys(found))

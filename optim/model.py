@@ -26,10 +26,11 @@ import numpy as np
 from optim._loop import LOSS_BEYOND_LIMIT, LOSS_LIMIT, REFUSED_ROW
 from optim.batch import Batch, largest_magnitude, row_containing
 from optim.errors import BatchError, ConfigError, ModelFileError, NonFiniteUpdate
+from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
 from optim.feedback import MEMBERS as FEEDBACK_MEMBERS
 from optim.feedback import ROW_OVERHEAD_BYTES, Feedback, FeedbackPolicy, check_feedback_state
 from optim.frequency import rates_by_frequency
-from optim.hashing import FeatureHasher
+from optim.hashing import FeatureHasher, coordinates_of
 from optim.kernels import Kernels, kernels_for
 from optim.metrics import ProgressiveMetrics, probabilities, score
 from optim.model_file import (
@@ -156,6 +157,10 @@ class OnlineLogisticRegression:
     feedback:
         ``{"ttl_seconds": T, "on_expiry": "negative" | "drop"}``: rows may be predicted with an
         id and labelled later (:attr:`feedback`, see :mod:`optim.feedback`); None: they may not.
+    interactions, ignore, keep:
+        Crossed features of namespaces (``["ab", "abc"]``, as VW's ``-q``/``--interactions``)
+        and namespaces left out or kept (VW's ``--ignore``/``--keep``), for every row read from
+        text or named features (see :mod:`optim.features`).
     """
 
     def __init__(
@@ -169,12 +174,16 @@ class OnlineLogisticRegression:
         dtype: str = "float64",
         hash_seed: int = 0,
         recent_window: int = 10_000,
-        max_feature_names: int = 1_000_000,
+        max_feature_names: int = DEFAULT_MAX_NAMES,
         normalized: bool = False,
         invariant: bool = False,
         feedback: Mapping[str, Any] | None = None,
+        interactions: Sequence[str] | None = None,
+        ignore: Sequence[str] | None = None,
+        keep: Sequence[str] | None = None,
     ) -> None:
         self.spec, self.optimizer_params = _resolve_optimizer(optimizer)
+        self.features = FeatureOptions.of(interactions, ignore, keep)
         for name, value in (("normalized", normalized), ("invariant", invariant)):
             if not isinstance(value, bool):
                 raise ConfigError(f"must be a boolean, got {value!r}", field=name)
@@ -242,6 +251,7 @@ class OnlineLogisticRegression:
         self.step = 0
         self.metrics = ProgressiveMetrics(recent_window)
         self.feature_names: dict[int, str] = {}
+        self.name_collisions: set[int] = set()  # coordinates where two names were seen
         self._name_bytes = 0  # of feature_names (see memory_bytes)
         self.feedback = (
             None
@@ -267,6 +277,7 @@ class OnlineLogisticRegression:
             "recent_window": self.metrics.window,
             "normalized": self.normalized,
             "invariant": self.invariant,
+            **self.features.config(),
         }
         if self.feedback is not None:
             config["feedback"] = self.feedback.policy.to_config()
@@ -358,8 +369,9 @@ class OnlineLogisticRegression:
             )
         if isinstance(X, Sequence) and not isinstance(X, str | bytes):
             return Batch.from_rows(
-                X, y, sample_weight, hasher=self.hasher, require_labels=require_labels
-            )
+                X, y, sample_weight, hasher=self.hasher, require_labels=require_labels,
+                features=self.features,
+            )  # fmt: skip
         raise BatchError(
             f"must be a scipy.sparse matrix, a Batch or a list of rows of named features, "
             f"got {type(X).__name__}",
@@ -367,16 +379,24 @@ class OnlineLogisticRegression:
         )
 
     def _remember_names(self, batch: Batch) -> None:
+        """The first name seen at each coordinate (up to ``max_feature_names``), and the
+        coordinates where a second name was seen (a hash collision; as many at most)."""
         if not batch.feature_names:
             return
-        room = self.max_feature_names - len(self.feature_names)
+        names = self.feature_names
         for key, index in batch.feature_names.items():
-            if room <= 0:
-                break
-            if index not in self.feature_names:
-                self.feature_names[index] = key
-                self._name_bytes += sys.getsizeof(key) + _NAME_ENTRY_BYTES
-                room -= 1
+            known = names.get(index)
+            if known is None:
+                if len(names) < self.max_feature_names:
+                    names[index] = key
+                    self._name_bytes += sys.getsizeof(key) + _NAME_ENTRY_BYTES
+            elif (
+                known != key
+                and index not in self.name_collisions
+                and len(self.name_collisions) < self.max_feature_names
+            ):
+                self.name_collisions.add(index)
+                self._name_bytes += _NAME_ENTRY_BYTES
 
     # ----------------------------------------------------------------- learning
     def learn(
@@ -630,10 +650,19 @@ class OnlineLogisticRegression:
         return np.array([self.inspect_coordinates([self.dim])[0]["weight"]])
 
     def feature_index(self, name: str) -> int:
-        """The coordinate of a feature key (``"IQ"`` or ``"city=paris"``)."""
+        """The coordinate of a feature key (``"IQ"``, ``"city=paris"``, VW's ``"ns^f"``, ``"3133"``
+        or a cross ``"a^x*b^y"``): where that name was seen, else where the hashing rules put it
+        (:func:`optim.hashing.coordinates_of`)."""
         if not isinstance(name, str) or not name:
             raise BatchError(f"must be a non-empty string, got {name!r}", field="features")
-        return self.hasher.index(name)
+        candidates = coordinates_of(name, self.hasher)
+        for index in candidates:
+            if self.feature_names.get(index) == name:
+                return index
+        for index in candidates:
+            if self.times_touched[index]:
+                return index
+        return candidates[0]
 
     def inspect_coordinates(
         self, indices: Sequence[int] = (), features: Sequence[str] = ()
@@ -643,29 +672,40 @@ class OnlineLogisticRegression:
         Coordinates by ``indices`` and/or by feature key through the model's hashing; index
         ``dim`` is the intercept.
         """
-        keyed: list[tuple[int, str | None]] = []
+        keyed: list[tuple[int, str | None, bool]] = []
         for i in indices:
             if isinstance(i, bool) or not isinstance(i, int | np.integer) or not 0 <= i <= self.dim:
                 raise BatchError(
                     f"index {i!r} is outside [0, {self.dim}] ({self.dim} is the intercept)",
                     field="indices",
                 )
-            keyed.append((int(i), self.feature_names.get(int(i))))
-        keyed.extend((self.feature_index(name), name) for name in features)
-        coordinates = np.array([k for k, _ in keyed], dtype=np.int64)
+            keyed.append((int(i), self.feature_names.get(int(i)), False))
+        keyed.extend((self.feature_index(name), name, True) for name in features)
+        coordinates = np.array([k for k, _, _ in keyed], dtype=np.int64)
         weight, slots, rate = self._inspect_arrays(coordinates)
-        return [
-            {
+        out = []
+        for i, (index, name, by_name) in enumerate(keyed):
+            touched = int(self.times_touched[index])
+            entry: dict[str, Any] = {
                 "index": index,
                 "feature": "(intercept)" if index == self.dim else name,
+                "seen": bool(touched),
                 "weight": float(weight[i]),
                 "effective_learning_rate": float(rate[i]),
                 "state": {s: float(slots[i, q]) for q, s in enumerate(self.slots)},
-                "times_touched": int(self.times_touched[index]),
+                "times_touched": touched,
                 "last_touched_step": int(self.last_touched_step[index]),
             }
-            for i, (index, name) in enumerate(keyed)
-        ]
+            recorded = self.feature_names.get(index)
+            if by_name and recorded is not None and recorded != name:
+                # another name's coordinate: this one was seen there only if two names were
+                entry["shared_with"] = recorded
+                entry["seen"] = entry["seen"] and index in self.name_collisions
+            if by_name and not entry["seen"]:  # no numbers of a feature never seen (nor of
+                # another one's): by index, they are the coordinate's own (initial) state
+                entry.update(weight=None, effective_learning_rate=None, state=None)
+            out.append(entry)
+        return out
 
     def rate_summary(self, top: int = 20, bins: int = 20, min_touches: int = 10) -> dict[str, Any]:
         """Quantiles, histograms and top-k of effective rates and weights, touched coordinates.
@@ -733,6 +773,8 @@ class OnlineLogisticRegression:
             "top_by_effective_learning_rate": top_by(
                 rate, self.times_touched[touched] >= min_touches
             ),
+            # coordinates with a remembered name, and those where a second name was seen
+            "names": {"remembered": len(self.feature_names), "collided": len(self.name_collisions)},
         }
 
     def rates_by_frequency(self, sample: int = 2_000, seed: int = 0) -> dict[str, Any]:

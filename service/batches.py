@@ -84,6 +84,7 @@ def _rows_batch(rows: Any, model: OnlineLogisticRegression, require_labels: bool
         weights if has_weights else None,
         hasher=model.hasher,
         require_labels=require_labels,
+        features=model.features,
     )
 
 

@@ -68,6 +68,13 @@ class CreateModel(BaseModel):
     feedback: FeedbackConfig | None = Field(
         None, description="predict with ids, label later (POST /v1/models/{name}/feedback)"
     )
+    interactions: list[str] | None = Field(
+        None,
+        description='crossed features of namespaces, e.g. ["ab", "cc", "abc"] (VW -q and '
+        "--interactions; namespaces by first letter; Criteo: I and C; named rows: 'ns^name')",
+    )
+    ignore: list[str] | None = Field(None, description="namespaces left out (VW --ignore)")
+    keep: list[str] | None = Field(None, description="the only namespaces kept (VW --keep)")
 
 
 class ModelConfig(BaseModel):
@@ -84,6 +91,9 @@ class ModelConfig(BaseModel):
     normalized: bool = False
     invariant: bool = False
     feedback: FeedbackConfig | None = None
+    interactions: list[str] = []
+    ignore: list[str] = []
+    keep: list[str] = []
 
 
 class WindowMetrics(BaseModel):
@@ -300,9 +310,16 @@ class Predictions(BaseModel):
 class Coordinate(BaseModel):
     index: int
     feature: str | None = Field(description="the feature name, when asked by name or known")
-    weight: float
-    effective_learning_rate: float
-    state: dict[str, float] = Field(description="the optimizer's state slots by name")
+    seen: bool = Field(
+        description="whether the coordinate was in a learned row (asked by name: and that name"
+        " was seen there); a feature never seen has no weight, rate or state"
+    )
+    shared_with: str | None = Field(
+        None, description="the name first seen at this coordinate, when another (a hash collision)"
+    )
+    weight: float | None
+    effective_learning_rate: float | None
+    state: dict[str, float] | None = Field(description="the optimizer's state slots by name")
     times_touched: int
     last_touched_step: int
 

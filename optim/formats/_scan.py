@@ -27,7 +27,8 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
-from optim.hashing import FeatureHasher
+from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
+from optim.hashing import FeatureHasher, _murmur3_32
 
 POW10 = np.array([10.0**k for k in range(23)])
 DBL_MAX = 1.7976931348623157e308
@@ -448,6 +449,288 @@ def canon_all(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray) -> in
     return w
 
 
+# -- feature names and crosses -------------------------------------------------------------------
+#
+# A kernel that hashes named features records each name the first time its key (the feature's
+# hash before the modulo) appears in the stream, in a :class:`Names`: an open-addressing set of
+# keys, and the spans of the bytes each new name is made of (read back by :func:`gather_names`
+# while the buffer still holds them). A name is up to three *parts* joined by ``*`` (a crossed
+# feature); a part is a namespace span and a feature span (``ns^f``; ``f`` alone when the
+# namespace span is empty), or a prefix of the reader's (its row ``-1 - start``) and a span.
+
+FULL_NAMES = -4  # the kernel stopped: the names set or spans are to grow (see name_slot)
+NAMES_FULL = -2
+NAME_PARTS = 3
+NAME_COLUMNS = 1 + 4 * NAME_PARTS  # coordinate, then (ns start, ns stop, start, stop) per part
+UNUSED = -(1 << 40)  # a part a name does not have
+FNV_PRIME = np.uint64(16777619)
+RECENT = 1 << 12
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+class Names(NamedTuple):
+    """``keys``: the set of keys seen (key + 1; 0 is an empty slot; a power-of-two size);
+    ``spans``: the new names of the batch being read; ``count``: [spans written, keys held, names
+    not recorded because the set reached its bound, the bound, names of crosses held, their bound
+    (half the bound: crosses, far more numerous, leave room for the names of features)];
+    ``recent``: the keys last looked
+    up, direct-mapped (a small table the frequent features of a stream find in the L1 cache
+    before the set, which may not fit in any)."""
+
+    keys: np.ndarray
+    spans: np.ndarray
+    count: np.ndarray
+    recent: np.ndarray
+
+
+def new_names(bound: int) -> Names:
+    count = np.zeros(6, dtype=np.int64)
+    count[3] = bound
+    count[5] = bound // 2
+    return Names(
+        np.zeros(1 << 12, dtype=np.uint64),
+        np.empty((1 << 10, NAME_COLUMNS), dtype=np.int64),
+        count,
+        np.zeros(RECENT, dtype=np.uint64),
+    )
+
+
+@nb.njit(inline="always")
+def name_slot(names: Names, key: np.uint64) -> int:
+    """The spans row to write the name of ``key`` into; -1 when it is known (or the set is at
+    its bound: a name missed); :data:`NAMES_FULL` when the spans or the set must grow first (the
+    kernel rolls the row back and stops with :data:`FULL_NAMES`)."""
+    keys, spans, count, recent = names
+    if count[3] == 0:  # names not recorded (max_names=0)
+        return -1
+    stored = key + np.uint64(1)
+    mixed = (stored ^ (stored >> np.uint64(29))) * _MIX
+    line = mixed >> np.uint64(52)  # RECENT entries: the top 12 bits
+    if recent[line] == stored:
+        return -1
+    mask = np.uint64(keys.shape[0] - 1)
+    slot = mixed & mask
+    while keys[slot] != 0:
+        if keys[slot] == stored:
+            recent[line] = stored
+            return -1
+        slot = (slot + np.uint64(1)) & mask
+    if count[1] >= count[3] or (
+        4 * count[1] >= 3 * keys.shape[0] and 3 * keys.shape[0] >= 4 * count[3]
+    ):
+        count[2] += 1
+        return -1
+    if count[0] == spans.shape[0] or 4 * count[1] >= 3 * keys.shape[0]:
+        return NAMES_FULL
+    keys[slot] = stored
+    recent[line] = stored
+    count[1] += 1
+    row = count[0]
+    count[0] += 1
+    return row
+
+
+@nb.njit(inline="always")
+def names_full(names: Names) -> bool:
+    """Whether to stop after this row so the driver grows the set or the spans."""
+    keys, spans, count, _ = names
+    grows = 2 * count[1] > keys.shape[0] and 3 * keys.shape[0] < 4 * count[3]
+    return grows or 2 * count[0] > spans.shape[0]
+
+
+def grow_names(names: Names) -> Names:
+    """A :class:`Names` with room again: the set doubled (rehashed) while under its bound, the
+    spans doubled when over half full."""
+    keys, spans, count, recent = names
+    if 2 * count[1] > keys.shape[0] and 3 * keys.shape[0] < 4 * count[3]:
+        keys = _rehashed(keys)
+    if 2 * count[0] > spans.shape[0]:
+        spans = np.concatenate([spans, np.empty_like(spans)])
+    return Names(keys, spans, count, recent)
+
+
+@nb.njit(nogil=True, cache=True)
+def _rehashed(keys: np.ndarray) -> np.ndarray:
+    out = np.zeros(2 * keys.shape[0], dtype=np.uint64)
+    mask = np.uint64(out.shape[0] - 1)
+    for stored in keys:
+        if stored != 0:
+            slot = ((stored ^ (stored >> np.uint64(29))) * _MIX) & mask
+            while out[slot] != 0:
+                slot = (slot + np.uint64(1)) & mask
+            out[slot] = stored
+    return out
+
+
+@nb.njit(nogil=True, cache=True)
+def gather_names(
+    buf: np.ndarray, spans: np.ndarray, n: int, prefixes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The text of ``n`` recorded names, ``'\\n'`` between them, and their coordinates."""
+    size = 0
+    for r in range(n):
+        for q in range(NAME_PARTS):
+            ns_s, ns_e, f_s, f_e = spans[r, 1 + 4 * q : 5 + 4 * q]
+            if ns_s == UNUSED:
+                continue
+            size += 1 + f_e - f_s + (prefixes[-1 - ns_s, 0] if ns_s < 0 else ns_e - ns_s + 1)
+    out = np.empty(max(size, 1), dtype=np.uint8)
+    coordinates = np.empty(n, dtype=np.int64)
+    w = 0
+    for r in range(n):
+        coordinates[r] = spans[r, 0]
+        if r > 0:
+            out[w] = 10
+            w += 1
+        for q in range(NAME_PARTS):
+            ns_s, ns_e, f_s, f_e = spans[r, 1 + 4 * q : 5 + 4 * q]
+            if ns_s == UNUSED:
+                continue
+            if q > 0:
+                out[w] = 42  # '*'
+                w += 1
+            if ns_s < 0:
+                row = -1 - ns_s
+                for k in range(prefixes[row, 0]):
+                    out[w] = prefixes[row, 1 + k]
+                    w += 1
+            elif ns_e > ns_s:
+                for k in range(ns_s, ns_e):
+                    out[w] = buf[k]
+                    w += 1
+                out[w] = 94  # '^'
+                w += 1
+            for k in range(f_s, f_e):
+                out[w] = buf[k]
+                w += 1
+    return out[:w], coordinates
+
+
+def decode_names(names: Names, buf: np.ndarray, prefixes: np.ndarray) -> dict[str, int] | None:
+    """The names recorded since the last call (name -> coordinate), the spans emptied."""
+    n = int(names.count[0])
+    if not n:
+        return None
+    text, coordinates = gather_names(buf, names.spans, n, prefixes)
+    names.count[0] = 0
+    keys = text.tobytes().decode("utf-8", errors="replace").split("\n")
+    return dict(zip(keys, coordinates.tolist(), strict=True))
+
+
+@nb.njit(inline="always")
+def digits_value(buf: np.ndarray, s: int, e: int) -> tuple[np.uint64, bool]:
+    """Whether ``buf[s:e]`` is all decimal digits, and their number modulo 2**64 (as VW reads
+    a feature or namespace name made of digits)."""
+    number = np.uint64(0)
+    for k in range(s, e):
+        d = np.uint64(buf[k]) - np.uint64(48)  # wraps for any byte below '0'
+        if d > np.uint64(9):
+            return number, False
+        number = number * np.uint64(10) + d
+    return number, e > s
+
+
+@nb.njit(nogil=True, cache=True)
+def vw_hash(buf: np.ndarray, s: int, e: int, seed: int) -> np.uint64:
+    """VW's ``hashstring``: the number a name of digits is, plus ``seed`` (modulo 2**32), else
+    MurmurHash3 of the name with ``seed`` (the empty name too: 0 for seed 0)."""
+    number, digits = digits_value(buf, s, e)
+    if digits:
+        return (number + np.uint64(seed)) & np.uint64(0xFFFFFFFF)
+    return _murmur3_32(buf, s, e, seed)
+
+
+@nb.njit(nogil=True, cache=True)
+def cross_row(
+    indices: np.ndarray,
+    values: np.ndarray,
+    row_start: int,
+    n: int,
+    letters: np.ndarray,
+    parts: np.ndarray,
+    keys: np.ndarray,
+    interactions: np.ndarray,
+    dim: int,
+    names: Names,
+) -> int:
+    """Append the crossed features of the row whose own features are ``[row_start, n)`` (their
+    namespaces' first bytes in ``letters``, name parts in ``parts``, hash keys in ``keys``, by
+    position in the row) after them; the row's new end, or -1 when ``indices`` is full, or
+    :data:`NAMES_FULL`.
+
+    As VW: a cross of features ``x`` (namespace ``a``) and ``y`` (``b``) is coordinate
+    ``((16777619 * x) ^ y) mod dim`` of their coordinates (64-bit arithmetic; a third ``z`` gives
+    ``((16777619 * that_before_mod) ^ z) mod dim``), value the product of theirs; within one
+    namespace only the pairs ``i <= j`` (and triples ``i <= j <= k``) of its features in the
+    line's order, the feature with itself included.
+    """
+    m = n - row_start
+    cap = indices.shape[0]
+    udim = np.uint64(dim)
+    # the row's features grouped by namespace byte, in the line's order (a counting sort)
+    first = np.zeros(257, dtype=np.int64)
+    for k in range(m):
+        first[letters[k] + 1] += 1
+    for b in range(256):
+        first[b + 1] += first[b]
+    order = np.empty(m, dtype=np.int64)
+    fill = first[:256].copy()
+    for k in range(m):
+        order[fill[letters[k]]] = k
+        fill[letters[k]] += 1
+    w = n
+    for t in range(interactions.shape[0]):
+        a, b, c = interactions[t, 0], interactions[t, 1], interactions[t, 2]
+        for i in range(first[a], first[a + 1]):
+            x = order[i]
+            hx = FNV_PRIME * np.uint64(indices[row_start + x])
+            j0 = i if b == a else first[b]
+            for j in range(j0, first[b + 1]):
+                y = order[j]
+                h2 = hx ^ np.uint64(indices[row_start + y])
+                v2 = values[row_start + x] * values[row_start + y]
+                key2 = (keys[x] * _MIX) ^ keys[y]  # the names' key of a cross: its features'
+                record = names.count[4] < names.count[5]
+                if c < 0:
+                    if w == cap:
+                        return -1
+                    indices[w] = np.int64(h2 % udim)
+                    values[w] = v2
+                    row = name_slot(names, key2) if record else -1
+                    if row == NAMES_FULL:
+                        return NAMES_FULL
+                    if row >= 0:
+                        names.count[4] += 1
+                        spans = names.spans
+                        spans[row, 0] = indices[w]
+                        spans[row, 1:5] = parts[x]
+                        spans[row, 5:9] = parts[y]
+                        spans[row, 9] = UNUSED
+                    w += 1
+                    continue
+                hxy = FNV_PRIME * h2
+                k0 = j if c == b else first[c]
+                for k in range(k0, first[c + 1]):
+                    z = order[k]
+                    if w == cap:
+                        return -1
+                    h3 = hxy ^ np.uint64(indices[row_start + z])
+                    indices[w] = np.int64(h3 % udim)
+                    values[w] = v2 * values[row_start + z]
+                    row = name_slot(names, (key2 * _MIX) ^ keys[z]) if record else -1
+                    if row == NAMES_FULL:
+                        return NAMES_FULL
+                    if row >= 0:
+                        names.count[4] += 1
+                        spans = names.spans
+                        spans[row, 0] = indices[w]
+                        spans[row, 1:5] = parts[x]
+                        spans[row, 5:9] = parts[y]
+                        spans[row, 9:13] = parts[z]
+                    w += 1
+    return w
+
+
 # -- the Python side of a format -----------------------------------------------------------------
 
 
@@ -461,14 +744,29 @@ class Reader:
     """One format's kernel for one stream: its settings, how it is called and its errors."""
 
     errors: dict[int, tuple[str, str]] = COMMON_ERRORS  # (field, reason) of each code
+    prefixes = np.zeros((1, 1), dtype=np.uint8)  # name prefixes of the format (see gather_names)
 
-    def __init__(self, hasher: FeatureHasher, require_labels: bool, max_line_bytes: int) -> None:
+    def __init__(
+        self,
+        hasher: FeatureHasher,
+        require_labels: bool,
+        max_line_bytes: int,
+        features: FeatureOptions | None = None,
+        max_names: int = DEFAULT_MAX_NAMES,
+    ) -> None:
         self.hasher = hasher
         self.dim = hasher.dim
         self.seed = hasher.seed
         self.require_labels = require_labels
         self.max_line_bytes = max_line_bytes
+        self.features = features or FeatureOptions()
+        self.keep = self.features.keep_table()
+        self.interactions = self.features.interaction_array()
+        self.name_set = new_names(max_names)
         self._scratch = np.empty(0, dtype=np.uint8)
+        self._letters = np.empty(0, dtype=np.int64)
+        self._parts = np.empty((0, 4), dtype=np.int64)
+        self._keys = np.empty(0, dtype=np.uint64)
 
     def scratch(self, stop: int, state: np.ndarray) -> np.ndarray:
         """Room for a kernel to build hash keys in: a key is at most a line, plus a separator."""
@@ -476,6 +774,20 @@ class Reader:
         if self._scratch.shape[0] < size:
             self._scratch = np.empty(size, dtype=np.uint8)
         return self._scratch
+
+    def row_scratch(
+        self, stop: int, state: np.ndarray, features: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Room for one row's own features (namespace byte, name parts, hash key), to cross
+        them: at most ``features`` a line, or one per two bytes of a line."""
+        if not self.interactions.shape[0]:
+            return self._letters, self._parts, self._keys
+        size = features or min(stop - int(state[0]["pos"]), self.max_line_bytes) // 2 + 2
+        if self._letters.shape[0] < size:
+            self._letters = np.empty(size, dtype=np.int64)
+            self._parts = np.empty((size, 4), dtype=np.int64)
+            self._keys = np.empty(size, dtype=np.uint64)
+        return self._letters, self._parts, self._keys
 
     def read(self, buf: np.ndarray, stop: int, out: Rows, state: np.ndarray) -> None:
         """Parse lines from ``state.pos`` as the kernels' protocol says."""
@@ -493,7 +805,13 @@ class Reader:
         }
         return field.format(**words), reason.format(**words)
 
-    def names(self, indices: np.ndarray) -> dict[str, int] | None:
-        """Hash the named features of the batch just read into their places in ``indices``:
-        their names and coordinates (``None``: this format's rows name no feature)."""
-        return None
+    def names(self, buf: np.ndarray, indices: np.ndarray) -> dict[str, int] | None:
+        """The names first seen in the batch just read (name -> coordinate; ``None``: none),
+        named features hashed into their places in ``indices`` if the format leaves that to
+        Python."""
+        return decode_names(self.name_set, buf, self.prefixes)
+
+    @property
+    def names_missed(self) -> int:
+        """Occurrences of names not recorded because the parser's set of names is full."""
+        return int(self.name_set.count[2])

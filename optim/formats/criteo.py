@@ -3,7 +3,10 @@
 Exactly 40 tab-separated fields (39, without the label, when labels are not required), an empty
 field being missing. Integer column ``Ii`` holding ``x`` is feature ``"Ii"`` with value
 ``log1p(x)`` (``-log1p(-x)`` for ``x < 0``); categorical column ``Cj`` holding ``h`` is feature
-``"Cj=h"`` with value 1 (both hashed as ``FeatureHasher(dim, hash_seed)`` hashes names).
+``"Cj=h"`` with value 1 (both hashed as ``FeatureHasher(dim, hash_seed)`` hashes names). Those
+are the names recorded; for interactions, ``ignore`` and ``keep`` the integer columns are
+namespace ``I`` and the categorical ones namespace ``C`` (``["CC"]`` crosses every pair of
+categorical values, ``["IC"]`` every integer column with every categorical value).
 """
 
 from __future__ import annotations
@@ -11,23 +14,30 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
 from optim.formats._scan import (
     COMMON_ERRORS,
     E_LABEL,
     E_LINE_TOO_LONG,
     FIRST_FORMAT_ERROR,
     FULL_INDICES,
+    FULL_NAMES,
+    NAMES_FULL,
     SMALL_ROW,
+    UNUSED,
     Reader,
     Rows,
     canon_row,
     counters,
+    cross_row,
     label_of,
+    name_slot,
+    names_full,
     parse_count,
     parse_float,
     store,
 )
-from optim.hashing import FeatureHasher, _murmur3_32
+from optim.hashing import FeatureHasher, _murmur3_32, murmurhash3_32
 
 E_FIELDS, E_INTEGER = range(FIRST_FORMAT_ERROR, FIRST_FORMAT_ERROR + 2)
 ERRORS = COMMON_ERRORS | {
@@ -50,9 +60,19 @@ def read_rows(
     out,
     scratch,
     int_index,
+    int_keys,
     prefixes,
+    names,
+    keep,
+    interactions,
+    letters,
+    parts,
+    keys_of,
     state,
 ):
+    crossing = interactions.shape[0] > 0
+    keep_i = keep[73] != 0  # namespace 'I'
+    keep_c = keep[67] != 0  # namespace 'C'
     indptr, indices, values, labels = out.indptr, out.indices, out.values, out.labels
     p, lines, rows, n, labeled, weighted, nfix, canon = counters(state)
     max_rows = indptr.shape[0] - 1
@@ -88,6 +108,7 @@ def read_rows(
         if n + 39 > cap:
             err = FULL_INDICES
             break
+        line_start = p
         lines += 1
         p = eol + 1
         label = np.nan
@@ -125,10 +146,29 @@ def read_rows(
                 es = fs
                 ee = fe
                 break
+            if not keep_i:
+                continue
             indices[n] = int_index[col]
             values[n] = np.log1p(x) if x >= 0 else -np.log1p(-x)
+            row = name_slot(names, int_keys[col])
+            if row == NAMES_FULL:
+                err = FULL_NAMES
+                break
+            if row >= 0:
+                note_criteo_name(names.spans, row, indices[n], -1 - col, 0, 0)
+            if crossing:
+                f = n - row_start
+                letters[f] = 73
+                keys_of[f] = int_keys[col]
+                parts[f, 0] = -1 - col
+                parts[f, 1] = 0
+                parts[f, 2] = 0
+                parts[f, 3] = 0
             n += 1
         if err != 0:
+            if err == FULL_NAMES:  # roll the row back: it is read again once they have grown
+                p = line_start
+                lines -= 1
             n = row_start
             break
         for col in range(26):
@@ -137,7 +177,7 @@ def read_rows(
                 i += 1
             fe = i
             i += 1
-            if fe == fs:
+            if fe == fs or not keep_c:
                 continue
             plen = prefixes[col, 0]
             for k in range(plen):
@@ -146,24 +186,89 @@ def read_rows(
             for k in range(fs, fe):
                 scratch[key_len] = buf[k]
                 key_len += 1
-            indices[n] = np.int64(_murmur3_32(scratch, 0, key_len, seed) % udim)
+            h = _murmur3_32(scratch, 0, key_len, seed)
+            indices[n] = np.int64(h % udim)
             values[n] = 1.0
+            row = name_slot(names, h)
+            if row == NAMES_FULL:
+                err = FULL_NAMES
+                break
+            if row >= 0:
+                note_criteo_name(names.spans, row, indices[n], -14 - col, fs, fe)
+            if crossing:
+                f = n - row_start
+                letters[f] = 67
+                keys_of[f] = h
+                parts[f, 0] = -14 - col
+                parts[f, 1] = 0
+                parts[f, 2] = fs
+                parts[f, 3] = fe
             n += 1
+        if err != 0:  # FULL_NAMES
+            n = row_start
+            p = line_start
+            lines -= 1
+            break
+        if crossing:
+            end = cross_row(
+                indices, values, row_start, n, letters, parts, keys_of, interactions, dim, names
+            )
+            if end < 0:  # full: roll the row back
+                n = row_start
+                p = line_start
+                lines -= 1
+                err = FULL_NAMES if end == NAMES_FULL else FULL_INDICES
+                break
+            n = end
         n = canon_row(indices, values, row_start, n, keys, tmp)
         labels[rows] = label
         if label == label:
             labeled += 1
         rows += 1
         indptr[rows] = n
+        if names_full(names):
+            err = FULL_NAMES
+            break
     store(state, p, lines, rows, n, labeled, weighted, nfix, canon, err, es, ee, extra)
+
+
+@nb.njit(inline="always")
+def note_criteo_name(
+    spans: np.ndarray, row: int, coordinate: int, prefix: int, start: int, stop: int
+) -> None:
+    spans[row, 0] = coordinate
+    spans[row, 1] = prefix
+    spans[row, 2] = 0
+    spans[row, 3] = start
+    spans[row, 4] = stop
+    spans[row, 5] = UNUSED
+    spans[row, 9] = UNUSED
+
+
+# the names' prefixes: "I1".."I13", then "C1=".."C26=" (a length, then the bytes)
+PREFIXES = np.zeros((39, 5), dtype=np.uint8)
+for _k, _prefix in enumerate([f"I{i}" for i in range(1, 14)] + [f"C{j}=" for j in range(1, 27)]):
+    PREFIXES[_k, 0] = len(_prefix)
+    PREFIXES[_k, 1 : 1 + len(_prefix)] = np.frombuffer(_prefix.encode(), dtype=np.uint8)
 
 
 class CriteoReader(Reader):
     errors = ERRORS
+    prefixes = PREFIXES
 
-    def __init__(self, hasher: FeatureHasher, require_labels: bool, max_line_bytes: int) -> None:
-        super().__init__(hasher, require_labels, max_line_bytes)
+    def __init__(
+        self,
+        hasher: FeatureHasher,
+        require_labels: bool,
+        max_line_bytes: int,
+        features: FeatureOptions | None = None,
+        max_names: int = DEFAULT_MAX_NAMES,
+    ) -> None:
+        super().__init__(hasher, require_labels, max_line_bytes, features, max_names)
         self._int_index = hasher.indices(f"I{i}" for i in range(1, 14))
+        self._int_keys = np.array(
+            [murmurhash3_32(f"I{i}", hasher.seed) for i in range(1, 14)], dtype=np.uint64
+        )
         # each categorical column's key prefix "Cj=": its length, then its bytes
         self._prefixes = np.zeros((26, 8), dtype=np.uint8)
         for j in range(26):
@@ -174,5 +279,7 @@ class CriteoReader(Reader):
     def read(self, buf: np.ndarray, stop: int, out: Rows, state: np.ndarray) -> None:
         read_rows(
             buf, stop, self.dim, self.seed, self.require_labels, self.max_line_bytes, out,
-            self.scratch(stop, state), self._int_index, self._prefixes, state,
+            self.scratch(stop, state), self._int_index, self._int_keys, self._prefixes,
+            self.name_set, self.keep, self.interactions, *self.row_scratch(stop, state, 39),
+            state,
         )  # fmt: skip

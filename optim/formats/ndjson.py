@@ -4,7 +4,8 @@ Either ``{"features": {"IQ": 120, "city": "paris"}, "label": 1, "weight": 1.0}``
 :meth:`optim.batch.Batch.from_rows` does (a number is feature ``name`` with that value, a string
 is feature ``name=value`` with value 1), or ``{"indices": [3, 17], "values": [0.5, 1], "label":
 0}`` (``values`` optional: all 1). ``label`` and ``weight`` may be ``null`` (absent). Any other key
-is an error naming it.
+is an error naming it. A named feature ``"ns^name"`` is in namespace ``n`` for interactions,
+``ignore`` and ``keep`` (:mod:`optim.features`); index rows have no namespaces.
 
 Lines of ``indices``/``values`` go through a compiled reader (:func:`read_rows`: the JSON token
 readers of :mod:`~optim.formats._json_tokens`, keys in any order, values, label and weight
@@ -21,6 +22,7 @@ import numba as nb
 import numpy as np
 import orjson
 
+from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
 from optim.formats._json_tokens import (
     APPROX,
     BAD,
@@ -376,14 +378,22 @@ def read_row(
 class NdjsonReader(Reader):
     """Runs of lines through the compiled reader, each line it leaves through ``orjson``."""
 
-    def __init__(self, hasher: FeatureHasher, require_labels: bool, max_line_bytes: int) -> None:
-        super().__init__(hasher, require_labels, max_line_bytes)
+    def __init__(
+        self,
+        hasher: FeatureHasher,
+        require_labels: bool,
+        max_line_bytes: int,
+        features: FeatureOptions | None = None,
+        max_names: int = DEFAULT_MAX_NAMES,
+    ) -> None:
+        super().__init__(hasher, require_labels, max_line_bytes, features, max_names)
         # lines given to orjson after the compiled reader refuses one: after a line it refuses
         # at once, Python takes more lines (up to 1024) before asking it again, so a stream of
         # named features pays few kernel calls
         self._slow_lines = 1
         self._keys: list[str] = []  # the named features of the batch being read, to hash
         self._key_pos: list[int] = []  # and their places in its indices
+        self._named: dict[str, int] = {}  # names hashed as read (crosses), to report
         self._failure: tuple[str | None, str] = (None, "")
 
     def read(self, buf: np.ndarray, stop: int, out: Rows, state: np.ndarray) -> None:
@@ -438,6 +448,12 @@ class NdjsonReader(Reader):
                 s["pos"] = eol + 1
                 self._fail(state, error.field, error.reason)
                 return
+            if keys and self.features:  # hashed now, to cross or leave out namespaces
+                row_keys, values, direct = self.features.expand_row(
+                    keys, values, self.hasher.indices(keys).tolist(), self.dim
+                )
+                self._named.update(zip(row_keys, direct, strict=True))
+                key_pos, keys = [], []
             if n + len(direct) > out.indices.shape[0]:
                 s["status"] = FULL_INDICES  # the line is read again once they have grown
                 return
@@ -465,11 +481,11 @@ class NdjsonReader(Reader):
             return self._failure
         return super().describe(buf, state)
 
-    def names(self, indices: np.ndarray) -> dict[str, int] | None:
-        if not self._keys:
-            return None
-        hashed = self.hasher.indices(self._keys)
-        indices[np.asarray(self._key_pos, dtype=np.int64)] = hashed
-        names = dict(zip(self._keys, hashed.tolist(), strict=True))
-        self._keys, self._key_pos = [], []
-        return names
+    def names(self, buf: np.ndarray, indices: np.ndarray) -> dict[str, int] | None:
+        names, self._named = self._named, {}
+        if self._keys:
+            hashed = self.hasher.indices(self._keys)
+            indices[np.asarray(self._key_pos, dtype=np.int64)] = hashed
+            names.update(zip(self._keys, hashed.tolist(), strict=True))
+            self._keys, self._key_pos = [], []
+        return names or None

@@ -19,15 +19,18 @@ import numpy as np
 
 from optim.batch import Batch
 from optim.errors import BatchError, ConfigError
+from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
 from optim.formats._scan import (
     DONE,
     E_VALUE_RANGE,
     FULL_FIXES,
     FULL_INDICES,
+    FULL_NAMES,
     STATE,
     Reader,
     Rows,
     canon_all,
+    grow_names,
 )
 from optim.formats.compressed import COMPRESSED_SUFFIXES, DecompressedReader
 from optim.hashing import FeatureHasher
@@ -72,7 +75,12 @@ class ParseError(BatchError):
 
 
 class StreamParser:
-    """Parse a stream of text rows fed in chunks of bytes into validated batches."""
+    """Parse a stream of text rows fed in chunks of bytes into validated batches.
+
+    ``features``: namespaces left out and crosses added (:mod:`optim.features`). The batches
+    carry the feature names first seen in them (``Batch.feature_names``), at most ``max_names``
+    in all (0: none recorded, the parser's fastest).
+    """
 
     def __init__(
         self,
@@ -83,10 +91,14 @@ class StreamParser:
         max_rows_per_batch: int = 10_000,
         max_line_bytes: int = 1 << 20,
         require_labels: bool = True,
+        features: FeatureOptions | None = None,
+        max_names: int = DEFAULT_MAX_NAMES,
     ) -> None:
         if fmt not in READERS:
             raise ConfigError(f"must be one of {', '.join(READERS)}, got {fmt!r}", field="format")
         self.hasher = FeatureHasher(dim, hash_seed)  # validates dim and seed
+        if isinstance(max_names, bool) or not isinstance(max_names, int) or max_names < 0:
+            raise ConfigError(f"must be an integer >= 0, got {max_names!r}", field="max_names")
         for name, value in (
             ("max_rows_per_batch", max_rows_per_batch),
             ("max_line_bytes", max_line_bytes),
@@ -101,7 +113,9 @@ class StreamParser:
         self.require_labels = bool(require_labels)
         self.lines_read = 0
         self.rows_parsed = 0
-        self._reader = reader_class(fmt)(self.hasher, self.require_labels, self.max_line_bytes)
+        self._reader = reader_class(fmt)(
+            self.hasher, self.require_labels, self.max_line_bytes, features, max_names
+        )
         self._buf = bytearray()
         self._skipping = False  # dropping the rest of a too-long line
         self._finished = False
@@ -204,6 +218,8 @@ class StreamParser:
                 out = out._replace(indices=_doubled(out.indices), values=_doubled(out.values))
             elif status == FULL_FIXES:
                 out = out._replace(fixes=_doubled(out.fixes), fix_scale=_doubled(out.fix_scale))
+            elif status == FULL_NAMES:
+                self._reader.name_set = grow_names(self._reader.name_set)
             else:
                 break
             state[0]["status"] = DONE
@@ -233,7 +249,7 @@ class StreamParser:
         hashed, rows canonicalized, arrays trimmed."""
         s = state[0]
         rows, nnz = int(s["rows"]), int(s["nnz"])
-        names = self._reader.names(out.indices)
+        names = self._reader.names(arr, out.indices)
         if not rows:
             return None
         self._nnz_per_row = max(1.0, nnz / rows)
@@ -308,6 +324,10 @@ def concat_batches(batches: list[Batch], dim: int) -> Batch:
         weights = np.concatenate(
             [b.weights if b.weights is not None else np.ones(b.n_rows) for b in batches]
         )
+    names: dict[str, int] = {}
+    for b in batches:
+        for name, index in (b.feature_names or {}).items():
+            names.setdefault(name, index)
     return Batch(
         indptr,
         np.concatenate([b.indices for b in batches]),
@@ -315,6 +335,7 @@ def concat_batches(batches: list[Batch], dim: int) -> Batch:
         labels,
         weights,
         dim,
+        names or None,
     )
 
 
@@ -325,6 +346,7 @@ def parse_bytes(
     dim: int,
     hash_seed: int = 0,
     require_labels: bool = True,
+    features: FeatureOptions | None = None,
 ) -> Batch:
     """Parse a whole buffer into one batch (raises :class:`ParseError` on the first bad line)."""
     size = len(memoryview(data).cast("B"))
@@ -335,6 +357,7 @@ def parse_bytes(
         max_rows_per_batch=1 << 16,
         max_line_bytes=max(1, size),
         require_labels=require_labels,
+        features=features,
     )
     batches: list[Batch] = []
     try:
@@ -356,6 +379,7 @@ def iter_file_batches(
     max_rows_per_batch: int = 10_000,
     max_line_bytes: int = 1 << 20,
     require_labels: bool = True,
+    features: FeatureOptions | None = None,
 ) -> Iterator[Batch]:
     """Batches of a file (a path, ``.gz`` and ``.zst`` decompressed, or a binary file object),
     read in chunks.
@@ -370,6 +394,7 @@ def iter_file_batches(
         max_rows_per_batch=max_rows_per_batch,
         max_line_bytes=max_line_bytes,
         require_labels=require_labels,
+        features=features,
     )
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)

@@ -4,7 +4,11 @@ The importance (>= 0) becomes the row's weight. The tag (a token starting with `
 touching the ``|``: in ``1|ns a`` the ``1`` is a tag) is ignored; a third number (VW's initial
 prediction) is refused. Feature ``f`` of namespace ``ns`` is coordinate ``murmurhash3_32("ns^f",
 hash_seed) % dim`` (key ``"f"`` when the namespace name is empty, as in ``| a b``): exactly
-``FeatureHasher(dim, hash_seed).index("ns^f")``. Its value defaults to 1 and is multiplied by the
+``FeatureHasher(dim, hash_seed).index("ns^f")``; but a name of digits is, as in VW, that number
+plus the namespace's hash, modulo 2**32 (``| 3133`` is coordinate 3133: see
+:mod:`optim.hashing`). The name ``ns^f`` is recorded; a namespace is known to interactions,
+``ignore`` and ``keep`` by its first byte (``" "``: the unnamed one), as VW knows it
+(:mod:`optim.features`). Its value defaults to 1 and is multiplied by the
 namespace's scale (``|ns:2.0``, default 1). A line whose header has no number (``| a b``) has no
 label. ``#`` is a comment only at the start of a line.
 """
@@ -26,18 +30,26 @@ from optim.formats._scan import (
     FIRST_FORMAT_ERROR,
     FULL_FIXES,
     FULL_INDICES,
+    FULL_NAMES,
+    NAMES_FULL,
     POW10,
     SMALL_ROW,
+    UNUSED,
     Reader,
     Rows,
     canon_row,
     counters,
+    cross_row,
+    digits_value,
     label_of,
+    name_slot,
+    names_full,
     note_fixup,
     parse_float,
     plain_decimal,
     skip_line,
     store,
+    vw_hash,
 )
 from optim.hashing import _murmur3_32
 
@@ -91,9 +103,16 @@ def read_rows(
     max_line_bytes,
     out,
     scratch,
+    names,
+    keep,
+    interactions,
+    letters,
+    parts,
+    keys_of,
     state,
 ):
     indptr, indices, values, labels, weights, fixes, _ = out
+    crossing = interactions.shape[0] > 0
     p, lines, rows, n, labeled, weighted, nfix, canon = counters(state)
     max_rows = indptr.shape[0] - 1
     keys = np.empty(SMALL_ROW, dtype=np.int64)
@@ -189,6 +208,9 @@ def read_rows(
                     break
                 ns_e = colon
             ns_len = ns_e - ns_s
+            letter = buf[ns_s] if ns_len > 0 else 32  # VW's namespace: its first byte, or ' '
+            kept = keep[letter]
+            ns_hash = vw_hash(buf, ns_s, ns_e, seed)
             for k in range(ns_len):
                 scratch[k] = buf[ns_s + k]
             scratch[ns_len] = 94  # '^'
@@ -229,19 +251,46 @@ def read_rows(
                         es = vs
                         ee = i
                         break
-                if ns_len == 0:
-                    h = _murmur3_32(buf, ts, name_e, seed)
+                if not kept:
+                    continue
+                number, digits = digits_value(buf, ts, name_e)
+                if digits:  # VW: a name of digits is that number plus the namespace's hash
+                    h = (number + ns_hash) & np.uint64(0xFFFFFFFF)
                 else:
-                    key_len = ns_len + 1
-                    for k in range(ts, name_e):
-                        scratch[key_len] = buf[k]
-                        key_len += 1
-                    h = _murmur3_32(scratch, 0, key_len, seed)
+                    if ns_len == 0:
+                        h = _murmur3_32(buf, ts, name_e, seed)
+                    else:
+                        key_len = ns_len + 1
+                        for k in range(ts, name_e):
+                            scratch[key_len] = buf[k]
+                            key_len += 1
+                        h = _murmur3_32(scratch, 0, key_len, seed)
                 if n == cap:
                     err = FULL_INDICES
                     break
                 indices[n] = np.int64(h % udim)
                 values[n] = v
+                row = name_slot(names, h)
+                if row == NAMES_FULL:
+                    err = FULL_NAMES
+                    break
+                if row >= 0:
+                    spans = names.spans
+                    spans[row, 0] = indices[n]
+                    spans[row, 1] = ns_s
+                    spans[row, 2] = ns_e
+                    spans[row, 3] = ts
+                    spans[row, 4] = name_e
+                    spans[row, 5] = UNUSED
+                    spans[row, 9] = UNUSED
+                if crossing:
+                    f = n - row_start
+                    letters[f] = letter
+                    keys_of[f] = h
+                    parts[f, 0] = ns_s
+                    parts[f, 1] = ns_e
+                    parts[f, 2] = ts
+                    parts[f, 3] = name_e
                 if st == 3:
                     if nfix == fix_cap:
                         err = FULL_FIXES
@@ -249,6 +298,13 @@ def read_rows(
                     note_fixup(out, nfix, n, vs, i, scale, lines + 1)
                     nfix += 1
                 n += 1
+        if err == 0 and crossing:
+            end = cross_row(
+                indices, values, row_start, n, letters, parts, keys_of, interactions, dim, names
+            )
+            if end < 0:
+                err = FULL_NAMES if end == NAMES_FULL else FULL_INDICES
+            n = max(end, n)
         if err < 0:  # full: roll the row back
             n = row_start
             nfix = fix_start
@@ -275,6 +331,9 @@ def read_rows(
             weighted += 1
         rows += 1
         indptr[rows] = n
+        if names_full(names):
+            err = FULL_NAMES
+            break
     store(state, p, lines, rows, n, labeled, weighted, nfix, canon, err, es, ee, extra)
 
 
@@ -284,5 +343,6 @@ class VwReader(Reader):
     def read(self, buf: np.ndarray, stop: int, out: Rows, state: np.ndarray) -> None:
         read_rows(
             buf, stop, self.dim, self.seed, self.require_labels, self.max_line_bytes, out,
-            self.scratch(stop, state), state,
+            self.scratch(stop, state), self.name_set, self.keep, self.interactions,
+            *self.row_scratch(stop, state), state,
         )  # fmt: skip

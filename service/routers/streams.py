@@ -435,7 +435,7 @@ def learning_stream(
     new_parser = functools.partial(
         StreamParser, FORMATS[media_type(request.headers.get("content-type"))],  # MediaTypeRoute
         dim=first.dim, hash_seed=first.hasher.seed, max_rows_per_batch=settings.stream_batch_rows,
-        max_line_bytes=settings.max_stream_line_bytes,
+        max_line_bytes=settings.max_stream_line_bytes, features=first.features,
     )  # fmt: skip
     rows = 0
     losses = {t.name: [0.0, 0.0] for t in targets}  # weighted loss sum, weight sum

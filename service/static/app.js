@@ -378,8 +378,15 @@ const COORDINATE_COLUMNS = [
   { key: "times_touched", label: "times touched", numeric: true, value: (c) => c.times_touched },
 ];
 
+// "seen": a feature asked by name and never seen has no numbers; "shared with" names the feature
+// first seen at its coordinate when that is another one (a hash collision)
 const LOOKUP_COLUMNS = [
   ...COORDINATE_COLUMNS,
+  {
+    key: "seen", label: "seen",
+    render: (c) =>
+      (c.seen ? "yes" : "never seen") + (c.shared_with ? ` (shared with ${c.shared_with})` : ""),
+  },
   {
     key: "state", label: "state slots",
     render: (c) =>
