@@ -52,7 +52,11 @@ REQUIRED_MEMBERS = (
     "feature_name_keys", "metrics_rows", "metrics_totals", "metrics_ring",
 )  # fmt: skip
 # Written since the loss curve was added: a file without them loads with an empty curve.
-OPTIONAL_MEMBERS = ("metrics_curve", "metrics_block")
+# The holdout metrics (``holdout_*``, as ``metrics_*``) since holdout: without them, none yet.
+HOLDOUT_MEMBERS = (
+    "holdout_rows", "holdout_totals", "holdout_ring", "holdout_curve", "holdout_block"
+)  # fmt: skip
+OPTIONAL_MEMBERS = ("metrics_curve", "metrics_block", *HOLDOUT_MEMBERS)
 MEMBERS = REQUIRED_MEMBERS + OPTIONAL_MEMBERS
 SMALL_MEMBERS = ("format", "config", "step", "metrics_rows")
 MAX_CONFIG_CHARS = 1 << 16
@@ -204,6 +208,12 @@ class Layout:
             "metrics_ring": (np.float64, _Shape(((recent, 6), (self.recent_window, 6)))),
             "metrics_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
             "metrics_block": (np.float64, _Shape(((4,),))),
+            "holdout_rows": (np.int64, _Shape(((),))),
+            "holdout_totals": (np.float64, _Shape(((4,),))),
+            # its length (the holdout rows seen, at most the window) is checked by check_state
+            "holdout_ring": (np.float64, _Shape(up_to=self.recent_window, tail=(6,))),
+            "holdout_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
+            "holdout_block": (np.float64, _Shape(((4,),))),
         }
 
 
@@ -246,11 +256,23 @@ def check_state(spec: OptimizerSpec, arrays: Mapping[str, np.ndarray]) -> None:
     for start in range(0, len(table), _CHECK_ROWS):
         block = slice(start, start + _CHECK_ROWS)
         _check_rows(spec.name, nonnegative, table[block], counters[block], start, step)
-    for name in ("metrics_totals", "metrics_ring", "metrics_curve", "metrics_block"):
-        if name in arrays and not np.isfinite(arrays[name]).all():
-            raise ModelFileError("holds non-finite values", member=name)
-    if "metrics_block" in arrays and arrays["metrics_block"][0] < 1:
-        raise ModelFileError("holds a block of fewer than one row", member="metrics_block")
+    for prefix in ("metrics", "holdout"):
+        for name in (f"{prefix}_totals", f"{prefix}_ring", f"{prefix}_curve", f"{prefix}_block"):
+            if name in arrays and not np.isfinite(arrays[name]).all():
+                raise ModelFileError("holds non-finite values", member=name)
+        if f"{prefix}_block" in arrays and arrays[f"{prefix}_block"][0] < 1:
+            raise ModelFileError("holds a block of fewer than one row", member=f"{prefix}_block")
+    holdout = [name for name in HOLDOUT_MEMBERS if name in arrays]
+    if holdout and len(holdout) != len(HOLDOUT_MEMBERS):
+        raise ModelFileError(
+            f"holds {holdout} but not all of {list(HOLDOUT_MEMBERS)}", member=holdout[0]
+        )
+    if holdout:
+        rows, ring = int(arrays["holdout_rows"]), len(arrays["holdout_ring"])
+        if not 0 <= rows < MAX_STEP:
+            raise ModelFileError(f"is {rows}, outside [0, 2**53)", member="holdout_rows")
+        if ring > rows:
+            raise ModelFileError(f"holds {ring} rows of {rows} held out", member="holdout_ring")
     indices = arrays["feature_name_indices"]
     if indices.shape != arrays["feature_name_keys"].shape:
         raise ModelFileError(

@@ -215,6 +215,7 @@ class ModelRegistry:
                         OnlineLogisticRegression.memory_bytes_for(
                             config.get("optimizer", "adagrad"), dim,
                             config.get("dtype", "float64"), config.get("recent_window", 10_000),
+                            config.get("holdout_every", 0),
                         )
                     )  # fmt: skip
             self._held.add(name)
