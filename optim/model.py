@@ -274,6 +274,11 @@ class OnlineLogisticRegression:
         return self.state_bytes + self._hp.nbytes + metrics + self._name_bytes
 
     @property
+    def rows_seen(self) -> int:
+        """Rows the model has been given: learned (its step) or held out."""
+        return self.step + self.holdout_metrics.rows
+
+    @property
     def last_touched_step(self) -> np.ndarray:
         """Raw (not caught-up) last step at which each coordinate was present; a view."""
         return self.counters[:, 0]
@@ -450,11 +455,11 @@ class OnlineLogisticRegression:
         for k, batch in enumerate(batches):
             if batch.holdout is not None:
                 holdout[bounds[k] : bounds[k + 1]] = np.where(batch.holdout, HELD_OUT, LEARNED)
-        seen = self.step + self.holdout_metrics.rows
         self._kernels.learn(
             self.table, self.counters, self._hp, self._l2, self.step, self._exact,
             self.fit_intercept, unsigned(whole.indptr), unsigned(whole.indices), whole.values,
-            whole.labels, weights, bounds, holdout, self.holdout_every, seen, margins, refusals,
+            whole.labels, weights, bounds, holdout, self.holdout_every, self.rows_seen, margins,
+            refusals,
             saved_state, saved_where,
         )  # fmt: skip
         held = holdout == HELD_OUT
@@ -822,9 +827,12 @@ class OnlineLogisticRegression:
                 layout = reader.layout
                 reserve(
                     cls.memory_bytes_for(
-                        layout.config["optimizer"], layout.dim, layout.dtype,
-                        layout.recent_window, layout.config.get("holdout_every", 0),
-                    )  # fmt: skip
+                        layout.config["optimizer"],
+                        layout.dim,
+                        layout.dtype,
+                        layout.recent_window,
+                        layout.config.get("holdout_every", 0),
+                    )
                     + reader.member_bytes("feature_name_keys")
                 )
             arrays = reader.arrays()

@@ -42,6 +42,12 @@ class CreateModel(BaseModel):
         le=1_000_000,
         description="rows in the recent progressive metrics (48 bytes each, in the memory budget)",
     )
+    holdout_every: int = Field(
+        0,
+        description="hold out the model's k-th, 2k-th, ... row (counting every row it is given, "
+        "across requests), as VW's --holdout_period: scored on the model as it stands, never "
+        "learned, reported in `holdout`; 0: none",
+    )
 
 
 class ModelConfig(BaseModel):
@@ -55,6 +61,7 @@ class ModelConfig(BaseModel):
     dtype: str
     hash_seed: int
     recent_window: int
+    holdout_every: int = 0
 
 
 class WindowMetrics(BaseModel):
@@ -84,6 +91,9 @@ class ModelInfo(BaseModel):
     config: ModelConfig
     step: int = Field(description="rows learned so far (the optimizer's step)")
     metrics: ProgressiveMetrics
+    holdout: ProgressiveMetrics = Field(
+        description="the same metrics of the rows held out (scored, not learned)"
+    )
     touched_coordinates: int = Field(description="coordinates present in at least one row")
     state_bytes: int
 
@@ -176,7 +186,9 @@ class ExperimentUpdate(BaseModel):
 class UpdateResult(BaseModel):
     rows: int = Field(description="rows applied")
     step: int = Field(description="the model's step after the batch")
-    log_loss: float | None = Field(description="progressive log-loss of the batch")
+    log_loss: float | None = Field(description="progressive log-loss of the rows learned")
+    holdout_rows: int = Field(0, description="rows held out: scored, not learned")
+    holdout_log_loss: float | None = Field(None, description="log-loss of the rows held out")
     probabilities: list[float] | None = Field(
         None, description="pre-update probabilities (with ?return_predictions=true)"
     )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -253,17 +254,23 @@ class ManagedModel:
             if not accepted:
                 return
             # each checked above, with the rows before it in the group
+            seen_before = self.model.rows_seen
             outcomes = self.model.learn_batches([u.batch for u in accepted], check=False)
             learned: list[Update] = []
             results: list[LearnResult] = []
             records: list[Record] = []
+            seen = seen_before
             for update, outcome in zip(accepted, outcomes, strict=True):
                 if isinstance(outcome, NonFiniteUpdate):
                     update.done.set_exception(outcome)
                     continue
                 learned.append(update)
                 results.append(outcome)
-                records.append((update.batch, outcome.step - outcome.rows, update.record))
+                batch = update.batch
+                if outcome.held_out is not None:  # logged as held out, whatever decided it
+                    batch = dataclasses.replace(batch, holdout=outcome.held_out)
+                records.append((batch, seen, update.record))
+                seen += outcome.rows
             if not learned:
                 return
             self.rows_since_snapshot += sum(result.rows for result in results)
