@@ -135,6 +135,14 @@ def _add_train(commands: Any) -> None:
     )
     train.add_argument("--passes", type=_positive, default=1, help="passes over the input")
     train.add_argument(
+        "--holdout-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="hold out every K-th row (as vw --holdout_period; counted over every row read, "
+        "across files and passes): scored, not learned, reported as holdout log-loss and AUC",
+    )
+    train.add_argument(
         "--progress-every",
         type=_positive,
         metavar="N",
@@ -296,6 +304,14 @@ def _weighted(values: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------- train
+def _learned_losses(result: Any, batch: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """The losses and weights of the rows of ``batch`` its ``result`` learned (not held out)."""
+    if result.held_out is None:
+        return result.losses, batch.weights
+    learned = ~result.held_out
+    return result.losses[learned], None if batch.weights is None else batch.weights[learned]
+
+
 class ProgressTable:
     """The periodic table of ``train``: rows, progressive log-loss overall and since the last line.
 
@@ -508,7 +524,7 @@ def train(
             result = model.learn_batch(batch)
             outcome.rows += batch.n_rows
             if table is not None:
-                table.add(result.losses, batch.weights)
+                table.add(*_learned_losses(result, batch))
     except _AtSource as located:
         outcome.error = _describe(located)
     except AdaserveError as error:  # from learning: a float32 model's step limit
@@ -533,6 +549,7 @@ def build_model(
     fit_intercept: bool = True,
     dtype: str = "float64",
     hash_seed: int = 0,
+    holdout_every: int = 0,
 ) -> OnlineLogisticRegression:
     """The model of the command-line settings (a bad setting is a :class:`CommandError`)."""
     from optim import AdaserveError, OnlineLogisticRegression
@@ -550,6 +567,7 @@ def build_model(
             fit_intercept=fit_intercept,
             dtype=dtype,
             hash_seed=hash_seed,
+            holdout_every=holdout_every,
         )
     except AdaserveError as error:
         raise CommandError(str(error)) from None
@@ -579,6 +597,7 @@ def run_train(args: Any) -> int:
         fit_intercept=not args.no_intercept,
         dtype=args.dtype,
         hash_seed=args.hash_seed,
+        holdout_every=args.holdout_every,
     )
     outcome = train(
         args.files,
@@ -606,6 +625,22 @@ def run_train(args: Any) -> int:
     return outcome.error.code
 
 
+def _holdout_line(model: OnlineLogisticRegression) -> str:
+    """The summary's line of the rows held out: how many, their log-loss and AUC (of the last
+    ``recent_window`` of them)."""
+    holdout = model.holdout_metrics
+    summary = holdout.to_dict()
+    overall, recent = summary["overall"], summary["recent"]
+    assert isinstance(overall, dict) and isinstance(recent, dict)
+
+    def shown(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.6f}"
+
+    last = f" (AUC of the last {holdout.window})" if holdout.rows > holdout.window else ""
+    loss, area = shown(overall["log_loss"]), shown(recent["auc"])
+    return f"holdout     {holdout.rows} rows, log-loss {loss}, AUC {area}{last}"
+
+
 def _print_summary(outcome: TrainOutcome, output: str | None) -> None:
     model = outcome.model
     overall = model.metrics.to_dict()["overall"]
@@ -618,6 +653,8 @@ def _print_summary(outcome: TrainOutcome, output: str | None) -> None:
         f"rows/s      {outcome.rows_per_s:.0f}",
         f"state       {model.state_bytes / 2**20:.1f} MiB ({model.spec.name}, dim {model.dim})",
     ]
+    if model.holdout_every:
+        lines.insert(3, _holdout_line(model))
     if output is not None:
         lines.append(f"model       {output} (step {model.step})")
     print("\n".join(lines), file=sys.stderr)

@@ -22,6 +22,7 @@ from optim import Batch, OnlineLogisticRegression
 from optim.formats import parse_bytes
 from optim.metrics import auc
 from service.app import create_app
+from service.cli import main
 from service.settings import Settings
 
 DIM = 64
@@ -182,3 +183,25 @@ def test_held_out_rows_survive_kill_minus_nine(tmp_path: Path) -> None:
     for name, array in local.holdout_metrics.state("holdout").items():
         np.testing.assert_array_equal(served.holdout_metrics.state("holdout")[name], array)
     assert served.metrics.to_dict() == local.metrics.to_dict()
+
+
+def test_train_holds_out_and_reports_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "rows.libsvm"
+    data.write_bytes(libsvm(300, 11))
+    out = tmp_path / "m.npz"
+    args = ["train", str(data), "--format", "libsvm", "--dim", str(DIM), "--optimizer", "adam"]
+    assert main([*args, "--lr", "0.05", "--holdout-every", "10", "-o", str(out)]) == 0
+    expected = OnlineLogisticRegression(OPTIMIZER, dim=DIM, holdout_every=10)
+    expected.learn_batch(parse_bytes(data.read_bytes(), "libsvm", dim=DIM))
+    trained = OnlineLogisticRegression.load(out)
+    assert trained.step == expected.step == 270 and trained.holdout_metrics.rows == 30
+    assert trained.table.tobytes() == expected.table.tobytes()
+    err = capsys.readouterr().err
+    holdout = expected.holdout_metrics.to_dict()
+    line = next(line for line in err.splitlines() if line.startswith("holdout"))
+    assert line == (
+        f"holdout     30 rows, log-loss {holdout['overall']['log_loss']:.6f}, "
+        f"AUC {holdout['recent']['auc']:.6f}"
+    )
+    assert main([*args, "--holdout-every", "-2", "-o", str(out)]) != 0
+    assert "holdout_every" in capsys.readouterr().err
