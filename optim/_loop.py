@@ -124,8 +124,9 @@ def learn(
     written, no step taken: the state is as if the row never came); one that is BY_MODEL is
     held out when it is the model's ``seen``-th row (rows learned or held out since the model
     began, this one included) with ``holdout_every`` dividing it, and its entry is set to what
-    was decided."""
+    was decided. Returns how many rows were held out (0: ``holdout`` need not be read)."""
     intercept = table.shape[0] - 1
+    n_held = 0
     buf = np.empty(N_SLOTS)
     c = np.empty(N_CONSTANTS)
     n_rows = indptr.shape[0] - 1
@@ -145,6 +146,7 @@ def learn(
                 held = holdout_every > 0 and (seen + i - batch_rows[b] + 1) % holdout_every == 0
                 holdout[i] = HELD_OUT if held else LEARNED
             if holdout[i] == HELD_OUT:
+                n_held += 1
                 margin = row_margin(table, counters, hp, t, exact, fit_intercept, indices,
                                     values, start, stop, buf)  # fmt: skip
                 out_margin[i] = margin
@@ -203,6 +205,7 @@ def learn(
         if refusal[REFUSED_ROW] < 0:
             t_before = t
             seen += batch_rows[b + 1] - batch_rows[b]
+    return n_held
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
