@@ -21,6 +21,8 @@ import scipy.sparse as sp
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import dense_reference
+from streams import sparse_stream, to_csr
 
 from optim import REGISTRY, ConfigError, NonFiniteUpdate, OnlineLogisticRegression
 from optim.optimizers.base import Hyperparameter
@@ -123,3 +125,19 @@ def test_what_crashed_creation_now_learns(tmp_path: Path, optimizer: dict) -> No
         body = {"indptr": [0, 1, 2], "indices": [0, 1], "values": [1.0, 1.0], "labels": [1, 0]}
         learned = client.post("/v1/models/m/updates", json=body)
         assert learned.status_code in (200, 422), learned.text
+
+
+@pytest.mark.parametrize("lazy", ["exact", "frozen"])
+@pytest.mark.parametrize(
+    "optimizer",
+    [{"name": "adam", "betas": [0.9, 1e-200]}, {"name": "nadam", "momentum_decay": 5e-324},
+     {"name": "nadam", "betas": [0.9, 1e-250]}],
+)  # fmt: skip
+def test_what_crashed_creation_is_the_dense_algorithm(optimizer: dict, lazy: str) -> None:
+    rows, labels, weights = sparse_stream(seed=1, n_rows=200)
+    model = OnlineLogisticRegression(optimizer, dim=16, lazy=lazy)
+    model.learn(to_csr(rows, 16), labels, weights)
+    expected = dense_reference(optimizer, rows, labels, weights, 16, lazy)
+    np.testing.assert_allclose(
+        model.state_arrays()["weight"], expected["weights"], rtol=1e-9, atol=1e-13
+    )
