@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from service import experiments
 from service.app import create_app
 from service.settings import Settings
 
@@ -56,5 +57,5 @@ def test_each_refusal_keeps_its_status_and_body(client: TestClient) -> None:
 
 
 def test_the_experiment_registry_holds_no_http() -> None:
-    source = (Path(__file__).parents[1] / "service" / "experiments.py").read_text()
+    source = Path(experiments.__file__).read_text()
     assert "ApiError" not in source and "service.errors" not in source
