@@ -158,6 +158,14 @@ def _add_train(commands: Any) -> None:
     )
     train.add_argument("--passes", type=_positive, default=1, help="passes over the input")
     train.add_argument(
+        "--holdout-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="hold out every K-th row (as vw --holdout_period; counted over every row read, "
+        "across files and passes): scored, not learned, reported as holdout log-loss and AUC",
+    )
+    train.add_argument(
         "--progress-every",
         type=_positive,
         metavar="N",
@@ -321,6 +329,14 @@ def _weighted(values: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------- train
+def _learned_losses(result: Any, batch: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """The losses and weights of the rows of ``batch`` its ``result`` learned (not held out)."""
+    if result.held_out is None:
+        return result.losses, batch.weights
+    learned = ~result.held_out
+    return result.losses[learned], None if batch.weights is None else batch.weights[learned]
+
+
 class ProgressTable:
     """The periodic table of ``train``: rows, progressive log-loss overall and since the last line.
 
@@ -566,7 +582,7 @@ def train(
             outcome.first_learned = outcome.first_learned or time.perf_counter()
             outcome.rows += batch.n_rows
             if table is not None:
-                table.add(result.losses, batch.weights, began)
+                table.add(*_learned_losses(result, batch), began)
     except _AtSource as located:
         outcome.error = _describe(located, fmt)
     except AdaserveError as error:  # from learning: a float32 model's step limit
@@ -596,6 +612,7 @@ def build_model(
     interactions: Sequence[str] | None = None,
     ignore: Sequence[str] | None = None,
     keep: Sequence[str] | None = None,
+    holdout_every: int = 0,
 ) -> OnlineLogisticRegression:
     """The model of the command-line settings (a bad setting is a :class:`CommandError`)."""
     from optim import AdaserveError
@@ -619,6 +636,7 @@ def build_model(
             interactions=interactions,
             ignore=ignore,
             keep=keep,
+            holdout_every=holdout_every,
         )
     except AdaserveError as error:
         raise CommandError(str(error)) from None
@@ -656,6 +674,7 @@ def run_train(args: Any) -> int:
         interactions=args.interactions,
         ignore=args.ignore,
         keep=args.keep,
+        holdout_every=args.holdout_every,
     )
     outcome = train(
         args.files,
@@ -750,6 +769,22 @@ def process_start() -> float | None:
     return now - (since_boot - ticks / os.sysconf("SC_CLK_TCK"))
 
 
+def _holdout_line(model: OnlineLogisticRegression) -> str:
+    """The summary's line of the rows held out: how many, their log-loss and AUC (of the last
+    ``recent_window`` of them)."""
+    holdout = model.holdout_metrics
+    summary = holdout.to_dict()
+    overall, recent = summary["overall"], summary["recent"]
+    assert isinstance(overall, dict) and isinstance(recent, dict)
+
+    def shown(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.6f}"
+
+    last = f" (AUC of the last {holdout.window})" if holdout.rows > holdout.window else ""
+    loss, area = shown(overall["log_loss"]), shown(recent["auc"])
+    return f"holdout     {holdout.rows} rows, log-loss {loss}, AUC {area}{last}"
+
+
 def _print_summary(
     outcome: TrainOutcome,
     output: str | None,
@@ -767,6 +802,8 @@ def _print_summary(
         f"rows/s      {outcome.rows_per_s:.0f}",
         f"state       {model.state_bytes / 2**20:.1f} MiB ({model.spec.name}, dim {model.dim})",
     ]
+    if model.holdout_every:
+        lines.insert(3, _holdout_line(model))
     if output is not None:
         lines.append(f"model       {output} (step {model.step})")
     else:

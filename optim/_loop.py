@@ -169,6 +169,9 @@ NONFINITE_STATE, LOSS_BEYOND_LIMIT = 0, 1
 # A learned row's ``(|margin| + 1) * weight``, above its weighted log-loss, is at most this: the
 # progressive metrics' sums over 2**64 such rows stay below 2e299, finite.
 LOSS_LIMIT = 1e280
+# A row's entry in ``learn``'s ``holdout``: the model's ``holdout_every`` decides (the loop then
+# writes what it decided), learned, or held out (scored on the model as it stands, not learned).
+BY_MODEL, LEARNED, HELD_OUT = 0, 1, 2
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
@@ -220,16 +223,23 @@ def find_nonfinite(table, indices, start, stop, intercept, fit_intercept, refusa
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def learn(
     table, counters, hp, l2, t0, exact, fit_intercept,
-    indptr, indices, values, labels, sample_weights, batch_rows, out_margin, out_refusals,
-    saved_state, saved_where, norm_sums,
+    indptr, indices, values, labels, sample_weights, batch_rows, holdout, holdout_every, seen,
+    out_margin, out_refusals, saved_state, saved_where, norm_sums,
 ):  # fmt: skip
     """Learn the batches ``batch_rows[b]:batch_rows[b + 1]`` of the rows in order. A batch a row
     of which would make anything it writes non-finite (weights, slots, the intercept, catch-up
     included), or whose ``(|margin| + 1) * weight`` exceeds LOSS_LIMIT, is undone whole from the
     pre-images kept in ``saved_state``/``saved_where`` (room: see ``OnlineLogisticRegression.
     _pre_images``) and reported in its row of ``out_refusals``; the next batch starts from the
-    state before it. ``norm_sums``: normalized models' ``[T, N]``, restored with the state."""
+    state before it. ``norm_sums``: normalized models' ``[T, N]``, restored with the state.
+
+    A row whose ``holdout`` is HELD_OUT is only scored, on the model as it stands (no catch-up
+    written, no step taken: the state is as if the row never came); one that is BY_MODEL is
+    held out when it is the model's ``seen``-th row (rows learned or held out since the model
+    began, this one included) with ``holdout_every`` dividing it, and its entry is set to what
+    was decided. Returns how many rows were held out (0: ``holdout`` need not be read)."""
     intercept = table.shape[0] - 1
+    n_held = 0
     buf = np.empty(N_SLOTS)
     c = np.empty(N_CONSTANTS + 1)
     c[N_CONSTANTS] = 1.0  # the rate correction, normalized models' own
@@ -243,11 +253,26 @@ def learn(
         n_saved = save(table, counters, intercept, 0, saved_state, saved_where)
         sums_before[:] = norm_sums
         refusal = out_refusals[b]
+        t = t_before
         for i in range(batch_rows[b], batch_rows[b + 1]):
-            t = t_before + (i - batch_rows[b]) + 1
             if i + 1 < n_rows:
                 prefetch_rows(table, counters, indices, indptr[i + 1], indptr[i + 2])
             start, stop = indptr[i], indptr[i + 1]
+            if holdout[i] == BY_MODEL:
+                held = holdout_every > 0 and (seen + i - batch_rows[b] + 1) % holdout_every == 0
+                holdout[i] = HELD_OUT if held else LEARNED
+            if holdout[i] == HELD_OUT:
+                n_held += 1
+                margin = row_margin(table, counters, hp, t, exact, fit_intercept, indices,
+                                    values, start, stop, buf)  # fmt: skip
+                out_margin[i] = margin
+                if (abs(margin) + 1.0) * sample_weights[i] <= LOSS_LIMIT:
+                    continue
+                refusal[REFUSED_ROW], refusal[REASON] = i - batch_rows[b], LOSS_BEYOND_LIMIT
+                restore(table, counters, n_saved, saved_state, saved_where)
+                norm_sums[:] = sums_before
+                break
+            t += 1
             finite = True
             margin = table[intercept, 0] if fit_intercept else 0.0
             for p in range(start, stop):
@@ -315,7 +340,9 @@ def learn(
             norm_sums[:] = sums_before
             break
         if refusal[REFUSED_ROW] < 0:
-            t_before += batch_rows[b + 1] - batch_rows[b]
+            t_before = t
+            seen += batch_rows[b + 1] - batch_rows[b]
+    return n_held
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
@@ -393,22 +420,31 @@ def caught_up(table, counters, hp, j, t, exact, buf):
     return table[j, 0]
 
 
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def row_margin(table, counters, hp, t, exact, fit_intercept, indices, values, start, stop, buf):
+    """The margin of the row ``indices[start:stop]`` on the weights caught up to step ``t``,
+    writing nothing."""
+    margin = table[table.shape[0] - 1, 0] if fit_intercept else 0.0
+    for p in range(start, stop):
+        j = indices[p]
+        if exact:
+            margin += caught_up(table, counters, hp, j, t, exact, buf) * values[p]
+        else:
+            margin += table[j, 0] * values[p]
+    return margin
+
+
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def margins(table, counters, hp, t, exact, fit_intercept, indptr, indices, values, out_margin):
-    intercept = table.shape[0] - 1
     buf = np.empty(N_SLOTS)
     n_rows = indptr.shape[0] - 1
     for i in range(n_rows):
         if i + 1 < n_rows:
             prefetch_rows(table, counters, indices, indptr[i + 1], indptr[i + 2])
-        margin = table[intercept, 0] if fit_intercept else 0.0
-        for p in range(indptr[i], indptr[i + 1]):
-            j = indices[p]
-            if exact:
-                margin += caught_up(table, counters, hp, j, t, exact, buf) * values[p]
-            else:
-                margin += table[j, 0] * values[p]
-        out_margin[i] = margin
+        out_margin[i] = row_margin(
+            table, counters, hp, t, exact, fit_intercept, indices, values, indptr[i],
+            indptr[i + 1], buf,
+        )  # fmt: skip
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")

@@ -248,6 +248,9 @@ class Batch:
     weights: np.ndarray | None
     dim: int
     feature_names: Mapping[str, int] | None = None
+    # Which rows to hold out (score without learning), one bool a row; None: the model's
+    # ``holdout_every`` decides (see ``OnlineLogisticRegression``).
+    holdout: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:

@@ -176,6 +176,11 @@ class ProgressiveMetrics:
         """The most bytes metrics of this window hold: a full ring and a full loss curve."""
         return 8 * (window * cls.RING_COLUMNS + (max_points + 1) * cls.CURVE_COLUMNS + 4 + 4)
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes these metrics hold now."""
+        return self.ring.nbytes + self.curve.nbytes + self.totals.nbytes + self.block.nbytes
+
     def _close_block(self, rows: int, loss: float, weight: float) -> None:
         self.curve = np.vstack([self.curve, [rows, loss, weight]])
         size = self.block[0]
@@ -226,28 +231,31 @@ class ProgressiveMetrics:
             "curve": self.loss_curve(),
         }
 
-    def state(self) -> dict[str, np.ndarray]:
+    def state(self, prefix: str = "metrics") -> dict[str, np.ndarray]:
+        """Copies of the arrays, named ``<prefix>_rows``, ``<prefix>_totals``, ..."""
         return {
-            "metrics_rows": np.array(self.rows, dtype=np.int64),
-            "metrics_totals": self.totals.copy(),
-            "metrics_ring": self.ring[: min(self.rows, self.window)].copy(),
-            "metrics_curve": self.curve.copy(),
-            "metrics_block": self.block.copy(),
+            f"{prefix}_rows": np.array(self.rows, dtype=np.int64),
+            f"{prefix}_totals": self.totals.copy(),
+            f"{prefix}_ring": self.ring[: min(self.rows, self.window)].copy(),
+            f"{prefix}_curve": self.curve.copy(),
+            f"{prefix}_block": self.block.copy(),
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray], window: int) -> ProgressiveMetrics:
+    def from_state(
+        cls, state: dict[str, np.ndarray], window: int, prefix: str = "metrics"
+    ) -> ProgressiveMetrics:
         """Metrics from :meth:`state`'s arrays, as validated by :mod:`optim.model_file` (dtypes,
         shapes: the ring holds ``min(rows, window)`` rows, or the whole window; finite values)."""
         # Copies: the metrics are updated in place and must not share the caller's arrays.
-        rows = int(state["metrics_rows"])
+        rows = int(state[f"{prefix}_rows"])
         metrics = cls(window)
-        ring = state["metrics_ring"]
+        ring = state[f"{prefix}_ring"]
         metrics.ring = np.zeros((cls.ring_capacity(rows, window), cls.RING_COLUMNS))
         kept = min(len(ring), len(metrics.ring))
         metrics.ring[:kept] = ring[:kept]
         metrics.rows = rows
-        metrics.totals = np.array(state["metrics_totals"], dtype=np.float64)
-        metrics.curve = np.array(state.get("metrics_curve", metrics.curve), dtype=np.float64)
-        metrics.block = np.array(state.get("metrics_block", metrics.block), dtype=np.float64)
+        metrics.totals = np.array(state[f"{prefix}_totals"], dtype=np.float64)
+        metrics.curve = np.array(state.get(f"{prefix}_curve", metrics.curve), dtype=np.float64)
+        metrics.block = np.array(state.get(f"{prefix}_block", metrics.block), dtype=np.float64)
         return metrics

@@ -12,8 +12,10 @@ array([[0.04, 0.96],
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import math
 import os
 import sys
 import zipfile
@@ -23,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from optim._loop import LOSS_BEYOND_LIMIT, LOSS_LIMIT, REFUSED_ROW
+from optim._loop import HELD_OUT, LEARNED, LOSS_BEYOND_LIMIT, LOSS_LIMIT, REFUSED_ROW
 from optim.batch import Batch, largest_magnitude, row_containing
 from optim.errors import BatchError, ConfigError, ModelFileError, NonFiniteUpdate
 from optim.features import DEFAULT_MAX_NAMES, FeatureOptions
@@ -50,6 +52,7 @@ _VALUE_LIMITS = {"float64": 1e100, "float32": 1e15}
 # Bytes of a large array written at a time by save_file_arrays.
 _WRITE_PIECE = 1 << 20
 _QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+MAX_HOLDOUT_EVERY = 2**31 - 1
 
 Rows = Sequence[Mapping[str, object]]
 if TYPE_CHECKING:  # scipy is not imported for text input (adaserve train starts without it)
@@ -60,7 +63,11 @@ if TYPE_CHECKING:  # scipy is not imported for text input (adaserve train starts
 
 @dataclass(frozen=True)
 class LearnResult:
-    """What learning one batch did: pre-update (progressive) predictions and their loss."""
+    """What learning one batch did: pre-update (progressive) predictions and their loss.
+
+    ``margins``, ``probabilities`` and ``losses`` are of every row, held out or not; ``log_loss``
+    is the weighted mean over the rows learned (nan if none), ``holdout_log_loss`` over those
+    held out (nan if none)."""
 
     rows: int
     step: int
@@ -68,6 +75,28 @@ class LearnResult:
     probabilities: np.ndarray
     losses: np.ndarray  # each row's log-loss
     log_loss: float  # their weighted mean
+    # Which rows were held out and their weighted mean log-loss; None: none was. One field (a
+    # row a call is ~20 µs: every field of this frozen dataclass costs).
+    holdout: tuple[np.ndarray, float] | None = None
+
+    @property
+    def held_out(self) -> np.ndarray | None:
+        """Which rows were held out (one bool a row); None: none was."""
+        return None if self.holdout is None else self.holdout[0]
+
+    @property
+    def holdout_log_loss(self) -> float:
+        """The weighted mean log-loss of the rows held out (nan if none was)."""
+        return math.nan if self.holdout is None else self.holdout[1]
+
+    @property
+    def holdout_rows(self) -> int:
+        return 0 if self.held_out is None else int(np.count_nonzero(self.held_out))
+
+    @property
+    def learned_rows(self) -> int:
+        """Rows learned: the steps the batch took."""
+        return self.rows - self.holdout_rows
 
 
 @dataclass(frozen=True)
@@ -81,6 +110,7 @@ class LearnCall:
     margins: np.ndarray
     bounds: np.ndarray
     refusals: np.ndarray
+    holdout: np.ndarray  # a row's HELD_OUT or LEARNED once the kernel has run
     arguments: tuple[Any, ...]
 
 
@@ -127,6 +157,18 @@ def unsigned(positions: np.ndarray) -> np.ndarray:
     return positions.view(np.uint64)
 
 
+def check_holdout_every(value: object, field: str = "holdout_every") -> int:
+    """``value`` as a holdout period: 0 (none) or every how many rows one is held out."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"must be an integer, got {value!r}", field=field)
+    if not 0 <= value <= MAX_HOLDOUT_EVERY:
+        raise ConfigError(
+            f"must be in [0, {MAX_HOLDOUT_EVERY}] (0: no row held out), got {value!r}",
+            field=field,
+        )
+    return int(value)
+
+
 class OnlineLogisticRegression:
     """Logistic regression learned online, one row at a time, by a lazy per-coordinate optimizer.
 
@@ -153,7 +195,16 @@ class OnlineLogisticRegression:
     hash_seed:
         MurmurHash3 seed for rows of named features.
     recent_window:
-        Rows in the recent-window progressive metrics.
+        Rows in the recent-window progressive metrics (and holdout metrics).
+    holdout_every:
+        ``k`` > 0: hold out every ``k``-th row, as Vowpal Wabbit's ``--holdout_period``: the
+        model's ``n``-th row (1-based, counting every row it has been given, learned or held
+        out, across batches and requests since it was created) is held out when ``k`` divides
+        ``n``. A held-out row is scored on the model as it stands and not learned: no step is
+        taken and no state changes, so the model equals one that never saw it; its loss goes
+        to :attr:`holdout_metrics` instead of :attr:`metrics`. 0 (the default): none. A batch's
+        own ``holdout`` mask (a stream's ``holdout_every``) decides for its rows instead; they
+        count among the ``n`` rows all the same.
     feedback:
         ``{"ttl_seconds": T, "on_expiry": "negative" | "drop"}``: rows may be predicted with an
         id and labelled later (:attr:`feedback`, see :mod:`optim.feedback`); None: they may not.
@@ -181,6 +232,7 @@ class OnlineLogisticRegression:
         interactions: Sequence[str] | None = None,
         ignore: Sequence[str] | None = None,
         keep: Sequence[str] | None = None,
+        holdout_every: int = 0,
     ) -> None:
         self.spec, self.optimizer_params = _resolve_optimizer(optimizer)
         self.features = FeatureOptions.of(interactions, ignore, keep)
@@ -220,6 +272,7 @@ class OnlineLogisticRegression:
             raise ConfigError(
                 f"must be a positive integer, got {recent_window!r}", field="recent_window"
             )
+        self.holdout_every = check_holdout_every(holdout_every)
         self.dim = int(dim)
         self.hash_bits = hash_bits
         self.lazy = lazy
@@ -250,6 +303,7 @@ class OnlineLogisticRegression:
         self.counters = np.zeros((size, 2), dtype=counter_type)
         self.step = 0
         self.metrics = ProgressiveMetrics(recent_window)
+        self.holdout_metrics = ProgressiveMetrics(recent_window)
         self.feature_names: dict[int, str] = {}
         self.name_collisions: set[int] = set()  # coordinates where two names were seen
         self._name_bytes = 0  # of feature_names (see memory_bytes)
@@ -278,6 +332,7 @@ class OnlineLogisticRegression:
             "normalized": self.normalized,
             "invariant": self.invariant,
             **self.features.config(),
+            "holdout_every": self.holdout_every,
         }
         if self.feedback is not None:
             config["feedback"] = self.feedback.policy.to_config()
@@ -291,11 +346,22 @@ class OnlineLogisticRegression:
     @property
     def memory_bytes(self) -> int:
         """Bytes the model holds or may come to hold as it learns, for memory budgets: the state,
-        the optimizer's tables, the progressive metrics with a full recent window, and the
-        feature names remembered so far, and the pending rows and served metrics (feedback)."""
-        metrics = ProgressiveMetrics.nbytes_for(self.metrics.window)
+        the optimizer's tables, the progressive metrics with a full recent window, the holdout
+        metrics likewise when the model holds rows out itself (else as they are: only a stream
+        of its own ``holdout_every`` fills them), the feature names remembered so far, and the
+        pending rows and served metrics (feedback)."""
+        metrics = ProgressiveMetrics.nbytes_for(self.metrics.window) + (
+            ProgressiveMetrics.nbytes_for(self.metrics.window)
+            if self.holdout_every
+            else self.holdout_metrics.nbytes
+        )
         pending = self.feedback.memory_bytes if self.feedback is not None else 0
         return self.state_bytes + self._hp.nbytes + metrics + self._name_bytes + pending
+
+    @property
+    def rows_seen(self) -> int:
+        """Rows the model has been given: learned (its step) or held out."""
+        return self.step + self.holdout_metrics.rows
 
     @property
     def last_touched_step(self) -> np.ndarray:
@@ -331,9 +397,11 @@ class OnlineLogisticRegression:
         recent_window: int = 10_000,
         normalized: bool = False,
         feedback: bool = False,
+        holdout_every: object = 0,
     ) -> int:
         """:attr:`memory_bytes` of a new model of this configuration (``feedback``: with a
-        feedback setting, its served metrics; pending rows count as they come)."""
+        feedback setting, its served metrics; pending rows count as they come;
+        ``holdout_every`` is validated by the constructor)."""
         spec, params = _resolve_optimizer(optimizer)
         if isinstance(recent_window, bool) or not isinstance(recent_window, int):
             raise ConfigError(f"must be an integer, got {recent_window!r}", field="recent_window")
@@ -342,6 +410,11 @@ class OnlineLogisticRegression:
             + spec.pack(params).nbytes
             + ProgressiveMetrics.nbytes_for(recent_window)
             + (Feedback.fixed_bytes(recent_window) if feedback else 0)
+            + (
+                ProgressiveMetrics.nbytes_for(recent_window)
+                if holdout_every
+                else ProgressiveMetrics().nbytes
+            )
         )
 
     # ----------------------------------------------------------------- batches
@@ -422,6 +495,14 @@ class OnlineLogisticRegression:
             raise BatchError(
                 f"was built for dim={batch.dim}, the model has dim={self.dim}", field="X"
             )
+        if batch.holdout is not None and (
+            batch.holdout.dtype != np.bool_ or batch.holdout.shape != (batch.n_rows,)
+        ):
+            raise BatchError(
+                f"must be one bool a row ({batch.n_rows}), got {batch.holdout.dtype} of shape "
+                f"{batch.holdout.shape}",
+                field="holdout",
+            )
         if self.counters.dtype == np.uint32 and self.step + pending_rows + batch.n_rows >= 2**32:
             raise BatchError("a float32 model holds at most 2**32-1 steps", field="X")
         limit = _VALUE_LIMITS[self.dtype]
@@ -485,39 +566,54 @@ class OnlineLogisticRegression:
         bounds = np.cumsum([0, *(batch.n_rows for batch in batches)], dtype=np.int64)
         refusals = np.full((len(batches), 4), -1, dtype=np.int64)
         saved_state, saved_where = self._pre_images(batches)
+        holdout = np.zeros(n, dtype=np.uint8)  # BY_MODEL
+        for k, batch in enumerate(batches):
+            if batch.holdout is not None:
+                holdout[bounds[k] : bounds[k + 1]] = np.where(batch.holdout, HELD_OUT, LEARNED)
+        seen = self.rows_seen if self.holdout_every else 0  # (read only then: a µs a call)
         arguments = (
             self.table, self.counters, self._hp, self._l2, self.step, self._exact,
             self.fit_intercept, unsigned(whole.indptr), unsigned(whole.indices), whole.values,
-            whole.labels, weights, bounds, margins, refusals, saved_state, saved_where,
-            self.norm_sums,
+            whole.labels, weights, bounds, holdout, self.holdout_every, seen, margins, refusals,
+            saved_state, saved_where, self.norm_sums,
         )  # fmt: skip
-        return LearnCall(batches, whole, weights, margins, bounds, refusals, arguments)
+        return LearnCall(batches, whole, weights, margins, bounds, refusals, holdout, arguments)
 
     def learn_outcomes(self, call: LearnCall) -> list[LearnResult | NonFiniteUpdate]:
         """Each batch's outcome once the kernel has run ``call`` (see :meth:`learn_call`)."""
         batches, whole, weights = call.batches, call.whole, call.weights
         margins, bounds, refusals = call.margins, call.bounds, call.refusals
+        held = call.holdout == HELD_OUT
+        if not held.any():
+            held = None
         refused_rows = refusals[:, REFUSED_ROW].tolist()
         if max(refused_rows) < 0:
-            return self._learned(batches, whole, margins, bounds)
+            return self._learned(batches, whole, margins, bounds, held)
         refused = {
             k: self._refusal(refusals[k], margins, weights, int(bounds[k]))
             for k, row in enumerate(refused_rows)
             if row >= 0
         }
         kept = [k for k in range(len(batches)) if k not in refused]
-        learned = iter(self._learned_rows_of(batches, kept, margins, bounds) if kept else ())
+        learned = iter(self._learned_rows_of(batches, kept, margins, bounds, held) if kept else ())
         return [refused[k] if k in refused else next(learned) for k in range(len(batches))]
 
     def _learned_rows_of(
-        self, batches: Sequence[Batch], kept: list[int], margins: np.ndarray, bounds: np.ndarray
+        self,
+        batches: Sequence[Batch],
+        kept: list[int],
+        margins: np.ndarray,
+        bounds: np.ndarray,
+        held: np.ndarray | None,
     ) -> list[LearnResult]:
         """:meth:`_learned` of the batches ``kept`` (indices into ``batches``) of a group."""
         rows = np.concatenate([np.arange(bounds[k], bounds[k + 1]) for k in kept])
         chosen = [batches[k] for k in kept]
         whole = chosen[0] if len(chosen) == 1 else Batch.concatenated(chosen)
         chosen_bounds = np.cumsum([0, *(batch.n_rows for batch in chosen)], dtype=np.int64)
-        return self._learned(chosen, whole, margins[rows], chosen_bounds)
+        return self._learned(
+            chosen, whole, margins[rows], chosen_bounds, None if held is None else held[rows]
+        )
 
     def _pre_images(self, batches: Sequence[Batch]) -> tuple[np.ndarray, np.ndarray]:
         """Room for the learn kernel to save what one batch writes, as it was before: each
@@ -533,23 +629,58 @@ class OnlineLogisticRegression:
         )
 
     def _learned(
-        self, batches: Sequence[Batch], whole: Batch, margins: np.ndarray, bounds: np.ndarray
+        self,
+        batches: Sequence[Batch],
+        whole: Batch,
+        margins: np.ndarray,
+        bounds: np.ndarray,
+        held: np.ndarray | None,
     ) -> list[LearnResult]:
-        """Account for the learned ``batches`` (``whole``, their rows' ``margins``)."""
-        step_before, self.step = self.step, self.step + whole.n_rows
+        """Account for the learned ``batches`` (``whole``, their rows' ``margins``, which of
+        them were ``held`` out; None: none was, the usual case, kept lean: learning a row a call
+        takes ~20 µs in all, a few of which are here)."""
         probs, losses = score(margins, whole.labels)
-        means = self.metrics.update(losses, probs, whole.labels, whole.weights, bounds)
+        if held is None or not held.any():
+            steps, holdout_means = bounds, None
+            means = self.metrics.update(losses, probs, whole.labels, whole.weights, bounds)
+        else:
+            steps = np.concatenate([[0], np.cumsum(~held)])[bounds]
+            means = self._update_rows(self.metrics, ~held, losses, probs, whole, bounds)
+            holdout_means = self._update_rows(
+                self.holdout_metrics, held, losses, probs, whole, bounds
+            )
+        step_before, self.step = self.step, self.step + int(steps[-1])
         results = []
         for k, batch in enumerate(batches):
             self._remember_names(batch)
             rows = slice(int(bounds[k]), int(bounds[k + 1]))
-            results.append(
-                LearnResult(
-                    rows.stop - rows.start, step_before + rows.stop, margins[rows], probs[rows],
-                    losses[rows], float(means[k]),
-                )
+            step = step_before + int(steps[k + 1])
+            result = LearnResult(
+                rows.stop - rows.start, step, margins[rows], probs[rows], losses[rows],
+                float(means[k]),
             )  # fmt: skip
+            if holdout_means is not None and steps[k + 1] - steps[k] < result.rows:
+                holdout = (held[rows], float(holdout_means[k]))
+                result = dataclasses.replace(result, holdout=holdout)
+            results.append(result)
         return results
+
+    @staticmethod
+    def _update_rows(
+        metrics: ProgressiveMetrics,
+        chosen: np.ndarray,
+        losses: np.ndarray,
+        probs: np.ndarray,
+        whole: Batch,
+        bounds: np.ndarray,
+    ) -> np.ndarray:
+        """``metrics.update`` with the ``chosen`` rows of ``whole``; each batch's mean loss."""
+        assert whole.labels is not None  # learned batches are labelled
+        weights = None if whole.weights is None else whole.weights[chosen]
+        counts = np.concatenate([[0], np.cumsum(chosen)])[bounds]
+        return metrics.update(
+            losses[chosen], probs[chosen], whole.labels[chosen], weights, counts.astype(np.int64)
+        )
 
     def _refusal(
         self, refusal: np.ndarray, margins: np.ndarray, weights: np.ndarray, first_row: int
@@ -814,6 +945,7 @@ class OnlineLogisticRegression:
             "counters": self.counters.copy() if copy else self.counters,
             "feature_name_indices": np.array([i for i, _ in names], dtype=np.int64),
             "feature_name_keys": np.array([k for _, k in names], dtype=str),
+            **self.holdout_metrics.state("holdout"),  # copies
             **self.metrics.state(),  # copies
             **({"norm_sums": self.norm_sums.copy()} if self.normalized else {}),
             **(self.feedback.state() if self.feedback is not None else {}),  # copies
@@ -851,6 +983,7 @@ class OnlineLogisticRegression:
                         layout.recent_window,
                         layout.normalized,
                         layout.feedback is not None,
+                        layout.config.get("holdout_every", 0),
                     )
                     + reader.member_bytes("feature_name_keys")
                     + sum(map(reader.member_bytes, FEEDBACK_MEMBERS))
@@ -887,6 +1020,10 @@ class OnlineLogisticRegression:
         if self.normalized:
             self.norm_sums = np.array(arrays["norm_sums"], dtype=np.float64)
         self.metrics = ProgressiveMetrics.from_state(dict(arrays), self.metrics.window)
+        if "holdout_rows" in arrays:  # else written before holdout metrics: none held out
+            self.holdout_metrics = ProgressiveMetrics.from_state(
+                dict(arrays), self.metrics.window, "holdout"
+            )
         indices, keys = arrays["feature_name_indices"], arrays["feature_name_keys"]
         self.feature_names = dict(zip(indices.tolist(), keys.tolist(), strict=True))
         self._name_bytes = sum(map(sys.getsizeof, self.feature_names.values())) + (

@@ -56,7 +56,13 @@ REQUIRED_MEMBERS = (
 # Written since the loss curve was added: a file without them loads with an empty curve.
 # ``norm_sums``: normalized models' ``[T, N]`` (see optim._loop), in their files only. The
 # feedback members: a model with a feedback setting's pending rows and served metrics (all or none).
-OPTIONAL_MEMBERS = ("metrics_curve", "metrics_block", "norm_sums", *FEEDBACK_MEMBERS)
+# The holdout metrics (``holdout_*``, as ``metrics_*``) since holdout: without them, none yet.
+HOLDOUT_MEMBERS = (
+    "holdout_rows", "holdout_totals", "holdout_ring", "holdout_curve", "holdout_block"
+)  # fmt: skip
+OPTIONAL_MEMBERS = (
+    "metrics_curve", "metrics_block", "norm_sums", *HOLDOUT_MEMBERS, *FEEDBACK_MEMBERS
+)  # fmt: skip
 # Normalized models' last state slot: a coordinate's largest |x| seen.
 NORMALIZED_SLOT = "scale"
 MEMBERS = REQUIRED_MEMBERS + OPTIONAL_MEMBERS
@@ -224,6 +230,12 @@ class Layout:
             "metrics_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
             "metrics_block": (np.float64, _Shape(((4,),))),
             "norm_sums": (np.float64, _Shape(((2,),))),
+            "holdout_rows": (np.int64, _Shape(((),))),
+            "holdout_totals": (np.float64, _Shape(((4,),))),
+            # its length (the holdout rows seen, at most the window) is checked by check_state
+            "holdout_ring": (np.float64, _Shape(up_to=self.recent_window, tail=(6,))),
+            "holdout_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
+            "holdout_block": (np.float64, _Shape(((4,),))),
             **(self._feedback_rules() if self.feedback is not None else {}),
         }
 
@@ -334,11 +346,23 @@ def check_state(
     for start in range(0, len(table), _CHECK_ROWS):
         block = slice(start, start + _CHECK_ROWS)
         _check_rows(spec.name, nonnegative, table[block], counters[block], start, step)
-    for name in ("metrics_totals", "metrics_ring", "metrics_curve", "metrics_block"):
-        if name in arrays and not np.isfinite(arrays[name]).all():
-            raise ModelFileError("holds non-finite values", member=name)
-    if "metrics_block" in arrays and arrays["metrics_block"][0] < 1:
-        raise ModelFileError("holds a block of fewer than one row", member="metrics_block")
+    for prefix in ("metrics", "holdout"):
+        for name in (f"{prefix}_totals", f"{prefix}_ring", f"{prefix}_curve", f"{prefix}_block"):
+            if name in arrays and not np.isfinite(arrays[name]).all():
+                raise ModelFileError("holds non-finite values", member=name)
+        if f"{prefix}_block" in arrays and arrays[f"{prefix}_block"][0] < 1:
+            raise ModelFileError("holds a block of fewer than one row", member=f"{prefix}_block")
+    holdout = [name for name in HOLDOUT_MEMBERS if name in arrays]
+    if holdout and len(holdout) != len(HOLDOUT_MEMBERS):
+        raise ModelFileError(
+            f"holds {holdout} but not all of {list(HOLDOUT_MEMBERS)}", member=holdout[0]
+        )
+    if holdout:
+        rows, ring = int(arrays["holdout_rows"]), len(arrays["holdout_ring"])
+        if not 0 <= rows < MAX_STEP:
+            raise ModelFileError(f"is {rows}, outside [0, 2**53)", member="holdout_rows")
+        if ring > rows:
+            raise ModelFileError(f"holds {ring} rows of {rows} held out", member="holdout_ring")
     indices = arrays["feature_name_indices"]
     if indices.shape != arrays["feature_name_keys"].shape:
         raise ModelFileError(

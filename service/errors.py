@@ -12,8 +12,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from optim import AdaserveError
 from service.engine.errors import (
     EngineError,
+    ExperimentExists,
+    ExperimentNotFound,
     FeedbackIdsRefused,
     FeedbackNotEnabled,
+    InvalidExperiment,
+    InvalidMember,
     ModelDeleted,
     ModelExists,
     ModelInExperiment,
@@ -68,16 +72,22 @@ ENGINE_ERRORS: dict[type[EngineError], tuple[int, str]] = {
     ModelUnavailable: (503, "model_unavailable"),
     ModelRecovering: (503, "model_recovering"),
     StorageUnavailable: (503, "storage_unavailable"),
+    ExperimentNotFound: (404, "experiment_not_found"),
+    ExperimentExists: (409, "experiment_exists"),
+    InvalidExperiment: (422, "invalid_input"),
+    InvalidMember: (422, "invalid_input"),
 }
 
 
 def engine_error(exc: EngineError) -> ApiError:
     """The HTTP answer to an engine's domain error."""
     status, code = next(answer for kind, answer in ENGINE_ERRORS.items() if isinstance(exc, kind))
+    if isinstance(exc, InvalidMember):
+        return ApiError(status, code, exc.detail, exc.where)
     where: dict[str, Any] = {"model": exc.model} if exc.model else {}
     if exc.field is not None:
         where["field"] = exc.field
-    if isinstance(exc, ModelInExperiment):
+    if isinstance(exc, ModelInExperiment | ExperimentNotFound | ExperimentExists):
         where["experiment"] = exc.experiment
     if isinstance(exc, PendingIdsConflict | FeedbackIdsRefused):
         where["ids"] = exc.ids

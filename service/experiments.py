@@ -18,8 +18,14 @@ from typing import Any
 
 from optim import AdaserveError, ConfigError
 from optim.portfolio import memory_bytes_for
-from service.engine.errors import EngineError, ModelInExperiment
-from service.errors import ApiError
+from service.engine.errors import (
+    EngineError,
+    ExperimentExists,
+    ExperimentNotFound,
+    InvalidExperiment,
+    InvalidMember,
+    ModelInExperiment,
+)
 from service.registry import NAME_PATTERN, ManagedModel, ModelRegistry
 from service.storage import write_atomically
 
@@ -60,9 +66,7 @@ class ExperimentRegistry:
     def get(self, name: str) -> Experiment:
         experiment = self.experiments.get(name)
         if experiment is None:
-            raise ApiError(
-                404, "experiment_not_found", f"no experiment named {name!r}", {"experiment": name}
-            )
+            raise ExperimentNotFound(name)
         return experiment
 
     def refuse_member(self, model: str) -> None:
@@ -91,23 +95,14 @@ class ExperimentRegistry:
         self, name: str, shared: dict[str, Any], entries: list[dict[str, Any]]
     ) -> Experiment:
         if not NAME_PATTERN.fullmatch(name) or name.startswith("."):
-            raise ApiError(
-                422, "invalid_input", "name must match [A-Za-z0-9_.-]{1,64}", {"field": "name"}
-            )
+            raise InvalidExperiment("name must match [A-Za-z0-9_.-]{1,64}", field="name")
         if name in self.experiments or name in self._creating:
-            raise ApiError(
-                409,
-                "experiment_exists",
-                f"an experiment named {name!r} exists",
-                {"experiment": name},
-            )
+            raise ExperimentExists(name)
         if not 1 <= len(entries) <= 32:
-            raise ApiError(
-                422, "invalid_input", "an experiment has 1 to 32 models", {"field": "models"}
-            )
+            raise InvalidExperiment("an experiment has 1 to 32 models", field="models")
         names = [entry.get("name") or f"{name}.{i}" for i, entry in enumerate(entries)]
         if len(set(names)) != len(names):
-            raise ApiError(422, "invalid_input", "member names must differ", {"field": "models"})
+            raise InvalidExperiment("member names must differ", field="models")
         dim = 2 ** shared["hash_bits"] if shared.get("hash_bits") is not None else shared.get("dim")
         if isinstance(dim, int) and dim >= 1:
             try:
@@ -128,16 +123,13 @@ class ExperimentRegistry:
                 config = {k: v for k, v in entry.items() if k != "name"}
                 try:
                     await self.models.create(member, {**shared, **config})
-                except ApiError as error:
-                    error.where = {**error.where, "member": i}
-                    raise
                 except AdaserveError as error:
-                    raise ApiError.from_adaserve(error, member=i) from None
+                    raise InvalidMember(i, error) from None
                 created.append(member)
             write_atomically(
                 self.directory / f"{name}.json", json.dumps({"members": names}).encode()
             )
-        except (ApiError, EngineError):
+        except EngineError:
             for member in created:
                 await self.models.delete(member)
             raise

@@ -75,6 +75,12 @@ class CreateModel(BaseModel):
     )
     ignore: list[str] | None = Field(None, description="namespaces left out (VW --ignore)")
     keep: list[str] | None = Field(None, description="the only namespaces kept (VW --keep)")
+    holdout_every: int = Field(
+        0,
+        description="hold out the model's k-th, 2k-th, ... row (counting every row it is given, "
+        "across requests), as VW's --holdout_period: scored on the model as it stands, never "
+        "learned, reported in `holdout`; 0: none",
+    )
 
 
 class ModelConfig(BaseModel):
@@ -94,6 +100,7 @@ class ModelConfig(BaseModel):
     interactions: list[str] = []
     ignore: list[str] = []
     keep: list[str] = []
+    holdout_every: int = 0
 
 
 class WindowMetrics(BaseModel):
@@ -144,6 +151,9 @@ class ModelInfo(BaseModel):
     config: ModelConfig
     step: int = Field(description="rows learned so far (the optimizer's step)")
     metrics: ProgressiveMetrics
+    holdout: ProgressiveMetrics = Field(
+        description="the same metrics of the rows held out (scored, not learned)"
+    )
     touched_coordinates: int = Field(description="coordinates present in at least one row")
     state_bytes: int
     portfolio: dict[str, Any] | None = Field(
@@ -296,7 +306,9 @@ class ExperimentUpdate(BaseModel):
 class UpdateResult(BaseModel):
     rows: int = Field(description="rows applied")
     step: int = Field(description="the model's step after the batch")
-    log_loss: float | None = Field(description="progressive log-loss of the batch")
+    log_loss: float | None = Field(description="progressive log-loss of the rows learned")
+    holdout_rows: int = Field(0, description="rows held out: scored, not learned")
+    holdout_log_loss: float | None = Field(None, description="log-loss of the rows held out")
     probabilities: list[float] | None = Field(
         None, description="pre-update probabilities (with ?return_predictions=true)"
     )

@@ -19,7 +19,8 @@ incarnations existed have none), its CSR arrays (indices as uint32 when the dim 
 and optional weights), the feature names the batch brings (JSON, when it has any) and, for a
 model with feedback, the change of its pending table the record makes (JSON, see
 :class:`optim.feedback.FeedbackEntry`: rows remembered at prediction, not learned; pending rows
-labelled or expired, learned; rows dropped, none). A batch is
+labelled or expired, learned; rows dropped, none) and, when it held rows out, one byte a
+row (1: held out; replayed as such, whatever decided it). A batch is
 appended (and, with ``fsync="always"``, made durable: the log is opened ``O_DSYNC``, a write
 returns once its bytes are synced, as by ``fdatasync``) before it is acknowledged; the batches a
 model's writer takes together are appended with one write (group commit, see
@@ -31,6 +32,10 @@ An import supersedes every snapshot and log, whatever their steps (an imported s
 lower step than the one it replaces): its file is made durable as ``import-<step>.npz`` (the
 commit), then every other snapshot and log is removed, its empty log created and the file renamed
 to ``snapshot-<step>.npz``; recovery finishes an import a crash interrupted after the commit.
+
+The steps that name snapshots and logs and that records start at are the model's rows seen
+(:attr:`~optim.OnlineLogisticRegression.rows_seen`: its step plus the rows it held out, its step
+when it held none out): a record of ``n`` rows ends ``n`` after it starts, held out or not.
 
 Recovery loads the newest snapshot that loads (any error falls back to the previous one and both
 logs) and replays the logs after it. Only a log's last record can be torn by a crash: a bad
@@ -78,7 +83,8 @@ _NARROW_INDICES = 2  # flag: indices are uint32 (the model's dim is at most 2**3
 _INCARNATION = 4  # flag: the header is followed by the model's incarnation (16 bytes)
 _NAMES = 8  # flag: the record ends with the batch's feature names (u64 length, JSON)
 _FEEDBACK = 16  # flag: then a change of the pending table (u64 length, JSON)
-_KNOWN_FLAGS = _WEIGHTED | _NARROW_INDICES | _INCARNATION | _NAMES | _FEEDBACK
+_HOLDOUT = 32  # flag: then one byte a row, 1 for a row held out
+_KNOWN_FLAGS = _WEIGHTED | _NARROW_INDICES | _INCARNATION | _NAMES | _FEEDBACK | _HOLDOUT
 _INCARNATION_BYTES = 16
 _NAMES_LENGTH = struct.Struct("<Q")
 _SMALLEST_RECORD = _RECORD.size + _HEADER.size + 8  # no rows: the header and indptr's one entry
@@ -207,9 +213,15 @@ def record_parts(
     identity, when given) and its share of the checksum."""
     body = body or record_body(batch)
     flags = body.flags | (_INCARNATION if incarnation else 0)
+    held_out = b""
+    if batch.holdout is not None and batch.holdout.any():
+        flags |= _HOLDOUT
+        held_out = batch.holdout.astype(np.uint8).tobytes()
     header = _HEADER.pack(step_before, batch.dim, batch.n_rows, batch.nnz, flags) + incarnation
     checksum = _crc32_combine(zlib.crc32(header), body.checksum, body.length)
-    return [_RECORD.pack(len(header) + body.length, checksum), header, *body.arrays]
+    checksum = zlib.crc32(held_out, checksum)
+    length = len(header) + body.length + len(held_out)
+    return [_RECORD.pack(length, checksum), header, *body.arrays, *([held_out] if held_out else [])]
 
 
 def _python_checksum(*parts: np.ndarray) -> int:
@@ -338,10 +350,12 @@ def decode_record(payload: bytes) -> tuple[int, bytes | None, Batch, FeedbackEnt
         offset += length
         if rows != (0 if entry.kind == "drop" else len(entry.ids)):  # a drop has no rows
             raise ValueError(f"a {entry.kind} entry of {len(entry.ids)} ids for {rows} rows")
+    # Explicit either way: which rows the model held out is what was logged, not its setting.
+    holdout = take(rows, "<u1") != 0 if flags & _HOLDOUT else np.zeros(rows, dtype=bool)
     if offset != len(payload):
         raise ValueError("record size does not match its header")
     # Logged batches were validated before they were logged; Batch is rebuilt as is.
-    batch = Batch(indptr, indices, values, labels, weights, dim, names)
+    batch = Batch(indptr, indices, values, labels, weights, dim, names, holdout)
     return step, incarnation, batch, entry
 
 
@@ -375,7 +389,7 @@ def _next_plausible_record(data: np.ndarray, start: int) -> int:
         rows = _little_endian(data, payload + 16, 7)
         nnz = _little_endian(data, payload + 24, 7)
         flags = data[payload + 32]
-        if flags & ~31 or dim < 1 or rows > length or nnz > length:
+        if flags & ~63 or dim < 1 or rows > length or nnz > length:
             continue
         size = 33 + (16 if flags & 4 else 0) + 8 * (rows + 1) + (4 if flags & 2 else 8) * nnz
         size += 8 * nnz + 8 * rows + (8 * rows if flags & 1 else 0)
@@ -387,6 +401,8 @@ def _next_plausible_record(data: np.ndarray, start: int) -> int:
             if size + 8 > length or data[payload + size + 7]:
                 continue
             size += 8 + _little_endian(data, payload + size, 7)
+        if flags & 32:
+            size += rows
         if size == length:
             return at
     return -1
@@ -615,9 +631,9 @@ class ModelStorage:
         try:
             _write_synced(building / INCARNATION_FILE, incarnation.encode())
             arrays = model.file_arrays()
-            snapshot = building / self._snapshot_path(model.step).name
+            snapshot = building / self._snapshot_path(model.rows_seen).name
             _write_synced(snapshot, lambda handle: save_file_arrays(handle, arrays))
-            _write_synced(building / self._wal_path(model.step).name, b"")
+            _write_synced(building / self._wal_path(model.rows_seen).name, b"")
             fsync_directory(building)
             os.rename(building, self.directory)
         except BaseException:
@@ -626,7 +642,7 @@ class ModelStorage:
         fsync_directory(self.directory.parent)
         self._set_incarnation(incarnation)
         with self._lock:
-            self._open_wal(model.step)
+            self._open_wal(model.rows_seen)
 
     def delete(self) -> None:
         """Remove the model durably (a renamed-away directory is no model at start-up); from
@@ -703,7 +719,7 @@ class ModelStorage:
         logging may go on meanwhile: until the file is written, recovery takes the previous
         snapshot and both logs. ``copy=False`` when the model stays still until then. Both
         raise :class:`ModelGone` once the model is deleted."""
-        step, arrays = model.step, model.file_arrays(copy=copy)
+        step, arrays = model.rows_seen, model.file_arrays(copy=copy)
         with self._lock:
             self._check_alive()
             self._open_wal(step)
@@ -734,7 +750,7 @@ class ModelStorage:
         (the commit), then put in place by :meth:`_finish_import`, and its empty log is opened.
         An OSError before the commit leaves every file as it was (the log open as it was);
         :class:`ImportUnfinished` after it. :class:`ModelGone` once deleted."""
-        step, arrays = model.step, model.file_arrays(copy=False)
+        step, arrays = model.rows_seen, model.file_arrays(copy=False)
         committed = self.directory / f"import-{step}.npz"
         temporary = committed.with_name(f".{committed.name}.tmp")
         with self._snapshot_lock, self._lock:
@@ -857,9 +873,9 @@ class ModelStorage:
                 log.error("model %s: %s", self.directory.name, dropped[-1])
                 skipped.append(step)
                 continue
-            if model.step == step:
+            if model.rows_seen == step:
                 return model, step, dropped, skipped
-            dropped.append(f"snapshot-{step}.npz holds step {model.step}; skipped")
+            dropped.append(f"snapshot-{step}.npz holds step {model.rows_seen}; skipped")
             skipped.append(step)
         raise ModelUnrecoverable(
             f"no readable snapshot in {self.directory}"
@@ -947,7 +963,7 @@ class ModelStorage:
             logs = self._logs_after(snapshot_step, self._read_incarnation())
             self._replay(model, logs)
             if logs.damage is None:
-                return Repaired(None, snapshot_step, model.step, 0, 0, [])
+                return Repaired(None, snapshot_step, model.rows_seen, 0, 0, [])
             # Each step leaves a model that recovers as before or as repaired (or is damaged
             # the same way, and repairs the same): snapshots that did not load out of the way,
             # the state before the damage written, then the damaged logs out of the way.
@@ -956,19 +972,22 @@ class ModelStorage:
             moved = [self._move_aside(self._snapshot_path(step).name) for step in skipped]
             arrays = model.file_arrays()
             write_atomically(
-                self._snapshot_path(model.step), lambda handle: save_file_arrays(handle, arrays)
+                self._snapshot_path(model.rows_seen),
+                lambda handle: save_file_arrays(handle, arrays),
             )
             moved += [self._move_aside(name) for name in logs.damaged_logs]
             fsync_directory(aside)
             fsync_directory(self.directory)
-            lost_rows = max((r.step_after for r in logs.lost), default=model.step) - model.step
+            lost_rows = (
+                max((r.step_after for r in logs.lost), default=model.rows_seen) - model.rows_seen
+            )
             log.warning(
                 "model %s repaired: kept step %d; %d valid records (%d rows) after the damage "
-                "moved aside with %s (%s)", self.directory.name, model.step, len(logs.lost),
+                "moved aside with %s (%s)", self.directory.name, model.rows_seen, len(logs.lost),
                 lost_rows, moved, logs.damage,
             )  # fmt: skip
             return Repaired(
-                logs.damage, snapshot_step, model.step, len(logs.lost), lost_rows, moved
+                logs.damage, snapshot_step, model.rows_seen, len(logs.lost), lost_rows, moved
             )
 
     def _move_aside(self, name: str) -> str:

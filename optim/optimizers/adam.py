@@ -392,11 +392,18 @@ def moment_tables(
     rate_at_span = base ** (scale * (span + 1)) if w_geo else 0.0
     rate_horizon = math.inf
     if 0.0 < base < 1.0 and scale > 0.0:
-        # a float: a Python int past 2**64 (a tiny momentum_decay) would make the header objects
-        rate_horizon = float(math.ceil(math.log(TAIL_TOLERANCE) / (scale * math.log(base))))
+        # Infinite for a scale so small (a momentum_decay down to 5e-324) that RATE**s stays
+        # above the tolerance at every step a float holds.
+        exponent = scale * math.log(base)
+        horizon = math.log(TAIL_TOLERANCE) / exponent if exponent else math.inf
+        if math.isfinite(horizon):
+            # a float: a Python int past 2**64 (a tiny momentum_decay) would make the header
+            # objects
+            rate_horizon = float(math.ceil(horizon))
     j = np.arange(powers + 1, dtype=np.float64)
     sb2 = math.sqrt(b2)
-    ratios = [b1 / sb2 ** (n + 1) if sb2 > 0 else math.inf for n in range(ORDERS)]
+    # sqrt(b2)**(n+1) is 0 for b2 below ~1e-108 (or 0): no series then
+    ratios = [b1 / sb2 ** (n + 1) if sb2 ** (n + 1) > 0 else math.inf for n in range(ORDERS)]
     series_ok = complete and b1 > 0 and ratios[-1] < 1.0
     rate = base**scale
     beta_series = [w_geo * q * rate / (1.0 - q * rate) if series_ok else 0.0 for q in ratios]

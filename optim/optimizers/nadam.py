@@ -53,6 +53,7 @@ from typing import Any
 import numba as nb
 import numpy as np
 
+from optim.errors import ConfigError
 from optim.optimizers._series import (
     POWER_SPLIT,
     TAIL_TOLERANCE,
@@ -95,6 +96,12 @@ from optim.optimizers.base import (
 # In the extra entries of the packed hyperparameters: momentum_decay, then P_0 = 1, P_1, ...
 MOMENTUM_DECAY, MU_PRODUCT = 0, 1
 _NEGLIGIBLE_PRODUCT = 2.0**-80
+# The products P_t are tabulated until they are negligible, within this many steps: a beta1 so
+# close to 1 that they are not would hold the model's creation for hours (and GBs of table).
+MAX_PRODUCTS = 1 << 20
+# The largest beta1 whose products are negligible within MAX_PRODUCTS steps whatever the
+# momentum_decay (mu_t < beta1, so P_t < beta1**t).
+SAFE_BETA1 = math.exp(math.log(_NEGLIGIBLE_PRODUCT) / MAX_PRODUCTS)
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
@@ -216,6 +223,13 @@ def pack(p: Mapping[str, Any]) -> np.ndarray:
     products = [1.0]
     t = 0
     while products[-1] >= _NEGLIGIBLE_PRODUCT:
+        if t == MAX_PRODUCTS:
+            raise ConfigError(
+                f"must be at most {SAFE_BETA1:.9f} (any momentum_decay; larger with a small "
+                f"one), got {b1!r} with momentum_decay {decay!r}: NAdam's momentum products "
+                f"stay above 2**-80 for more than {MAX_PRODUCTS:,} steps",
+                field="optimizer.betas[0]",
+            )
         t += 1
         products.append(products[-1] * (b1 * (1.0 - 0.5 * 0.96 ** (t * decay))))
     steady = next(s for s, product in enumerate(products) if product < TAIL_TOLERANCE)

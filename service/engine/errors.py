@@ -3,6 +3,10 @@ to an HTTP status and code (the engine holds no HTTP)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from optim import AdaserveError
+
 
 class EngineError(Exception):
     """An operation on model ``model`` was refused; ``detail`` says why in a sentence, and
@@ -91,6 +95,40 @@ class ModelInExperiment(EngineError):
             "to delete its models",
         )
         self.experiment = experiment
+
+
+class ExperimentNotFound(EngineError):
+    """No experiment of that name."""
+
+    def __init__(self, experiment: str) -> None:
+        super().__init__("", f"no experiment named {experiment!r}")
+        self.experiment = experiment
+
+
+class ExperimentExists(EngineError):
+    """An experiment (or one being created) holds that name."""
+
+    def __init__(self, experiment: str) -> None:
+        super().__init__("", f"an experiment named {experiment!r} exists")
+        self.experiment = experiment
+
+
+class InvalidExperiment(EngineError):
+    """An experiment's definition is refused; ``field`` names the part at fault."""
+
+    def __init__(self, detail: str, *, field: str) -> None:
+        super().__init__("", detail)
+        self.field = field
+
+
+class InvalidMember(EngineError):
+    """Member ``member`` (its index in the definition) of a new experiment has a bad setting:
+    ``where`` locates it, as the model's own error does."""
+
+    def __init__(self, member: int, error: AdaserveError) -> None:
+        super().__init__("", str(error))
+        self.member = member
+        self.where: dict[str, Any] = {**error.where, "member": member}
 
 
 class FeedbackNotEnabled(EngineError):

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -317,9 +318,11 @@ class ManagedModel:
                 accepted.append(update)
                 step += update.batch.n_rows
             # each checked above, with the rows before it in the group
+            seen_before = self.model.rows_seen
             outcomes = self.model.learn_batches([u.batch for u in accepted], check=False)
             learned: list[Update] = []
             results: list[LearnResult] = []
+            seen = seen_before
             for update, outcome in zip(accepted, outcomes, strict=True):
                 if isinstance(outcome, NonFiniteUpdate):
                     self._release(update)
@@ -333,7 +336,11 @@ class ManagedModel:
                     body = record_body(update.batch, entry)
                 learned.append(update)
                 results.append(outcome)
-                records.append((update.batch, outcome.step - outcome.rows, body))
+                batch = update.batch
+                if outcome.held_out is not None:  # logged as held out, whatever decided it
+                    batch = dataclasses.replace(batch, holdout=outcome.held_out)
+                records.append((batch, seen, body))
+                seen += outcome.rows
             if not records:
                 return
             self.rows_since_snapshot += sum(result.rows for result in results)
@@ -368,7 +375,7 @@ class ManagedModel:
             return [Update(feedback.expiring(due), None, labels=expiring)], []
         entry = feedback.drop(due, now)
         nothing = Batch.from_arrays([0], [], [], [], dim=self.model.dim)
-        return [], [(nothing, self.model.step, record_body(nothing, entry))]
+        return [], [(nothing, self.model.rows_seen, record_body(nothing, entry))]
 
     def _claim(self, labels: Labels) -> Batch:
         """The batch of the pending rows ``labels`` names, claimed (see :meth:`_release`)."""
@@ -426,7 +433,7 @@ class ManagedModel:
                 except BaseException as exc:
                     job.done.set_exception(exc)
                     continue
-                records.append((job.batch, self.model.step, record_body(job.batch, entry)))
+                records.append((job.batch, self.model.rows_seen, record_body(job.batch, entry)))
                 kept.append((job, margins))
             if not records:
                 return

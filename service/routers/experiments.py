@@ -135,7 +135,7 @@ async def update_experiment(
     return {
         "rows": batch.n_rows,
         "members": {
-            n: {"step": r.step, "log_loss": r.log_loss if r.rows else None}
+            n: {"step": r.step, "log_loss": r.log_loss if r.learned_rows else None}
             for n, r in results.items()
         },
     }

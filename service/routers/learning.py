@@ -143,7 +143,9 @@ async def update(
         {
             "rows": result.rows,
             "step": result.step,
-            "log_loss": result.log_loss if result.rows else None,
+            "log_loss": result.log_loss if result.learned_rows else None,
+            "holdout_rows": result.holdout_rows,
+            "holdout_log_loss": result.holdout_log_loss if result.holdout_rows else None,
             "probabilities": result.probabilities if return_predictions else None,
         }
     )

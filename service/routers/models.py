@@ -30,6 +30,7 @@ def describe(managed: ManagedModel) -> dict[str, Any]:
         "config": model.config,
         "step": model.step,
         "metrics": model.metrics.to_dict(),
+        "holdout": model.holdout_metrics.to_dict(),
         "touched_coordinates": int(np.count_nonzero(model.times_touched[: model.dim])),
         "state_bytes": model.state_bytes,
         "portfolio": model.info() if isinstance(model, PortfolioLogisticRegression) else None,

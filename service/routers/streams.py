@@ -21,6 +21,14 @@ true, "rows": <learned>, "error": {"line": n, "row": <its index in the stream>, 
 names its line: where the stream stopped (the first line of a batch when the whole batch was
 refused, as when the log could not be written).
 
+Holdout: ``?holdout_every=k`` holds out the stream's ``k``-th, ``2k``-th, ... row (1-based,
+counting every row of this stream's body, as VW's ``--holdout_period`` counts the examples of its
+input) in place of the model's own ``holdout_every`` (counted over every row the model is given,
+across requests); ``0``: none in this stream. A held-out row is scored on the model as it stands
+and not learned. The progress lines and summary carry ``holdout``: the stream's held-out rows,
+their weighted log-loss and the AUC of the last ``recent_window`` of them (the model's setting;
+all of them when fewer); ``log_loss`` is of the rows learned.
+
 A stream cut by the client (the connection closed in the middle of the body) is learned up to
 its last complete line: every complete line received before is learned and logged like any
 other, and the half line is dropped; no summary is sent (nobody would read it).
@@ -43,6 +51,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
+import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -52,6 +61,8 @@ from starlette.types import Receive, Scope, Send
 from adaserve_cli.formats import FORMAT_OF_MEDIA_TYPE
 from optim import AdaserveError, Batch, LearnResult
 from optim.formats import ParseError, StreamParser
+from optim.metrics import ProgressiveMetrics
+from optim.model import MAX_HOLDOUT_EVERY
 from service import dependencies as deps
 from service.auth import WRITE
 from service.batches import check_row_sizes
@@ -133,7 +144,7 @@ def first_rows(batch: Batch, count: int) -> Batch:
         batch.indptr[: count + 1], batch.indices[:end], batch.values[:end],
         None if batch.labels is None else batch.labels[:count],
         None if batch.weights is None else batch.weights[:count], batch.dim,
-        batch.feature_names,
+        batch.feature_names, None if batch.holdout is None else batch.holdout[:count],
     )  # fmt: skip
 
 
@@ -397,8 +408,19 @@ async def stream(
     return_predictions: Annotated[
         bool, Query(description="each row's pre-update probability")
     ] = False,
+    holdout_every: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_HOLDOUT_EVERY,
+            description="hold out the stream's k-th, 2k-th, ... row instead of the model's own "
+            "holdout_every (0: none)",
+        ),
+    ] = None,
 ) -> BodyStreamingResponse:
-    return learning_stream(request, [managed], settings, metrics, return_predictions)
+    return learning_stream(
+        request, [managed], settings, metrics, return_predictions, holdout_every=holdout_every
+    )
 
 
 async def learn_in_each(
@@ -423,6 +445,7 @@ def learning_stream(
     metrics: ServiceMetrics,
     return_predictions: bool = False,
     order: asyncio.Lock | None = None,
+    holdout_every: int | None = None,
 ) -> BodyStreamingResponse:
     """Parse the body once and learn every batch into each target, in order.
 
@@ -439,17 +462,34 @@ def learning_stream(
     )  # fmt: skip
     rows = 0
     losses = {t.name: [0.0, 0.0] for t in targets}  # weighted loss sum, weight sum
+    holdout = {t.name: ProgressiveMetrics(t.model.metrics.window) for t in targets}
+
+    def account(name: str, batch: Batch, result: LearnResult) -> None:
+        """Add the batch's rows learned and held out to the stream's sums."""
+        weights = batch.weights if batch.weights is not None else np.ones(batch.n_rows)
+        learned = weights if result.held_out is None else weights[~result.held_out]
+        weight = float(learned.sum())
+        losses[name][0] += result.log_loss * weight if weight else 0.0
+        losses[name][1] += weight
+        if result.held_out is not None:
+            held = result.held_out
+            assert batch.labels is not None  # learned batches are labelled
+            holdout[name].update(
+                result.losses[held], result.probabilities[held], batch.labels[held], weights[held]
+            )
 
     async def learn(batch: Batch, record: RecordBody | None) -> list[bytes]:
         """Learn ``batch`` into every target; the lines to send for it."""
         nonlocal rows
         out = []
-        weight = float(batch.weights.sum()) if batch.weights is not None else batch.n_rows
+        if holdout_every is not None:  # the stream's rows rows+1, rows+2, ...
+            positions = np.arange(rows + 1, rows + batch.n_rows + 1)
+            held = positions % holdout_every == 0 if holdout_every else positions < 0
+            batch = dataclasses.replace(batch, holdout=held)
         async with order or contextlib.nullcontext():
             results = await learn_in_each(targets, batch, metrics, record)
         for target, result in zip(targets, results, strict=True):
-            losses[target.name][0] += result.log_loss * weight if weight else 0.0
-            losses[target.name][1] += weight
+            account(target.name, batch, result)
         before = rows // settings.stream_progress_rows
         rows += batch.n_rows
         if return_predictions:
@@ -484,9 +524,21 @@ def learning_stream(
         out, before = await learn_until_refused(first_rows(batch, row), None, lines)
         return out, before or {**error.where, "detail": str(error)}
 
+    def held_out(name: str) -> dict[str, Any]:
+        if not holdout[name].rows:
+            return {"rows": 0, "log_loss": None, "auc": None}
+        summary = holdout[name].to_dict()
+        overall, recent = summary["overall"], summary["recent"]
+        assert isinstance(overall, dict) and isinstance(recent, dict)
+        return {"rows": holdout[name].rows, "log_loss": overall["log_loss"], "auc": recent["auc"]}
+
     def progress() -> dict[str, Any]:
         members = {
-            t.name: {"step": t.model.step, "log_loss": loss / weight if weight else None}
+            t.name: {
+                "step": t.model.step,
+                "log_loss": loss / weight if weight else None,
+                "holdout": held_out(t.name),
+            }
             for t in targets
             for loss, weight in [losses[t.name]]
         }

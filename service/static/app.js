@@ -232,6 +232,10 @@ const MODEL_COLUMNS = [
   },
   { key: "auc", label: "recent AUC", numeric: true, value: (m) => m.metrics?.recent?.auc },
   {
+    key: "holdout_log_loss", label: "holdout log-loss", numeric: true,
+    value: (m) => m.holdout?.overall?.log_loss,
+  },
+  {
     key: "calibration", label: "calibration", numeric: true,
     value: (m) => m.metrics?.overall?.calibration,
   },
@@ -600,6 +604,12 @@ function modelView(name) {
         card("log-loss", fmt(metrics.overall?.log_loss), "log_loss"),
         card(`recent log-loss (${fmt(metrics.recent?.rows)} rows)`, fmt(metrics.recent?.log_loss), "recent_log_loss"),
         card("recent AUC", fmt(metrics.recent?.auc), "auc"),
+        // rows held out (config.holdout_every, or a stream's own): scored, never learned
+        ...(info.holdout?.rows || config.holdout_every ? [
+          card(`holdout log-loss (${fmt(info.holdout?.rows)} rows)`, fmt(info.holdout?.overall?.log_loss),
+            "holdout_log_loss"),
+          card("holdout AUC (recent)", fmt(info.holdout?.recent?.auc), "holdout_auc"),
+        ] : []),
         card("calibration (overall / recent)",
           `${fmt(metrics.overall?.calibration, 3)} / ${fmt(metrics.recent?.calibration, 3)}`, "calibration"),
         card("coordinates", config.hash_bits ? `2^${config.hash_bits} hashed` : fmt(config.dim), "dim"),
