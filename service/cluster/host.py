@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from optim import Batch, LearnResult, OnlineLogisticRegression
 from service.engine.errors import ModelNotFound
+from service.engine.mailbox import Labels
 from service.registry import ManagedModel, ModelRegistry
 from service.settings import Settings
 from service.storage import RecordBody
@@ -153,6 +156,19 @@ class ModelHost:
 
     async def learn(self, batch: Batch, record: RecordBody | None) -> LearnResult | Failure:
         return await _outcome(lambda: self.managed.learn(batch, None, record))
+
+    async def remember(self, batch: Batch, ids: list[str]) -> np.ndarray | Failure:
+        """Predict with ids (delayed labels): the pending rows count in this node's budget."""
+
+        def reserve(needed: int) -> None:
+            self.registry.check_budget(
+                needed, model=self.name, what="the pending rows", field="ids"
+            )
+
+        return await _outcome(lambda: self.managed.remember(batch, ids, reserve))
+
+    async def label(self, labels: Labels) -> LearnResult | Failure:
+        return await _outcome(lambda: self.managed.label(labels))
 
     async def replace(self, model_file: bytes) -> Path | Failure:
         """The state of ``model_file`` (a model's bytes: arrays Ray hands over are read-only)."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 from ray.exceptions import (
     ActorDiedError,
@@ -44,6 +45,7 @@ from service.engine.errors import (
     ModelUnavailable,
     OverMemoryBudget,
 )
+from service.engine.mailbox import Labels
 from service.registry import ModelRegistry, QuarantinedModel, readable_bytes, state_bytes_needed
 from service.settings import Settings
 from service.storage import RecordBody, remove_leftovers
@@ -138,6 +140,22 @@ class RemoteModel:
     ) -> LearnResult:
         batch, record = await asyncio.get_running_loop().run_in_executor(parser, parse)
         return await self.learn(batch, on_learned, record)
+
+    async def remember(
+        self, batch: Batch, ids: list[str], reserve: Callable[[int], object]
+    ) -> np.ndarray:
+        """Predict with ids in the host, which counts the pending rows in its node's budget
+        (``reserve``, the ingress's, is for a model in this process)."""
+        return await self._call("remember", batch, ids)
+
+    async def label(
+        self, labels: Labels, on_learned: Callable[[Any, LearnResult], None] | None = None
+    ) -> LearnResult:
+        result: LearnResult = await self._call("label", labels)
+        self.model.step = max(self.model.step, result.step)
+        if on_learned is not None:
+            on_learned(self, result)
+        return result
 
     async def replace(self, model: OnlineLogisticRegression) -> Path:
         path = await self._call("replace", await asyncio.to_thread(model.to_bytes))
