@@ -44,7 +44,8 @@ sys.path.insert(0, str(REPO))
 # ---------------------------------------------------------------- environment and code
 
 
-DEFAULT_SHARED = REPO.parent / "shared"
+# Beside the repo, unless ADASERVE_SHARED points elsewhere (a git worktree is not beside it).
+DEFAULT_SHARED = Path(os.environ.get("ADASERVE_SHARED", REPO.parent / "shared"))
 
 
 class SharedMissingError(FileNotFoundError):

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from datasets import REPO
-from datasets import SHARED as SHARED_BESIDE_REPO
+from datasets import REPO, SHARED
 
 BENCH = REPO / "loadtest" / "bench_quality.py"
-SHARED = Path(os.environ.get("ADASERVE_SHARED", SHARED_BESIDE_REPO))
 
 
 def load_bench() -> ModuleType:
