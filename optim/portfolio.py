@@ -68,6 +68,7 @@ from optim.model_file import check_metrics_arrays, json_depth
 from optim.optimizers import OptimizerSpec
 
 if TYPE_CHECKING:
+    from optim.features import FeatureOptions
     from optim.model import Features
 
 
@@ -93,7 +94,14 @@ MAX_MEMBERS = 16
 AUTO = "auto"
 FORMAT = "adaserve-portfolio-v1"
 _STATE_BYTES = 1 << 20  # the portfolio.npy member (JSON: settings, leader, retired members)
-_SHARED = ("dim", "hash_bits", "lazy", "fit_intercept", "dtype", "hash_seed", "max_feature_names")
+_SHARED = (
+    "dim", "hash_bits", "lazy", "fit_intercept", "dtype", "hash_seed", "max_feature_names",
+    "interactions", "ignore", "keep",
+)  # fmt: skip
+# Model options a portfolio does not take as a whole: the update form is each member's own, and
+# held-out rows and pending predictions are not kept by a portfolio (yet). Given at their
+# defaults (as a configuration spelled out in full has them) they are ignored.
+_NOT_SHARED = {"normalized": False, "invariant": False, "holdout_every": 0, "feedback": None}
 
 
 def is_auto(optimizer: object) -> bool:
@@ -318,6 +326,14 @@ class PortfolioLogisticRegression:
             or not 0.0 <= hysteresis < 1.0
         ):
             raise ConfigError(f"must be in [0, 1), got {hysteresis!r}", field="hysteresis")
+        for key, default in _NOT_SHARED.items():
+            if key in settings and settings.pop(key) != default:
+                where = (
+                    "a setting of each member"
+                    if key in ("normalized", "invariant")
+                    else ("not available")
+                )
+                raise ConfigError(f"is {where} with optimizer auto", field=key)
         unknown = sorted(set(settings) - set(_SHARED))
         if unknown:
             raise ConfigError(
@@ -402,6 +418,28 @@ class PortfolioLogisticRegression:
     @property
     def hasher(self) -> FeatureHasher:
         return self.leader_model.hasher
+
+    @property
+    def features(self) -> FeatureOptions:
+        return self.leader_model.features
+
+    @property
+    def feedback(self) -> None:
+        """No pending predictions: ``"feedback"`` is not available with optimizer auto."""
+        return None
+
+    @property
+    def holdout_every(self) -> int:
+        return 0
+
+    @property
+    def holdout_metrics(self) -> ProgressiveMetrics:
+        return self.leader_model.holdout_metrics
+
+    @property
+    def rows_seen(self) -> int:
+        """Rows learned (a portfolio holds none out)."""
+        return self.step
 
     @property
     def lazy(self) -> str:

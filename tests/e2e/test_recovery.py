@@ -318,10 +318,10 @@ def test_any_exception_loading_a_snapshot_falls_back(tmp_path: Path, monkeypatch
     real_load = OnlineLogisticRegression.load
     newest_step = replay(applied[:5]).step
 
-    def load(path):  # type: ignore[no-untyped-def]
+    def load(path, **options):  # type: ignore[no-untyped-def]
         if Path(path).name == f"snapshot-{newest_step}.npz":
             raise RuntimeError("anything at all")
-        return real_load(path)
+        return real_load(path, **options)
 
     monkeypatch.setattr(OnlineLogisticRegression, "load", staticmethod(load))
     recovered = ModelStorage(tmp_path / "m").recover()

@@ -24,7 +24,7 @@ from optim.formats import (
     iter_file_batches,
     parse_bytes,
 )
-from optim.hashing import murmurhash3_32
+from optim.hashing import coordinates_of, murmurhash3_32
 
 LIBSVM = (
     b"# a comment line\n"
@@ -424,7 +424,9 @@ def test_rcv1_parses_as_vw() -> None:
         tokens = rest.split()
         assert tokens[0] == "f"
         pairs = [t.partition(":") for t in tokens[1:]]
-        rows.append((h.indices(f"f^{name}" for name, _, _ in pairs), [float(v) for *_, v in pairs]))
+        # rcv1's features are numbers: VW's digits rule, the number plus the namespace's hash
+        coordinates = [coordinates_of(f"f^{name}", h)[0] for name, _, _ in pairs]
+        rows.append((np.array(coordinates), [float(v) for *_, v in pairs]))
         labels.append(int(float(head)))
     got = parse_bytes(path.read_bytes(), "vw", dim=dim)
     assert got.n_rows == 1_000
