@@ -77,12 +77,15 @@ class ModelView:
     step: int
     memory_bytes: int
     metrics: Any
+    features: Any  # the feature options rows are read with (interactions, ignore, keep)
+    # The pending rows live in the host only (its model info and metrics report them).
+    feedback: None = None
 
     @classmethod
     def of(cls, model: OnlineLogisticRegression) -> ModelView:
         return cls(
             model.config, model.dim, model.hasher, model.spec, model.lazy, model.step,
-            model.memory_bytes, model.metrics,
+            model.memory_bytes, model.metrics, model.features,
         )  # fmt: skip
 
 
