@@ -33,6 +33,7 @@ from service.routers import (
     persistence,
     streams,
     ui,
+    watches,
 )  # fmt: skip
 from service.schemas import CsrBatch, NamedRows
 from service.settings import Settings
@@ -41,7 +42,9 @@ from service.websafety import OriginGuard, is_loopback, parse_origins
 
 log = logging.getLogger("adaserve")
 # The routers in the order the API documents them (/docs, /openapi.json).
-ROUTERS = (health, models, learning, streams, inspection, persistence, experiments, ui)
+ROUTERS = (
+    health, models, learning, streams, inspection, watches, persistence, experiments, ui,
+)  # fmt: skip
 DOCS_FILES = "/static-offline-docs"  # Swagger UI's and ReDoc's files (fastapi-offline's)
 # ReDoc's side menu shows an image from its maker's CDN: the page's policy keeps it from loading
 # (ReDoc hides it then). It styles itself inline and searches in a worker made from a blob.

@@ -20,6 +20,8 @@ from service.engine.errors import (
     OverMemoryBudget,
     StorageUnavailable,
     TooManyModels,
+    TooManyWatches,
+    WatchNotFound,
 )
 
 
@@ -58,6 +60,8 @@ ENGINE_ERRORS: dict[type[EngineError], tuple[int, str]] = {
     OverMemoryBudget: (422, "over_memory_budget"),
     ModelUnavailable: (503, "model_unavailable"),
     StorageUnavailable: (503, "storage_unavailable"),
+    TooManyWatches: (422, "too_many_watches"),
+    WatchNotFound: (404, "watch_not_found"),
 }
 
 

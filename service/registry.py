@@ -30,6 +30,7 @@ from service.engine.errors import (
 )
 from service.engine.model import ManagedModel
 from service.engine.tuning import Pools, Tuning
+from service.engine.watches import Watches
 from service.settings import Settings
 from service.storage import ModelStorage, remove_leftovers
 
@@ -88,7 +89,15 @@ class ModelRegistry:
     def _managed(
         self, name: str, model: OnlineLogisticRegression, storage: ModelStorage
     ) -> ManagedModel:
-        return ManagedModel(name, model, storage, self.tuning, self.pools)
+        watches = Watches(
+            name,
+            self.directory / name,
+            limit=self.settings.max_watches,
+            capacity=self.settings.watch_samples,
+            every=self.settings.watch_every_rows,
+        )
+        watches.load(model.step)
+        return ManagedModel(name, model, storage, self.tuning, self.pools, watches)
 
     def load_all(self) -> dict[str, list[str]]:
         """Recover every model in the data directory (at start-up): what was dropped, by model.
