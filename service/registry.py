@@ -198,9 +198,10 @@ class ModelRegistry:
             with self._budget_lock:
                 self.reserved_bytes -= claimed
 
-    async def create(self, name: str, config: Mapping[str, Any]) -> ManagedModel:
-        """A new model: checked here, then allocated and written in a worker thread (the event
-        loop answers meanwhile), its name held and its bytes reserved from the start."""
+    @contextlib.contextmanager
+    def holding_new(self, name: str) -> Iterator[None]:
+        """Hold ``name`` for a model being made: a valid name no model (served, quarantined or
+        being made) has, within the number of models allowed; released at exit."""
         if not NAME_PATTERN.fullmatch(name) or name.startswith("."):
             raise ConfigError(
                 "name must match [A-Za-z0-9_.-]{1,64} and not start with '.'", field="name"
@@ -210,6 +211,26 @@ class ModelRegistry:
         held = len(self.models) + len(self.quarantined) + len(self._held)
         if held >= self.settings.max_models:
             raise TooManyModels(name, self.settings.max_models)
+        self._held.add(name)
+        try:
+            yield
+        finally:
+            self._held.discard(name)
+
+    async def adopt(self, name: str, model: OnlineLogisticRegression) -> ManagedModel:
+        """A new model holding ``model`` (an imported file's state), written in a worker
+        thread; call it while :meth:`holding_new` the name, with ``model``'s bytes reserved."""
+        if name not in self._held:
+            raise RuntimeError(f"adopt({name!r}) outside holding_new")
+        return await anyio.to_thread.run_sync(self._build, name, lambda: model)
+
+    async def create(self, name: str, config: Mapping[str, Any]) -> ManagedModel:
+        """A new model: checked here, then allocated and written in a worker thread (the event
+        loop answers meanwhile), its name held and its bytes reserved from the start."""
+        with self.holding_new(name):
+            return await self._create(name, config)
+
+    async def _create(self, name: str, config: Mapping[str, Any]) -> ManagedModel:
         dim = config.get("dim")
         if config.get("hash_bits") is not None:
             bits = config["hash_bits"]
@@ -226,16 +247,14 @@ class ModelRegistry:
                             config.get("dtype", "float64"), config.get("recent_window", 10_000),
                         )
                     )  # fmt: skip
-            self._held.add(name)
-            try:
-                # Registered by the worker thread itself: a request cancelled meanwhile leaves a
-                # model that is both on disk and served, never one only on disk.
-                return await anyio.to_thread.run_sync(self._build, name, dict(config))
-            finally:
-                self._held.discard(name)
+            # Registered by the worker thread itself: a request cancelled meanwhile leaves a
+            # model that is both on disk and served, never one only on disk.
+            return await anyio.to_thread.run_sync(
+                self._build, name, lambda: OnlineLogisticRegression(**config)
+            )  # ConfigError: 422 naming the field
 
-    def _build(self, name: str, config: dict[str, Any]) -> ManagedModel:
-        model = OnlineLogisticRegression(**config)  # ConfigError: 422 naming the field
+    def _build(self, name: str, make: Callable[[], OnlineLogisticRegression]) -> ManagedModel:
+        model = make()
         storage = self._storage(name)
         try:
             storage.create(model)

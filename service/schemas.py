@@ -291,6 +291,10 @@ class Snapshot(BaseModel):
     bytes: int
 
 
+class ImportResult(Snapshot):
+    created: bool = Field(description="true: no model had this name, it was made from the file")
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="machine-readable code")
     detail: str = Field(description="what went wrong, in a sentence")
