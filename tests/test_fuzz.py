@@ -59,6 +59,7 @@ schema = schemathesis.openapi.from_dict(SPEC)
 # The model file and the stream bodies are sent as bytes and text.
 schemathesis.serializer.alias("application/x-adaserve-model", "application/octet-stream")
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+schemathesis.serializer.alias("application/vnd.apache.arrow.stream", "application/octet-stream")
 
 
 @schema.hook

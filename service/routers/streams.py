@@ -47,6 +47,7 @@ from optim.formats import ParseError, StreamParser
 from service import dependencies as deps
 from service.auth import WRITE
 from service.batches import check_row_sizes
+from service.columnar import ARROW_BODY, ARROW_STREAM, stream_parser
 from service.engine.errors import EngineError
 from service.errors import ApiError, engine_error
 from service.metrics import ServiceMetrics
@@ -345,7 +346,7 @@ STREAM_BODY: dict[str, Any] = {
     "openapi_extra": {
         "requestBody": {
             "required": True,
-            "content": {ct: {"schema": {"type": "string"}} for ct in FORMATS},
+            "content": {ct: {"schema": {"type": "string"}} for ct in FORMATS} | ARROW_BODY,
         }
     },
 }
@@ -354,7 +355,8 @@ STREAM_BODY: dict[str, Any] = {
 @router.post(
     "/stream",
     dependencies=[WRITE],
-    summary="Learn a streamed body (NDJSON, libsvm, VW or Criteo text) while it arrives",
+    summary="Learn a streamed body (NDJSON, libsvm, VW or Criteo text, or an Arrow IPC "
+    "stream) while it arrives",
     response_class=BodyStreamingResponse,
     **STREAM_BODY,
 )
@@ -385,9 +387,11 @@ def learning_stream(
     concurrent writers from interleaving differently in different members.
     """
     first = targets[0].model
-    new_parser = functools.partial(
-        StreamParser, FORMATS[media_type(request.headers.get("content-type"))],  # MediaTypeRoute
-        dim=first.dim, hash_seed=first.hasher.seed, max_rows_per_batch=settings.stream_batch_rows,
+    given = media_type(request.headers.get("content-type"))  # one MediaTypeRoute accepted
+    # An Arrow stream has no lines: its errors' line numbers count rows from 1.
+    new_parser = stream_parser(first, settings) if given == ARROW_STREAM else functools.partial(
+        StreamParser, FORMATS[given], dim=first.dim, hash_seed=first.hasher.seed,
+        max_rows_per_batch=settings.stream_batch_rows,
         max_line_bytes=settings.max_stream_line_bytes,
     )  # fmt: skip
     rows = 0
