@@ -48,7 +48,7 @@ def pyarrow() -> Any:
         import pyarrow.ipc
     except ImportError:
         raise BatchError(
-            "Arrow input needs pyarrow: pip install 'adaserve[arrow]'", field="body"
+            "Arrow and Parquet input need pyarrow: pip install 'adaserve[arrow]'"
         ) from None
     return pa
 
