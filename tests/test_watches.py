@@ -18,6 +18,7 @@ from servers import free_port, start_server
 
 from optim import OnlineLogisticRegression
 from service.app import create_app
+from service.client import AdaserveClient, AdaserveError
 from service.engine.watches import SAMPLES_FILE, Sample, Watches, read_samples
 from service.settings import Settings
 
@@ -210,8 +211,15 @@ def test_samples_survive_kill_minus_nine(tmp_path: Path) -> None:
     assert before["curves"][0]["steps"] == [25 * k for k in range(9)]
     process = start_server(tmp_path, port, env=COLD, quiet=True)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            assert samples(client) == before
+        with AdaserveClient(f"http://127.0.0.1:{port}", timeout=60) as client:
+            assert client.watch_curves("m") == before
+            assert client.watch_curves("m", since_step=150)["curves"][0]["steps"] == [175, 200]
+            listed = client.watch("m", feature="IQ", every=10)
+            assert [w["feature"] for w in listed["watches"]] == [None, "IQ"]
+            client.unwatch("m", 3)
+            with pytest.raises(AdaserveError) as refused:
+                client.unwatch("m", 3)
+            assert refused.value.status == 404
     finally:
         process.terminate()
         process.wait(timeout=60)
