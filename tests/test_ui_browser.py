@@ -392,6 +392,7 @@ def test_watched_feature_curve_grows_while_a_stream_learns(
     stream(api, "/v1/models/watched/stream", ndjson[:256])
 
     page.goto(f"{server}/ui/#/models/watched")
+    expect(page.locator("#auth-banner")).to_be_visible()  # the page is set up: a token is asked
     enter_token(page, ADMIN)  # watching is a write
     expect(page.locator("#watch-rate")).to_contain_text("no watched features", timeout=60_000)
     page.fill("#lookup-input", "g0_0, g3_1")
