@@ -29,7 +29,7 @@ temp dir, and are removed at the end unless ``--keep-data``):
    each, at most ``--max-requests`` requests; rows/s and latency percentiles. A raw fsync probe
    and ``df -h`` describe the disk under the data directory.
 
-4. Fault injection (``fault_rounds.py``, the rounds ``tests/test_fault_injection.py`` runs a few
+4. Fault injection (``fault_rounds.py``, the rounds ``tests/e2e/test_fault_injection.py`` runs a few
    of): ``--faults N`` rounds of kill -9 at random moments, bytes flipped in snapshots and logs,
    a full disk, concurrent creates, deletes, re-creates, imports, updates and streams on
    several models and hypothesis-built bad bodies; every model checked against the replay of

@@ -1,5 +1,5 @@
 """Fault-injection rounds against the real server: one function both the CI test
-(``tests/test_fault_injection.py``, a few short rounds) and ``bench_durability.py --faults N``
+(``tests/e2e/test_fault_injection.py``, a few short rounds) and ``bench_durability.py --faults N``
 (a longer run) call, so "nothing acknowledged is ever lost" is checked the same way in both.
 
 A round, with a seed it prints (replay it with the same seed):

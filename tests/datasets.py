@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The repository, and the shared folder beside it (data sets and tools; absent in a user's clone).
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+MAKE_CLICKS = SHARED / "tools" / "make_clicks.py"
 
 
 def shared_file(*parts: str) -> Path:

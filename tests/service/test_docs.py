@@ -4,20 +4,12 @@ OpenAPI document (agreeing with the auth matrix), and /metrics labels for the do
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from test_auth import ROUTES
 
-from service.app import DOCS_FILES, create_app
-from service.settings import Settings
-
-
-@pytest.fixture
-def client(tmp_path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(data_dir=tmp_path, warm_kernels=False))) as c:
-        yield c
+from service.app import DOCS_FILES
 
 
 def asset_urls(page: str) -> list[str]:

@@ -22,13 +22,13 @@ import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from servers import free_port, start_server, stop_server
 
 from service.app import create_app
 from service.engine import snapshots
 from service.engine.errors import ModelDeleted
 from service.settings import Settings
 from service.storage import read_records
-from tests.servers import free_port, start_server, stop_server
 
 DIM = 64
 MODEL = {"name": "m", "dim": DIM, "optimizer": "adagrad"}

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from datasets import REPO
 from fastapi.testclient import TestClient
 from servers import free_port
 
@@ -262,7 +263,7 @@ def wait_for_answer(url: str, process: subprocess.Popen) -> None:
 
 
 def test_the_docker_image_is_warmed_at_build_time_as_the_user_it_runs_as() -> None:
-    lines = (Path(__file__).parents[1] / "Dockerfile").read_text().splitlines()
+    lines = (REPO / "Dockerfile").read_text().splitlines()
     assert lines.index("RUN adaserve warm") > lines.index("USER adaserve")
     env = " ".join(line for line in lines if "ADASERVE_KERNEL_DIR=" in line)
     assert "ADASERVE_KERNEL_DIR=/opt/adaserve" in env and "NUMBA_CACHE_DIR=/opt/adaserve" in env

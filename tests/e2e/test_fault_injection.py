@@ -23,11 +23,10 @@ from types import ModuleType
 import httpx
 import numpy as np
 import orjson
+from datasets import REPO
+from servers import free_port, start_server
 
 from optim import Batch, OnlineLogisticRegression
-from tests.servers import free_port, start_server
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def load_fault_rounds() -> ModuleType:

@@ -19,12 +19,6 @@ MEMBERS = [
 ]
 
 
-@pytest.fixture
-def client(tmp_path):
-    with TestClient(create_app(Settings(data_dir=tmp_path, warm_kernels=False))) as c:
-        yield c
-
-
 def data(seed: int = 0, rows: int = 600, dim: int = 32):
     X = sp.random(rows, dim, density=0.2, format="csr", random_state=seed)
     y = np.random.default_rng(seed).integers(0, 2, rows)

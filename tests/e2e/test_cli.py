@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from datasets import MAKE_CLICKS, REPO
 
 from adaserve_cli import train as train_module
 from optim import OnlineLogisticRegression
@@ -29,9 +30,6 @@ from optim.metrics import auc as metrics_auc
 from optim.metrics import log_losses
 from service.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MAKE_CLICKS = SHARED / "tools" / "make_clicks.py"
 TINY_DIM = 16
 ADAGRAD = ["--optimizer", "adagrad", "--lr", "0.3"]
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from datasets import REPO
 from fastapi.testclient import TestClient
 from servers import free_port, start_server
 from test_storage import OPTIMIZER, assert_same, batches, replay
@@ -36,8 +37,6 @@ from service.storage import (
     remove_leftovers,
     repair_model,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def logged(directory: Path, applied: list, snapshot_at: tuple[int, ...] = ()) -> ModelStorage:
@@ -99,7 +98,7 @@ def test_a_crash_while_creating_leaves_no_model_and_start_up_removes_it(
     warning, the other models serve, and the name can be created again."""
     logged(tmp_path / "models" / "good", batches(3))
     died = subprocess.run(
-        [sys.executable, "-c", CREATE_AND_DIE, str(tmp_path), stage], cwd=ROOT, check=False
+        [sys.executable, "-c", CREATE_AND_DIE, str(tmp_path), stage], cwd=REPO, check=False
     )
     assert died.returncode == 9
     leftovers = [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".")]
@@ -125,9 +124,9 @@ def test_kill_minus_nine_of_the_server_while_it_creates_a_large_model(tmp_path: 
     process = start_server(tmp_path, port, quiet=True)
     try:
         created = {"name": "good", "dim": 16, "optimizer": OPTIMIZER}
-        assert httpx.post(f"{url}/v1/models", json=created).status_code == 201
+        assert httpx.post(f"{url}/v1/models", json=created, timeout=60).status_code == 201
         body = {"indptr": [0, 1], "indices": [3], "values": [1.0], "labels": [1]}
-        assert httpx.post(f"{url}/v1/models/good/updates", json=body).status_code == 200
+        assert httpx.post(f"{url}/v1/models/good/updates", json=body, timeout=60).status_code == 200
         big = {"name": "big", "hash_bits": 22, "optimizer": "adagrad"}
 
         def create_big() -> None:
@@ -146,8 +145,8 @@ def test_kill_minus_nine_of_the_server_while_it_creates_a_large_model(tmp_path: 
     creating.join(timeout=60)
     process = start_server(tmp_path, port, quiet=True)
     try:
-        names = {m["name"] for m in httpx.get(f"{url}/v1/models").json()["models"]}
-        assert httpx.get(f"{url}/v1/models/good").json()["step"] == 1
+        names = {m["name"] for m in httpx.get(f"{url}/v1/models", timeout=60).json()["models"]}
+        assert httpx.get(f"{url}/v1/models/good", timeout=60).json()["step"] == 1
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
@@ -581,7 +580,7 @@ def test_feature_names_survive_kill_minus_nine_of_the_server(tmp_path: Path) -> 
     process = start_server(tmp_path, port, quiet=True)
     try:
         created = {"name": "m", "hash_bits": 10, "optimizer": OPTIMIZER}
-        assert httpx.post(f"{url}/v1/models", json=created).status_code == 201
+        assert httpx.post(f"{url}/v1/models", json=created, timeout=60).status_code == 201
         rows = named_rows(0, 20)
         response = httpx.post(f"{url}/v1/models/m/updates", json={"rows": rows})
         assert response.status_code == 200

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import read_text_rows, shared_file
+from datasets import MAKE_CLICKS, read_text_rows, shared_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +24,6 @@ from optim.formats import (
     iter_file_batches,
     parse_bytes,
 )
-
-MAKE_CLICKS = Path(__file__).resolve().parents[2] / "shared" / "tools" / "make_clicks.py"
 
 LIBSVM = (
     b"# a comment line\n"

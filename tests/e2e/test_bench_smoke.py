@@ -15,10 +15,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from datasets import MAKE_CLICKS, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "loadtest" / "bench_learners.py"
-MAKE_CLICKS = REPO.parent / "shared" / "tools" / "make_clicks.py"
 PEER_MODULES = ("vowpalwabbit", "river", "sklearn", "torch")
 OURS = ("ours adagrad", "ours ftrl", "ours adam exact")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
 
 import numpy as np
 import orjson
@@ -25,12 +24,6 @@ def settings(tmp_path) -> Settings:
     return Settings(data_dir=tmp_path, warm_kernels=False, max_rows_per_batch=1_000,
                     max_nnz_per_row=50, max_body_bytes=1 << 20, memory_budget_bytes=50 << 20,
                     max_models=5)  # fmt: skip
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def create(client: TestClient, name: str = "m", **config) -> dict:

@@ -14,10 +14,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from datasets import REPO, SHARED
 
-REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "loadtest" / "bench_http.py"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def load_bench() -> ModuleType:

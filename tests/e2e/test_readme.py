@@ -7,16 +7,16 @@ import runpy
 from pathlib import Path
 
 import pytest
+from datasets import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+README = (REPO / "README.md").read_text()
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 # Blocks that talk to a server run in test_e2e.py against the real one.
 LIBRARY_BLOCKS = [b for b in PYTHON_BLOCKS if "AdaserveClient" not in b]
 
 
 def test_walkthrough_module_is_the_readme_walkthrough() -> None:
-    module = (ROOT / "optim" / "walkthrough.py").read_text()
+    module = (REPO / "optim" / "walkthrough.py").read_text()
     assert any(module.endswith(block) for block in LIBRARY_BLOCKS)
 
 

@@ -4,7 +4,7 @@ site could: ``no-cors`` fetches with text/plain, form and multipart bodies, and 
 as text/plain. The service answers each with 403 and the model is unchanged. The dashboard's
 own page (same origin) still loads and its requests, a POST included, are admitted.
 
-Needs ``/usr/bin/chromium`` and the ``playwright`` package (as tests/test_ui_browser.py).
+Needs ``/usr/bin/chromium`` and the ``playwright`` package (as tests/e2e/test_ui_browser.py).
 """
 
 from __future__ import annotations

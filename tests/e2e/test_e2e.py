@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import shared_file
+from datasets import REPO, shared_file
 from servers import free_port, start_server, stop_server
 from test_real_data import auc
 
@@ -97,7 +97,7 @@ def test_readme_python_client_example(server: str, tmp_path: Path, monkeypatch) 
 
 
 def test_readme_curl_examples(server: str) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     blocks = [b for b in readme.split("```sh\n")[1:] if "curl" in b]
     assert blocks, "the README shows curl examples"
     for block in blocks:

@@ -160,11 +160,9 @@ TOKENS = {"read": "r-secret", "admin": "a-secret"}
 
 
 @pytest.fixture
-def client(tmp_path) -> Iterator[TestClient]:
+def settings(tmp_path) -> Settings:
     tokens = ",".join(f"{role}:{token}" for role, token in TOKENS.items())
-    settings = Settings(data_dir=tmp_path, warm_kernels=False, tokens=tokens)
-    with TestClient(create_app(settings)) as c:
-        yield c
+    return Settings(data_dir=tmp_path, warm_kernels=False, tokens=tokens)
 
 
 def test_route_needs_the_read_role(client: TestClient) -> None:

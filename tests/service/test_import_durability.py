@@ -7,12 +7,12 @@ import errno
 from pathlib import Path
 
 import pytest
+from test_storage import OPTIMIZER, assert_same, batches
 
 from optim import OnlineLogisticRegression
 from optim.model import save_file_arrays
 from service import storage as storage_module
 from service.storage import ModelStorage, StorageError
-from tests.test_storage import OPTIMIZER, assert_same, batches
 
 
 def files(directory: Path) -> list[str]:

@@ -48,15 +48,19 @@ RANK = {None: -1, "read": 0, "write": 1, "admin": 2}
 
 
 @pytest.fixture
-def client(tmp_path):
+def settings(tmp_path) -> Settings:
     tokens = ",".join(f"{role}:{token}" for role, token in TOKENS.items())
-    settings = Settings(data_dir=tmp_path, warm_kernels=False, tokens=tokens)
-    with TestClient(create_app(settings)) as c:
-        admin = {"Authorization": f"Bearer {TOKENS['admin']}"}
-        assert c.post("/v1/models", json={"name": "m", "dim": 8}, headers=admin).status_code == 201
-        experiment = {"name": "e", "dim": 8, "models": [{"optimizer": "adagrad"}]}
-        assert c.post("/v1/experiments", json=experiment, headers=admin).status_code == 201
-        yield c
+    return Settings(data_dir=tmp_path, warm_kernels=False, tokens=tokens)
+
+
+@pytest.fixture
+def client(client: TestClient) -> TestClient:
+    """The shared client with a model ``m`` and an experiment ``e`` to call routes on."""
+    admin = {"Authorization": f"Bearer {TOKENS['admin']}"}
+    assert client.post("/v1/models", json={"name": "m", "dim": 8}, headers=admin).status_code == 201
+    experiment = {"name": "e", "dim": 8, "models": [{"optimizer": "adagrad"}]}
+    assert client.post("/v1/experiments", json=experiment, headers=admin).status_code == 201
+    return client
 
 
 @pytest.mark.parametrize("caller", [None, "read", "write", "admin", "wrong"])
