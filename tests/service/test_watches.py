@@ -5,8 +5,6 @@ lookup gives, bounded, durable (a restart and kill -9), rolled back and cleared 
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +12,9 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from servers import free_port, start_server
 
 from optim import OnlineLogisticRegression
 from service.app import create_app
-from service.client import AdaserveClient, AdaserveError
 from service.engine.watches import SAMPLES_FILE, Sample, Watches, read_samples
 from service.settings import Settings
 
@@ -193,33 +189,3 @@ def test_an_import_starts_the_samples_again(client: TestClient) -> None:
     )
     assert imported.status_code == 200, imported.text
     assert samples(client)["curves"][0]["steps"] == [60]
-
-
-def test_samples_survive_kill_minus_nine(tmp_path: Path) -> None:
-    port = free_port()
-    process = start_server(tmp_path, port, env=COLD, quiet=True)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            create(client)
-            client.post("/v1/models/m/watches", json={"index": 3, "every": 25})
-            for k in range(8):
-                learn(client, 25, seed=k)
-            before = samples(client)
-    finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-    assert before["curves"][0]["steps"] == [25 * k for k in range(9)]
-    process = start_server(tmp_path, port, env=COLD, quiet=True)
-    try:
-        with AdaserveClient(f"http://127.0.0.1:{port}", timeout=60) as client:
-            assert client.watch_curves("m") == before
-            assert client.watch_curves("m", since_step=150)["curves"][0]["steps"] == [175, 200]
-            listed = client.watch("m", feature="IQ", every=10)
-            assert [w["feature"] for w in listed["watches"]] == [None, "IQ"]
-            client.unwatch("m", 3)
-            with pytest.raises(AdaserveError) as refused:
-                client.unwatch("m", 3)
-            assert refused.value.status == 404
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
