@@ -44,8 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from optim import OnlineLogisticRegression
 from service.engine.errors import StorageUnavailable, TooManyWatches, WatchNotFound
 from service.storage import write_atomically
@@ -239,16 +237,17 @@ class Watches:
         """Record the watched coordinates now (replacing a sample of the same step)."""
         if not self.watches:
             return
-        indices = [w.index for w in self.watches]
-        weight, slots, rate = model._inspect_arrays(np.array(indices, dtype=np.int64))
-        touched = model.times_touched[indices].tolist()
+        coordinates = model.inspect_coordinates([w.index for w in self.watches])
         sample = Sample(
             model.step,
             {
-                index: (float(weight[k]), float(rate[k]), int(touched[k]), tuple(slots[k].tolist()))
-                for k, index in enumerate(indices)
+                c["index"]: (
+                    c["weight"], c["effective_learning_rate"], c["times_touched"],
+                    tuple(c["state"].values()),
+                )
+                for c in coordinates
             },
-        )
+        )  # fmt: skip
         with self._lock:
             if self.samples and self.samples[-1].step == sample.step:
                 self.samples.pop()
