@@ -35,6 +35,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from adaserve_cli import columnar
+from adaserve_cli.columnar import FORMATS as COLUMNAR_FORMATS
 from adaserve_cli.formats import FORMATS
 
 if TYPE_CHECKING:  # optim (numba) is imported when a command runs, not for `adaserve --help`
@@ -58,6 +60,7 @@ class CommandError(Exception):
 
 
 # --------------------------------------------------------------------------------- options
+INPUT_FORMATS = FORMATS + COLUMNAR_FORMATS  # and the columnar files of adaserve_cli.columnar
 TRAIN_EPILOG = """\
 examples:
   adaserve train clicks.libsvm.gz --format libsvm --hash-bits 20 --lr 0.1 --output clicks.npz
@@ -106,7 +109,7 @@ def _add_train(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("files", nargs="+", metavar="FILE", help="input files; - reads stdin")
-    train.add_argument("--format", required=True, choices=FORMATS, help="input format")
+    train.add_argument("--format", required=True, choices=INPUT_FORMATS, help="input format")
     train.add_argument(
         "--optimizer",
         default="adagrad",
@@ -189,7 +192,7 @@ def _add_predict(commands: Any) -> None:
     )
     predict.add_argument("file", metavar="FILE", help="input file; - reads stdin")
     predict.add_argument("--model", "-m", required=True, help="model file (adaserve train -o)")
-    predict.add_argument("--format", required=True, choices=FORMATS, help="input format")
+    predict.add_argument("--format", required=True, choices=INPUT_FORMATS, help="input format")
     predict.add_argument("--output", "-o", help="probabilities file (default stdout)")
     predict.add_argument(
         "--no-labels", action="store_true", help="ignore labels in the file: no log-loss or AUC"
@@ -475,6 +478,12 @@ def _located_batches(
         for source in sources:
             where = _display(source) + (f" (pass {pass_number})" if passes > 1 else "")
             try:
+                if fmt in COLUMNAR_FORMATS:
+                    yield from columnar.file_batches(
+                        source, fmt, dim=dim, hash_seed=hash_seed, require_labels=require_labels,
+                        on_read=on_read,
+                    )  # fmt: skip
+                    continue
                 with open_source(source, on_read) as handle:
                     yield from iter_file_batches(
                         handle, fmt, dim=dim, hash_seed=hash_seed, require_labels=require_labels,

@@ -34,6 +34,7 @@ from service.routers import (
     persistence,
     streams,
     ui,
+    watches,
 )  # fmt: skip
 from service.schemas import (
     CsrBatch,
@@ -50,7 +51,8 @@ from service.websafety import OriginGuard, is_loopback, parse_origins
 log = logging.getLogger("adaserve")
 # The routers in the order the API documents them (/docs, /openapi.json).
 ROUTERS = (
-    health, models, learning, feedback, streams, inspection, persistence, experiments, cluster, ui
+    health, models, learning, feedback, streams, inspection, watches, persistence, experiments,
+    cluster, ui,
 )  # fmt: skip
 DOCS_FILES = "/static-offline-docs"  # Swagger UI's and ReDoc's files (fastapi-offline's)
 # ReDoc's side menu shows an image from its maker's CDN: the page's policy keeps it from loading

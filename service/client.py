@@ -322,6 +322,28 @@ class AdaserveClient:
             rates["(intercept)"] = out["intercept"]
         return rates
 
+    def watch(
+        self, name: str, feature: str | None = None, index: int | None = None,
+        every: int | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Watch a feature (by name or index): its weight, effective rate and state are recorded
+        every ``every`` rows (at batch ends) from now on; the watch list."""
+        body = {"feature": feature, "index": index, "every": every}
+        return self._call(
+            "POST", f"/v1/models/{name}/watches",
+            json={k: v for k, v in body.items() if v is not None},
+        )  # fmt: skip
+
+    def unwatch(self, name: str, index: int) -> None:
+        self._call("DELETE", f"/v1/models/{name}/watches/{index}")
+
+    def watch_curves(self, name: str, since_step: int = -1) -> dict[str, Any]:
+        """Each watched feature's ``steps``, ``weight``, ``effective_learning_rate``,
+        ``times_touched`` and ``state`` series (``curves``), and the watch settings."""
+        return self._call(
+            "GET", f"/v1/models/{name}/watches/samples", params={"since_step": since_step}
+        )
+
     def rate_summary(self, name: str, top: int = 20, bins: int = 20) -> dict[str, Any]:
         return self._call(
             "GET", f"/v1/models/{name}/learning-rates/summary", params={"top": top, "bins": bins}

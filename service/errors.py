@@ -29,6 +29,8 @@ from service.engine.errors import (
     StorageUnavailable,
     TooManyModels,
     TooManyPending,
+    TooManyWatches,
+    WatchNotFound,
 )
 
 
@@ -76,6 +78,8 @@ ENGINE_ERRORS: dict[type[EngineError], tuple[int, str]] = {
     ExperimentExists: (409, "experiment_exists"),
     InvalidExperiment: (422, "invalid_input"),
     InvalidMember: (422, "invalid_input"),
+    TooManyWatches: (422, "too_many_watches"),
+    WatchNotFound: (404, "watch_not_found"),
 }
 
 

@@ -36,6 +36,7 @@ from service.engine.errors import (
 )
 from service.engine.model import ManagedModel
 from service.engine.tuning import Pools, Tuning
+from service.engine.watches import Watches
 from service.settings import Settings
 from service.storage import ModelStorage, Recovered, remove_leftovers
 
@@ -115,7 +116,15 @@ class ModelRegistry:
     def _managed(
         self, name: str, model: OnlineLogisticRegression, storage: ModelStorage
     ) -> ManagedModel:
-        return ManagedModel(name, model, storage, self.tuning, self.pools)
+        watches = Watches(
+            name,
+            self.directory / name,
+            limit=self.settings.max_watches,
+            capacity=self.settings.watch_samples,
+            every=self.settings.watch_every_rows,
+        )
+        watches.load(model.step)
+        return ManagedModel(name, model, storage, self.tuning, self.pools, watches)
 
     def load_all(self) -> dict[str, list[str]]:
         """Recover every model in the data directory (at start-up): what was dropped, by model.
@@ -292,24 +301,39 @@ class ModelRegistry:
         if held >= self.settings.max_models:
             raise TooManyModels(name, self.settings.max_models)
 
+    @contextlib.contextmanager
+    def holding_new(self, name: str) -> Iterator[None]:
+        """Hold ``name`` for a model being made (:meth:`check_new` first); released at exit."""
+        self.check_new(name)
+        self._held.add(name)
+        try:
+            yield
+        finally:
+            self._held.discard(name)
+
+    async def adopt(self, name: str, model: OnlineLogisticRegression) -> ManagedModel:
+        """A new model holding ``model`` (an imported file's state), written in a worker
+        thread; call it while :meth:`holding_new` the name, with ``model``'s bytes reserved."""
+        if name not in self._held:
+            raise RuntimeError(f"adopt({name!r}) outside holding_new")
+        return await anyio.to_thread.run_sync(self._build, name, lambda: model)
+
     async def create(self, name: str, config: Mapping[str, Any]) -> ManagedModel:
         """A new model: checked here, then allocated and written in a worker thread (the event
         loop answers meanwhile), its name held and its bytes reserved from the start."""
-        self.check_new(name)
-        needed = state_bytes_needed(config)
-        with self.reservation(model=name) as claim:
-            if needed:
-                claim(needed)
-            self._held.add(name)
-            try:
+        with self.holding_new(name):
+            needed = state_bytes_needed(config)
+            with self.reservation(model=name) as claim:
+                if needed:
+                    claim(needed)
                 # Registered by the worker thread itself: a request cancelled meanwhile leaves a
                 # model that is both on disk and served, never one only on disk.
-                return await anyio.to_thread.run_sync(self._build, name, dict(config))
-            finally:
-                self._held.discard(name)
+                return await anyio.to_thread.run_sync(
+                    self._build, name, lambda: new_model(**config)
+                )  # ConfigError: 422 naming the field
 
-    def _build(self, name: str, config: dict[str, Any]) -> ManagedModel:
-        model = new_model(**config)  # ConfigError: 422 naming the field
+    def _build(self, name: str, make: Callable[[], Any]) -> ManagedModel:
+        model = make()
         storage = self._storage(name)
         try:
             storage.create(model)

@@ -384,10 +384,60 @@ class RatesByFrequency(BaseModel):
     bins: list[FrequencyBin] = Field(description="non-empty bins, fewest touches first")
 
 
+class AddWatch(BaseModel):
+    """A coordinate to watch: by feature name (hashed as named rows are) or by index."""
+
+    model_config = ConfigDict(extra="forbid")
+    feature: str | None = Field(None, min_length=1, description="a feature key, e.g. IQ")
+    index: int | None = Field(None, ge=0, description="a coordinate (dim is the intercept)")
+    every: int | None = Field(
+        None, ge=1, description="the model's rows between samples from now on (all its watches)"
+    )
+
+
+class WatchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    every: int = Field(ge=1, description="the model's rows between samples (all its watches)")
+
+
+class Watch(BaseModel):
+    index: int
+    feature: str | None = Field(description="the name it was watched by, or the one learned")
+
+
+class WatchList(BaseModel):
+    model: str
+    every: int = Field(
+        description="a sample is taken at the end of the first group of batches learned at or "
+        "after each multiple of this many rows (never per row)"
+    )
+    limit: int = Field(description="coordinates a model may watch at most")
+    capacity: int = Field(description="samples kept (a ring: the oldest dropped)")
+    watches: list[Watch]
+
+
+class WatchCurve(Watch):
+    steps: list[int] = Field(description="the model's rows at each sample")
+    weight: list[float]
+    effective_learning_rate: list[float]
+    times_touched: list[int]
+    state: dict[str, list[float]] = Field(description="each optimizer state slot by name")
+
+
+class WatchCurves(WatchList):
+    saved: bool = Field(description="false while the newest samples could not be written")
+    problem: str | None = Field(description="why they could not, if so")
+    curves: list[WatchCurve]
+
+
 class Snapshot(BaseModel):
     model: str
     step: int
     bytes: int
+
+
+class ImportResult(Snapshot):
+    created: bool = Field(description="true: no model had this name, it was made from the file")
 
 
 class ErrorBody(BaseModel):

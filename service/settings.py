@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     max_models: int = Field(1_000, ge=1)
     stream_batch_rows: int = Field(10_000, ge=1, description="rows learned per stream batch")
     stream_progress_rows: int = Field(100_000, ge=1, description="rows between progress lines")
+    max_watches: int = Field(16, ge=0, description="watched coordinates per model at most")
+    watch_every_rows: int = Field(
+        1_000, ge=1, description="a new model's rows between samples of its watched coordinates"
+    )
+    watch_samples: int = Field(
+        2_000, ge=2, description="samples of the watched coordinates kept per model (a ring)"
+    )
     warm_kernels: bool = Field(True, description="compile every optimizer's kernels at start-up")
     tokens: str = Field("", description="comma-separated role:token pairs (read, write, admin)")
     tokens_file: Path | None = Field(None, description="one 'role token' per line")

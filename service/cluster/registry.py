@@ -36,7 +36,7 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from optim import Batch, LearnResult, OnlineLogisticRegression
+from optim import Batch, ConfigError, LearnResult, OnlineLogisticRegression
 from service.cluster.host import Failure, ModelHost, ModelView, hosted
 from service.engine.errors import (
     ModelDeleted,
@@ -346,6 +346,14 @@ class RayRegistry(ModelRegistry):
         if name in self.recovering:
             raise ModelRecovering(name)
         return super().get(name)  # type: ignore[return-value]
+
+    async def adopt(self, name: str, model: OnlineLogisticRegression) -> RemoteModel:  # type: ignore[override]
+        """Not on a cluster yet: a model's state reaches its host by import into a model that
+        exists (create it, then import), never built in the ingress."""
+        raise ConfigError(
+            f"no model named {name!r}: on a Ray cluster, create it first, then import into it",
+            field="name",
+        )
 
     async def create(self, name: str, config: Mapping[str, Any]) -> RemoteModel:  # type: ignore[override]
         if name in self.recovering:

@@ -177,3 +177,23 @@ class TooManyPending(EngineError):
     """Remembering the rows would exceed the memory budget: none was remembered."""
 
     field = "ids"
+
+
+class TooManyWatches(EngineError):
+    """The model watches as many coordinates as it may (``Settings.max_watches``)."""
+
+    field = "index"
+
+    def __init__(self, model: str, limit: int) -> None:
+        super().__init__(
+            model, f"model {model!r} watches {limit} coordinates, the most it may; remove one"
+        )
+
+
+class WatchNotFound(EngineError):
+    """The coordinate is not watched."""
+
+    field = "index"
+
+    def __init__(self, model: str, index: int) -> None:
+        super().__init__(model, f"model {model!r} does not watch coordinate {index}")

@@ -64,6 +64,7 @@ from service.engine.errors import (
 from service.engine.log_pipeline import LogPipeline, Record
 from service.engine.mailbox import Call, Drained, Job, Labels, Remember, Update
 from service.engine.tuning import Pools, Tuning
+from service.engine.watches import Watches
 from service.storage import ModelStorage, RecordBody, StorageError, record_body
 
 T = TypeVar("T")
@@ -77,6 +78,8 @@ class ManagedModel:
     storage: ModelStorage
     tuning: Tuning
     pools: Pools
+    # The coordinates whose curves are recorded, sampled after each group learned.
+    watches: Watches
     created_at: float = field(default_factory=time.time)
     rows_since_snapshot: int = 0
     last_snapshot: float = field(default_factory=time.monotonic)
@@ -344,6 +347,7 @@ class ManagedModel:
             if not records:
                 return
             self.rows_since_snapshot += sum(result.rows for result in results)
+            self.watches.after_learning(self.model)
             if overlap and learned:
                 logged = self._log.write_after_earlier(records)
             else:
@@ -498,6 +502,7 @@ class ManagedModel:
         log.error("model %s: the log failed (%s); reloaded from its files", self.name, detail)
         self.model = recovered.model
         self.rows_since_snapshot = recovered.replayed_rows
+        self.watches.forget_after(self.model.step)
         raise StorageUnavailable(self.name, f"the batch was not applied: {detail}")
 
     def snapshot(self) -> Path:
@@ -507,8 +512,15 @@ class ManagedModel:
 
     async def replace(self, model: OnlineLogisticRegression) -> Path:
         """:func:`service.engine.snapshots.replace` in the writer, after every earlier write:
-        the imported state's snapshot is durable before it serves."""
-        return await self.write(lambda _: snapshots.replace(self, model))
+        the imported state's snapshot is durable before it serves; the watched coordinates'
+        samples start again from it."""
+
+        def replace(_: OnlineLogisticRegression) -> Path:
+            path = snapshots.replace(self, model)
+            self.watches.clear(model)
+            return path
+
+        return await self.write(replace)
 
     async def snapshot_in_background(self) -> tuple[Path, int]:
         """:func:`service.engine.snapshots.in_background`: the file and the step it holds."""

@@ -16,6 +16,7 @@ from optim.formats.json_csr import scores_of_json
 from optim.metrics import probabilities
 from service import dependencies as deps
 from service.batches import SMALL_BODY_BYTES, batch_from_body, read_body
+from service.columnar import ARROW_BODY, ARROW_STREAM, batch_from_arrow
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
 from service.registry import ManagedModel
@@ -34,7 +35,7 @@ from service.schemas import (
 from service.settings import Settings
 from service.storage import RecordBody, record_body
 from service.warmup import JSON_READER, Warmup
-from service.websafety import MediaTypeRoute
+from service.websafety import MediaTypeRoute, media_type
 
 router = APIRouter(
     prefix="/v1/models/{name}",
@@ -63,7 +64,9 @@ def _body_schema(*models: type) -> dict[str, Any]:
                     "schema": {
                         "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models]
                     }
-                }
+                },
+                # CSR columns (indices, values, label, weight) or one column per named feature
+                **ARROW_BODY,
             },
         }
     }
@@ -78,41 +81,58 @@ _NAME_PARAMETER: dict[str, Any] = {
 }  # fmt: skip
 
 
-def _parse_inline(data: bytes, warmup: Warmup) -> bool:
+def _is_arrow(request: Request) -> bool:
+    return media_type(request.headers.get("content-type")) == ARROW_STREAM
+
+
+def _parse_inline(data: bytes, warmup: Warmup, arrow: bool) -> bool:
     """Whether to parse ``data`` on the event loop: when it is small, and when the compiled JSON
     reader it may use is warm (on a fresh install, compiling it takes 20-40 s: in a parser
     thread that is the request's wait, on the event loop every request's)."""
     return len(data) <= INLINE_BODY_BYTES and (
-        len(data) < SMALL_BODY_BYTES or warmup.is_warm(JSON_READER)
+        arrow or len(data) < SMALL_BODY_BYTES or warmup.is_warm(JSON_READER)
     )
 
 
 async def _batch_of(
-    data: bytes, managed: ManagedModel, settings: Settings, warmup: Warmup, *, require_labels: bool
+    data: bytes,
+    managed: ManagedModel,
+    settings: Settings,
+    warmup: Warmup,
+    *,
+    require_labels: bool,
+    arrow: bool = False,
 ) -> Batch:
-    """The body as a validated batch: a small one on the event loop (compiled: well under a
-    millisecond, where a thread hop costs 0.1-0.2 ms), a large one in a parser thread."""
-    if _parse_inline(data, warmup):
-        return batch_from_body(data, managed.model, settings, require_labels=require_labels)
+    """The body (JSON, or an Arrow IPC stream when ``arrow``) as a validated batch: a small one
+    on the event loop (compiled: well under a millisecond, where a thread hop costs 0.1-0.2
+    ms), a large one in a parser thread."""
+    read = batch_from_arrow if arrow else batch_from_body
+    if _parse_inline(data, warmup, arrow):
+        return read(data, managed.model, settings, require_labels=require_labels)
     return await asyncio.get_running_loop().run_in_executor(
-        _PARSERS,
-        lambda: batch_from_body(data, managed.model, settings, require_labels=require_labels),
+        _PARSERS, lambda: read(data, managed.model, settings, require_labels=require_labels)
     )
 
 
 def _learn(
-    data: bytes, managed: ManagedModel, settings: Settings, metrics: ServiceMetrics, warmup: Warmup
+    data: bytes,
+    managed: ManagedModel,
+    settings: Settings,
+    metrics: ServiceMetrics,
+    warmup: Warmup,
+    arrow: bool = False,
 ) -> Awaitable[LearnResult]:
-    """Learn the body: a small one parsed on the event loop, a large one in a parser thread,
-    which also makes its log record's body (rather than the model's log writer, which writes
-    one group at a time: there, its ~0.3 ms a 1,000-row batch held up every batch behind it)
-    and hands both to the model's writer."""
-    if _parse_inline(data, warmup):
-        batch = batch_from_body(data, managed.model, settings, require_labels=True)
+    """Learn the body (JSON, or an Arrow IPC stream when ``arrow``): a small one parsed on the
+    event loop, a large one in a parser thread, which also makes its log record's body (rather
+    than the model's log writer, which writes one group at a time: there, its ~0.3 ms a
+    1,000-row batch held up every batch behind it) and hands both to the model's writer."""
+    read = batch_from_arrow if arrow else batch_from_body
+    if _parse_inline(data, warmup, arrow):
+        batch = read(data, managed.model, settings, require_labels=True)
         return managed.learn(batch, metrics.learned)
 
     def parse() -> tuple[Batch, RecordBody]:
-        batch = batch_from_body(data, managed.model, settings, require_labels=True)
+        batch = read(data, managed.model, settings, require_labels=True)
         return batch, record_body(batch)
 
     return managed.learn_parsed(parse, _PARSERS, metrics.learned)
@@ -138,7 +158,9 @@ async def update(
     settings: Settings = request.app.state.settings
     metrics: ServiceMetrics = request.app.state.metrics
     data = await read_body(request, settings.max_body_bytes)
-    result = await _learn(data, managed, settings, metrics, request.app.state.warmup)
+    result = await _learn(
+        data, managed, settings, metrics, request.app.state.warmup, _is_arrow(request)
+    )
     return json_response(  # UpdateResult's fields, encoded by orjson (see json_response)
         {
             "rows": result.rows,
@@ -176,7 +198,12 @@ async def predict(request: Request) -> Response:
         if remembered is not None:
             return remembered
     scores = None
-    if len(data) < SMALL_BODY_BYTES and warmup.is_warm(f"predict/{managed.model.spec.name}"):
+    arrow = _is_arrow(request)
+    if (
+        not arrow
+        and len(data) < SMALL_BODY_BYTES
+        and warmup.is_warm(f"predict/{managed.model.spec.name}")
+    ):
         # A plain CSR body of a few rows is read, checked, scored and squashed in one compiled
         # call, on the event loop (microseconds); any other body takes the general path below.
         scores = await managed.read(
@@ -186,18 +213,18 @@ async def predict(request: Request) -> Response:
             inline=True,
         )
     if scores is None:
-        scores = await _scores_of_batch(data, managed, settings, warmup)
+        scores = await _scores_of_batch(data, managed, settings, warmup, arrow)
     margins, probs = scores
     # Predictions' fields, encoded by orjson (see json_response).
     return json_response({"probabilities": probs, "margins": margins})
 
 
 async def _scores_of_batch(
-    data: bytes, managed: ManagedModel, settings: Settings, warmup: Warmup
+    data: bytes, managed: ManagedModel, settings: Settings, warmup: Warmup, arrow: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Margins and probabilities of any body (named rows, unsorted CSR, many rows...) through a
-    validated :class:`Batch`; 422 for a margin that is not finite."""
-    batch = await _batch_of(data, managed, settings, warmup, require_labels=False)
+    """Margins and probabilities of any body (named rows, unsorted CSR, many rows, Arrow...)
+    through a validated :class:`Batch`; 422 for a margin that is not finite."""
+    batch = await _batch_of(data, managed, settings, warmup, require_labels=False, arrow=arrow)
     # A few rows are scored on the event loop (microseconds; a thread hop costs far more).
     margins = await managed.read(
         lambda model: model.decision_function(batch),

@@ -66,6 +66,7 @@ from optim.model import MAX_HOLDOUT_EVERY
 from service import dependencies as deps
 from service.auth import WRITE
 from service.batches import check_row_sizes
+from service.columnar import ARROW_BODY, ARROW_STREAM, stream_parser
 from service.encoding import Decoder, content_encoding
 from service.engine.errors import EngineError
 from service.errors import ApiError, engine_error
@@ -387,7 +388,7 @@ STREAM_BODY: dict[str, Any] = {
     "openapi_extra": {
         "requestBody": {
             "required": True,
-            "content": {ct: {"schema": {"type": "string"}} for ct in FORMATS},
+            "content": {ct: {"schema": {"type": "string"}} for ct in FORMATS} | ARROW_BODY,
         }
     },
 }
@@ -396,7 +397,8 @@ STREAM_BODY: dict[str, Any] = {
 @router.post(
     "/stream",
     dependencies=[WRITE],
-    summary="Learn a streamed body (NDJSON, libsvm, VW or Criteo text) while it arrives",
+    summary="Learn a streamed body (NDJSON, libsvm, VW or Criteo text, or an Arrow IPC "
+    "stream) while it arrives",
     response_class=BodyStreamingResponse,
     **STREAM_BODY,
 )
@@ -455,9 +457,11 @@ def learning_stream(
     """
     first = targets[0].model
     decoder = Decoder(content_encoding(request.headers), settings.max_body_bytes)  # else 415
-    new_parser = functools.partial(
-        StreamParser, FORMATS[media_type(request.headers.get("content-type"))],  # MediaTypeRoute
-        dim=first.dim, hash_seed=first.hasher.seed, max_rows_per_batch=settings.stream_batch_rows,
+    given = media_type(request.headers.get("content-type"))  # one MediaTypeRoute accepted
+    # An Arrow stream has no lines: its errors' line numbers count rows from 1.
+    new_parser = stream_parser(first, settings) if given == ARROW_STREAM else functools.partial(
+        StreamParser, FORMATS[given], dim=first.dim, hash_seed=first.hasher.seed,
+        max_rows_per_batch=settings.stream_batch_rows,
         max_line_bytes=settings.max_stream_line_bytes, features=first.features,
     )  # fmt: skip
     rows = 0

@@ -96,13 +96,17 @@ function setToken(token) {
   state.sessionToken = token;
 }
 
-async function api(path) {
+// GET (or, with {method, body}, another method sending JSON) of the API; its JSON answer.
+async function api(path, { method = "GET", body } = {}) {
   const headers = { Accept: "application/json" };
   const token = getToken() || state.sessionToken;
   if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
-    response = await fetch(new URL(path, API_ROOT), { headers, cache: "no-store" });
+    response = await fetch(new URL(path, API_ROOT), {
+      method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body),
+    });
   } catch (error) {
     throw new ApiError(0, "network", `cannot reach the server (${error.message})`);
   }
@@ -115,7 +119,7 @@ async function api(path) {
     }
     throw new ApiError(response.status, body.error, body.detail || response.statusText);
   }
-  return response.json();
+  return response.status === 204 ? null : response.json();
 }
 
 async function loadOptimizers() {
@@ -489,6 +493,16 @@ function feedbackCards(feedback) {
   ];
 }
 
+// GET .../watches/samples as line-chart series: one per watched coordinate, of ``key``.
+function watchSeries(watched, key) {
+  return (watched.curves ?? []).map((c, i) => ({
+    name: c.feature ?? `#${c.index}`,
+    label: c.feature ? `${c.feature} (#${c.index})` : `#${c.index}`,
+    color: PALETTE[i % PALETTE.length],
+    points: c.steps.map((step, k) => [step, c[key][k]]),
+  }));
+}
+
 function modelView(name) {
   const title = h("h2", {}, "Model ", h("code", {}, name));
   const summary = h("div", { id: "model-summary", class: "cards" }, "loading…");
@@ -517,6 +531,10 @@ function modelView(name) {
     placeholder: "feature name or index, e.g. IQ or 17 (comma-separated for several)",
   });
   const lookupResult = h("div", { id: "lookup-result", "data-testid": "lookup-result" });
+  const watchRate = h("div", { id: "watch-rate", "data-testid": "watch-rate", class: "chart-box" });
+  const watchWeight = h("div", { id: "watch-weight", "data-testid": "watch-weight", class: "chart-box" });
+  const watchList = h("div", { id: "watch-list", "data-testid": "watch-list" });
+  const watchNote = h("p", { id: "watch-note", class: "note" });
   let lookup = null; // {indices, features} being shown, refreshed with the model
   let dim = null;
   let lastStep = null;
@@ -557,6 +575,45 @@ function modelView(name) {
     runLookup().catch(handleError);
   }
 
+  async function refreshWatches() {
+    const watched = await api(`v1/models/${enc(name)}/watches/samples`);
+    lineChart(watchRate, watchSeries(watched, "effective_learning_rate"), {
+      xLabel: "rows", yLabel: "effective learning rate", yLog: true,
+      empty: "no watched features: look one up and press Watch",
+    });
+    lineChart(watchWeight, watchSeries(watched, "weight"), {
+      xLabel: "rows", yLabel: "weight", empty: "no watched features yet",
+    });
+    watchNote.textContent = `Sampled at the end of the first batch learned at or after every ` +
+      `${fmt(watched.every)} rows; the newest ${fmt(watched.capacity)} samples are kept ` +
+      `(up to ${fmt(watched.limit)} features).` + (watched.saved ? "" : ` ${watched.problem}`);
+    watchList.replaceChildren(...(watched.curves ?? []).map((c, i) => h("span", {
+      class: "watch-chip", "data-index": c.index, "data-testid": "watch-chip",
+    }, swatch(PALETTE[i % PALETTE.length]), c.feature ? `${c.feature} (#${c.index})` : `#${c.index}`,
+    h("button", {
+      type: "button", class: "watch-remove", title: "stop watching",
+      onclick: () => unwatch(c.index).catch(handleError),
+    }, "×"))));
+  }
+
+  async function watch(textValue) {
+    const { indices, features } = parseLookup(textValue);
+    try {
+      for (const index of indices) await api(`v1/models/${enc(name)}/watches`, { method: "POST", body: { index } });
+      for (const feature of features) await api(`v1/models/${enc(name)}/watches`, { method: "POST", body: { feature } });
+    } catch (error) {
+      if (error.status === 401) throw error;
+      watchNote.textContent = error.message;
+      return;
+    }
+    await refreshWatches();
+  }
+
+  async function unwatch(index) {
+    await api(`v1/models/${enc(name)}/watches/${index}`, { method: "DELETE" });
+    await refreshWatches();
+  }
+
   const topRows = (c) => ({
     "data-index": c.index, "data-testid": "top-row", class: "clickable",
     title: "look this coordinate up", onclick: () => lookUp(String(c.index)),
@@ -586,8 +643,16 @@ function modelView(name) {
           event.preventDefault();
           lookUp(lookupInput.value);
         },
-      }, lookupInput, h("button", { id: "lookup-button", type: "submit" }, "Look up")),
+      }, lookupInput, h("button", { id: "lookup-button", type: "submit" }, "Look up"),
+      h("button", {
+        id: "watch-button", "data-testid": "watch-button", type: "button",
+        title: "record this feature's weight and rate as the model learns",
+        onclick: () => watch(lookupInput.value).catch(handleError),
+      }, "Watch")),
       lookupResult),
+    h("section", { id: "watched" },
+      h("h3", {}, "Watched features over rows"), watchList,
+      h("div", { class: "two" }, watchRate, watchWeight), watchNote),
   );
   setCrumbs([["models", "#/"], [name, `#/models/${enc(name)}`]]);
 
@@ -644,6 +709,7 @@ function modelView(name) {
       }
 
       if (info.step === lastStep) return; // nothing learned since: the rates are unchanged
+      await refreshWatches();
       const threshold = Math.max(1, Math.floor(Number(minTouches.value)) || 1);
       const [rates, byFrequency] = await Promise.all([
         api(`v1/models/${enc(name)}/learning-rates/summary?top=20&bins=30&min_touches=${threshold}`),

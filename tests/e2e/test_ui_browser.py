@@ -9,6 +9,7 @@ it installs and downloads nothing itself (``.ci/run`` installs both).
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 from collections.abc import Iterator
@@ -380,6 +381,53 @@ def test_rare_versus_frequent(server: str, api: httpx.Client, page, tmp_path: Pa
     node = page.locator('#nodes tr[data-testid="node-row"]')
     expect(node).to_have_count(1)
     expect(node.locator('[data-field="models"]')).to_contain_text("periodic")
+    assert errors == [], errors
+
+
+def test_watched_feature_curve_grows_while_a_stream_learns(
+    server: str, api: httpx.Client, page, tmp_path: Path
+) -> None:
+    """The lookup box's Watch button adds a feature to the model's watch list; its effective
+    rate and weight curves gain a point per chunk streamed, and agree with the API's samples."""
+    page, errors = page
+    config = {"name": "watched", "hash_bits": 12, "optimizer": {"name": "adagrad", "lr": 0.1}}
+    assert api.post("/v1/models", json=config).status_code == 201
+    rows = periodic_rows()
+    ndjson = [json.dumps(row).encode() + b"\n" for row in rows]
+    stream(api, "/v1/models/watched/stream", ndjson[:256])
+
+    page.goto(f"{server}/ui/#/models/watched")
+    expect(page.locator("#auth-banner")).to_be_visible()  # the page is set up: a token is asked
+    enter_token(page, ADMIN)  # watching is a write
+    expect(page.locator("#watch-rate")).to_contain_text("no watched features", timeout=60_000)
+    page.fill("#lookup-input", "g0_0, g3_1")
+    page.click("#watch-button")
+    chips = page.locator('[data-testid="watch-chip"]')
+    expect(chips).to_have_count(2, timeout=20_000)
+    expect(chips.first).to_contain_text("g0_0")
+    listed = api.get("/v1/models/watched/watches").json()
+    assert [w["feature"] for w in listed["watches"]] == ["g0_0", "g3_1"]
+    assert api.put("/v1/models/watched/watches", json={"every": 256}).status_code == 200
+
+    rate_line = page.locator('#watch-rate path.line[data-series="g0_0"]')
+    weight_line = page.locator('#watch-weight path.line[data-series="g0_0"]')
+    expect(rate_line).to_have_attribute("data-points", "1", timeout=20_000)  # sampled when added
+    for chunk, start in enumerate(range(256, 1_280, 256), start=2):
+        stream(api, "/v1/models/watched/stream", ndjson[start : start + 256])
+        expect(rate_line).to_have_attribute("data-points", str(chunk), timeout=15_000)
+    expect(weight_line).to_have_attribute("data-points", "5")
+    curves = api.get("/v1/models/watched/watches/samples").json()["curves"]
+    assert curves[0]["steps"] == [256, 512, 768, 1024, 1280]
+    rates = curves[0]["effective_learning_rate"]
+    assert all(a > b for a, b in itertools.pairwise(rates)), rates  # AdaGrad: seen every row
+    shot(page, tmp_path / "watched.png")
+
+    # The chip's button stops watching it.
+    page.locator('[data-testid="watch-chip"][data-index] button').first.click()
+    expect(chips).to_have_count(1)
+    assert [w["feature"] for w in api.get("/v1/models/watched/watches").json()["watches"]] == [
+        "g3_1"
+    ]
     assert errors == [], errors
 
 

@@ -33,6 +33,7 @@ JSON_BODIES = {
     "/v1/models/m/predict": CSR,
     "/v1/experiments": {"name": "f", "dim": 8, "models": [{"optimizer": "sgd"}]},
     "/v1/experiments/e/updates": CSR,
+    "/v1/models/m/watches": {"index": 1},
 }
 STREAMS = ["/v1/models/m/stream", "/v1/experiments/e/stream"]
 SERVICE = "http://127.0.0.1:8080"  # where the tests' client sends its requests (Host)
