@@ -318,9 +318,19 @@ class ModelRegistry:
             raise RuntimeError(f"adopt({name!r}) outside holding_new")
         return await anyio.to_thread.run_sync(self._build, name, lambda: model)
 
-    async def create(self, name: str, config: Mapping[str, Any]) -> ManagedModel:
+    async def create(
+        self, name: str, config: Mapping[str, Any], read_replicas: int = 0
+    ) -> ManagedModel:
         """A new model: checked here, then allocated and written in a worker thread (the event
-        loop answers meanwhile), its name held and its bytes reserved from the start."""
+        loop answers meanwhile), its name held and its bytes reserved from the start. Read
+        replicas are a cluster's (:class:`~service.cluster.registry.RayRegistry`): one process
+        holds one copy, so more than 0 is refused rather than ignored."""
+        if read_replicas:
+            raise ConfigError(
+                "read_replicas needs a Ray cluster (adaserve serve --ray): the single process "
+                "holds one copy of each model",
+                field="read_replicas",
+            )
         with self.holding_new(name):
             needed = state_bytes_needed(config)
             with self.reservation(model=name) as claim:

@@ -15,6 +15,7 @@ from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 Label = int | bool | float
+MAX_READ_REPLICAS = 16
 
 
 class OptimizerConfig(BaseModel):
@@ -80,6 +81,13 @@ class CreateModel(BaseModel):
         description="hold out the model's k-th, 2k-th, ... row (counting every row it is given, "
         "across requests), as VW's --holdout_period: scored on the model as it stands, never "
         "learned, reported in `holdout`; 0: none",
+    )
+    read_replicas: int = Field(
+        0,
+        ge=0,
+        le=MAX_READ_REPLICAS,
+        description="on a Ray cluster: read-only copies on other actors that answer "
+        "predictions too (GET /v1/cluster lists them); the single process refuses more than 0",
     )
 
 
@@ -196,11 +204,28 @@ class ModelHost(BaseModel):
     pid: int | None
 
 
+class ReplicaInfo(BaseModel):
+    """A model's read replica: where it is and how far behind its owner."""
+
+    node: str | None = Field(description="null while it is placed")
+    pid: int | None
+    state: Literal["ready", "behind", "starting"] = Field(
+        description="ready: answers predictions; behind: misses more acknowledged rows than "
+        "ADASERVE_REPLICA_MAX_ROWS_BEHIND (the owner answers); starting: being made or loaded"
+    )
+    step: int | None = Field(description="the owner's step it holds")
+    rows_behind: int | None = Field(description="acknowledged rows it does not hold yet")
+    predictions: int = Field(description="prediction requests it answered")
+
+
 class ClusterInfo(BaseModel):
     mode: Literal["embedded", "ray"]
     nodes: list[ClusterNode]
     models: dict[str, Literal["ready", "recovering", "unavailable"]]
     hosts: dict[str, ModelHost] = Field(description="the serving models' owners")
+    replicas: dict[str, list[ReplicaInfo]] = Field(
+        {}, description="each model's read replicas (a model with read_replicas)"
+    )
 
 
 class CsrBatch(BaseModel):

@@ -54,6 +54,15 @@ class Settings(BaseSettings):
         "of in this process: each model owned by an actor (service/cluster); data_dir must be "
         "reachable by every node",
     )
+    replica_refresh_seconds: float = Field(
+        1.0, gt=0, description="on a cluster: a read replica catches up from the files this often"
+    )
+    replica_max_rows_behind: int = Field(
+        10_000,
+        ge=2,
+        description="on a cluster: a read replica answers predictions only while it misses at "
+        "most this many acknowledged rows; it catches up at once when half as many arrive",
+    )
     fsync: Literal["always", "interval", "off"] = Field(
         "always",
         description="always: fsync the log before each acknowledgement; interval: every "

@@ -938,13 +938,7 @@ class ModelStorage:
         replayed = 0
         for position, record in enumerate(logs.records):
             try:
-                entry, feedback = record.entry, model.feedback
-                if entry is not None and feedback is None:
-                    raise ValueError("a change of pending rows, but the model has no feedback")
-                if entry is None or (record.learned and entry.seq > feedback.seq):
-                    model.learn_batch(record.batch)
-                if entry is not None:
-                    feedback.replay(entry, record.batch)
+                learn_record(model, record)
             except Exception as exc:  # a whole record the model refuses: nothing was changed
                 why = f"{record.log}: the record at byte {record.offset} (step "
                 why += f"{record.step_before}) cannot be learned: {type(exc).__name__}: {exc}"
@@ -996,6 +990,101 @@ class ModelStorage:
             target = target.with_name(f"{name}.{time.time_ns()}")
         os.rename(self.directory / name, target)
         return f"{DAMAGED_FOLDER}/{target.name}"
+
+
+def learn_record(model: OnlineLogisticRegression, record: LogRecord) -> None:
+    """Apply one logged record to ``model`` as its writer did: learn its rows (a label's or an
+    expiry's only when the pending table has not replayed it yet) and replay its change of the
+    pending table. What the model refuses raises, the model unchanged."""
+    entry, feedback = record.entry, model.feedback
+    if entry is not None and feedback is None:
+        raise ValueError("a change of pending rows, but the model has no feedback")
+    if entry is None or (record.learned and entry.seq > feedback.seq):
+        model.learn_batch(record.batch)
+    if entry is not None:
+        feedback.replay(entry, record.batch)
+
+
+class LostTrack(Exception):
+    """The files no longer continue the state a :class:`LogFollower` holds (an import replaced
+    them, the log it read was removed, a record out of its place): load it again."""
+
+
+class LogFollower:
+    """A model's files read and never written, for a read-only copy (a cluster's read
+    replica): :meth:`load` gives the newest snapshot's state, then :meth:`follow` learns the
+    records logged since, a few bytes at a time: it remembers the log and byte it stopped at.
+
+    A log is complete once a newer one exists (the writer starts the next log at a snapshot,
+    after every earlier record is written), so the logs are listed before the current one is
+    read: records continue in the next log at the step the current one ended at. A torn record
+    at the end of the log being written is read again next time. Anything else that does not
+    continue the state it holds raises :class:`LostTrack`: a log removed (the copy fell more
+    than a snapshot behind) or replaced (an import), a record out of place."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._files = ModelStorage(directory)  # for its read-only helpers: never written
+        self.step = 0  # the rows seen of the state it holds
+        self._log: tuple[int, int] | None = None  # the log being read: base step, inode
+        self._offset = 0
+
+    def load(self) -> OnlineLogisticRegression:
+        """The newest snapshot that loads; the records after it are read from the log begun at
+        or before it (as recovery reads them)."""
+        model, self.step, _, _ = self._files._newest_snapshot()
+        bases = self._files._steps(_WAL)
+        base = max((b for b in bases if b <= self.step), default=min(bases, default=None))
+        self._log = None if base is None else self._open(base)
+        return model
+
+    def _open(self, base: int) -> tuple[int, int]:
+        self._offset = 0
+        try:
+            return base, self._files._wal_path(base).stat().st_ino
+        except FileNotFoundError:
+            raise LostTrack(f"wal-{base}.log was removed") from None
+
+    def follow(self, learn: Callable[[LogRecord], None]) -> int:
+        """Give ``learn`` each record logged since the last call that continues the state (at
+        :attr:`step`, which it returns); :class:`LostTrack` when the files do not continue it."""
+        while True:
+            bases = self._files._steps(_WAL)  # before reading: a newer log completes this one
+            if self._log is None:
+                if not bases:
+                    return self.step
+                self._log = self._open(bases[0])
+            base, inode = self._log
+            path = self._files._wal_path(base)
+            try:
+                with open(path, "rb") as handle:
+                    status = os.fstat(handle.fileno())
+                    if status.st_ino != inode or status.st_size < self._offset:
+                        raise LostTrack(f"{path.name} was replaced (an import)")
+                    handle.seek(self._offset)
+                    data = handle.read()
+            except FileNotFoundError:
+                raise LostTrack(f"{path.name} was removed") from None
+            records, valid, problem = _read_valid(path.name, data, 0)
+            start = self._offset
+            ends = [record.offset for record in records[1:]] + [valid] if records else []
+            for record, end in zip(records, ends, strict=True):
+                if record.step_before == self.step:
+                    learn(record)
+                    self.step = record.step_after
+                elif record.step_after > self.step:  # past it, or across it
+                    raise LostTrack(
+                        f"{path.name}: a record of step {record.step_before}, the copy at "
+                        f"{self.step}"
+                    )
+                # else: a record the snapshot it loaded holds already
+                self._offset = start + end  # never learned twice, even if the next one fails
+            later = [b for b in bases if b > base]
+            if not later:
+                return self.step
+            if problem is not None or later[0] != self.step:
+                raise LostTrack(f"{path.name} does not end where wal-{later[0]}.log begins")
+            self._log = self._open(later[0])
 
 
 def _all_records(scans: Sequence[LogScan]) -> list[LogRecord]:

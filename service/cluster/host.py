@@ -89,7 +89,16 @@ class ModelView:
         )  # fmt: skip
 
 
-async def _outcome(work: Callable[[], Awaitable[Any]]) -> Any:
+def warm_kernels(optimizer: str) -> None:
+    """Load (or compile) a model's kernels before its first request needs them: a host's or a
+    replica's process is new, numba's cache on disk makes it milliseconds once the ingress
+    compiled."""
+    learn_loop(optimizer)
+    read_loops(optimizer)
+    one_call_predict(optimizer)
+
+
+async def outcome_of(work: Callable[[], Awaitable[Any]]) -> Any:
     """What ``work()`` gives, or its error as a :class:`Failure` (the model's lookup too)."""
     try:
         return await work()
@@ -113,14 +122,6 @@ class ModelHost:
     def managed(self) -> ManagedModel:
         return self.registry.get(self.name)
 
-    @staticmethod
-    def _warm(optimizer: str) -> None:
-        """Load (or compile) the model's kernels before its first request needs them: this
-        process is new, numba's cache on disk makes it milliseconds once the ingress compiled."""
-        learn_loop(optimizer)
-        read_loops(optimizer)
-        one_call_predict(optimizer)
-
     def _start_housekeeping(self) -> None:
         self._housekeeping = asyncio.get_running_loop().create_task(self.registry.keep_house())
 
@@ -131,34 +132,34 @@ class ModelHost:
     async def create(self, config: dict[str, Any]) -> ModelView | Failure:
         async def create() -> ModelView:
             managed = await self.registry.create(self.name, config)
-            await asyncio.to_thread(self._warm, managed.model.spec.name)
+            await asyncio.to_thread(warm_kernels, managed.model.spec.name)
             self._start_housekeeping()
             return ModelView.of(managed.model)
 
-        return await _outcome(create)
+        return await outcome_of(create)
 
     async def recover(self) -> tuple[ModelView, list[str]] | Failure:
         """The model from its files (snapshot plus log), as the single process at start-up."""
 
         async def recover() -> tuple[ModelView, list[str]]:
             recovered = await asyncio.to_thread(self.registry.recover, self.name)
-            await asyncio.to_thread(self._warm, recovered.model.spec.name)
+            await asyncio.to_thread(warm_kernels, recovered.model.spec.name)
             self._start_housekeeping()
             return ModelView.of(recovered.model), recovered.dropped
 
-        return await _outcome(recover)
+        return await outcome_of(recover)
 
     async def view(self) -> ModelView | Failure:
-        return await _outcome(lambda: self.managed.read(ModelView.of))
+        return await outcome_of(lambda: self.managed.read(ModelView.of))
 
     async def read(self, fn: Callable[[OnlineLogisticRegression], Any], inline: bool) -> Any:
-        return await _outcome(lambda: self.managed.read(fn, inline=inline))
+        return await outcome_of(lambda: self.managed.read(fn, inline=inline))
 
     async def write(self, fn: Callable[[OnlineLogisticRegression], Any]) -> Any:
-        return await _outcome(lambda: self.managed.write(fn))
+        return await outcome_of(lambda: self.managed.write(fn))
 
     async def learn(self, batch: Batch, record: RecordBody | None) -> LearnResult | Failure:
-        return await _outcome(lambda: self.managed.learn(batch, None, record))
+        return await outcome_of(lambda: self.managed.learn(batch, None, record))
 
     async def remember(self, batch: Batch, ids: list[str]) -> np.ndarray | Failure:
         """Predict with ids (delayed labels): the pending rows count in this node's budget."""
@@ -168,10 +169,10 @@ class ModelHost:
                 needed, model=self.name, what="the pending rows", field="ids"
             )
 
-        return await _outcome(lambda: self.managed.remember(batch, ids, reserve))
+        return await outcome_of(lambda: self.managed.remember(batch, ids, reserve))
 
     async def label(self, labels: Labels) -> LearnResult | Failure:
-        return await _outcome(lambda: self.managed.label(labels))
+        return await outcome_of(lambda: self.managed.label(labels))
 
     async def replace(self, model_file: bytes) -> Path | Failure:
         """The state of ``model_file`` (a model's bytes: arrays Ray hands over are read-only)."""
@@ -180,17 +181,17 @@ class ModelHost:
             model = await asyncio.to_thread(OnlineLogisticRegression.load, io.BytesIO(model_file))
             return await self.managed.replace(model)
 
-        return await _outcome(replace)
+        return await outcome_of(replace)
 
     async def snapshot_in_background(self) -> tuple[Path, int] | Failure:
-        return await _outcome(lambda: self.managed.snapshot_in_background())
+        return await outcome_of(lambda: self.managed.snapshot_in_background())
 
     async def delete(self) -> Failure | None:
         async def delete() -> None:
             await self.registry.delete(self.name)
             await self._stop()
 
-        return await _outcome(delete)
+        return await outcome_of(delete)
 
     async def close(self) -> None:
         """Snapshot the model (after the writes queued before), close its log and threads."""

@@ -13,15 +13,26 @@ a new host on another node recovers it from its files under the shared data dire
 snapshot plus the log, as the single process does at start-up), so every acknowledged batch,
 logged before it was acknowledged, is in it. Requests in flight to the dead host were not
 acknowledged; they answer 503 too.
+
+Read replicas (a model's ``read_replicas``, kept in ``replicas.json`` beside its files): each is
+an actor (:class:`~service.cluster.replica.ModelReplica`) placed as a model is, away from the
+nodes that hold the model's owner and its other replicas when one of them has room, and counted
+in its node's budget. The ingress has each catch up with the model's files every
+``replica_refresh_seconds``, and at once when the rows acknowledged since put it
+``replica_max_rows_behind / 2`` behind; a prediction goes to the owner and the replicas in turn,
+to a replica only while it misses at most ``replica_max_rows_behind`` of the rows acknowledged
+(the staleness bound). A replica that dies is made again; the owner answers meanwhile.
+Everything else (inspection, updates, streams, export, predictions with ids) goes to the owner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,20 +49,25 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from optim import Batch, ConfigError, LearnResult, OnlineLogisticRegression
 from service.cluster.host import Failure, ModelHost, ModelView, hosted
+from service.cluster.replica import ModelReplica
 from service.engine.errors import (
     ModelDeleted,
     ModelNotFound,
     ModelRecovering,
     ModelUnavailable,
     OverMemoryBudget,
+    StorageUnavailable,
 )
 from service.engine.mailbox import Labels
 from service.registry import ModelRegistry, QuarantinedModel, readable_bytes, state_bytes_needed
 from service.settings import Settings
-from service.storage import RecordBody, remove_leftovers
+from service.storage import RecordBody, remove_leftovers, write_atomically
 
 log = logging.getLogger("adaserve")
 HostActor = ray.remote(ModelHost)
+ReplicaActor = ray.remote(ModelReplica)
+# A model's read_replicas, beside its files (a restart makes them again).
+REPLICAS_FILE = "replicas.json"
 # Calls a host answers at once: requests in flight, the reads running beside its writer.
 HOST_CONCURRENCY = 1_000
 # A host that could not be started is tried again this often (another node may have room).
@@ -98,6 +114,15 @@ class RemoteModel:
         self.registry = registry
         self.pid: int | None = None  # the host's process, once known
         self.created_at = time.time()
+        self._turn = 0  # whose turn a prediction is: the owner's (0) or a replica's
+
+    def for_predictions(self) -> RemoteModel | ReplicaReader:
+        """The owner and the replicas within the staleness bound, in turn."""
+        fresh = self.registry.fresh_replicas(self)
+        if not fresh:
+            return self
+        self._turn = (self._turn + 1) % (len(fresh) + 1)
+        return self if self._turn == 0 else ReplicaReader(fresh[self._turn - 1], self)
 
     def __reduce__(self) -> tuple[Callable[[str], Any], tuple[str]]:
         return hosted, (self.name,)
@@ -128,6 +153,7 @@ class RemoteModel:
     ) -> LearnResult:
         result: LearnResult = await self._call("learn", batch, record)
         self.model.step = max(self.model.step, result.step)
+        self.registry.acknowledged(self)
         if on_learned is not None:
             on_learned(self, result)
         return result
@@ -153,6 +179,7 @@ class RemoteModel:
     ) -> LearnResult:
         result: LearnResult = await self._call("label", labels)
         self.model.step = max(self.model.step, result.step)
+        self.registry.acknowledged(self)
         if on_learned is not None:
             on_learned(self, result)
         return result
@@ -160,6 +187,7 @@ class RemoteModel:
     async def replace(self, model: OnlineLogisticRegression) -> Path:
         path = await self._call("replace", await asyncio.to_thread(model.to_bytes))
         self.model = ModelView.of(model)
+        self.registry.replaced(self.name)
         return path
 
     async def snapshot_in_background(self) -> tuple[Path, int]:
@@ -169,12 +197,47 @@ class RemoteModel:
         self.model = await self._call("view")
 
 
-@dataclass
-class Placement:
-    """What the registry has placed on one node: its models and reserved bytes."""
+@dataclass(eq=False)
+class ReplicaSlot:
+    """One of a model's read replicas as the ingress knows it: its actor and node (None while
+    it is placed), its process, the model's step it holds (None while it is made or loaded
+    anew: it answers nothing then) and the predictions it answered."""
 
-    models: set[str] = field(default_factory=set)
-    reserved: int = 0
+    model: str
+    actor: Any = None
+    node: str | None = None
+    pid: int | None = None
+    step: int | None = None
+    memory_bytes: int = 0
+    predictions: int = 0
+    reload: bool = False  # load the files anew at the next refresh (an import replaced them)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # refresh now
+    task: asyncio.Task[None] | None = None
+
+    def forget_actor(self) -> None:
+        self.actor = self.node = self.pid = self.step = None
+        self.wake.set()
+
+
+class ReplicaReader:
+    """A prediction's read sent to a replica; the owner answers it when the replica died."""
+
+    def __init__(self, slot: ReplicaSlot, owner: RemoteModel) -> None:
+        self.slot, self.owner = slot, owner
+
+    async def read(self, fn: Callable[[OnlineLogisticRegression], Any], *, inline: bool = False):
+        slot = self.slot
+        try:
+            outcome = await slot.actor.read.remote(fn, inline)
+        except _LOST:
+            if slot.actor is not None:
+                log.error("model %s: its replica on node %s died", slot.model, slot.node)
+                slot.forget_actor()  # made again by its keeper (RayRegistry._keep_replica)
+            return await self.owner.read(fn, inline=inline)
+        if isinstance(outcome, Failure):
+            raise outcome.error
+        slot.predictions += 1
+        return outcome
 
 
 class RayRegistry(ModelRegistry):
@@ -189,18 +252,23 @@ class RayRegistry(ModelRegistry):
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._recoveries: dict[str, asyncio.Task[None]] = {}
         self._reserved_by_node: dict[str, int] = {}
+        self.replicas: dict[str, list[ReplicaSlot]] = {}
         self._closing = False
 
     # ------------------------------------------------------------------ placement
     def _placed_bytes(self, node: str) -> int:
         held = sum(m.model.memory_bytes for m in self.models.values() if m.node == node)
+        held += sum(s.memory_bytes for s in self._replica_slots() if s.node == node)
         return held + self._reserved_by_node.get(node, 0)
 
-    def _choose_node(self, needed: int, name: str, avoid: str | None = None) -> str:
+    def _replica_slots(self) -> Iterator[ReplicaSlot]:
+        return (slot for slots in list(self.replicas.values()) for slot in slots)
+
+    def _choose_node(self, needed: int, name: str, avoid: Collection[str | None] = ()) -> str:
         nodes = list(self.nodes.values())
-        others = [n for n in nodes if n.id != avoid]
+        others = [n for n in nodes if n.id not in avoid]
         budget = self.settings.memory_budget_bytes
-        for candidates in (others, nodes):  # the node it was lost on only when no other fits
+        for candidates in (others, nodes):  # a node to avoid only when no other fits
             fits = [n for n in candidates if self._placed_bytes(n.id) + needed <= budget]
             if fits:
                 count = {n.id: 0 for n in fits}
@@ -248,8 +316,9 @@ class RayRegistry(ModelRegistry):
             )
 
     # ------------------------------------------------------------------ hosts
-    def _host(self, name: str, node: str) -> Any:
-        return HostActor.options(
+    def _start_actor(self, actor_class: Any, name: str, node: str) -> Any:
+        """A host (or a replica) of ``name`` on ``node``."""
+        return actor_class.options(
             num_cpus=0,
             max_concurrency=HOST_CONCURRENCY,
             max_restarts=0,
@@ -285,13 +354,13 @@ class RayRegistry(ModelRegistry):
         while not self._closing:
             await self._refresh_nodes()
             try:
-                node = self._choose_node(estimate, name, avoid=self.recovering.get(name))
+                node = self._choose_node(estimate, name, avoid={self.recovering.get(name)})
             except OverMemoryBudget as error:
                 log.error("model %s: not recovered yet: %s", name, error.detail)
                 await asyncio.sleep(RECOVERY_RETRY_SECONDS)
                 continue
             with self._claim(node, estimate):
-                actor = self._host(name, node)
+                actor = self._start_actor(HostActor, name, node)
                 try:
                     outcome = await actor.recover.remote()
                 except _NOT_STARTED:
@@ -307,9 +376,11 @@ class RayRegistry(ModelRegistry):
                 )
                 log.error("model %s: quarantined, nothing recoverable: %s", name, reason)
                 self.quarantined[name] = QuarantinedModel(name, reason)
+                self._stop_replicas(name)
                 return
             view, dropped = outcome
             await self._serve(name, actor, node, view)
+            self._start_replicas(name, await asyncio.to_thread(self._replicas_wanted, name))
             log.info("model %s: recovered on node %s%s", name, node,
                      f"; dropped: {dropped}" if dropped else "")  # fmt: skip
             return
@@ -355,17 +426,24 @@ class RayRegistry(ModelRegistry):
             field="name",
         )
 
-    async def create(self, name: str, config: Mapping[str, Any]) -> RemoteModel:  # type: ignore[override]
+    async def create(  # type: ignore[override]
+        self, name: str, config: Mapping[str, Any], read_replicas: int = 0
+    ) -> RemoteModel:
         if name in self.recovering:
             raise ModelRecovering(name)
         self.check_new(name)
         needed = state_bytes_needed(config)
         await self._refresh_nodes()
+        if read_replicas:  # the copies' bytes too, across the nodes (each is placed later)
+            self.check_budget(
+                needed * (1 + read_replicas), model=name, field="read_replicas",
+                what=f"the model and its {read_replicas} read replicas",
+            )  # fmt: skip
         node = self._choose_node(needed, name)
         self._held.add(name)
         try:
             with self._claim(node, needed):
-                actor = self._host(name, node)
+                actor = self._start_actor(HostActor, name, node)
                 try:
                     outcome = await actor.create.remote(dict(config))
                 except _NOT_STARTED:
@@ -373,9 +451,17 @@ class RayRegistry(ModelRegistry):
             if isinstance(outcome, Failure):
                 ray.kill(actor)
                 raise outcome.error
-            return await self._serve(name, actor, node, outcome)
+            remote = await self._serve(name, actor, node, outcome)
         finally:
             self._held.discard(name)
+        if read_replicas:
+            try:
+                await asyncio.to_thread(self._keep_replicas_wanted, name, read_replicas)
+            except OSError as exc:
+                await self.delete(name)
+                raise StorageUnavailable(name, f"the model was not created: {exc}") from None
+            self._start_replicas(name, read_replicas)
+        return remote
 
     async def delete(self, name: str) -> None:
         if name in self.recovering:
@@ -388,6 +474,7 @@ class RayRegistry(ModelRegistry):
         if self.models.get(name) is remote:
             del self.models[name]
         ray.kill(remote.actor)
+        self._stop_replicas(name)
 
     async def keep_house(self) -> None:
         """Refresh the nodes and the models' views (their hosts keep their own files)."""
@@ -406,6 +493,8 @@ class RayRegistry(ModelRegistry):
         self._closing = True
         for task in [*self._recoveries.values(), *self._watchers.values()]:
             task.cancel()
+        for name in list(self.replicas):
+            self._stop_replicas(name)
         remotes = list(self.models.values())
         closing = [r.actor.close.remote() for r in remotes]
         for remote, done in zip(remotes, closing, strict=True):
@@ -433,7 +522,7 @@ class RayRegistry(ModelRegistry):
                     "memory_bytes": node.memory_bytes,
                     "placed_bytes": self._placed_bytes(node.id),
                     "models": sorted(m.name for m in self.models.values() if m.node == node.id),
-                    "replicas": [],
+                    "replicas": sorted(s.model for s in self._replica_slots() if s.node == node.id),
                 }
                 for node in sorted(self.nodes.values(), key=lambda n: n.id)
             ],
@@ -441,4 +530,113 @@ class RayRegistry(ModelRegistry):
             "hosts": {
                 name: {"node": m.node, "pid": m.pid} for name, m in sorted(self.models.items())
             },
+            "replicas": {
+                name: [self._replica_info(slot) for slot in slots]
+                for name, slots in sorted(self.replicas.items())
+            },
         }
+
+    # ------------------------------------------------------------------ read replicas
+    def _replicas_wanted(self, name: str) -> int:
+        try:
+            text = (self.directory / name / REPLICAS_FILE).read_text()
+        except FileNotFoundError:
+            return 0
+        return int(json.loads(text)["read_replicas"])
+
+    def _keep_replicas_wanted(self, name: str, count: int) -> None:
+        body = json.dumps({"read_replicas": count}).encode()
+        write_atomically(self.directory / name / REPLICAS_FILE, body)
+
+    def _start_replicas(self, name: str, count: int) -> None:
+        """Keep ``count`` replicas of ``name`` (those it has stay: its owner was recovered)."""
+        if not count or name in self.replicas or self._closing:
+            return
+        slots = self.replicas[name] = [ReplicaSlot(name) for _ in range(count)]
+        for slot in slots:
+            slot.task = asyncio.create_task(self._keep_replica(slot))
+
+    def _stop_replicas(self, name: str) -> None:
+        for slot in self.replicas.pop(name, []):
+            if slot.task is not None:
+                slot.task.cancel()
+            if slot.actor is not None:
+                ray.kill(slot.actor)
+
+    def fresh_replicas(self, remote: RemoteModel) -> list[ReplicaSlot]:
+        """``remote``'s replicas within the staleness bound: each misses at most
+        ``replica_max_rows_behind`` of the rows acknowledged so far."""
+        bound = self.settings.replica_max_rows_behind
+        return [
+            slot
+            for slot in self.replicas.get(remote.name, ())
+            if slot.step is not None and remote.model.step - slot.step <= bound
+        ]
+
+    def acknowledged(self, remote: RemoteModel) -> None:
+        """Rows were acknowledged: a replica half the bound behind catches up now."""
+        half = self.settings.replica_max_rows_behind // 2
+        for slot in self.replicas.get(remote.name, ()):
+            if slot.step is not None and remote.model.step - slot.step >= half:
+                slot.wake.set()
+
+    def replaced(self, name: str) -> None:
+        """An import replaced the model's state and files: its replicas load them anew and
+        answer nothing until then."""
+        for slot in self.replicas.get(name, ()):
+            slot.step, slot.reload = None, True
+            slot.wake.set()
+
+    async def _keep_replica(self, slot: ReplicaSlot) -> None:
+        """Place ``slot``'s replica (again, when it died), then have it catch up every
+        ``replica_refresh_seconds`` or when woken (:meth:`acknowledged`, :meth:`replaced`)."""
+        while not self._closing:
+            if slot.actor is None:
+                try:
+                    await self._place_replica(slot)
+                except (OverMemoryBudget, *_NOT_STARTED) as error:
+                    log.error("model %s: a read replica not placed yet: %s", slot.model, error)
+                    slot.forget_actor()
+                    await asyncio.sleep(RECOVERY_RETRY_SECONDS)
+                    continue
+            reload, slot.reload = slot.reload, False
+            slot.wake.clear()
+            try:
+                outcome = await slot.actor.refresh.remote(reload)
+            except _LOST:
+                if slot.actor is not None:
+                    log.error("model %s: its replica on node %s died", slot.model, slot.node)
+                    slot.forget_actor()
+                continue
+            if isinstance(outcome, Failure):
+                log.error("model %s: a replica did not catch up: %s", slot.model, outcome.error)
+            elif not slot.reload:  # else an import came meanwhile: load again first
+                slot.step = outcome
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(slot.wake.wait(), self.settings.replica_refresh_seconds)
+
+    async def _place_replica(self, slot: ReplicaSlot) -> None:
+        await self._refresh_nodes()
+        owner = self.models.get(slot.model)
+        if owner is not None:
+            slot.memory_bytes = owner.model.memory_bytes
+        holding = {s.node for s in self.replicas.get(slot.model, ()) if s is not slot}
+        node = self._choose_node(
+            slot.memory_bytes, slot.model, avoid={owner.node if owner else None, *holding}
+        )
+        slot.node, slot.actor = node, self._start_actor(ReplicaActor, slot.model, node)
+        slot.pid = await slot.actor.process.remote()
+        log.info("model %s: a read replica on node %s", slot.model, node)
+
+    def _replica_info(self, slot: ReplicaSlot) -> dict[str, Any]:
+        owner = self.models.get(slot.model)
+        behind = None
+        if owner is not None and slot.step is not None:
+            behind = max(owner.model.step - slot.step, 0)
+        state = "starting" if slot.step is None else "ready"
+        if behind is not None and behind > self.settings.replica_max_rows_behind:
+            state = "behind"
+        return {
+            "node": slot.node, "pid": slot.pid, "state": state, "step": slot.step,
+            "rows_behind": behind, "predictions": slot.predictions,
+        }  # fmt: skip

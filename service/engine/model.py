@@ -71,6 +71,28 @@ T = TypeVar("T")
 log = logging.getLogger("adaserve")
 
 
+async def read_locked(
+    lock: threading.Lock,
+    model_of: Callable[[], OnlineLogisticRegression],
+    fn: Callable[[OnlineLogisticRegression], T],
+    inline: bool,
+) -> T:
+    """``fn(model_of())`` under ``lock``: see :meth:`ManagedModel.read` (a read replica reads
+    its copy so too)."""
+    if inline and lock.acquire(blocking=False):
+        # Held only for this synchronous call: a learner thread waits at most that long.
+        try:
+            return fn(model_of())
+        finally:
+            lock.release()
+
+    def locked() -> T:
+        with lock:
+            return fn(model_of())
+
+    return await anyio.to_thread.run_sync(locked)
+
+
 @dataclass(eq=False)
 class ManagedModel:
     name: str
@@ -121,18 +143,11 @@ class ManagedModel:
         more than the work. When a batch is being learned (the lock is held), it waits for it
         in a worker thread like any read: the event loop never blocks on the lock.
         """
-        if inline and self.state_lock.acquire(blocking=False):
-            # Held only for this synchronous call: a learner thread waits at most that long.
-            try:
-                return fn(self.model)
-            finally:
-                self.state_lock.release()
+        return await read_locked(self.state_lock, lambda: self.model, fn, inline)
 
-        def locked() -> T:
-            with self.state_lock:
-                return fn(self.model)
-
-        return await anyio.to_thread.run_sync(locked)
+    def for_predictions(self) -> ManagedModel:
+        """What answers a prediction: this model (one on a cluster may pick a read replica)."""
+        return self
 
     async def write(self, fn: Callable[[OnlineLogisticRegression], T]) -> T:
         """``fn(model)`` in the writer, after every earlier write of this model (under the state

@@ -206,7 +206,7 @@ async def predict(request: Request) -> Response:
     ):
         # A plain CSR body of a few rows is read, checked, scored and squashed in one compiled
         # call, on the event loop (microseconds); any other body takes the general path below.
-        scores = await managed.read(
+        scores = await managed.for_predictions().read(
             lambda model: scores_of_json(
                 model, data, max_rows=settings.max_rows_per_batch, max_nnz=settings.max_nnz_per_row
             ),
@@ -226,7 +226,7 @@ async def _scores_of_batch(
     through a validated :class:`Batch`; 422 for a margin that is not finite."""
     batch = await _batch_of(data, managed, settings, warmup, require_labels=False, arrow=arrow)
     # A few rows are scored on the event loop (microseconds; a thread hop costs far more).
-    margins = await managed.read(
+    margins = await managed.for_predictions().read(
         lambda model: model.decision_function(batch),
         inline=batch.n_rows + batch.nnz <= settings.inline_read_size
         and warmup.is_warm(f"reads/{managed.model.spec.name}"),  # compiling: not on the loop

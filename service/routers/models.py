@@ -63,10 +63,10 @@ async def optimizers() -> dict[str, Any]:
 async def create_model(
     body: CreateModel, registry: Annotated[ModelRegistry, Depends(deps.registry)]
 ) -> dict[str, Any]:
-    config = body.model_dump(exclude={"name"}, exclude_none=True)
+    config = body.model_dump(exclude={"name", "read_replicas"}, exclude_none=True)
     if isinstance(body.optimizer, str):
         config["optimizer"] = {"name": body.optimizer}
-    managed = await registry.create(body.name, config)
+    managed = await registry.create(body.name, config, read_replicas=body.read_replicas)
     return await managed.read(lambda _: describe(managed))
 
 

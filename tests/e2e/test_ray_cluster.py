@@ -38,6 +38,8 @@ INSIDE = "ADASERVE_RAY_TESTS_INSIDE"
 TOKENS = {"read": "r-secret", "write": "w-secret", "admin": "a-secret"}
 DIM = 1 << 12
 TIMEOUT = 180  # a host actor's process starts in seconds, more on a loaded machine
+# The read replicas' staleness bound: rows acknowledged a replica may miss and still answer.
+MAX_ROWS_BEHIND = 200
 # Brings ``lo`` up without iproute2: SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP.
 LO_UP = (
     "import fcntl, socket, struct; s = socket.socket(); "
@@ -111,10 +113,10 @@ class Service:
 
     def start(self) -> None:
         tokens = ",".join(f"{role}:{token}" for role, token in TOKENS.items())
+        env = {"ADASERVE_TOKENS": tokens, "ADASERVE_REPLICA_MAX_ROWS_BEHIND": str(MAX_ROWS_BEHIND)}
         self.process = start_server(
-            self.data_dir, self.port, "--ray", self.cluster.address,
-            env={"ADASERVE_TOKENS": tokens}, quiet=True,
-        )  # fmt: skip
+            self.data_dir, self.port, "--ray", self.cluster.address, env=env, quiet=True
+        )
 
     def stop(self) -> None:
         assert self.process is not None
@@ -355,12 +357,12 @@ def test_a_killed_host_is_recovered_on_the_other_node_with_every_acknowledged_ba
         parse_bytes(stream_text(30 + i, 50), "libsvm", dim=DIM) for i in range(12)
     ]  # fmt: skip
     acknowledged: list[Batch] = []
-    answers: set[tuple[int, str | None]] = set()
+    answers: list[tuple[int, str | None]] = []
 
     def send(batch: Batch) -> None:
         response = admin.post("/v1/models/victim/updates", json=csr(batch))
         error = None if response.status_code == 200 else response.json()["error"]
-        answers.add((response.status_code, error))
+        answers.append((response.status_code, error))
         if response.status_code == 200:
             acknowledged.append(batch)
 
@@ -376,7 +378,14 @@ def test_a_killed_host_is_recovered_on_the_other_node_with_every_acknowledged_ba
         states.append(state)
         time.sleep(0.2)
     send(batches[-1])
-    assert answers <= {(200, None), (503, "model_recovering")}, answers
+    assert set(answers) <= {(200, None), (503, "model_recovering")}, answers
+    # Before the kill every update is acknowledged; the first one after it is refused: either
+    # its call reaches the dead host (503), or the ingress saw the death first and the model is
+    # recovering until a new host process has started and replayed the files, which cannot
+    # happen between SIGKILL and the next request. Once it is back, updates are acknowledged.
+    assert answers[:5] == [(200, None)] * 5, answers
+    assert answers[5] == (503, "model_recovering"), answers
+    assert answers[-1] == (200, None), answers
     assert set(states) <= {"ready", "recovering"}
     after = cluster_view(admin)["hosts"]["victim"]
     assert after["node"] != before["node"] and after["pid"] != before["pid"]
@@ -388,11 +397,94 @@ def test_a_killed_host_is_recovered_on_the_other_node_with_every_acknowledged_ba
     assert recovered.metrics.to_dict() == replayed.metrics.to_dict()
 
 
+def replicas_of(client: httpx.Client, name: str) -> list[dict[str, Any]]:
+    return cluster_view(client)["replicas"].get(name, [])
+
+
+def until_replica(client: httpx.Client, name: str, ready: Any) -> dict[str, Any]:
+    """The model's one replica once ``ready(replica)`` (it is placed and loads in seconds)."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        replicas = replicas_of(client, name)
+        if replicas and ready(replicas[0]):
+            return replicas[0]
+        time.sleep(0.2)
+    raise AssertionError(f"the replica of {name} never got ready: {replicas_of(client, name)}")
+
+
+def test_a_read_replica_on_the_other_node_answers_predictions_within_its_staleness_bound(
+    admin: httpx.Client,
+) -> None:
+    """A model with one read replica: placed on the node its owner is not on; predictions go
+    to both in turn, each equal (1e-12) to the model at a step at most the bound behind the
+    updates acknowledged, and to the current model once the replica caught up; updates are
+    acknowledged and durable; killing the replica's process never fails a prediction, and
+    another replica is made."""
+    created = admin.post("/v1/models", json={"name": "reads", "read_replicas": 1, **CONFIG})
+    assert created.status_code == 201, created.text
+    replica = until_replica(admin, "reads", lambda r: r["state"] == "ready")
+    owner = cluster_view(admin)["hosts"]["reads"]
+    assert replica["node"] != owner["node"] and replica["pid"] != owner["pid"]
+    assert (
+        "reads"
+        in next(n for n in cluster_view(admin)["nodes"] if n["id"] == replica["node"])["replicas"]
+    )
+
+    probe = parse_bytes(stream_text(40, 20), "libsvm", dim=DIM, require_labels=False)
+    reference = OnlineLogisticRegression(**CONFIG)
+    # The reference's probabilities after each acknowledged batch (and before the first).
+    by_step = {0: reference.predict_proba(probe)[:, 1]}
+
+    def predict() -> np.ndarray:
+        response = admin.post("/v1/models/reads/predict", json=csr(probe))
+        assert response.status_code == 200, response.text
+        return np.array(response.json()["probabilities"])
+
+    def steps_matching(got: np.ndarray) -> list[int]:
+        return [s for s, p in by_step.items() if np.allclose(got, p, rtol=0, atol=1e-12)]
+
+    acknowledged = []
+    served_before = replica["predictions"]
+    for i in range(10):  # 50 rows a batch: four batches make the bound
+        batch = parse_bytes(stream_text(50 + i, 50), "libsvm", dim=DIM)
+        answer = admin.post("/v1/models/reads/updates", json=csr(batch))
+        assert answer.status_code == 200, answer.text
+        acknowledged.append(batch)
+        reference.learn_batch(batch)
+        by_step[reference.step] = reference.predict_proba(probe)[:, 1]
+        for _ in range(2):  # the owner's turn and the replica's
+            matching = steps_matching(predict())
+            assert matching and reference.step - max(matching) <= MAX_ROWS_BEHIND, matching
+    replica = until_replica(admin, "reads", lambda r: r["rows_behind"] == 0)
+    assert replica["predictions"] > served_before  # it answered some of those
+
+    served_before = replica["predictions"]
+    for _ in range(6):  # caught up: every answer is the current model's
+        np.testing.assert_allclose(predict(), by_step[reference.step], rtol=0, atol=1e-12)
+    assert replicas_of(admin, "reads")[0]["predictions"] == served_before + 3
+    exported = OnlineLogisticRegression.load(
+        io.BytesIO(admin.get("/v1/models/reads/export").content)
+    )
+    np.testing.assert_array_equal(exported.coef_, learned_alone(CONFIG, acknowledged).coef_)
+
+    os.kill(replica["pid"], signal.SIGKILL)  # predictions go on: the owner answers meanwhile
+    for _ in range(20):
+        np.testing.assert_allclose(predict(), by_step[reference.step], rtol=0, atol=1e-12)
+    assert cluster_view(admin)["models"]["reads"] == "ready"
+    again = until_replica(
+        admin, "reads", lambda r: r["state"] == "ready" and r["pid"] != replica["pid"]
+    )
+    assert again["node"] != owner["node"]
+    for _ in range(4):
+        np.testing.assert_allclose(predict(), by_step[reference.step], rtol=0, atol=1e-12)
+    assert replicas_of(admin, "reads")[0]["predictions"] > again["predictions"]
+
+
 def test_restarting_the_service_on_the_same_cluster_recovers_every_model(
     service: Service, admin: httpx.Client
 ) -> None:
     names = [m["name"] for m in admin.get("/v1/models").json()["models"]]
-    assert {"s0", "s1", "s2", "s3", "exp.0", "exp.1", "victim"} <= set(names)
+    assert {"s0", "s1", "s2", "s3", "exp.0", "exp.1", "victim", "reads"} <= set(names)
     exported = {name: admin.get(f"/v1/models/{name}/export").content for name in names}
     service.stop()
     service.start()
@@ -410,3 +502,8 @@ def test_restarting_the_service_on_the_same_cluster_recovers_every_model(
         np.testing.assert_array_equal(after.coef_, before.coef_)
     experiment = admin.get("/v1/experiments/exp").json()
     assert [m["model"] for m in experiment["members"]] == ["exp.0", "exp.1"]
+    # the read replica is made again (its count is in the model's files), and deleted with it
+    until_replica(admin, "reads", lambda r: r["state"] == "ready")
+    assert admin.delete("/v1/models/reads").status_code == 204
+    view = cluster_view(admin)
+    assert "reads" not in view["replicas"] and all(not n["replicas"] for n in view["nodes"])

@@ -24,7 +24,7 @@ def registry(tmp_path, budget: int = 100 * MB) -> RayRegistry:
 
 def place(made: RayRegistry, name: str, node: str, size: int) -> None:
     made.models[name] = SimpleNamespace(  # type: ignore[assignment]
-        name=name, node=node, model=SimpleNamespace(memory_bytes=size)
+        name=name, node=node, pid=None, model=SimpleNamespace(memory_bytes=size)
     )
 
 
@@ -64,8 +64,8 @@ def test_a_recovered_model_avoids_the_node_it_was_lost_on_when_another_has_room(
     made = registry(tmp_path)
     place(made, "x", "b", 90 * MB)
     place(made, "y", "c", 90 * MB)
-    assert made._choose_node(5 * MB, "lost", avoid="a") == "b"
-    assert made._choose_node(50 * MB, "lost", avoid="a") == "a"  # no other has room
+    assert made._choose_node(5 * MB, "lost", avoid={"a"}) == "b"
+    assert made._choose_node(50 * MB, "lost", avoid={"a"}) == "a"  # no other has room
 
 
 def test_a_model_being_recovered_answers_model_recovering(tmp_path) -> None:
@@ -75,3 +75,26 @@ def test_a_model_being_recovered_answers_model_recovering(tmp_path) -> None:
         made.get("m")
     assert "m" in made.names()
     assert made.cluster()["models"] == {"m": "recovering"}
+
+
+def test_replicas_count_in_their_nodes_budget_and_answer_within_the_staleness_bound(
+    tmp_path,
+) -> None:
+    from service.cluster.registry import ReplicaSlot
+
+    made = registry(tmp_path)
+    place(made, "x", "a", 40 * MB)
+    made.models["x"].model.step = 1_000  # type: ignore[attr-defined]
+    copy = ReplicaSlot("x", node="b", memory_bytes=40 * MB)
+    made.replicas["x"] = [copy]
+    assert made._placed_bytes("b") == 40 * MB
+    assert made._choose_node(MB, "new") == "c"
+    assert made.cluster()["nodes"][1]["replicas"] == ["x"]
+    bound = made.settings.replica_max_rows_behind
+    for step, fresh in ((None, False), (1_000 - bound - 1, False), (1_000 - bound, True)):
+        copy.step = step
+        assert made.fresh_replicas(made.models["x"]) == ([copy] if fresh else [])  # type: ignore[arg-type]
+    info = made.cluster()["replicas"]["x"][0]
+    assert (info["state"], info["rows_behind"], info["node"]) == ("ready", bound, "b")
+    copy.step = 1_000 - bound - 1
+    assert made.cluster()["replicas"]["x"][0]["state"] == "behind"

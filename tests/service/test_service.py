@@ -76,6 +76,8 @@ def test_create_fills_defaults_and_lists(client: TestClient) -> None:
         ({"name": "x", "dim": 4, "lazy": "never"}, "lazy"),
         ({"name": "x", "dim": 10**12}, "dim"),
         ({"name": "x", "dim": 4, "colour": "red"}, "colour"),
+        ({"name": "x", "dim": 4, "read_replicas": -1}, "read_replicas"),
+        ({"name": "x", "dim": 4, "read_replicas": 1}, "read_replicas"),  # one process: no copies
     ],
 )
 def test_create_rejects(client: TestClient, body: dict, field: str) -> None:
