@@ -14,7 +14,8 @@ directories, default settings: ``fsync always``), and measures on both, in turn:
 2. two models each fed a ``/stream`` at once: rows/s in total;
 3. a six-member experiment fed one stream (parsed once, learned by the six members);
 4. single-row predictions, one connection at a time: p50/p99 latency; and ``--clients``
-   connections at once: requests/s.
+   connections at once: requests/s; on the cluster also of a model with one read replica (its
+   rounds alternate with the model without, ``--rounds`` each, medians).
 
 Writes ``REPORT_CLUSTER.md`` to ``--out`` (default ``loadtest/``) and ``bench_cluster.json`` there
 too, or to ``loadtest/out/`` (git-ignored) by default.
@@ -110,10 +111,12 @@ class Target:
         self.client = httpx.Client(base_url=url, timeout=TIMEOUT)
         self.made = 0
 
-    def model(self, optimizer: str = "adagrad") -> str:
+    def model(self, optimizer: str = "adagrad", read_replicas: int = 0) -> str:
         self.made += 1
         name = f"m{self.made}"
         config = {"name": name, "hash_bits": HASH_BITS, "optimizer": optimizer}
+        if read_replicas:
+            config["read_replicas"] = read_replicas
         response = self.client.post("/v1/models", json=config)
         assert response.status_code == 201, response.text
         self.stream(f"/v1/models/{name}/stream", WARM_UP)  # its first batch: not measured
@@ -132,7 +135,9 @@ class Target:
         return elapsed
 
 
-def measure(target: Target, texts: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    target: Target, texts: list[bytes], args: argparse.Namespace, replicas: bool = False
+) -> dict[str, Any]:
     rows = args.rows
     one = target.model()
     single = [
@@ -170,27 +175,69 @@ def measure(target: Target, texts: list[bytes], args: argparse.Namespace) -> dic
             assert client.post(f"/v1/models/{one}/predict", json=body).status_code == 200
             latencies.append(time.perf_counter() - began)
 
-    def closed_loop() -> int:
-        done = 0
-        with httpx.Client(base_url=target.url, timeout=TIMEOUT) as client:
-            end = time.perf_counter() + args.seconds
-            while time.perf_counter() < end:
-                client.post(f"/v1/models/{one}/predict", json=body)
-                done += 1
-        return done
+    sent: dict[str, int] = {}  # requests answered, by model
 
-    began = time.perf_counter()
-    counts = at_once([closed_loop] * args.clients)
-    per_second = sum(counts) / (time.perf_counter() - began)
+    def requests_per_second(name: str) -> float:
+        """``--clients`` connections predicting for ``--seconds``, each in a closed loop."""
+
+        def closed_loop() -> int:
+            done = 0
+            with httpx.Client(base_url=target.url, timeout=TIMEOUT) as client:
+                end = time.perf_counter() + args.seconds
+                while time.perf_counter() < end:
+                    assert client.post(f"/v1/models/{name}/predict", json=body).status_code == 200
+                    done += 1
+            return done
+
+        began = time.perf_counter()
+        done = sum(at_once([closed_loop] * args.clients))
+        sent[name] = sent.get(name, 0) + done
+        return done / (time.perf_counter() - began)
+
     ms = np.array(latencies) * 1000
-    return {
+    measured = {
         "one_stream_rows_s": statistics.median(single),
         "two_streams_rows_s": statistics.median(two),
         "experiment6_rows_s": statistics.median(six),
         "predict_p50_ms": float(np.percentile(ms, 50)),
         "predict_p99_ms": float(np.percentile(ms, 99)),
-        "predict_rps": per_second,
     }
+    if not replicas:
+        measured["predict_rps"] = statistics.median(
+            requests_per_second(one) for _ in range(args.rounds)
+        )
+        return measured
+    copied = target.model(read_replicas=1)  # its state as large as the other's
+    target.stream(f"/v1/models/{copied}/stream", texts[0])
+    replica = until_replica_caught_up(target, copied)
+    without, with_one = [], []
+    for _ in range(args.rounds):  # alternated: both see the same tenants' load
+        without.append(requests_per_second(one))
+        with_one.append(requests_per_second(copied))
+    served = until_replica_caught_up(target, copied)["predictions"] - replica["predictions"]
+    measured |= {
+        "predict_rps": statistics.median(without),
+        "predict_rps_1_replica": statistics.median(with_one),
+        "predict_rps_rounds": {"0": without, "1": with_one},
+        "replica_share": served / sent[copied],
+        "replica_node_differs": replica["node"] != cluster(target)["hosts"][copied]["node"],
+    }
+    return measured
+
+
+def cluster(target: Target) -> dict[str, Any]:
+    return target.client.get("/v1/cluster").json()
+
+
+def until_replica_caught_up(target: Target, name: str) -> dict[str, Any]:
+    """The model's one replica, once it is placed, loaded, and holds every row acknowledged."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        replicas = cluster(target)["replicas"].get(name)
+        if replicas and replicas[0]["state"] == "ready" and replicas[0]["rows_behind"] == 0:
+            return replicas[0]
+        time.sleep(0.5)
+    raise SystemExit(f"the replica of {name} did not catch up: {cluster(target)['replicas']}")
 
 
 def inside(args: argparse.Namespace) -> None:
@@ -214,7 +261,8 @@ def inside(args: argparse.Namespace) -> None:
         servers.append(start(["--ray", cluster.address], work / "ray", 18182))
         results = {}
         for label, port in (("single process", 18181), ("ray, 2 nodes", 18182)):
-            results[label] = measure(Target(label, f"http://127.0.0.1:{port}"), texts, args)
+            target = Target(label, f"http://127.0.0.1:{port}")
+            results[label] = measure(target, texts, args, replicas=port == 18182)
             print(label, results[label], flush=True)
         cluster_view = httpx.get("http://127.0.0.1:18182/v1/cluster", timeout=60).json()
         hosts = cluster_view["hosts"].values()
@@ -233,6 +281,7 @@ def inside(args: argparse.Namespace) -> None:
         "load_before": load_before, "load_after": os.getloadavg(),
         "rows": args.rows, "nnz": args.nnz, "repeats": args.repeats,
         "predicts": args.predicts, "clients": args.clients, "seconds": args.seconds,
+        "rounds": args.rounds,
         "adagrad_2_20_bytes": state, "results": results, "cluster": cluster_view,
         "host_rss_bytes": host_rss,
     }  # fmt: skip
@@ -291,6 +340,29 @@ def render(report: dict[str, Any]) -> str:
             f"{(64 << 30) // report['adagrad_2_20_bytes']}; many small models want several "
             "models per actor, which this version does not do."
         )
+    replica_line = (
+        "(c) with 1 read replica: not measured in this run."
+        if "predict_rps_1_replica" not in ray_
+        else f"""(c) with 1 read replica (the cluster only: the single process holds one copy
+and refuses `read_replicas`): **{ray_["predict_rps_1_replica"]:,.0f} requests/s against
+{ray_["predict_rps"]:,.0f} without, {ray_["predict_rps_1_replica"] / ray_["predict_rps"]:.2f}x**
+(medians of {report["rounds"]} alternated rounds of {report["seconds"]} s:
+{", ".join(f"{r:,.0f}" for r in ray_["predict_rps_rounds"]["1"])} with,
+{", ".join(f"{r:,.0f}" for r in ray_["predict_rps_rounds"]["0"])} without). The replica, on
+{"the other node than its owner" if ray_["replica_node_differs"] else "its owner's node"}, answered
+{ray_["replica_share"]:.0%} of the predictions of the model it copies (the owner the rest)."""
+    )
+    replica_verdict = "nothing to spread."
+    if "predict_rps_1_replica" in ray_:
+        change = ray_["predict_rps_1_replica"] / ray_["predict_rps"]
+        replica_verdict = (
+            f"the model with one replica answered {change:.2f}x the requests/s of the one "
+            "without: within the noise of this shared machine, no gain."
+            if 0.9 <= change <= 1.1
+            else f"the model with one replica answered {change:.2f}x the requests/s of the one "
+            f"without ({'more' if change > 1 else 'fewer'}, on a machine whose load moves "
+            "figures by tens of percent between rounds)."
+        )
     budget = 4 << 30
     per_node = budget // report["adagrad_2_20_bytes"]
     per_node_rows = ray_["two_streams_rows_s"] / 2
@@ -312,7 +384,7 @@ cannot add cores here: this measures the Ray path's overhead, not its scaling. S
 {rule}
 {table}
 
-(c) with 1 read replica: **not measured, read replicas are not built** (see below).
+{replica_line}
 
 ## Reading the numbers
 
@@ -362,8 +434,13 @@ instead of being answered on the event loop that parsed it: that is the p50 diff
   `--data-dir`, so the volume's synchronous write rate (fsyncs/s, and bytes/s at ~12 bytes a
   non-zero) bounds acknowledged batches/s across the cluster; snapshots add a model's state size
   every `snapshot_every_rows` rows.
-- Reads: each prediction is served by the model's one owner; read replicas would spread them,
-  and are not built.
+- Reads (c): a prediction is answered by the owner or a read replica in turn, so a model's
+  predictions scale with its copies only while the copies are what limits them. Here they are
+  not: every request crosses Serve's proxy and the one ingress replica, and the two nodes share
+  the two cores the ingress needs, so a replica adds a process competing for them and
+  {replica_verdict} On N machines, each copy scores on cores of its own: a model's prediction
+  rate then grows with its copies until the ingress (one replica, the bottleneck here already)
+  saturates; past that, more ingress replicas, which this version does not run.
 """
 
 
@@ -375,6 +452,7 @@ def main() -> None:
     parser.add_argument("--predicts", type=int, default=500)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3, help="closed-loop predict rounds")
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest")
     args = parser.parse_args()
     if os.environ.get(INSIDE):
