@@ -538,11 +538,16 @@ class RayRegistry(ModelRegistry):
 
     # ------------------------------------------------------------------ read replicas
     def _replicas_wanted(self, name: str) -> int:
+        """The model's ``read_replicas`` (0 when it has none, or their file is unreadable: the
+        model serves all the same, from its owner)."""
+        path = self.directory / name / REPLICAS_FILE
         try:
-            text = (self.directory / name / REPLICAS_FILE).read_text()
+            return int(json.loads(path.read_text())["read_replicas"])
         except FileNotFoundError:
             return 0
-        return int(json.loads(text)["read_replicas"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.error("model %s: no read replicas, %s is unreadable: %s", name, path, error)
+            return 0
 
     def _keep_replicas_wanted(self, name: str, count: int) -> None:
         body = json.dumps({"read_replicas": count}).encode()

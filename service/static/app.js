@@ -313,6 +313,7 @@ const NODE_COLUMNS = [
     render: (n) => fmtBytes(n.placed_bytes),
   },
   { key: "models", label: "models", render: (n) => n.models.join(", ") || "—" },
+  { key: "replicas", label: "read replicas of", render: (n) => n.replicas.join(", ") || "—" },
 ];
 
 function clusterTable(cluster) {

@@ -467,16 +467,33 @@ def test_a_read_replica_on_the_other_node_answers_predictions_within_its_stalene
     )
     np.testing.assert_array_equal(exported.coef_, learned_alone(CONFIG, acknowledged).coef_)
 
+    # an import replaces the state: no prediction answers from the one before once it is
+    # acknowledged (the replica answers nothing until it has loaded the import)
+    other = OnlineLogisticRegression(**CONFIG)
+    other.learn_batch(parse_bytes(stream_text(70, 120), "libsvm", dim=DIM))
+    current = other.predict_proba(probe)[:, 1]
+    imported = admin.post(
+        "/v1/models/reads/import", content=other.to_bytes(),
+        headers={"Content-Type": "application/x-adaserve-model"},
+    )  # fmt: skip
+    assert imported.status_code == 200, imported.text
+    for _ in range(6):
+        np.testing.assert_allclose(predict(), current, rtol=0, atol=1e-12)
+    replica = until_replica(admin, "reads", lambda r: r["step"] == 120 and r["rows_behind"] == 0)
+    for _ in range(4):
+        np.testing.assert_allclose(predict(), current, rtol=0, atol=1e-12)
+    assert replicas_of(admin, "reads")[0]["predictions"] == replica["predictions"] + 2
+
     os.kill(replica["pid"], signal.SIGKILL)  # predictions go on: the owner answers meanwhile
     for _ in range(20):
-        np.testing.assert_allclose(predict(), by_step[reference.step], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(predict(), current, rtol=0, atol=1e-12)
     assert cluster_view(admin)["models"]["reads"] == "ready"
     again = until_replica(
         admin, "reads", lambda r: r["state"] == "ready" and r["pid"] != replica["pid"]
     )
     assert again["node"] != owner["node"]
     for _ in range(4):
-        np.testing.assert_allclose(predict(), by_step[reference.step], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(predict(), current, rtol=0, atol=1e-12)
     assert replicas_of(admin, "reads")[0]["predictions"] > again["predictions"]
 
 
