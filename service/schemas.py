@@ -194,7 +194,7 @@ class ClusterNode(BaseModel):
     memory_bytes: int = Field(description="the node's memory (Ray's resource when on a cluster)")
     placed_bytes: int = Field(description="state bytes of the models placed on it, and reserved")
     models: list[str]
-    replicas: list[str]
+    replicas: list[str] = Field(description="the models it holds a read replica of")
 
 
 class ModelHost(BaseModel):

@@ -596,29 +596,41 @@ class RayRegistry(ModelRegistry):
         """Place ``slot``'s replica (again, when it died), then have it catch up every
         ``replica_refresh_seconds`` or when woken (:meth:`acknowledged`, :meth:`replaced`)."""
         while not self._closing:
-            if slot.actor is None:
-                try:
-                    await self._place_replica(slot)
-                except (OverMemoryBudget, *_NOT_STARTED) as error:
-                    log.error("model %s: a read replica not placed yet: %s", slot.model, error)
-                    slot.forget_actor()
-                    await asyncio.sleep(RECOVERY_RETRY_SECONDS)
-                    continue
-            reload, slot.reload = slot.reload, False
-            slot.wake.clear()
             try:
-                outcome = await slot.actor.refresh.remote(reload)
-            except _LOST:
+                await self._refresh_replica(slot)
+            except Exception:  # never leave the replica unkept: start it again
+                log.exception("model %s: its replica on node %s failed", slot.model, slot.node)
                 if slot.actor is not None:
-                    log.error("model %s: its replica on node %s died", slot.model, slot.node)
-                    slot.forget_actor()
-                continue
-            if isinstance(outcome, Failure):
-                log.error("model %s: a replica did not catch up: %s", slot.model, outcome.error)
-            elif not slot.reload:  # else an import came meanwhile: load again first
-                slot.step = outcome
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(slot.wake.wait(), self.settings.replica_refresh_seconds)
+                    ray.kill(slot.actor)
+                slot.forget_actor()
+                await asyncio.sleep(RECOVERY_RETRY_SECONDS)
+
+    async def _refresh_replica(self, slot: ReplicaSlot) -> None:
+        if slot.actor is None:
+            try:
+                await self._place_replica(slot)
+            except (OverMemoryBudget, *_NOT_STARTED) as error:
+                log.error("model %s: a read replica not placed yet: %s", slot.model, error)
+                if slot.actor is not None:  # its node went away before it started
+                    ray.kill(slot.actor)
+                slot.forget_actor()
+                await asyncio.sleep(RECOVERY_RETRY_SECONDS)
+                return
+        reload, slot.reload = slot.reload, False
+        slot.wake.clear()
+        try:
+            outcome = await slot.actor.refresh.remote(reload)
+        except _LOST:
+            if slot.actor is not None:
+                log.error("model %s: its replica on node %s died", slot.model, slot.node)
+                slot.forget_actor()
+            return
+        if isinstance(outcome, Failure):
+            log.error("model %s: a replica did not catch up: %s", slot.model, outcome.error)
+        elif not slot.reload:  # else an import came meanwhile: load again first
+            slot.step = outcome
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(slot.wake.wait(), self.settings.replica_refresh_seconds)
 
     async def _place_replica(self, slot: ReplicaSlot) -> None:
         await self._refresh_nodes()
