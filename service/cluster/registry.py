@@ -225,7 +225,9 @@ class ReplicaReader:
     def __init__(self, slot: ReplicaSlot, owner: RemoteModel) -> None:
         self.slot, self.owner = slot, owner
 
-    async def read(self, fn: Callable[[OnlineLogisticRegression], Any], *, inline: bool = False):
+    async def read(
+        self, fn: Callable[[OnlineLogisticRegression], Any], *, inline: bool = False
+    ) -> Any:
         slot = self.slot
         try:
             outcome = await slot.actor.read.remote(fn, inline)
