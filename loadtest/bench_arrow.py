@@ -48,12 +48,16 @@ import harness
 import httpx
 import numpy as np
 import orjson
+import scipy.sparse
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "loadtest" / "REPORT_HTTP.md"
 BEGIN, END = "<!-- bench_arrow.py: begin -->", "<!-- bench_arrow.py: end -->"
 ARROW = "application/vnd.apache.arrow.stream"
 BITS = 20
+# The stages that bound the rate (see render)
+LEARN_STAGE = "learn loop (AdaGrad, one call a batch, as the server's writer)"
+LOG_STAGE = "log write (O_DSYNC, one batch's record)"
 
 
 def log(message: str) -> None:
@@ -221,6 +225,11 @@ def stage_times(
         for payload in arrow_bodies[:10]
     ]
     records = [record_body(batch) for batch in batches]
+    matrices = [
+        scipy.sparse.csr_matrix((b.values, b.indices, b.indptr), shape=(b.n_rows, model.dim))
+        for b in batches
+    ]
+    library = OnlineLogisticRegression({"name": "adagrad", "lr": 0.1}, hash_bits=BITS)
     storage = ModelStorage(work / "log-probe", fsync="always")
     storage.create(model)
     logged = [0]  # rows in the log so far: the step the next record starts at
@@ -239,10 +248,11 @@ def stage_times(
         "JSON CSR parse (body to validated batch)": read_json,
         "Arrow parse (body to validated batch)": read_arrow,
         "log record body (indices to uint32, crc32)": lambda k: record_body(batches[k]),
-        "learn loop (AdaGrad, one call a batch)": lambda k: model.learn_batches(
-            [batches[k]], check=False
+        LEARN_STAGE: lambda k: model.learn_batches([batches[k]], check=False),
+        "the library's partial_fit of the batch (scipy CSR, checked)": lambda k: (
+            library.partial_fit(matrices[k], batches[k].labels)
         ),
-        "log write (O_DSYNC, one batch's record)": write_log,
+        LOG_STAGE: write_log,
     }
     out = {}
     for name, stage in stages.items():
@@ -333,8 +343,8 @@ def render(args, rounds, stages, nnz, json_bodies, arrow_bodies, before, after, 
     mean = lambda xs: sum(len(x) for x in xs) / len(xs)  # noqa: E731
     cores = os.cpu_count() or 1
     batch = args.batch_rows
-    learn_wall, learn_cpu = stages["learn loop (AdaGrad, one call a batch)"]
-    log_wall = stages["log write (O_DSYNC, one batch's record)"][0]
+    learn_wall, learn_cpu = stages[LEARN_STAGE]
+    log_wall = stages[LOG_STAGE][0]
     arrow_cpu = median("arrow", "server_cpu_ms") + median("arrow", "client_cpu_ms")
     lines = [
         BEGIN,
