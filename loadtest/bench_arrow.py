@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import harness
@@ -268,9 +268,7 @@ def stage_times(
     return out
 
 
-def main() -> int:
-    from bench_learners import locate_shared
-
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch-rows", type=int, default=10_000)
@@ -278,7 +276,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--shared", help="the shared folder (make_clicks.py), as bench_http's")
     parser.add_argument("--smoke", action="store_true", help="20k rows, 1 round, no report")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.smoke:
         args.rows, args.rounds = 20_000, 1
     started = time.perf_counter()
@@ -286,7 +284,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_arrow_") as temporary:
         work = Path(temporary)
         log(f"generating {args.rows:,} rows")
-        arrays = clicks(args.rows, work, locate_shared(args.shared))
+        arrays = clicks(args.rows, work, harness.locate_shared(args.shared))
         json_bodies, arrow_bodies, probe_bodies, sizes = bodies(arrays, args.batch_rows)
         stages = stage_times(json_bodies, arrow_bodies, work)
         with serve(work / "data") as (base, pid), contextlib.ExitStack() as stack:
