@@ -101,6 +101,27 @@ def json_reader() -> None:
     read_csr(SMALL_CSR_BODY)
 
 
+def arrow_reader() -> None:
+    """pyarrow (an optional extra: nothing to do without it) and the reading of an Arrow IPC
+    body into a batch: the first Arrow request would import it otherwise, 0.2-1 s holding the
+    GIL (on the event loop for a small body), every other request waiting meanwhile."""
+    import io
+
+    from optim.formats.arrow import batch_of_ipc
+    from optim.hashing import FeatureHasher
+
+    try:
+        import pyarrow as pa
+        import pyarrow.ipc
+    except ImportError:
+        return
+    table = pa.table({"indices": [[0]], "values": [[1.0]], "label": [1]})
+    sink = io.BytesIO()
+    with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    batch_of_ipc(sink.getvalue(), FeatureHasher(2), require_labels=True)
+
+
 def text_parser(fmt: str, line: bytes) -> Callable[[], None]:
     def compile_parser() -> None:
         from optim.formats import parse_bytes
@@ -113,10 +134,10 @@ def text_parser(fmt: str, line: bytes) -> Callable[[], None]:
 def plan(optimizers_in_use: Iterable[str] = ()) -> list[Piece]:
     """Every piece, in the order compiled: the learn loops of the optimizers in use and of the
     default one, and the small-update path (needed); then their read loops, the text parsers,
-    the other optimizers' loops, the driver of optimizer "auto", the JSON reader (~20-70 s
-    cold: until it is warm, requests that
-    could use it take the orjson path or a parser thread, see :meth:`Warmup.is_warm`) and the
-    one-call predicts."""
+    the Arrow reader (pyarrow's import), the other optimizers' loops, the driver of optimizer
+    "auto", the JSON reader (~20-70 s cold: until it is warm, requests that could use it take
+    the orjson path or a parser thread, see :meth:`Warmup.is_warm`) and the one-call
+    predicts."""
     first = list(dict.fromkeys([*optimizers_in_use, DEFAULT_OPTIMIZER]))
     rest = [name for name in REGISTRY if name not in first]
     return [
@@ -126,6 +147,7 @@ def plan(optimizers_in_use: Iterable[str] = ()) -> list[Piece]:
         Piece("parser/vw", text_parser("vw", b"1 | a\n")),
         Piece("parser/libsvm", text_parser("libsvm", b"1 0:1\n")),
         Piece("parser/criteo", text_parser("criteo", CRITEO_LINE)),
+        Piece("reader/arrow", arrow_reader),
         *(
             Piece(f"{kind}/{name}", lambda n=name, f=loop: f(n))
             for name in rest

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from optim.formats.stream import ParseError
 from optim.hashing import FeatureHasher
 from service.app import create_app
 from service.settings import Settings
+from service.warmup import plan
 
 pa = pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install '.[arrow]')")
 
@@ -228,3 +230,16 @@ def test_the_stream_parser_cuts_large_record_batches_and_checks_its_end() -> Non
     small = ArrowStreamParser(dim=DIM, max_message_bytes=100)
     with pytest.raises(ParseError, match="more than 100 bytes"):
         small.feed(data)
+
+
+def test_warm_up_imports_pyarrow_and_reads_an_arrow_body_before_the_first_request() -> None:
+    """The server's background warm-up reads an Arrow body (pyarrow's import, 0.2-1 s holding
+    the GIL, is not the first Arrow request's); in a fresh interpreter, which had not imported
+    pyarrow before."""
+    assert "reader/arrow" in [piece.name for piece in plan()]
+    code = (
+        "import sys; from service.warmup import arrow_reader; "
+        "assert 'pyarrow' not in sys.modules, 'imported before the warm-up'; "
+        "arrow_reader(); assert 'pyarrow.ipc' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
