@@ -2,6 +2,7 @@
 
     python loadtest/bench_quality.py            # every data set -> loadtest/REPORT_QUALITY.md
     python loadtest/bench_quality.py --quick    # 2,000-row prefixes, a 3-point grid -> a temp dir
+    python loadtest/bench_quality.py --cross-rows 0   # without the interactions section
 
 Every data set is one file both sides read, one pass, each row scored before it is learned:
 
@@ -19,6 +20,12 @@ configuration the installed ``optim`` refuses (an option it does not have yet) i
 listed. VW: its default (adaptive + normalized + invariant), ``--adaptive``, ``--ftrl`` and
 ``--coin`` (:mod:`peers`). River: its default ``LogisticRegression`` and AdaGrad 0.1 over our
 parsed rows (the same hashed coordinates).
+
+Interactions and holdout (issue 20): the ``make_clicks --crosses 2`` log (``--cross-rows``, a
+million rows; C1..C10 in namespace ``x``) with no ``-q``, ``-q xx`` and ``-q CC``, and the public
+sets (features in ``|f``) with ``-q ff``; every 10th row held out. Ours (the default, VW's update,
+``auto``) against VW's default with the same ``-q``, progressive and holdout log-loss. Our
+log-loss is scored everywhere from margins clipped to [-50, 50], as VW scores its own.
 
 Writes ``REPORT_QUALITY.md`` and ``quality_lr.svg`` (log-loss against learning rate per optimizer,
 plain against normalized) to ``loadtest/`` (``--out DIR`` elsewhere) and the raw numbers as JSON
