@@ -292,7 +292,7 @@ def _loaded(path: str, max_rows: int | None) -> tuple[sp.csr_matrix, np.ndarray,
 
 # ---------------------------------------- Vowpal Wabbit
 
-VW_LOSS = "--loss_function logistic --quiet"
+VW_LOSS = "--loss_function logistic --quiet"  # without -b: for callers that give their own
 VW_BASE = f"--loss_function logistic -b {DEFAULT_BITS} --quiet"  # as the reports name it
 # Plain AdaGrad: naming any of --sgd/--adaptive/--normalized/--invariant turns the
 # other defaults off (gd.cc), so "--adaptive" alone is per-coordinate AdaGrad
