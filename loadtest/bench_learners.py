@@ -548,10 +548,17 @@ def render(info: dict[str, Any]) -> str:
             ]
     else:
         lines.append("No peer ran.")
+    lines += ["", "## With interactions (`-q`)", "", CROSSES_NOTE]
     lines += ["", "## Caveats", ""] + [f"- {c}" for c in CAVEATS] + [""]
     return "\n".join(lines)
 
 
+CROSSES_NOTE = (
+    "The rows here carry no namespaces. Rows/s parsing and learning with and without crosses "
+    "(none, `-q xx`, `-q CC` on issue 20's crossed click log), ours against VW's driver with "
+    "the same update and `-q`: [REPORT_NAMES_CROSSES.md](REPORT_NAMES_CROSSES.md) "
+    "(`python loadtest/bench_parse.py --crosses-only`)."
+)
 CAVEATS = [
     "Ours is timed in-process on a CSR Batch built (and validated) beforehand; the parse and "
     "Batch times are shown separately. VW native's time covers its whole driver: workspace "
@@ -567,7 +574,10 @@ CAVEATS = [
     "Log-loss vs VW: the same AdaGrad (lr 0.1, no decay, current gradient included), but VW "
     "keeps float32 weights, uses an approximate inverse square root without an eps and its "
     "constant feature may share a hash slot with a data feature; ours is float64 with eps 1e-10 "
-    "and a separate intercept. Expect close, not equal, progressive log-loss. River's "
+    "and a separate intercept; VW also scores its margins clipped to [-50, 50] and takes no "
+    "step on a row whose float32 loss is 0 (a margin right by more than ~16.6), which "
+    "AdaGrad's scale-free first step makes count on raw counts (REPORT_NAMES_CROSSES.md). "
+    "Expect close, not equal, progressive log-loss. River's "
     "intercept uses its own constant-rate SGD (0.01), not the optimizer.",
     "adagrad, ftrl and sgd have no lazy/exact distinction (catch-up is the identity), so one "
     "run covers both modes. Adam 'exact' replays the skipped zero-gradient steps of absent "

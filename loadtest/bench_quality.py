@@ -2,6 +2,7 @@
 
     python loadtest/bench_quality.py            # every data set -> loadtest/REPORT_QUALITY.md
     python loadtest/bench_quality.py --quick    # 2,000-row prefixes, a 3-point grid -> a temp dir
+    python loadtest/bench_quality.py --cross-rows 0   # without the interactions section
 
 Every data set is one file both sides read, one pass, each row scored before it is learned:
 
@@ -20,6 +21,12 @@ listed. VW: its default (adaptive + normalized + invariant), ``--adaptive``, ``-
 ``--coin`` (:mod:`peers`). River: its default ``LogisticRegression`` and AdaGrad 0.1 over our
 parsed rows (the same hashed coordinates).
 
+Interactions and holdout (issue 20): the ``make_clicks --crosses 2`` log (``--cross-rows``, a
+million rows; C1..C10 in namespace ``x``) with no ``-q``, ``-q xx`` and ``-q CC``, and the public
+sets (features in ``|f``) with ``-q ff``; every 10th row held out. Ours (the default, VW's update,
+``auto``) against VW's default with the same ``-q``, progressive and holdout log-loss. Our
+log-loss is scored everywhere from margins clipped to [-50, 50], as VW scores its own.
+
 Writes ``REPORT_QUALITY.md`` and ``quality_lr.svg`` (log-loss against learning rate per optimizer,
 plain against normalized) to ``loadtest/`` (``--out DIR`` elsewhere) and the raw numbers as JSON
 to ``loadtest/out/``.
@@ -32,6 +39,7 @@ import contextlib
 import datetime as dt
 import json
 import math
+import re
 import shlex
 import statistics
 import subprocess
@@ -55,10 +63,12 @@ for _p in (str(HERE), str(REPO)):
 
 import peers  # noqa: E402
 from bench_learners import SharedMissingError, installed, locate_shared, machine_info, versions  # noqa: E402
+from bench_parse import crossed_clicks  # noqa: E402
 
 from optim import NonFiniteUpdate, OnlineLogisticRegression  # noqa: E402
 from optim.batch import Batch  # noqa: E402
 from optim.errors import ConfigError  # noqa: E402
+from optim.features import FeatureOptions  # noqa: E402
 from optim.formats import concat_batches, iter_file_batches  # noqa: E402
 from optim.metrics import auc, log_losses  # noqa: E402
 from optim.portfolio import PortfolioLogisticRegression  # noqa: E402
@@ -227,8 +237,16 @@ def supported(settings: Mapping[str, Any]) -> str | None:
     return None
 
 
+def clipped_log_loss(margins: np.ndarray, labels: np.ndarray) -> float:
+    """Mean log-loss of the margins clipped to +-50, as VW scores itself: for logistic loss its
+    prediction is clipped to [-50, 50] (``min_label``/``max_label``) before its loss, its
+    gradient and its ``-p`` output. Only rows with ``|margin| > 50`` (raw counts) change."""
+    clipped = np.clip(margins, -peers.LOGIT_CLIP, peers.LOGIT_CLIP)
+    return float(np.mean(log_losses(clipped, labels)))
+
+
 def score_margins(margins: np.ndarray, labels: np.ndarray) -> tuple[float, float | None]:
-    return float(np.mean(log_losses(margins, labels))), auc(margins, labels)
+    return clipped_log_loss(margins, labels), auc(margins, labels)
 
 
 def run_ours(model: Any, parts: list[Batch], labels: np.ndarray) -> Outcome:
@@ -240,7 +258,8 @@ def run_ours(model: Any, parts: list[Batch], labels: np.ndarray) -> Outcome:
         return Outcome(None, None, seconds, f"diverged: {len(refused)} batch(es) refused")
     margins = np.concatenate([o.margins for o in outcomes])
     loss, area = score_margins(margins, labels)
-    return Outcome(loss, area, seconds)
+    exact = float(np.mean(log_losses(margins, labels)))  # our own metric: no clipping
+    return Outcome(loss, area, seconds, extra={"exact_log_loss": exact})
 
 
 def our_configurations(grid: Mapping[str, tuple[float, ...]]) -> dict[str, dict[str, Any]]:
@@ -272,7 +291,7 @@ def evaluate(
     results["ours default"] = run_ours(OnlineLogisticRegression(hash_bits=bits), parts, labels)
     auto = PortfolioLogisticRegression(hash_bits=bits)
     results["ours auto"] = run_ours(auto, parts, labels)
-    results["ours auto"].extra = {"leader": auto.leader, "switches": auto.switches}
+    results["ours auto"].extra |= {"leader": auto.leader, "switches": auto.switches}
     for name, settings in our_configurations(grid).items():
         why = supported(settings)
         if why is not None:
@@ -356,6 +375,171 @@ def auto_cost(data: DataSet, bits: int, repeat: int) -> dict[str, Any]:
         "members_memory_bytes": sum(memory[name] for name in alone),
         "largest_member_memory_bytes": max(memory[name] for name in alone),
     }
+
+
+# ---------------------------------------------------------------- interactions and holdout
+CROSS_ROWS = 1_000_000
+HOLDOUT_EVERY = 10
+VW_FORM = "adagrad normalized+invariant lr 0.5"  # VW's default update (an EXTRA configuration)
+CLICK_INTERACTIONS = {"none": (), "-q xx": ("xx",), "-q CC": ("CC",)}
+PUBLIC_INTERACTIONS = {"none": (), "-q ff": ("ff",)}
+
+
+@dataclass
+class CrossSet:
+    """A VW text file both sides read, and the interactions to try on it."""
+
+    name: str
+    path: Path
+    interactions: dict[str, tuple[str, ...]]
+    note: str
+
+
+def in_namespace_f(src: Path, dst: Path) -> Path:
+    """The file with the unnamed namespace's features in ``|f`` (``-q ff`` crosses them on both
+    sides; a space namespace is awkward on VW's command line). Both sides add ``f``'s hash to
+    a feature named by digits, so they still train the same coordinates."""
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        for line in f:
+            out.write(line.replace(b" | ", b" |f ", 1))
+    return dst
+
+
+def held_out_copy(src: Path, dst: Path, every: int) -> Path:
+    """The file with every ``every``-th row at importance weight 0 (``-1 0 |...``). VW scores
+    such a row and neither learns it (its scorer learns rows of weight > 0 only) nor counts it
+    in its progressive loss: our ``holdout_every`` in one pass. VW's ``--holdout_period`` is no
+    use here: it holds rows out only with ``--passes`` > 1 (``--holdout_after n`` holds out
+    every row after the n-th instead)."""
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        for n, line in enumerate(f, 1):
+            if n % every == 0:
+                label, _, rest = line.partition(b" ")
+                line = b"%s 0 %s" % (label, rest)
+            out.write(line)
+    return dst
+
+
+def split_scores(margins: np.ndarray, labels: np.ndarray, held: np.ndarray) -> dict[str, Any]:
+    """Log-loss (clipped as VW's) and AUC of the rows learned and of the rows held out."""
+    learned = ~held
+    scores: dict[str, Any] = {
+        "log_loss": clipped_log_loss(margins[learned], labels[learned]),
+        "auc": auc(margins[learned], labels[learned]),
+        "holdout_log_loss": None,
+        "holdout_auc": None,
+    }
+    if held.any():
+        scores["holdout_log_loss"] = clipped_log_loss(margins[held], labels[held])
+        scores["holdout_auc"] = auc(margins[held], labels[held])
+    return scores
+
+
+def cross_learners(bits: int, interactions: tuple[str, ...]) -> dict[str, Any]:
+    """Ours on one file: the default and VW's update holding out every 10th row, and ``auto``
+    (which takes no ``holdout_every`` yet: it learns every row)."""
+    shared = {"hash_bits": bits, "interactions": list(interactions)}
+    return {
+        "ours default": OnlineLogisticRegression(**shared, holdout_every=HOLDOUT_EVERY),
+        f"ours {VW_FORM}": OnlineLogisticRegression(
+            **EXTRA[VW_FORM], **shared, holdout_every=HOLDOUT_EVERY
+        ),
+        "ours auto": PortfolioLogisticRegression(**shared),
+    }
+
+
+def learn_crossed(
+    path: Path, bits: int, interactions: tuple[str, ...]
+) -> tuple[int, int, dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """Rows, non-zeros (crosses included), and each of :func:`cross_learners` over the file,
+    parsed once, a batch at a time (a million rows with ``-q CC`` are 170 million non-zeros):
+    its seconds learning, refused batches and which rows it held out; and its margins."""
+    models = cross_learners(bits, interactions)
+    margins: dict[str, list[np.ndarray]] = {name: [] for name in models}
+    held: dict[str, list[np.ndarray]] = {name: [] for name in models}
+    runs = {name: {"seconds": 0.0, "refused": 0} for name in models}
+    rows = nnz = 0
+    features = FeatureOptions.of(interactions)
+    for batch in iter_file_batches(
+        path, "vw", dim=2**bits, max_rows_per_batch=LEARN_ROWS, features=features
+    ):
+        rows, nnz = rows + batch.n_rows, nnz + batch.nnz
+        for name, model in models.items():
+            start = time.perf_counter()
+            outcome = model.learn_batches([batch])[0]
+            runs[name]["seconds"] += time.perf_counter() - start
+            if isinstance(outcome, NonFiniteUpdate):
+                runs[name]["refused"] += 1
+                margins[name].append(np.full(batch.n_rows, np.nan))
+                held[name].append(np.zeros(batch.n_rows, dtype=bool))
+                continue
+            margins[name].append(outcome.margins)
+            mask = outcome.held_out
+            held[name].append(np.zeros(batch.n_rows, bool) if mask is None else mask)
+    for name in models:
+        runs[name]["held"] = np.concatenate(held[name])
+    return rows, nnz, runs, {name: np.concatenate(m) for name, m in margins.items()}
+
+
+def evaluate_crosses(data: CrossSet, bits: int, log: Callable) -> dict[str, Any]:
+    """Progressive and holdout log-loss of ours and of VW's default, each interaction option."""
+    labels = vw_file_labels(data.path)
+    every_kth = np.arange(1, labels.size + 1) % HOLDOUT_EVERY == 0
+    options: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="quality_held_") as tmp:
+        held_path = held_out_copy(data.path, Path(tmp) / "held.vw", HOLDOUT_EVERY)
+        for option, interactions in data.interactions.items():
+            log(f"{data.name}, {option}")
+            rows, nnz, runs, margins = learn_crossed(data.path, bits, interactions)
+            results: dict[str, dict[str, Any]] = {}
+            for name, run in runs.items():
+                held = run.pop("held")
+                if name != "ours auto" and not np.array_equal(held, every_kth):
+                    raise RuntimeError(f"{name} held out other rows than every {HOLDOUT_EVERY}th")
+                if run["refused"]:
+                    results[name] = {**run, "log_loss": None, "note": "diverged"}
+                    continue
+                results[name] = {**run, **split_scores(margins[name], labels, held)}
+            if installed("vowpalwabbit"):
+                args = " ".join([peers.VW_DEFAULT, *(f"-q {q}" for q in interactions)])
+                start = time.perf_counter()
+                own, vw_margins = peers.vw_progressive(str(held_path), args, bits=bits)
+                results["VW default"] = {
+                    "seconds": time.perf_counter() - start,
+                    "args": args,
+                    "own_log_loss": own,  # VW's sum_loss / weighted_examples: the learned rows
+                    **split_scores(vw_margins, labels, every_kth),
+                }
+            options[option] = {"rows": rows, "nnz": nnz, "results": results}
+    return {"name": data.name, "note": data.note, "options": options}
+
+
+def bayes_log_loss(make_clicks_log: Path) -> float | None:
+    """The Bayes log-loss make_clicks printed (``bayes_logloss=0.3204``), if it wrote a log."""
+    if not make_clicks_log.is_file():
+        return None
+    found = re.search(r"bayes_logloss=([0-9.]+)", make_clicks_log.read_text())
+    return float(found.group(1)) if found else None
+
+
+def cross_sets(
+    shared: Path, work: Path, rows: int, public: list[DataSet], log: Callable
+) -> list[CrossSet]:
+    """The crossed click log (C1..C10 in namespace ``x``) and the public sets in ``|f``."""
+    sets = []
+    make_clicks = shared / "tools" / "make_clicks.py"
+    if make_clicks.is_file():
+        log(f"make_clicks --crosses 2: {rows} rows")
+        path = crossed_clicks(make_clicks, rows, work)
+        sets.append(CrossSet(
+            "clicks with crosses", path, CLICK_INTERACTIONS,
+            f"make_clicks --rows {rows} --seed {CLICK_SEED} --format vw-named --crosses 2, "
+            "C1..C10 moved to namespace `x`, the rest in `C`, counts in `I`",
+        ))  # fmt: skip
+    for data in public:
+        path = in_namespace_f(data.vw_path, work / f"{data.vw_path.stem}.f.vw")
+        sets.append(CrossSet(data.name, path, PUBLIC_INTERACTIONS, "every feature in `|f`"))
+    return sets
 
 
 # ---------------------------------------------------------------- report
@@ -511,6 +695,111 @@ def plot(sets: list[dict[str, Any]], grid: Mapping[str, tuple[float, ...]], path
     return True
 
 
+def clipping_note(sets: list[dict[str, Any]]) -> list[str]:
+    """How our log-loss is scored beside VW's, and what that changes on these sets."""
+    moved = []
+    for s in sets:
+        gaps = [
+            (r["extra"]["exact_log_loss"] - r["log_loss"], name)
+            for name, r in s["results"].items()
+            if r["log_loss"] is not None and "exact_log_loss" in r.get("extra", {})
+        ]
+        gap, name = max(gaps, default=(0.0, ""))
+        if gap > 1e-4:
+            moved.append(f"{s['name']} by up to {gap:.4f} (`{name}`)")
+    return [
+        "Our log-loss is scored as VW scores its own: from margins clipped to [-50, 50] (for "
+        "logistic loss VW clips its prediction there before its loss, its gradient and its "
+        "`-p` output). Our models' own metrics do not clip: a row predicted at margin -66 "
+        "that is a click costs 66 nats there, 50 here. Scoring without the clip would raise "
+        "ours on " + ("; ".join(moved) if moved else "no data set by more than 1e-4") + ".",
+        "",
+    ]
+
+
+def _scores(result: Mapping[str, Any] | None, key: str) -> str:
+    if result is None:
+        return "skipped"
+    loss, area = result.get(key), result.get(key.replace("log_loss", "auc"))
+    if loss is None:
+        return result.get("note") or "—"
+    return f"{loss:.4f} ({_f(area, 3)})"
+
+
+def render_crosses(crosses: list[dict[str, Any]]) -> list[str]:
+    """The section of issue 20: progressive and holdout log-loss with and without crosses."""
+    lines = [
+        "## Interactions and holdout (issue 20)",
+        "",
+        f"One pass over each file; every {HOLDOUT_EVERY}th row (the {HOLDOUT_EVERY}th, "
+        f"{2 * HOLDOUT_EVERY}th, ...) is held out: scored by the model as it stands, not learned. "
+        f"Ours: `holdout_every={HOLDOUT_EVERY}`. VW: the same file with those rows at importance "
+        "weight 0 (`-1 0 |...`), which VW scores and does not learn; its `--holdout_period` acts "
+        "only with `--passes` > 1, so VW's holdout loss is computed here from its `-p` "
+        "predictions on those rows, and its progressive loss is its own (the rows of weight "
+        "0 count for nothing in it). *progressive*: log-loss (AUC) of the learned rows, each "
+        "scored before it is learned; *holdout*: of the held-out rows. `VW default` is `-l 0.5` "
+        "(adaptive, normalized, invariant) with the same `-q`; `ours "
+        f"{VW_FORM}` is its update. `ours auto` takes no `holdout_every` yet: it learns every "
+        "row, its progressive loss is over all of them. VW hashes a named feature with its "
+        "namespace's hash as the seed where we hash `ns^name` (README, hashing rules): on the "
+        "click log the two sides' collisions differ, most with `-q CC`; the public sets' "
+        "features are named by digits, which both sides place alike.",
+        "",
+    ]
+    for c in crosses:
+        options = c["options"]
+        names = list(dict.fromkeys(n for o in options.values() for n in o["results"]))
+        first = next(iter(options.values()))
+        bayes = f"; Bayes log-loss {c['bayes']:.4f}" if c.get("bayes") is not None else ""
+        lines += [f"### {c['name']} ({first['rows']:,} rows{bayes})", "", c["note"] + ".", ""]
+        lines.append(
+            "| learner | "
+            + " | ".join(f"{o}: progressive | {o}: holdout" for o in options) + " |"
+        )  # fmt: skip
+        lines.append("|---|" + "---:|---:|" * len(options))
+        lines.append(
+            "| non-zeros a row | "
+            + " | ".join(f"{o['nnz'] / o['rows']:.1f} | " for o in options.values()) + " |"
+        )  # fmt: skip
+        for name in names:
+            cells = []
+            for o in options.values():
+                result = o["results"].get(name)
+                cells += [_scores(result, "log_loss"), _scores(result, "holdout_log_loss")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if not any("VW default" in o["results"] for o in options.values()):
+            lines += ["", "VW did not run (vowpalwabbit is not installed)."]
+        lines += ["", *cross_summary(options), ""]
+    return lines
+
+
+def cross_summary(options: Mapping[str, Any]) -> list[str]:
+    """What each ``-q`` does to the holdout log-loss (auto: progressive) against none, and how
+    far ours with VW's update is from VW's default."""
+    base = options["none"]["results"]
+    changes = []
+    for option, o in options.items():
+        if option == "none":
+            continue
+        moves = []
+        for name, r in o["results"].items():
+            key = "log_loss" if name == "ours auto" else "holdout_log_loss"
+            if r.get(key) is not None and base.get(name, {}).get(key) is not None:
+                moves.append(f"{r[key] - base[name][key]:+.4f} ({name})")
+        changes.append(f"`{option}` " + ", ".join(moves))
+    lines = ["Against no `-q`, holdout log-loss (auto: progressive): " + "; ".join(changes) + "."]
+    gaps = [
+        abs(o["results"][f"ours {VW_FORM}"][key] - o["results"]["VW default"][key])
+        for o in options.values()
+        for key in ("log_loss", "holdout_log_loss")
+        if "VW default" in o["results"] and o["results"][f"ours {VW_FORM}"].get(key) is not None
+    ]
+    if gaps:
+        lines.append(f"Ours with VW's update is within {max(gaps):.1e} of VW's default here.")
+    return [" ".join(lines)]
+
+
 def render(info: dict[str, Any]) -> str:
     sets = info["sets"]
     lines = [
@@ -530,6 +819,7 @@ def render(info: dict[str, Any]) -> str:
         '"Best of grid" picks the learning rate in hindsight, per data set: it is what tuning '
         "could reach, not what a user gets by default.",
         "",
+        *clipping_note(sets),
         "## Data sets",
         "",
         "| data set | rows | non-zeros | VW reads | we read | what |",
@@ -598,6 +888,8 @@ def render(info: dict[str, Any]) -> str:
             "time and memory (below), and none of its members beats VW on raw counts yet "
             "(VW `--coin` does)."
         )
+    if info.get("crosses"):
+        lines += ["", *render_crosses(info["crosses"])]
     cost = info.get("auto_cost")
     if cost:
         rows, seconds, memory = cost["rows"], cost["seconds"], cost["memory_bytes"]
@@ -640,6 +932,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="2,000-row prefixes, 3-point grid, temp dir"
     )
     ap.add_argument("--rows", type=int, default=100_000, help="click rows to generate (100000)")
+    ap.add_argument(
+        "--cross-rows", type=int, default=CROSS_ROWS,
+        help=f"rows of the crossed click log ({CROSS_ROWS}; 2000 with --quick; 0: no crosses)",
+    )  # fmt: skip
     ap.add_argument("--bits", type=int, default=20)
     ap.add_argument("--shared", default=None, help="the shared dir (default ../shared)")
     ap.add_argument("--out", default=None, help="write the report and plot into this dir")
@@ -668,6 +964,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = 2_000 if args.quick else args.rows
     grid = QUICK_GRID if args.quick else GRID
     repeat = 1 if args.quick else args.repeat
+    cross_rows = min(args.cross_rows, 2_000) if args.quick else args.cross_rows
     if args.out:
         out_dir = Path(args.out)
     elif args.quick:
@@ -692,6 +989,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="quality_data_") as tmp:
         data_sets, info["skipped_sets"] = prepare(shared, Path(tmp), rows, head, log)
         info["sets"] = [evaluate(d, args.bits, grid, not args.no_river, log) for d in data_sets]
+        if cross_rows:
+            public = [d for d in data_sets if d.name in ("a9a", "agaricus", "rcv1")]
+            info["crosses"] = []
+            for c in cross_sets(shared, Path(tmp), cross_rows, public, log):
+                info["crosses"].append(evaluate_crosses(c, args.bits, log))
+                info["crosses"][-1]["bayes"] = bayes_log_loss(c.path.with_suffix(".log"))
         clicks = [d for d in data_sets if d.name == "clicks log1p (VW text)"]
         if clicks:
             log("cost of auto")

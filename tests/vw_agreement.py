@@ -57,12 +57,14 @@ def progressive_log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log1p(-p)))
 
 
-def vw_log_loss(X: sp.csr_array, labels: np.ndarray, options: str) -> float:
+def vw_predictions(X: sp.csr_array, labels: np.ndarray, options: str) -> np.ndarray:
+    """VW's progressive prediction of each row (before it learns the row): its margin, clipped
+    to [-50, 50] as VW clips logistic predictions, or with ``--link logistic`` a probability."""
     from vowpalwabbit import Workspace
 
     bits = max(18, math.ceil(math.log2(X.shape[1] + 1)) + 2)
-    ws = Workspace(f"--loss_function logistic --link logistic --quiet -b {bits} {options}")
-    probabilities = np.empty(X.shape[0])
+    ws = Workspace(f"--loss_function logistic --quiet -b {bits} {options}")
+    predictions = np.empty(X.shape[0])
     try:
         for i in range(X.shape[0]):
             start, stop = X.indptr[i], X.indptr[i + 1]
@@ -74,11 +76,23 @@ def vw_log_loss(X: sp.csr_array, labels: np.ndarray, options: str) -> float:
             )
             example = ws.example(f"{1 if labels[i] > 0 else -1} |f {features}")
             ws.learn(example)
-            probabilities[i] = example.get_simplelabel_prediction()
+            predictions[i] = example.get_simplelabel_prediction()
             ws.finish_example(example)
     finally:
         ws.finish()
-    return progressive_log_loss(probabilities, labels)
+    return predictions
+
+
+def vw_log_loss(X: sp.csr_array, labels: np.ndarray, options: str) -> float:
+    return progressive_log_loss(vw_predictions(X, labels, f"--link logistic {options}"), labels)
+
+
+def vw_skips(margins: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Rows VW learns nothing from: its update is taken only when the loss is above 0, and
+    ``log(1 + exp(-m))`` in float32 is 0 once ``exp(-m)`` is below half float32's epsilon (a
+    margin right by more than about 16.6)."""
+    right = np.where(labels > 0, margins, -margins)
+    return np.log(np.float32(1) + np.exp(-right).astype(np.float32)) == 0  # VW's sum, in float32
 
 
 def our_log_loss(X: sp.csr_array, labels: np.ndarray, optimizer: object, **config: object) -> float:

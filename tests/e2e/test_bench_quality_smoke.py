@@ -73,8 +73,38 @@ def test_quick_report(tmp_path: Path) -> None:
         assert "VW did not run: no comparison with its default." in report
     assert "## The default (issue 16, section 3)" in report and "Decision:" in report
     assert data["auto_cost"]["seconds"]["auto"] > 0 and "## Cost of `auto`" in report
+    check_crosses(bench, report, data)
     assert (out / "quality_lr.svg").read_text().startswith("<?xml")
     again = tmp_path / "again"
     again.mkdir()
     assert bench.main(["--render", str(out / "bench_quality.json"), "--out", str(again)]) == 0
     assert (again / "REPORT_QUALITY.md").read_text() == report
+
+
+def check_crosses(bench: ModuleType, report: str, data: dict) -> None:
+    """The interactions-and-holdout section: each option on the crossed click log, progressive
+    and holdout log-loss of ours (and VW's, where it is installed)."""
+    assert "## Interactions and holdout (issue 20)" in report
+    crosses = {c["name"]: c for c in data["crosses"]}
+    clicks = crosses["clicks with crosses"]
+    assert list(clicks["options"]) == ["none", "-q xx", "-q CC"]
+    per_row = {o: v["nnz"] / v["rows"] for o, v in clicks["options"].items()}
+    assert per_row["none"] < per_row["-q xx"] < per_row["-q CC"]
+    vw = bench.installed("vowpalwabbit")
+    for option in clicks["options"].values():
+        assert option["rows"] == 2_000
+        learners = ["ours default", f"ours {bench.VW_FORM}"] + (["VW default"] if vw else [])
+        for name in learners:
+            result = option["results"][name]
+            assert 0 < result["log_loss"] < 1 and 0 < result["holdout_log_loss"] < 1, name
+        assert option["results"]["ours auto"]["holdout_log_loss"] is None
+    if not vw:
+        assert "VW did not run (vowpalwabbit is not installed)." in report
+    elif "a9a" in crosses:  # VW's update, ours and VW's, hold out and cross alike
+        for option in crosses["a9a"]["options"].values():
+            ours, theirs = (
+                option["results"][f"ours {bench.VW_FORM}"],
+                option["results"]["VW default"],
+            )
+            for key in ("log_loss", "holdout_log_loss"):
+                assert abs(ours[key] - theirs[key]) < 2e-3, (key, ours[key], theirs[key])
