@@ -23,6 +23,10 @@ from servers import free_port, start_server, stop_server
 
 try:
     from playwright.sync_api import Page, expect, sync_playwright
+
+    # Playwright's assertions wait 5 s by default; a server on a loaded 2-core machine (CI
+    # beside other work, numba compiling in the background) can take longer to answer a click.
+    expect.set_options(timeout=20_000)
 except ImportError:  # the test is skipped below
     sync_playwright = None
 
