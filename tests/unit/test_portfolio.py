@@ -101,7 +101,8 @@ def test_members_equal_standalone_models_and_predictions_are_the_mixture(lazy: s
     )
     np.testing.assert_allclose(auto.decision_function(X[:1]), after[-1:], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(
-        auto.predict_proba(X[:50])[:, 1], 1 / (1 + np.exp(-auto.decision_function(X[:50]))),
+        auto.predict_proba(X[:50])[:, 1],
+        1 / (1 + np.exp(-auto.decision_function(X[:50]))),
         rtol=1e-12,
     )
     assert auto.step == 600
@@ -217,3 +218,53 @@ def test_cli_trains_and_predicts_with_auto(tmp_path: Path, capsys: pytest.Captur
     np.testing.assert_allclose(written, trained.predict_proba(X)[:, 1], rtol=1e-9)
     assert main([*argv, "--lr", "0.1", "-q"]) == 2  # auto has no learning rate
     assert "lr" in capsys.readouterr().err
+
+
+def test_a_saved_portfolio_continues_as_if_never_saved() -> None:
+    X, y, w = stream(7)
+    auto = PortfolioLogisticRegression(dim=DIM)
+    auto.learn(X[:300], y[:300], w[:300])
+    copy = load_model(io.BytesIO(auto.to_bytes()))
+    np.testing.assert_array_equal(copy.decision_function(X), auto.decision_function(X))
+    assert copy.info() == auto.info()
+    np.testing.assert_array_equal(
+        copy.learn(X[300:], y[300:], w[300:]).margins, auto.learn(X[300:], y[300:], w[300:]).margins
+    )
+
+
+def test_a_version_1_file_loads_and_its_mixture_starts_afresh() -> None:
+    """A file of the portfolio that predicted with its leader alone (format v1, with
+    ``hysteresis``): members, leader and metrics kept; the mixture starts from its prior."""
+    X, y, w = stream(8)
+    auto = PortfolioLogisticRegression(dim=DIM)
+    auto.learn(X, y, w)
+    buffer = io.BytesIO(auto.to_bytes())
+    with zipfile.ZipFile(buffer) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    state = json.loads(str(np.load(io.BytesIO(members["portfolio.npy"]))))
+    state["format"] = "adaserve-portfolio-v1"
+    state["config"]["optimizer"]["hysteresis"] = 0.01
+    del state["combination"], state["log_weights"]
+    old = io.BytesIO()
+    np.save(old, np.array(json.dumps(state)))
+    members["portfolio.npy"] = old.getvalue()
+    written = io.BytesIO()
+    with zipfile.ZipFile(written, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    loaded = load_model(io.BytesIO(written.getvalue()))
+    assert isinstance(loaded, PortfolioLogisticRegression)
+    assert loaded.leader == auto.leader and loaded.step == auto.step
+    for name, model in auto.members.items():
+        np.testing.assert_array_equal(loaded.member(name).table, model.table)
+    assert loaded.info()["combination_weight"] == pytest.approx(COMBINATION_PRIOR)
+    state["format"] = "adaserve-portfolio-v3"
+    bad = io.BytesIO()
+    np.save(bad, np.array(json.dumps(state)))
+    members["portfolio.npy"] = bad.getvalue()
+    written = io.BytesIO()
+    with zipfile.ZipFile(written, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(ModelFileError, match="unknown format"):
+        load_model(io.BytesIO(written.getvalue()))
