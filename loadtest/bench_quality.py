@@ -821,6 +821,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="quality_data_") as tmp:
         data_sets, info["skipped_sets"] = prepare(shared, Path(tmp), rows, head, log)
         info["sets"] = [evaluate(d, args.bits, grid, not args.no_river, log) for d in data_sets]
+        json_path.write_text(json.dumps(info, indent=1, default=str))  # kept if a step fails
         raw = [d for d in data_sets if d.name == "clicks raw (VW text)"]
         if raw and installed("vowpalwabbit"):
             log("VW's update on VW's coordinates")
