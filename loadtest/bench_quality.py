@@ -748,8 +748,8 @@ def render(info: dict[str, Any]) -> str:
             "",
             f"- time: auto takes {seconds['auto'] / seconds['default']:.2f}x the default's "
             f"(K = {k}), {seconds['auto'] / cost['members_seconds']:.2f}x its members' own "
-            "passes added up (the rest is mixing the members' predictions, keeping their "
-            "losses and scoring the mixture) and "
+            "passes added up (mixing their predictions and keeping their losses is small "
+            "beside their learning; below 1 is the machine's load between passes) and "
             f"{seconds['auto'] / (k * slowest):.2f}x "
             "K times its slowest member.",
             f"- memory: {memory['auto'] / memory['default']:.2f}x the default's, "
