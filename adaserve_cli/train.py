@@ -113,7 +113,8 @@ def _add_train(commands: Any) -> None:
     train.add_argument(
         "--optimizer",
         default="adagrad",
-        help="optimizer name (default adagrad), or auto: a portfolio predicting with its best",
+        help="optimizer name (default adagrad), or auto: a portfolio predicting with the "
+        "mixture of its members",
     )
     train.add_argument("--lr", type=float, help="learning rate (same as --param lr=...)")
     train.add_argument(

@@ -292,8 +292,8 @@ def _loaded(path: str, max_rows: int | None) -> tuple[sp.csr_matrix, np.ndarray,
 
 # ---------------------------------------- Vowpal Wabbit
 
-VW_LOSS = "--loss_function logistic --quiet"  # without -b: for callers that give their own
-VW_BASE = f"--loss_function logistic -b {DEFAULT_BITS} --quiet"  # as the reports name it
+VW_LOGISTIC = "--loss_function logistic --quiet"
+VW_BASE = f"{VW_LOGISTIC} -b {DEFAULT_BITS}"
 # Plain AdaGrad: naming any of --sgd/--adaptive/--normalized/--invariant turns the
 # other defaults off (gd.cc), so "--adaptive" alone is per-coordinate AdaGrad
 # w -= lr * g / sqrt(sum g^2) with the current g included, no t-decay.  -l must be
@@ -342,7 +342,7 @@ def vw_progressive(vw_path: str, args: str, bits: int = DEFAULT_BITS) -> tuple[f
 
     with tempfile.TemporaryDirectory() as tmp:
         predictions = os.path.join(tmp, "p.txt")
-        ws = vowpalwabbit.Workspace(f"-d {vw_path} {VW_LOSS} -b {bits} {args} -p {predictions}")
+        ws = vowpalwabbit.Workspace(f"-d {vw_path} {VW_LOGISTIC} -b {bits} {args} -p {predictions}")
         sum_loss, weighted = ws.get_sum_loss(), ws.get_weighted_examples()
         ws.finish()  # flushes the predictions file
         margins = np.loadtxt(predictions, ndmin=1, usecols=0)

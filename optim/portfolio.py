@@ -1,16 +1,17 @@
 """``"optimizer": "auto"``: a small portfolio of configurations learned side by side, predicting
-with whichever has done best lately, so nobody has to tune a learning rate.
+with a mixture of them that cannot do much worse than the best, so nobody has to tune a
+learning rate.
 
 Members
 -------
 :data:`MEMBERS` is the portfolio, as data: each member a name and the settings of an
 :class:`~optim.model.OnlineLogisticRegression` (``optimizer`` plus any per-model option such as
 ``normalized``); the portfolio's own ``dim``, ``lazy``, ``fit_intercept``, ``dtype`` and
-``hash_seed`` are shared by every member. The first member is the leader until another earns
-the lead. Today (chosen on the data sets of ``loadtest/REPORT_QUALITY.md``): ``vw`` first, VW's
-own default (AdaGrad lr 0.5, normalized and importance-invariant), so a portfolio starts where VW
-does; the same update at lr 0.1 and 2; plain AdaGrad lr 0.1, best where features are already on
-one scale (TF-IDF, one-hot); and normalized FTRL-Proximal.
+``hash_seed`` are shared by every member. Today (chosen on the data sets of
+``loadtest/REPORT_QUALITY.md``): ``vw`` first, VW's own default (AdaGrad lr 0.5, normalized and
+importance-invariant), so the mixture starts near VW; the same update at lr 0.1 and 2; plain
+AdaGrad lr 0.1, best where features are already on one scale (TF-IDF, one-hot); and normalized
+FTRL-Proximal at alpha 1.
 
 Learning
 --------
@@ -20,19 +21,35 @@ compiled ``learn`` kernel over the batches in turn, so a member's state is bit f
 model of that configuration alone would hold after the same rows: the portfolio reuses the
 optimizers' kernels, it does not copy them. A batch a member refuses (a row that would make its
 state non-finite) retires that member, its state as the refusal left it: it learns nothing more
-and cannot lead. A batch every active member refuses is refused by the portfolio (nothing
-changes, as for a single model).
+and has no say in predictions. A batch every active member refuses is refused by the portfolio
+(nothing changes, as for a single model).
 
-Choosing the leader
--------------------
-Row ``i`` is predicted by the leader chosen from rows ``0..i-1`` only. Each member's recent loss
-is its weighted progressive log-loss discounted by ``exp(-1/window)`` a row (a ``window``-row
-memory); the members share the discounted weight, so the running sums compare directly. After
-row ``i`` is learned the best member takes the lead only if its recent loss is below
-``1 - hysteresis`` times the leader's: the prediction does not flip between members on noise.
+Predicting: a mixture
+---------------------
+Row ``i`` is predicted from rows ``0..i-1`` only, with member ``k``'s probability ``p_k``:
+
+* the *combination* ``q = sum_k c_k p_k`` with shares ``c`` (start: :data:`FIRST_SHARE` on the
+  first member, the rest equal), updated after each row of label ``y`` and weight ``h`` by
+  exponentiated gradient on its log-loss (Helmbold, Schapire, Singer & Warmuth 1998, "On-line
+  portfolio selection using multiplicative updates"): ``c_k <- c_k * exp(MIXING_RATE * h * g_k)``
+  renormalized, ``g_k = y p_k / q + (1 - y)(1 - p_k) / (1 - q)``. It tracks the best *mix* of
+  members, which can beat every member (diverse members err differently);
+* the *prediction* ``p = sum_j a_j p_j / sum_j a_j`` over the members and the combination (the
+  Aggregating Algorithm for log-loss, i.e. the Bayes mixture; Vovk 1990): ``a_j = prior_j *
+  exp(-L_j)``, ``L_j`` expert ``j``'s weighted cumulative log-loss, the prior
+  :data:`COMBINATION_PRIOR` on the combination and the rest shared by the members. Hence, for
+  rows of weight at most 1, its cumulative log-loss is at most every member's plus ``ln(K /
+  (1 - COMBINATION_PRIOR))`` and the combination's plus ``ln(1 / COMBINATION_PRIOR)``: a few
+  nats over the whole stream, whatever the data.
+
+The margin reported is ``log p - log(1 - p)``, computed in logs. The *leader*, shown by the
+leaderboard and read by inspection (rates, coordinates), is the active member of highest weight
+``a_k``; each member's recent loss (its weighted progressive log-loss discounted by
+``exp(-1/window)`` a row) is shown beside it.
 
 Cost: ``K`` members hold ``K`` models' state and take ``K`` models' learning time, plus a
-per-row pass over ``K`` losses to rank them; predictions and inspection read one member.
+per-row pass over ``K`` probabilities to mix them; a prediction scores every active member (``K``
+times a single model's), inspection reads one member.
 """
 
 from __future__ import annotations
@@ -56,8 +73,7 @@ from optim._cache import CACHE_KEY, COMPILED_DIRECTORY
 from optim.batch import Batch
 from optim.errors import ConfigError, ModelFileError, NonFiniteUpdate
 from optim.hashing import FeatureHasher
-from optim.kernels import Kernels
-from optim.metrics import ProgressiveMetrics, score
+from optim.metrics import ProgressiveMetrics, probabilities, score
 from optim.model import (
     LearnCall,
     LearnResult,
@@ -86,13 +102,18 @@ MEMBERS: tuple[Member, ...] = (
     Member("vw-lr0.1", {"optimizer": {"name": "adagrad", "lr": 0.1}, **_VW}),
     Member("vw-lr2", {"optimizer": {"name": "adagrad", "lr": 2.0}, **_VW}),
     Member("adagrad-0.1", {"optimizer": {"name": "adagrad", "lr": 0.1}}),
-    Member("ftrl-normalized", {"optimizer": {"name": "ftrl"}, "normalized": True}),
+    Member("ftrl-normalized", {"optimizer": {"name": "ftrl", "alpha": 1.0}, "normalized": True}),
 )
 DEFAULT_WINDOW = 2_000
-DEFAULT_HYSTERESIS = 0.01
+# The mixture (module docstring): the combination's learning rate, the share of the first
+# member in the combination's start, and the combination's prior weight in the mixture.
+MIXING_RATE = 0.1
+FIRST_SHARE = 0.8
+COMBINATION_PRIOR = 0.9
 MAX_MEMBERS = 16
 AUTO = "auto"
-FORMAT = "adaserve-portfolio-v1"
+FORMAT = "adaserve-portfolio-v2"
+FORMAT_V1 = "adaserve-portfolio-v1"  # the leader predicted alone; read, the mixture starts afresh
 _STATE_BYTES = 1 << 20  # the portfolio.npy member (JSON: settings, leader, retired members)
 _SHARED = (
     "dim", "hash_bits", "lazy", "fit_intercept", "dtype", "hash_seed", "max_feature_names",
@@ -164,8 +185,8 @@ def memory_bytes_for(
             for m in members
         )
         + ProgressiveMetrics.nbytes_for(recent_window)
-        + 8 * (len(members) + 1)
-    )  # recent losses
+        + 3 * 8 * (len(members) + 1)
+    )  # recent losses, the mixture's weights and combination
 
 
 def optimizers_in(model: OnlineLogisticRegression | PortfolioLogisticRegression) -> list[str]:
@@ -244,45 +265,140 @@ def driver_for(members: tuple[KernelKey, ...]) -> Callable[..., None]:
         return module.learn_all
 
 
-@nb.njit(nogil=True, cache=True, error_model="numpy")
-def choose_leaders(
-    losses, weights, bounds, accepted, active, recent, leader, decay, hysteresis, out_leader
-):  # fmt: skip
-    """The leader of every row (``-1`` in a refused batch) from the rows before it; updates
-    ``recent`` (each member's discounted loss sum, then their common discounted weight) and
-    ``active`` (a member not in ``accepted`` of an accepted batch retires); returns the leader
-    after the last row and how many times the lead changed hands.
+@nb.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _log_sigmoid(margin):
+    return -np.logaddexp(0.0, -margin)
 
-    ``losses[k, i]``: member ``k``'s log-loss on row ``i``; ``accepted[k, b]``: member ``k``
-    learned batch ``b``."""
-    n_members = losses.shape[0]
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def mixed_margin(margins, active, combination, log_weights, out_member):
+    """The mixture's margin ``log p - log(1 - p)`` of one row from its members' ``margins``
+    (logs all the way: no probability rounds to 0 or 1); ``out_member[k]`` gets member ``k``'s
+    ``[log p_k, log(1 - p_k)]`` and ``out_member[K]`` the combination's."""
+    n_members = margins.shape[0]
+    top = -np.inf
+    for k in range(n_members + 1):
+        if (k == n_members or active[k]) and log_weights[k] > top:
+            top = log_weights[k]
+    one_e = zero_e = -np.inf  # the combination: log sum_k c_k p_k, log sum_k c_k (1 - p_k)
+    for k in range(n_members):
+        if active[k]:
+            out_member[k, 0] = _log_sigmoid(margins[k])
+            out_member[k, 1] = _log_sigmoid(-margins[k])
+            if combination[k] > 0.0:
+                share = np.log(combination[k])
+                one_e = np.logaddexp(one_e, share + out_member[k, 0])
+                zero_e = np.logaddexp(zero_e, share + out_member[k, 1])
+    out_member[n_members, 0], out_member[n_members, 1] = one_e, zero_e
+    one = zero = -np.inf
+    for k in range(n_members + 1):
+        if k == n_members or active[k]:
+            weight = log_weights[k] - top
+            one = np.logaddexp(one, weight + out_member[k, 0])
+            zero = np.logaddexp(zero, weight + out_member[k, 1])
+    return one - zero
+
+
+def initial_mixture(n_members: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mixture before any row: the combination's shares (:data:`FIRST_SHARE` on the first
+    member, the rest equal) and the log prior weights (:data:`COMBINATION_PRIOR` on the
+    combination, the rest shared equally by the members)."""
+    if n_members == 1:
+        combination = np.ones(1)
+    else:
+        combination = np.full(n_members, (1.0 - FIRST_SHARE) / (n_members - 1))
+        combination[0] = FIRST_SHARE
+    priors = np.append(np.full(n_members, (1.0 - COMBINATION_PRIOR) / n_members),
+                       COMBINATION_PRIOR)  # fmt: skip
+    return combination, np.log(priors)
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def mixed_margins(margins, active, combination, log_weights):
+    """The mixture's margin of every row (column) of ``margins``, the mixture as it stands."""
+    out = np.empty(margins.shape[1])
+    logs = np.empty((margins.shape[0] + 1, 2))
+    for i in range(margins.shape[1]):
+        out[i] = mixed_margin(margins[:, i], active, combination, log_weights, logs)
+    return out
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def _renormalized(combination, active):
+    """Scale the active members' shares to sum to 1 (equal shares if every one is 0)."""
+    total = 0.0
+    for k in range(combination.shape[0]):
+        total += combination[k] if active[k] else 0.0
+    for k in range(combination.shape[0]):
+        if not active[k]:
+            combination[k] = 0.0
+        elif total > 0.0:
+            combination[k] /= total
+        else:
+            combination[k] = 1.0 / np.count_nonzero(active)
+
+
+@nb.njit(nogil=True, cache=True, error_model="numpy")
+def mix_rows(
+    margins, labels, weights, bounds, accepted, active, combination, log_weights, recent,
+    leader, decay, rate, out_margin,
+):  # fmt: skip
+    """Every row's mixture margin from the rows before it (NaN in a refused batch), updating
+    the mixture (``combination``, ``log_weights``), ``recent`` (each member's discounted loss
+    sum, then their common discounted weight) and ``active`` (a member not in ``accepted`` of
+    an accepted batch retires, its share of the combination going to the rest); returns the
+    leader after the last row (the active member of highest weight) and how many times the
+    lead changed hands.
+
+    ``margins[k, i]``: member ``k``'s progressive margin of row ``i``; ``accepted[k, b]``:
+    member ``k`` learned batch ``b``; ``log_weights``: the members' and then the combination's
+    log prior minus their weighted cumulative log-loss."""
+    n_members = margins.shape[0]
     switches = 0
+    logs = np.empty((n_members + 1, 2))
     for b in range(bounds.shape[0] - 1):
         learned = False
         for k in range(n_members):
             learned |= active[k] and accepted[k, b]
         if not learned:  # every active member refused it: the portfolio refuses it
             for i in range(bounds[b], bounds[b + 1]):
-                out_leader[i] = -1
+                out_margin[i] = np.nan
             continue
         for k in range(n_members):
-            active[k] &= accepted[k, b]
-        if not active[leader]:
-            leader = -1
-            for k in range(n_members):
-                if active[k] and (leader < 0 or recent[k] < recent[leader]):
-                    leader = k
+            if active[k] and not accepted[k, b]:
+                active[k] = False
+                combination[k] = 0.0
+        _renormalized(combination, active)
         for i in range(bounds[b], bounds[b + 1]):
-            out_leader[i] = leader
-            recent[n_members] = decay * recent[n_members] + weights[i]
+            out_margin[i] = mixed_margin(margins[:, i], active, combination, log_weights, logs)
+            y, h = labels[i], weights[i]
+            recent[n_members] = decay * recent[n_members] + h
+            top = -np.inf
+            for k in range(n_members + 1):
+                if k == n_members or active[k]:
+                    loss = -(y * logs[k, 0] + (1.0 - y) * logs[k, 1])
+                    log_weights[k] -= h * loss
+                    if k < n_members:
+                        recent[k] = decay * recent[k] + h * loss
+                        # the combination's gradient: d log p(y) / d c_k
+                        gradient = 0.0  # (each ratio p_k / p is below 1 / c_k: capped)
+                        if y > 0.0:
+                            gradient += y * np.exp(min(logs[k, 0] - logs[n_members, 0], 700.0))
+                        if y < 1.0:
+                            gradient += (1.0 - y) * np.exp(
+                                min(logs[k, 1] - logs[n_members, 1], 700.0)
+                            )
+                        logs[k, 0] = rate * h * gradient  # (the row's logs are spent)
+                        top = max(top, logs[k, 0])
             for k in range(n_members):
                 if active[k]:
-                    recent[k] = decay * recent[k] + weights[i] * losses[k, i]
-            best = leader
+                    combination[k] *= np.exp(logs[k, 0] - top)
+            _renormalized(combination, active)
+            best = leader if active[leader] else -1
             for k in range(n_members):
-                if active[k] and recent[k] < recent[best]:
+                if active[k] and (best < 0 or log_weights[k] > log_weights[best]):
                     best = k
-            if recent[best] < (1.0 - hysteresis) * recent[leader]:
+            if best != leader:
                 leader = best
                 switches += 1
     return leader, switches
@@ -291,9 +407,9 @@ def choose_leaders(
 # ----------------------------------------------------------------------------- the estimator
 class PortfolioLogisticRegression:
     """``"optimizer": "auto"``: the members of ``members`` (default :data:`MEMBERS`)
-    learn every row; predictions, rates and state come from the current leader (see the module
-    docstring). Takes :class:`~optim.model.OnlineLogisticRegression`'s model settings, shared by
-    every member, plus ``window`` and ``hysteresis`` of the leader's choice.
+    learn every row; predictions are their mixture's, rates and state the leader's (see the
+    module docstring). Takes :class:`~optim.model.OnlineLogisticRegression`'s model settings,
+    shared by every member, plus ``window`` of the leaderboard's recent losses.
 
     >>> import scipy.sparse as sp
     >>> model = PortfolioLogisticRegression(dim=4)
@@ -308,7 +424,6 @@ class PortfolioLogisticRegression:
         members: Sequence[Member] | None = None,
         *,
         window: int = DEFAULT_WINDOW,
-        hysteresis: float = DEFAULT_HYSTERESIS,
         recent_window: int = 10_000,
         **settings: Any,
     ) -> None:
@@ -320,12 +435,6 @@ class PortfolioLogisticRegression:
             raise ConfigError(f"member names must be unique, got {names}", field="members")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ConfigError(f"must be a positive integer, got {window!r}", field="window")
-        if (
-            isinstance(hysteresis, bool)
-            or not isinstance(hysteresis, int | float)
-            or not 0.0 <= hysteresis < 1.0
-        ):
-            raise ConfigError(f"must be in [0, 1), got {hysteresis!r}", field="hysteresis")
         for key, default in _NOT_SHARED.items():
             if key in settings and settings.pop(key) != default:
                 where = (
@@ -356,7 +465,6 @@ class PortfolioLogisticRegression:
                 raise ConfigError(f"member {member.name!r}: {exc}", field=f"members[{k}]") from None
         self.settings = dict(settings)
         self.window = window
-        self.hysteresis = float(hysteresis)
         self._decay = math.exp(-1.0 / window)
         self._models = list(self.members.values())
         self._driver = driver_for(
@@ -364,6 +472,7 @@ class PortfolioLogisticRegression:
         )
         self._active = np.ones(len(members), dtype=np.bool_)
         self._recent = np.zeros(len(members) + 1)  # discounted loss sums, their weight
+        self._combination, self._log_weights = initial_mixture(len(members))
         self._leader = 0
         self.retired: dict[str, str] = {}  # member name -> why
         self.switches = 0
@@ -392,13 +501,13 @@ class PortfolioLogisticRegression:
     def from_config(
         cls, optimizer: str | Mapping[str, Any] = AUTO, **settings: Any
     ) -> PortfolioLogisticRegression:
-        """The portfolio ``{"name": "auto", "members": [...], "window": ..., "hysteresis":
-        ...}`` (each optional) describes, with the model settings every member shares."""
+        """The portfolio ``{"name": "auto", "members": [...], "window": ...}`` (each optional)
+        describes, with the model settings every member shares."""
         optimizer = {"name": AUTO} if isinstance(optimizer, str) else dict(optimizer)
-        unknown = sorted(set(optimizer) - {"name", "members", "window", "hysteresis"})
+        unknown = sorted(set(optimizer) - {"name", "members", "window"})
         if unknown:
             raise ConfigError(
-                f"unknown setting(s) {unknown} for auto; valid: members, window, hysteresis",
+                f"unknown setting(s) {unknown} for auto; valid: members, window",
                 field=f"optimizer.{unknown[0]}",
             )
         if settings.get("dim") is None:
@@ -406,7 +515,6 @@ class PortfolioLogisticRegression:
         return cls(
             members_of(optimizer),
             window=optimizer.get("window", DEFAULT_WINDOW),
-            hysteresis=optimizer.get("hysteresis", DEFAULT_HYSTERESIS),
             **settings,
         )
 
@@ -463,8 +571,10 @@ class PortfolioLogisticRegression:
 
     def leaderboard(self) -> list[dict[str, Any]]:
         """Every member, best recent loss first: name, settings, recent (discounted) log-loss,
-        progressive log-loss over all its rows, whether it leads or has retired (and why)."""
+        progressive log-loss over all its rows, its weight in the mixture and share of the
+        combination, whether it leads (highest weight) or has retired (and why)."""
         total_weight = self._recent[-1]
+        weights = self.mixture_weights()
         rows = []
         for k, (member, model) in enumerate(zip(self.member_configs, self._models, strict=True)):
             recent = float(self._recent[k] / total_weight) if total_weight > 0 else None
@@ -476,6 +586,8 @@ class PortfolioLogisticRegression:
                     "recent_log_loss": recent if self._active[k] else None,
                     "log_loss": model.metrics.to_dict()["overall"]["log_loss"],
                     "rows": model.step,
+                    "weight": float(weights[k]),
+                    "combination_share": float(self._combination[k]),
                     "leader": k == self._leader,
                     "retired": self.retired.get(member.name),
                 }
@@ -493,7 +605,6 @@ class PortfolioLogisticRegression:
                 "name": "auto",
                 "members": [{"name": m.name, **m.settings} for m in self.member_configs],
                 "window": self.window,
-                "hysteresis": self.hysteresis,
             },
             **shared,
             "recent_window": self.metrics.window,
@@ -511,7 +622,7 @@ class PortfolioLogisticRegression:
     def memory_bytes(self) -> int:
         """Every member's :attr:`~optim.model.OnlineLogisticRegression.memory_bytes` and the
         portfolio's own metrics."""
-        own = ProgressiveMetrics.nbytes_for(self.metrics.window) + self._recent.nbytes
+        own = ProgressiveMetrics.nbytes_for(self.metrics.window) + 3 * self._recent.nbytes
         return sum(m.memory_bytes for m in self._models) + own
 
     # ----------------------------------------------------------------- learning
@@ -546,8 +657,7 @@ class PortfolioLogisticRegression:
         self, batches: Sequence[Batch], *, check: bool = True
     ) -> list[LearnResult | NonFiniteUpdate]:
         """Every active member learns ``batches`` in one compiled call; each batch's outcome
-        carries the leader's progressive predictions (the leader of each row chosen from the
-        rows before it)."""
+        carries the mixture's progressive predictions (each row's from the rows before it)."""
         if not batches:
             return []
         whole = batches[0] if len(batches) == 1 else Batch.concatenated(batches)
@@ -562,22 +672,19 @@ class PortfolioLogisticRegression:
         bounds = calls[0].bounds
         n_members, n_batches = len(self._models), len(batches)
         accepted = np.zeros((n_members, n_batches), dtype=np.bool_)
-        losses = np.full((n_members, whole.n_rows), np.inf)
         for k in range(n_members):
             for b, outcome in enumerate(outcomes[k] or ()):
-                if isinstance(outcome, LearnResult):  # each row's loss, as the member scored it
-                    accepted[k, b] = True
-                    losses[k, bounds[b] : bounds[b + 1]] = outcome.losses
+                accepted[k, b] = isinstance(outcome, LearnResult)
         was_active = self._active.copy()
-        leaders = np.empty(whole.n_rows, dtype=np.int64)
-        weights = calls[0].weights
-        self._leader, switches = choose_leaders(
-            losses, weights, bounds, accepted, self._active, self._recent, self._leader,
-            self._decay, self.hysteresis, leaders,
+        margins = np.empty(whole.n_rows)
+        self._leader, switches = mix_rows(
+            np.stack([call.margins for call in calls]), whole.labels, calls[0].weights, bounds,
+            accepted, self._active, self._combination, self._log_weights, self._recent,
+            self._leader, self._decay, MIXING_RATE, margins,
         )  # fmt: skip
         self.switches += switches
         self._note_retired(was_active, outcomes)
-        return self._outcomes(batches, calls, outcomes, leaders)
+        return self._outcomes(batches, calls, outcomes, margins)
 
     def _note_retired(self, was_active: np.ndarray, outcomes: list[Any]) -> None:
         for k in np.flatnonzero(was_active & ~self._active):
@@ -586,21 +693,21 @@ class PortfolioLogisticRegression:
 
     def _outcomes(
         self, batches: Sequence[Batch], calls: list[LearnCall], outcomes: list[Any],
-        leaders: np.ndarray,
+        mixed: np.ndarray,
     ) -> list[LearnResult | NonFiniteUpdate]:  # fmt: skip
-        """The leader's predictions as each learned batch's result; a batch every member
-        refused gets the first active member's refusal."""
+        """The mixture's predictions as each learned batch's result; a batch every member
+        refused (its margins NaN) gets the first active member's refusal."""
         whole, bounds = calls[0].whole, calls[0].bounds
         refused = {
             b: next(o[b] for o in outcomes if o is not None)
             for b in range(len(batches))
-            if bounds[b + 1] > bounds[b] and leaders[bounds[b]] < 0
+            if bounds[b + 1] > bounds[b] and np.isnan(mixed[bounds[b]])
         }
         kept = [b for b in range(len(batches)) if b not in refused]
         if not kept:
             return [refused[b] for b in range(len(batches))]
         rows = np.concatenate([np.arange(bounds[b], bounds[b + 1]) for b in kept])
-        margins = np.stack([call.margins for call in calls])[leaders[rows], rows]
+        margins = mixed[rows]
         labels = whole.labels[rows]
         weights = None if whole.weights is None else whole.weights[rows]
         kept_bounds = np.cumsum([0, *(batches[b].n_rows for b in kept)], dtype=np.int64)
@@ -618,18 +725,32 @@ class PortfolioLogisticRegression:
 
     # ----------------------------------------------------------------- prediction
     def decision_function(self, X: Features) -> np.ndarray:
-        """The leader's margins. Never changes the model."""
-        return self.leader_model.decision_function(X)
+        """The mixture's margins ``log p - log(1 - p)``. Never changes the model."""
+        batch = self.to_batch(X)
+        members = np.zeros((len(self._models), batch.n_rows))
+        for k, model in enumerate(self._models):
+            if self._active[k]:
+                members[k] = model.decision_function(batch)
+        return mixed_margins(members, self._active, self._combination, self._log_weights)
 
     def predict_proba(self, X: Features) -> np.ndarray:
-        return self.leader_model.predict_proba(X)
+        p = probabilities(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
 
     def predict(self, X: Features) -> np.ndarray:
-        return self.leader_model.predict(X)
+        return (self.decision_function(X) > 0.0).astype(np.int64)
 
-    def compiled_scoring(self) -> tuple[Kernels, tuple[Any, ...]]:
-        """The leader's (see :meth:`OnlineLogisticRegression.compiled_scoring`)."""
-        return self.leader_model.compiled_scoring()
+    def compiled_scoring(self) -> None:
+        """None: the mixture has no one-call scoring path (its members' margins are mixed)."""
+        return None
+
+    def mixture_weights(self) -> np.ndarray:
+        """Each member's weight in the mixture's prediction now, then the combination's (sum
+        1; retired members 0)."""
+        live = np.append(self._active, True)
+        logs = np.where(live, self._log_weights, -np.inf)
+        weights = np.exp(logs - logs.max())
+        return weights / weights.sum()
 
     classes_ = np.array([0, 1])
 
@@ -662,8 +783,8 @@ class PortfolioLogisticRegression:
     # ----------------------------------------------------------------- persistence
     def file_arrays(self, *, copy: bool = False) -> dict[str, np.ndarray]:
         """The portfolio's model file: ``portfolio`` (JSON: format, configuration, step, the
-        leader's choice), its own progressive metrics, and ``member_<k>``, each member's whole
-        model file as bytes (a picture taken now, whatever ``copy`` says: it holds each
+        mixture and the leader), its own progressive metrics, and ``member_<k>``, each member's
+        whole model file as bytes (a picture taken now, whatever ``copy`` says: it holds each
         member's state once more while the file is written)."""
         state = {
             "format": FORMAT,
@@ -674,6 +795,8 @@ class PortfolioLogisticRegression:
             "retired": self.retired,
             "recent": self._recent.tolist(),
             "active": self._active.tolist(),
+            "combination": self._combination.tolist(),
+            "log_weights": self._log_weights.tolist(),
         }
         arrays = {"portfolio": np.array(json.dumps(state)), **self.metrics.state()}
         for k, model in enumerate(self._models):
@@ -708,6 +831,10 @@ class PortfolioLogisticRegression:
             entries = _stored_entries(archive)
             state = _state_of(_read_member(archive, entries, "portfolio", _STATE_BYTES))
             config = dict(state["config"])
+            if state["format"] == FORMAT_V1 and isinstance(config.get("optimizer"), dict):
+                config["optimizer"] = {
+                    k: v for k, v in config["optimizer"].items() if k != "hysteresis"
+                }
             try:
                 dim = config.get("dim")
                 if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
@@ -796,14 +923,20 @@ class PortfolioLogisticRegression:
         self._recent = np.array(recent, dtype=np.float64)
         self._active = np.array(active, dtype=np.bool_)
         self._leader, self.switches, self.step, self.retired = leader, switches, step, retired
+        if state["format"] == FORMAT_V1:  # no mixture yet: it starts from its prior, live only
+            self._log_weights = initial_mixture(k_members)[1]
+            self._combination = np.where(self._active, 1.0, 0.0) / np.count_nonzero(active)
+            return
+        self._combination, self._log_weights = _mixture_of(state, self._active)
 
     def info(self) -> dict[str, Any]:
-        """What a model's info shows of the portfolio: leader, switches, leaderboard."""
+        """What a model's info shows of the portfolio: leader (highest weight), switches, the
+        combination's weight in the mixture, leaderboard."""
         return {
             "leader": self.leader,
             "switches": self.switches,
             "window": self.window,
-            "hysteresis": self.hysteresis,
+            "combination_weight": float(self.mixture_weights()[-1]),
             "leaderboard": self.leaderboard(),
         }
 
@@ -815,7 +948,8 @@ class PortfolioLogisticRegression:
 
 
 _METRICS = ("metrics_rows", "metrics_totals", "metrics_ring", "metrics_curve", "metrics_block")
-_STATE_KEYS = {"format", "config", "step", "leader", "switches", "retired", "recent", "active"}
+_STATE_KEYS_V1 = {"format", "config", "step", "leader", "switches", "retired", "recent", "active"}
+_STATE_KEYS = _STATE_KEYS_V1 | {"combination", "log_weights"}
 
 
 def _stored_entries(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
@@ -880,10 +1014,47 @@ def _state_of(array: np.ndarray) -> dict[str, Any]:
         state = json.loads(text)
     except ValueError as exc:
         raise ModelFileError(f"is not JSON: {exc}", member="portfolio") from None
-    if not isinstance(state, dict) or set(state) != _STATE_KEYS:
-        raise ModelFileError(f"must hold exactly {sorted(_STATE_KEYS)}", member="portfolio")
-    if state["format"] != FORMAT:
-        raise ModelFileError(f"is an unknown format {state['format']!r:.60}", member="portfolio")
+    if not isinstance(state, dict):
+        raise ModelFileError("must be a JSON object", member="portfolio")
+    if state.get("format") not in (FORMAT, FORMAT_V1):
+        raise ModelFileError(f"is an unknown format {state.get('format')!r:.60}",
+                             member="portfolio")  # fmt: skip
+    keys = _STATE_KEYS if state["format"] == FORMAT else _STATE_KEYS_V1
+    if set(state) != keys:
+        raise ModelFileError(f"must hold exactly {sorted(keys)}", member="portfolio")
     if not isinstance(state["config"], dict):
         raise ModelFileError("'config' must be an object", member="portfolio")
     return state
+
+
+def _mixture_of(state: dict[str, Any], active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A v2 file's combination (shares >= 0 of the active members, sum 1) and log weights
+    (finite numbers, one a member and the combination's)."""
+    combination, log_weights = state["combination"], state["log_weights"]
+    k_members = active.shape[0]
+
+    def numbers(values: object, n: int) -> bool:
+        return (
+            isinstance(values, list)
+            and len(values) == n
+            and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in values
+            )
+        )
+
+    if not numbers(log_weights, k_members + 1):
+        raise ModelFileError(f"'log_weights' must be {k_members + 1} finite numbers",
+                             member="portfolio")  # fmt: skip
+    shares = np.array(combination, dtype=np.float64) if numbers(combination, k_members) else None
+    if (
+        shares is None
+        or (shares < 0).any()
+        or (shares[~active] != 0).any()
+        or not math.isclose(shares.sum(), 1.0, rel_tol=1e-9)
+    ):
+        raise ModelFileError(
+            f"'combination' must be {k_members} shares >= 0 of the active members, summing to 1",
+            member="portfolio",
+        )
+    return shares, np.array(log_weights, dtype=np.float64)

@@ -256,13 +256,17 @@ def scores_of_json(
 
     ``None`` when the body is anything else: other keys or formats, rows that are unsorted or
     repeat an index, more than ``max_rows`` rows or ``max_nnz`` non-zeros, numbers the reader
-    does not parse exactly, an invalid batch, or a margin that is not finite. Build a
+    does not parse exactly, an invalid batch, a margin that is not finite, or a model without
+    compiled scoring (``compiled_scoring()`` is None: optimizer auto). Build a
     :class:`~optim.batch.Batch` then; it reports or canonicalizes what this left. Never changes
     the model.
     """
     if not ENABLED:
         return None
-    kernels, state = model.compiled_scoring()
+    compiled = model.compiled_scoring()
+    if compiled is None:  # a model whose predictions are not one linear model's (a portfolio)
+        return None
+    kernels, state = compiled
     handled, scores = kernels.scores_of_json(
         *state, np.frombuffer(data, dtype=np.uint8), max_rows, max_nnz
     )

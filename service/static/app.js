@@ -689,8 +689,10 @@ function modelView(name) {
       if (portfolio) {
         leaderboard.replaceChildren(
           h("h3", {}, "Portfolio leaderboard"),
-          h("p", { class: "note" }, `Predicting with ${portfolio.leader} (${fmt(portfolio.switches)} switches; `
-            + `recent = discounted over ~${fmt(portfolio.window)} rows; the rates below are the leader's).`),
+          h("p", { class: "note" }, `Predicting with the mixture of the members, led by ${portfolio.leader} `
+            + `(highest weight; ${fmt(portfolio.switches)} switches; the combination's weight `
+            + `${fmt(portfolio.combination_weight)}; recent = discounted over ~${fmt(portfolio.window)} rows; `
+            + `the rates below are the leader's).`),
           table(LEADERBOARD_COLUMNS, portfolio.leaderboard ?? [], { id: "leaderboard-table" }),
         );
       }
@@ -750,6 +752,8 @@ const LEADERBOARD_COLUMNS = [
   { key: "recent_log_loss", label: "recent log-loss", numeric: true, value: (m) => m.recent_log_loss },
   { key: "log_loss", label: "log-loss", numeric: true, value: (m) => m.log_loss },
   { key: "rows", label: "rows", numeric: true, value: (m) => m.rows },
+  { key: "weight", label: "weight", numeric: true, value: (m) => m.weight },
+  { key: "combination_share", label: "combination share", numeric: true, value: (m) => m.combination_share },
   { key: "retired", label: "retired", value: (m) => m.retired, render: (m) => m.retired ?? "" },
 ];
 

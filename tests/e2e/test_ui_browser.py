@@ -510,7 +510,7 @@ def test_auto_model_shows_its_leaderboard(server: str, api: httpx.Client, page) 
         "cells => cells.map(c => c.dataset.value)"
     )
     assert names == [m["name"] for m in portfolio["leaderboard"]]
-    expect(page.locator("#leaderboard")).to_contain_text(f"Predicting with {portfolio['leader']}")
+    expect(page.locator("#leaderboard")).to_contain_text(f"led by {portfolio['leader']}")
     expect(page.locator("#leaderboard-table")).to_contain_text(f"{portfolio['leader']} ★")
     summary = page.locator('#model-summary [data-field="optimizer"]')
     expect(summary).to_contain_text("auto (5 members)")

@@ -1,9 +1,13 @@
 """``"optimizer": "auto"`` (optim.portfolio): every member is exactly the model of its
-configuration alone, and every prediction is the leader's, the leader chosen from earlier rows."""
+configuration alone, and every prediction is the documented mixture of the members' predictions
+on the rows before it."""
 
 from __future__ import annotations
 
+import io
+import json
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +16,17 @@ import scipy.sparse as sp
 from streams import sparse_stream, to_csr
 
 from optim import NonFiniteUpdate, OnlineLogisticRegression
-from optim.errors import ConfigError
+from optim.errors import ConfigError, ModelFileError
 from optim.metrics import log_losses
-from optim.portfolio import MEMBERS, Member, PortfolioLogisticRegression, load_model
+from optim.portfolio import (
+    COMBINATION_PRIOR,
+    FIRST_SHARE,
+    MEMBERS,
+    MIXING_RATE,
+    Member,
+    PortfolioLogisticRegression,
+    load_model,
+)
 from service.cli import main
 
 DIM = 16
@@ -25,25 +37,34 @@ def stream(seed: int = 3) -> tuple[sp.csr_array, np.ndarray, np.ndarray]:
     return to_csr(rows, DIM), labels, weights
 
 
-def leaders_by_rule(losses: np.ndarray, weights: np.ndarray, window: int, hysteresis: float):
-    """The documented rule, row by row in plain Python."""
-    decay = math.exp(-1.0 / window)
-    recent = [0.0] * losses.shape[0]
-    leader, leaders = 0, []
-    for i in range(losses.shape[1]):
-        leaders.append(leader)
-        recent = [decay * r + weights[i] * losses[k, i] for k, r in enumerate(recent)]
-        best = min(range(len(recent)), key=lambda k: (recent[k], k != leader))
-        if recent[best] < (1.0 - hysteresis) * recent[leader]:
-            leader = best
-    return np.array(leaders)
+def mixture_by_rule(margins: np.ndarray, labels: np.ndarray, weights: np.ndarray):
+    """The documented mixture, row by row in plain Python (probabilities, not logs): each
+    row's mixed margin and the leader after it."""
+    n_members = margins.shape[0]
+    shares = [FIRST_SHARE] + [(1 - FIRST_SHARE) / (n_members - 1)] * (n_members - 1)
+    priors = [(1 - COMBINATION_PRIOR) / n_members] * n_members + [COMBINATION_PRIOR]
+    losses = [0.0] * (n_members + 1)
+    mixed, leaders = [], []
+    for i in range(margins.shape[1]):
+        y, h = labels[i], weights[i]
+        p = [1 / (1 + math.exp(-m)) for m in margins[:, i]]
+        p.append(sum(c * pk for c, pk in zip(shares, p, strict=False)))
+        a = [prior * math.exp(-loss) for prior, loss in zip(priors, losses, strict=True)]
+        mix = sum(aj * pj for aj, pj in zip(a, p, strict=True)) / sum(a)
+        mixed.append(math.log(mix / (1 - mix)))
+        for j, pj in enumerate(p):
+            losses[j] += h * -(y * math.log(pj) + (1 - y) * math.log(1 - pj))
+        gradients = [y * pk / p[-1] + (1 - y) * (1 - pk) / (1 - p[-1]) for pk in p[:-1]]
+        shares = [c * math.exp(MIXING_RATE * h * g) for c, g in zip(shares, gradients, strict=True)]
+        shares = [c / sum(shares) for c in shares]
+        leaders.append(min(range(n_members), key=lambda k: (losses[k], k)))
+    return np.array(mixed), np.array(leaders)
 
 
 @pytest.mark.parametrize("lazy", ["exact", "frozen"])
-def test_members_equal_standalone_models_and_predictions_are_the_leaders(lazy: str) -> None:
+def test_members_equal_standalone_models_and_predictions_are_the_mixture(lazy: str) -> None:
     X, y, w = stream()
-    window, hysteresis = 50, 0.02
-    auto = PortfolioLogisticRegression(dim=DIM, lazy=lazy, window=window, hysteresis=hysteresis)
+    auto = PortfolioLogisticRegression(dim=DIM, lazy=lazy, window=50)
     alone = [OnlineLogisticRegression(**m.settings, dim=DIM, lazy=lazy) for m in MEMBERS]
     margins, alone_margins = [], [[] for _ in alone]
     for start, stop in ((0, 1), (1, 200), (200, 201), (201, 600)):  # uneven batches
@@ -64,20 +85,28 @@ def test_members_equal_standalone_models_and_predictions_are_the_leaders(lazy: s
         for key, value in alone_state.items():
             np.testing.assert_allclose(mine_state[key], value, rtol=0, atol=1e-12, err_msg=key)
 
-    losses = np.array([log_losses(m, y) for m in per_member])
-    leaders = leaders_by_rule(losses, w, window, hysteresis)
+    mixed, leaders = mixture_by_rule(per_member, y, w)
+    np.testing.assert_allclose(margins, mixed, rtol=1e-9, atol=1e-9)
     assert len(set(leaders.tolist())) > 1, "the stream should make the lead change hands"
-    np.testing.assert_allclose(margins, per_member[leaders, np.arange(600)], rtol=0, atol=1e-12)
-    final = leaders_by_rule(
-        np.column_stack([losses, np.zeros(len(MEMBERS))]), np.append(w, 0.0), window, hysteresis
-    )[-1]
-    assert auto.leader == MEMBERS[final].name
+    assert auto.leader == MEMBERS[leaders[-1]].name
+    assert auto.switches == int(np.count_nonzero(np.diff(np.append(0, leaders))))
+    # the mixture's loss is within the Aggregating Algorithm's bound of every member's
+    weighted = [float(np.sum(w * log_losses(m, y))) for m in per_member]
+    ours = float(np.sum(w * log_losses(margins, y)))
+    assert ours <= min(weighted) + math.log(len(MEMBERS) / (1 - COMBINATION_PRIOR)) + 1e-9
+    # predicting: the members' predictions now, mixed by the mixture as it stands
+    now = np.array([model.decision_function(X[:50]) for model in alone])
+    after, _ = mixture_by_rule(
+        np.column_stack([per_member, now[:, :1]]), np.append(y, 0.0), np.append(w, 0.0)
+    )
+    np.testing.assert_allclose(auto.decision_function(X[:1]), after[-1:], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(
-        auto.decision_function(X[:50]), alone[final].decision_function(X[:50]), rtol=0, atol=1e-12
+        auto.predict_proba(X[:50])[:, 1],
+        1 / (1 + np.exp(-auto.decision_function(X[:50]))),
+        rtol=1e-12,
     )
     assert auto.step == 600
     assert auto.metrics.rows == 600
-    assert auto.switches == int(np.count_nonzero(np.diff(leaders)))
 
 
 def test_leaderboard_and_inspection_by_member() -> None:
@@ -120,7 +149,7 @@ def test_a_diverging_member_retires_and_the_rest_carry_on() -> None:
     assert "wild" in auto.retired and "non-finite" in auto.retired["wild"]
     assert auto.leader == "adagrad"
     alone = OnlineLogisticRegression({"name": "adagrad", "lr": 0.1}, dim=4)
-    np.testing.assert_array_equal(alone.learn(X, [1, 0] * 5).margins, result.margins)
+    np.testing.assert_allclose(alone.learn(X, [1, 0] * 5).margins, result.margins, rtol=1e-12)
     before = auto.member("wild").table.copy()
     auto.learn(X, [0, 1] * 5)
     np.testing.assert_array_equal(auto.member("wild").table, before)  # retired: learns nothing
@@ -149,8 +178,8 @@ def test_settings_are_validated() -> None:
         PortfolioLogisticRegression((MEMBERS[0], MEMBERS[0]), dim=4)
     with pytest.raises(ConfigError, match="window"):
         PortfolioLogisticRegression(dim=4, window=0)
-    with pytest.raises(ConfigError, match=r"\[0, 1\)"):
-        PortfolioLogisticRegression(dim=4, hysteresis=1.0)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        PortfolioLogisticRegression.from_config({"name": "auto", "hysteresis": 0.01}, dim=4)
     with pytest.raises(ConfigError, match="unknown setting"):
         PortfolioLogisticRegression(dim=4, optimizer="adam")
     shared = Member("x", {"optimizer": "adam", "recent_window": 5})
@@ -189,3 +218,53 @@ def test_cli_trains_and_predicts_with_auto(tmp_path: Path, capsys: pytest.Captur
     np.testing.assert_allclose(written, trained.predict_proba(X)[:, 1], rtol=1e-9)
     assert main([*argv, "--lr", "0.1", "-q"]) == 2  # auto has no learning rate
     assert "lr" in capsys.readouterr().err
+
+
+def test_a_saved_portfolio_continues_as_if_never_saved() -> None:
+    X, y, w = stream(7)
+    auto = PortfolioLogisticRegression(dim=DIM)
+    auto.learn(X[:300], y[:300], w[:300])
+    copy = load_model(io.BytesIO(auto.to_bytes()))
+    np.testing.assert_array_equal(copy.decision_function(X), auto.decision_function(X))
+    assert copy.info() == auto.info()
+    np.testing.assert_array_equal(
+        copy.learn(X[300:], y[300:], w[300:]).margins, auto.learn(X[300:], y[300:], w[300:]).margins
+    )
+
+
+def test_a_version_1_file_loads_and_its_mixture_starts_afresh() -> None:
+    """A file of the portfolio that predicted with its leader alone (format v1, with
+    ``hysteresis``): members, leader and metrics kept; the mixture starts from its prior."""
+    X, y, w = stream(8)
+    auto = PortfolioLogisticRegression(dim=DIM)
+    auto.learn(X, y, w)
+    buffer = io.BytesIO(auto.to_bytes())
+    with zipfile.ZipFile(buffer) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    state = json.loads(str(np.load(io.BytesIO(members["portfolio.npy"]))))
+    state["format"] = "adaserve-portfolio-v1"
+    state["config"]["optimizer"]["hysteresis"] = 0.01
+    del state["combination"], state["log_weights"]
+    old = io.BytesIO()
+    np.save(old, np.array(json.dumps(state)))
+    members["portfolio.npy"] = old.getvalue()
+    written = io.BytesIO()
+    with zipfile.ZipFile(written, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    loaded = load_model(io.BytesIO(written.getvalue()))
+    assert isinstance(loaded, PortfolioLogisticRegression)
+    assert loaded.leader == auto.leader and loaded.step == auto.step
+    for name, model in auto.members.items():
+        np.testing.assert_array_equal(loaded.member(name).table, model.table)
+    assert loaded.info()["combination_weight"] == pytest.approx(COMBINATION_PRIOR)
+    state["format"] = "adaserve-portfolio-v3"
+    bad = io.BytesIO()
+    np.save(bad, np.array(json.dumps(state)))
+    members["portfolio.npy"] = bad.getvalue()
+    written = io.BytesIO()
+    with zipfile.ZipFile(written, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(ModelFileError, match="unknown format"):
+        load_model(io.BytesIO(written.getvalue()))
