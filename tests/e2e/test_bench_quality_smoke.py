@@ -93,7 +93,7 @@ def check_crosses(bench: ModuleType, report: str, data: dict) -> None:
     vw = bench.installed("vowpalwabbit")
     for option in clicks["options"].values():
         assert option["rows"] == 2_000
-        learners = ["ours default", f"ours {bench.VW_FORM}"] + (["VW default"] if vw else [])
+        learners = ["ours default", f"ours {bench.VW_FORM_LABEL}"] + (["VW default"] if vw else [])
         for name in learners:
             result = option["results"][name]
             assert 0 < result["log_loss"] < 1 and 0 < result["holdout_log_loss"] < 1, name
@@ -103,7 +103,7 @@ def check_crosses(bench: ModuleType, report: str, data: dict) -> None:
     elif "a9a" in crosses:  # VW's update, ours and VW's, hold out and cross alike
         for option in crosses["a9a"]["options"].values():
             ours, theirs = (
-                option["results"][f"ours {bench.VW_FORM}"],
+                option["results"][f"ours {bench.VW_FORM_LABEL}"],
                 option["results"]["VW default"],
             )
             for key in ("log_loss", "holdout_log_loss"):
