@@ -118,6 +118,18 @@ async def outcome_of(work: Callable[[], Awaitable[Any]]) -> Any:
         return Failure(error)
 
 
+class NodeRegistry(ModelRegistry):
+    """A host's registry: its one model counts in its node's memory budget beside
+    ``elsewhere_bytes``, what the ingress has placed on the node for other models and replicas
+    (as of its views of them; told with each prediction with ids)."""
+
+    elsewhere_bytes = 0
+
+    @property
+    def memory_bytes(self) -> int:
+        return super().memory_bytes + self.elsewhere_bytes
+
+
 class ModelHost:
     """One model's owner (a Ray actor; the ingress creates it with ``ray.remote``)."""
 
@@ -125,7 +137,7 @@ class ModelHost:
         global _HOST
         self.name = name
         self.settings = settings
-        self.registry = ModelRegistry(settings)
+        self.registry = NodeRegistry(settings)
         self._housekeeping: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         _HOST = self
@@ -185,8 +197,10 @@ class ModelHost:
     async def learn(self, batch: Batch, record: RecordBody | None) -> LearnResult | Failure:
         return await outcome_of(lambda: self.managed.learn(batch, None, record))
 
-    async def remember(self, batch: Batch, ids: list[str]) -> np.ndarray | Failure:
-        """Predict with ids (delayed labels): the pending rows count in this node's budget."""
+    async def remember(self, batch: Batch, ids: list[str], elsewhere: int) -> np.ndarray | Failure:
+        """Predict with ids (delayed labels): the pending rows count in this node's budget,
+        where the ingress has placed ``elsewhere`` bytes for other models and replicas."""
+        self.registry.elsewhere_bytes = elsewhere
 
         def reserve(needed: int) -> None:
             self.registry.check_budget(

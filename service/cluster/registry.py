@@ -173,8 +173,9 @@ class RemoteModel:
         self, batch: Batch, ids: list[str], reserve: Callable[[int], object]
     ) -> np.ndarray:
         """Predict with ids in the host, which counts the pending rows in its node's budget
-        (``reserve``, the ingress's, is for a model in this process)."""
-        return await self._call("remember", batch, ids)
+        beside the bytes placed there for others (``reserve``, the ingress's, is for a model in
+        this process)."""
+        return await self._call("remember", batch, ids, self.registry.placed_elsewhere(self))
 
     async def label(
         self, labels: Labels, on_learned: Callable[[Any, LearnResult], None] | None = None
@@ -264,6 +265,10 @@ class RayRegistry(ModelRegistry):
         held = sum(m.model.memory_bytes for m in self.models.values() if m.node == node)
         held += sum(s.memory_bytes for s in self._replica_slots() if s.node == node)
         return held + self._reserved_by_node.get(node, 0)
+
+    def placed_elsewhere(self, remote: RemoteModel) -> int:
+        """The bytes on ``remote``'s node of other models and replicas, and being placed."""
+        return self._placed_bytes(remote.node) - remote.model.memory_bytes
 
     def _replica_slots(self) -> Iterator[ReplicaSlot]:
         return (slot for slots in list(self.replicas.values()) for slot in slots)
