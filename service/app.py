@@ -226,6 +226,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[READ],
     )  # fmt: skip
     async def prometheus_metrics() -> Response:
+        await app.state.registry.refresh_views()
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -197,6 +197,10 @@ class ModelRegistry:
                 except Exception:  # keep housekeeping alive; the failure is logged
                     log.exception("housekeeping of model %s failed", managed.name)
 
+    async def refresh_views(self) -> None:
+        """Before ``/metrics`` is scraped: the models here are read as they are (a cluster's
+        registry asks each host for its model's view)."""
+
     async def shut_down(self) -> None:
         """Snapshot every model, after the writes queued before (then :meth:`close`)."""
         for managed in list(self.models.values()):

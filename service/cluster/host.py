@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from optim import Batch, LearnResult, OnlineLogisticRegression
+from optim.portfolio import load_model
 from service.engine.errors import ModelNotFound
 from service.engine.mailbox import Labels
 from service.registry import ManagedModel, ModelRegistry
@@ -63,11 +64,22 @@ class Failure:
         return _failure, (type(self.error), self.error.args, dict(vars(self.error)))
 
 
+@dataclass(frozen=True)
+class FeedbackView:
+    """A model's delayed labels as of its view: the summary ``/metrics`` reports (the pending
+    rows themselves live in the host only)."""
+
+    summary_of_host: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return self.summary_of_host
+
+
 @dataclass
 class ModelView:
     """What the ingress knows of a model without asking its host: its configuration (to parse
     and check requests), its step after the last batch acknowledged to this ingress, and its
-    metrics and size as of the last refresh (``/metrics``, placement)."""
+    metrics, delayed labels and size as of the last refresh (``/metrics``, placement)."""
 
     config: dict[str, Any]
     dim: int
@@ -78,14 +90,14 @@ class ModelView:
     memory_bytes: int
     metrics: Any
     features: Any  # the feature options rows are read with (interactions, ignore, keep)
-    # The pending rows live in the host only (its model info and metrics report them).
-    feedback: None = None
+    feedback: FeedbackView | None
 
     @classmethod
     def of(cls, model: OnlineLogisticRegression) -> ModelView:
+        feedback = None if model.feedback is None else FeedbackView(model.feedback.summary())
         return cls(
             model.config, model.dim, model.hasher, model.spec, model.lazy, model.step,
-            model.memory_bytes, model.metrics, model.features,
+            model.memory_bytes, model.metrics, model.features, feedback,
         )  # fmt: skip
 
 
@@ -106,6 +118,18 @@ async def outcome_of(work: Callable[[], Awaitable[Any]]) -> Any:
         return Failure(error)
 
 
+class NodeRegistry(ModelRegistry):
+    """A host's registry: its one model counts in its node's memory budget beside
+    ``elsewhere_bytes``, what the ingress has placed on the node for other models and replicas
+    (as of its views of them; told with each prediction with ids)."""
+
+    elsewhere_bytes = 0
+
+    @property
+    def memory_bytes(self) -> int:
+        return super().memory_bytes + self.elsewhere_bytes
+
+
 class ModelHost:
     """One model's owner (a Ray actor; the ingress creates it with ``ray.remote``)."""
 
@@ -113,7 +137,7 @@ class ModelHost:
         global _HOST
         self.name = name
         self.settings = settings
-        self.registry = ModelRegistry(settings)
+        self.registry = NodeRegistry(settings)
         self._housekeeping: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         _HOST = self
@@ -129,23 +153,35 @@ class ModelHost:
         """This host's process id (``GET /v1/cluster`` shows it: an operator's handle)."""
         return os.getpid()
 
+    async def _serving(self, managed: ManagedModel) -> ModelView:
+        """A model made here: its kernels loaded and its housekeeping started."""
+        await asyncio.to_thread(warm_kernels, managed.model.spec.name)
+        self._start_housekeeping()
+        return ModelView.of(managed.model)
+
     async def create(self, config: dict[str, Any]) -> ModelView | Failure:
         async def create() -> ModelView:
-            managed = await self.registry.create(self.name, config)
-            await asyncio.to_thread(warm_kernels, managed.model.spec.name)
-            self._start_housekeeping()
-            return ModelView.of(managed.model)
+            return await self._serving(await self.registry.create(self.name, config))
 
         return await outcome_of(create)
+
+    async def adopt(self, model_file: bytes) -> ModelView | Failure:
+        """A new model holding the state of ``model_file`` (an import into a new name)."""
+
+        async def adopt() -> ModelView:
+            model = await asyncio.to_thread(load_model, io.BytesIO(model_file))
+            with self.registry.holding_new(self.name):
+                managed = await self.registry.adopt(self.name, model)
+            return await self._serving(managed)
+
+        return await outcome_of(adopt)
 
     async def recover(self) -> tuple[ModelView, list[str]] | Failure:
         """The model from its files (snapshot plus log), as the single process at start-up."""
 
         async def recover() -> tuple[ModelView, list[str]]:
             recovered = await asyncio.to_thread(self.registry.recover, self.name)
-            await asyncio.to_thread(warm_kernels, recovered.model.spec.name)
-            self._start_housekeeping()
-            return ModelView.of(recovered.model), recovered.dropped
+            return await self._serving(self.managed), recovered.dropped
 
         return await outcome_of(recover)
 
@@ -161,8 +197,10 @@ class ModelHost:
     async def learn(self, batch: Batch, record: RecordBody | None) -> LearnResult | Failure:
         return await outcome_of(lambda: self.managed.learn(batch, None, record))
 
-    async def remember(self, batch: Batch, ids: list[str]) -> np.ndarray | Failure:
-        """Predict with ids (delayed labels): the pending rows count in this node's budget."""
+    async def remember(self, batch: Batch, ids: list[str], elsewhere: int) -> np.ndarray | Failure:
+        """Predict with ids (delayed labels): the pending rows count in this node's budget,
+        where the ingress has placed ``elsewhere`` bytes for other models and replicas."""
+        self.registry.elsewhere_bytes = elsewhere
 
         def reserve(needed: int) -> None:
             self.registry.check_budget(
@@ -178,7 +216,7 @@ class ModelHost:
         """The state of ``model_file`` (a model's bytes: arrays Ray hands over are read-only)."""
 
         async def replace() -> Path:
-            model = await asyncio.to_thread(OnlineLogisticRegression.load, io.BytesIO(model_file))
+            model = await asyncio.to_thread(load_model, io.BytesIO(model_file))
             return await self.managed.replace(model)
 
         return await outcome_of(replace)

@@ -47,7 +47,7 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from optim import Batch, ConfigError, LearnResult, OnlineLogisticRegression
+from optim import Batch, LearnResult, OnlineLogisticRegression
 from service.cluster.host import Failure, ModelHost, ModelView, hosted
 from service.cluster.replica import ModelReplica
 from service.engine.errors import (
@@ -74,6 +74,8 @@ HOST_CONCURRENCY = 1_000
 RECOVERY_RETRY_SECONDS = 1.0
 # Views (step, metrics, state bytes for /metrics and placement) refreshed this often.
 VIEW_REFRESH_SECONDS = 5.0
+# How long /metrics waits for a host's view before it reports the last one.
+VIEW_WAIT_SECONDS = 2.0
 _LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
 # What starting a host may meet besides its death: its node went away before it was placed.
 _NOT_STARTED = (*_LOST, ActorUnschedulableError)
@@ -171,8 +173,9 @@ class RemoteModel:
         self, batch: Batch, ids: list[str], reserve: Callable[[int], object]
     ) -> np.ndarray:
         """Predict with ids in the host, which counts the pending rows in its node's budget
-        (``reserve``, the ingress's, is for a model in this process)."""
-        return await self._call("remember", batch, ids)
+        beside the bytes placed there for others (``reserve``, the ingress's, is for a model in
+        this process)."""
+        return await self._call("remember", batch, ids, self.registry.placed_elsewhere(self))
 
     async def label(
         self, labels: Labels, on_learned: Callable[[Any, LearnResult], None] | None = None
@@ -262,6 +265,10 @@ class RayRegistry(ModelRegistry):
         held = sum(m.model.memory_bytes for m in self.models.values() if m.node == node)
         held += sum(s.memory_bytes for s in self._replica_slots() if s.node == node)
         return held + self._reserved_by_node.get(node, 0)
+
+    def placed_elsewhere(self, remote: RemoteModel) -> int:
+        """The bytes on ``remote``'s node of other models and replicas, and being placed."""
+        return self._placed_bytes(remote.node) - remote.model.memory_bytes
 
     def _replica_slots(self) -> Iterator[ReplicaSlot]:
         return (slot for slots in list(self.replicas.values()) for slot in slots)
@@ -420,13 +427,29 @@ class RayRegistry(ModelRegistry):
             raise ModelRecovering(name)
         return super().get(name)  # type: ignore[return-value]
 
+    async def _new_host(self, name: str, needed: int, method: str, *args: Any) -> RemoteModel:
+        """A host for the new model ``name`` (about ``needed`` bytes), placed by memory, that
+        makes it with its ``method``; served once made."""
+        node = self._choose_node(needed, name)
+        with self._claim(node, needed):
+            actor = self._start_actor(HostActor, name, node)
+            try:
+                outcome = await getattr(actor, method).remote(*args)
+            except _NOT_STARTED:
+                raise ModelUnavailable(name, "its host died while it was created") from None
+        if isinstance(outcome, Failure):
+            ray.kill(actor)
+            raise outcome.error
+        return await self._serve(name, actor, node, outcome)
+
     async def adopt(self, name: str, model: OnlineLogisticRegression) -> RemoteModel:  # type: ignore[override]
-        """Not on a cluster yet: a model's state reaches its host by import into a model that
-        exists (create it, then import), never built in the ingress."""
-        raise ConfigError(
-            f"no model named {name!r}: on a Ray cluster, create it first, then import into it",
-            field="name",
-        )
+        """A new model holding ``model``'s state (an import into a new name): its host loads
+        the file and writes the model's files (call it while :meth:`holding_new` the name)."""
+        if name not in self._held:
+            raise RuntimeError(f"adopt({name!r}) outside holding_new")
+        await self._refresh_nodes()
+        model_file = await asyncio.to_thread(model.to_bytes)
+        return await self._new_host(name, model.memory_bytes, "adopt", model_file)
 
     async def create(  # type: ignore[override]
         self, name: str, config: Mapping[str, Any], read_replicas: int = 0
@@ -441,19 +464,9 @@ class RayRegistry(ModelRegistry):
                 needed * (1 + read_replicas), model=name, field="read_replicas",
                 what=f"the model and its {read_replicas} read replicas",
             )  # fmt: skip
-        node = self._choose_node(needed, name)
         self._held.add(name)
         try:
-            with self._claim(node, needed):
-                actor = self._start_actor(HostActor, name, node)
-                try:
-                    outcome = await actor.create.remote(dict(config))
-                except _NOT_STARTED:
-                    raise ModelUnavailable(name, "its host died while it was created") from None
-            if isinstance(outcome, Failure):
-                ray.kill(actor)
-                raise outcome.error
-            remote = await self._serve(name, actor, node, outcome)
+            remote = await self._new_host(name, needed, "create", dict(config))
         finally:
             self._held.discard(name)
         if read_replicas:
@@ -479,16 +492,25 @@ class RayRegistry(ModelRegistry):
         self._stop_replicas(name)
 
     async def keep_house(self) -> None:
-        """Refresh the nodes and the models' views (their hosts keep their own files)."""
+        """Refresh the nodes and the models' views (their hosts keep their own files; a scrape
+        of /metrics refreshes the views too)."""
         while True:
             await asyncio.sleep(VIEW_REFRESH_SECONDS)
             try:
                 await self._refresh_nodes()
             except Exception:
                 log.exception("the cluster's nodes could not be listed")
-            for remote in list(self.models.values()):
-                with contextlib.suppress(ModelRecovering, ModelNotFound, ModelDeleted):
-                    await remote.refresh()
+            await self.refresh_views()
+
+    async def refresh_views(self) -> None:
+        """Every model's view from its host, at once; a host that does not answer within
+        ``VIEW_WAIT_SECONDS`` (busy with a large import, say) leaves its last view."""
+
+        async def refresh(remote: RemoteModel) -> None:
+            with contextlib.suppress(ModelRecovering, ModelNotFound, ModelDeleted, TimeoutError):
+                await asyncio.wait_for(remote.refresh(), VIEW_WAIT_SECONDS)
+
+        await asyncio.gather(*(refresh(remote) for remote in list(self.models.values())))
 
     async def shut_down(self) -> None:  # type: ignore[override]
         """Every host snapshots its model and closes; then they end."""

@@ -262,6 +262,16 @@ def test_core_routes_against_the_ray_served_app(service: Service, admin: httpx.C
     got = admin.post("/v1/models/core/predict", json=csr(probe)).json()["probabilities"]
     np.testing.assert_allclose(got, other.predict_proba(probe)[:, 1], rtol=0, atol=1e-12)
     assert admin.post("/v1/models/core/snapshot").json()["step"] == 30
+    # an import into a name no model has creates the model from the file, on a host of its own
+    created = admin.post(
+        "/v1/models/core-copy/import", content=other.to_bytes(),
+        headers={"Content-Type": "application/x-adaserve-model"},
+    )  # fmt: skip
+    assert created.status_code == 201 and created.json()["created"] is True, created.text
+    got = admin.post("/v1/models/core-copy/predict", json=csr(probe)).json()["probabilities"]
+    np.testing.assert_allclose(got, other.predict_proba(probe)[:, 1], rtol=0, atol=1e-12)
+    assert "core-copy" in cluster_view(admin)["hosts"]
+    assert admin.delete("/v1/models/core-copy").status_code == 204
 
     # auth: no token 401, too little 403, enough 2xx
     with service.client(None) as anonymous, service.client("read") as reader:
@@ -495,6 +505,151 @@ def test_a_read_replica_on_the_other_node_answers_predictions_within_its_stalene
     for _ in range(4):
         np.testing.assert_allclose(predict(), current, rtol=0, atol=1e-12)
     assert replicas_of(admin, "reads")[0]["predictions"] > again["predictions"]
+
+
+def until_recovered(client: httpx.Client, name: str, dead_pid: int) -> dict[str, Any]:
+    """The host of ``name`` once a process other than ``dead_pid`` serves it again."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        view = cluster_view(client)
+        host = view["hosts"].get(name, {})
+        if view["models"].get(name) == "ready" and host.get("pid") not in (None, dead_pid):
+            return host
+        time.sleep(0.2)
+    raise AssertionError(f"{name} was never recovered: {cluster_view(client)}")
+
+
+def flat(tree: Any, path: str = "") -> dict[str, Any]:
+    """A JSON tree's leaves by their path."""
+    if isinstance(tree, dict | list):
+        items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+        return {k: v for key, value in items for k, v in flat(value, f"{path}.{key}").items()}
+    return {path: tree}
+
+
+def assert_agree(got: Any, want: Any) -> None:
+    """The same tree, its floats to 1e-9."""
+    got, want = flat(got), flat(want)
+    assert got.keys() == want.keys(), (got, want)
+    for key, value in want.items():
+        assert got[key] == (pytest.approx(value, rel=0, abs=1e-9) if isinstance(value, float)
+                            else value), key  # fmt: skip
+
+
+def learning_samples(text: str, model: str) -> dict[tuple[str, tuple], float]:
+    """``/metrics``' samples of what ``model`` learned: its delayed labels, rows learned and
+    progressive log-loss (label delays are the servers' own: their quantiles are left out)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = ("adaserve_feedback_", "adaserve_progressive", "adaserve_recent_progressive",
+              "adaserve_rows_learned_total")  # fmt: skip
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("model") == model
+        and sample.name.startswith(wanted)
+        and not sample.name.startswith("adaserve_feedback_delay_seconds")
+    }
+
+
+def test_delayed_labels_learn_as_in_the_single_process_and_outlive_a_killed_host(
+    admin: httpx.Client, tmp_path: Path
+) -> None:
+    """A model with feedback on the cluster and in a single-process app (in this process) get
+    the same requests: predictions with ids, labels as JSON, with weights and as NDJSON, refused
+    ids; the host is killed with 35 rows pending, and labels for 25 of them reach the model
+    recovered from its files. Every answer, the model learned, its info and /metrics agree."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    created = {"name": "fb", **CONFIG, "feedback": {"ttl_seconds": 3600, "on_expiry": "negative"}}
+    batch = parse_bytes(stream_text(90, 100), "libsvm", dim=DIM)
+    rows = {key: value for key, value in csr(batch).items() if key != "labels"}
+    labels = batch.labels.astype(int).tolist()
+    ids = [f"imp-{k}" for k in range(100)]
+    rng = np.random.default_rng(91)
+    order = rng.permutation(100).tolist()
+    weights = rng.uniform(0.5, 2.0, 100).tolist()
+
+    def as_json(part: list[int], weighted: bool = False) -> dict[str, Any]:
+        body = {"ids": [ids[k] for k in part], "labels": [labels[k] for k in part]}
+        return {**body, "weights": [weights[k] for k in part]} if weighted else body
+
+    def as_ndjson(part: list[int]) -> dict[str, Any]:
+        lines = [{"id": ids[k], "label": labels[k], "weight": weights[k]} for k in part]
+        return {"content": "".join(json.dumps(line) + "\n" for line in lines),
+                "headers": {"Content-Type": "application/x-ndjson"}}  # fmt: skip
+
+    with TestClient(create_app(Settings(data_dir=tmp_path, warm_kernels=False))) as single:
+
+        def both(method: str, path: str, **request: Any) -> tuple[Any, Any]:
+            """The cluster's answer and the single process's, with the same status."""
+            on_ray, alone = (
+                admin.request(method, path, **request),
+                single.request(method, path, **request),
+            )
+            assert on_ray.status_code == alone.status_code, (path, on_ray.text, alone.text)
+            return on_ray.json(), alone.json()
+
+        def label(request: dict[str, Any]) -> None:
+            if "content" not in request:
+                request = {"json": request}
+            on_ray, alone = both("POST", "/v1/models/fb/feedback", **request)
+            assert on_ray.keys() == {"rows", "step", "log_loss", "probabilities"}, on_ray
+            assert_agree(on_ray, alone)
+
+        on_ray, alone = both("POST", "/v1/models", json=created)
+        assert on_ray["feedback"] == alone["feedback"] and on_ray["feedback"]["pending"] == 0
+        on_ray, alone = both("POST", "/v1/models/fb/predict", json={**rows, "ids": ids})
+        assert_agree(on_ray, alone)
+        label(as_json(order[:30]))
+        label(as_json(order[30:50], weighted=True))
+        label(as_ndjson(order[50:65]))
+        # refused alike: an id pending already (409), an unknown or labelled one (422)
+        again = {"rows": [{"features": {"a": 1.0}}], "ids": [ids[order[70]]]}
+        on_ray, alone = both("POST", "/v1/models/fb/predict", json=again)
+        assert on_ray == alone and on_ray["error"] == "duplicate_ids", on_ray
+        for refused in ({"ids": [ids[order[70]], "nope"], "labels": [1, 0]}, as_json(order[:1])):
+            on_ray, alone = both("POST", "/v1/models/fb/feedback", json=refused)
+            assert on_ray == alone and on_ray["error"] == "invalid_ids", on_ray
+
+        before = cluster_view(admin)["hosts"]["fb"]
+        os.kill(before["pid"], signal.SIGKILL)  # 35 rows pending, in its files only now
+        after = until_recovered(admin, "fb", before["pid"])
+        assert after["node"] != before["node"]
+        on_ray, alone = both("GET", "/v1/models/fb")
+        assert on_ray["feedback"]["pending"] == alone["feedback"]["pending"] == 35
+        label(as_json(order[65:80], weighted=True))
+        label(as_ndjson(order[80:90]))
+        on_ray, alone = both("POST", "/v1/models/fb/feedback", json=as_json(order[50:51]))
+        assert on_ray == alone and on_ray["error"] == "invalid_ids", on_ray
+
+        on_ray, alone = both("GET", "/v1/models/fb")
+        for info in (on_ray, alone):
+            delays = info["feedback"].pop("delay_seconds")
+            assert delays["labels"] == 90 and delays["p50"] >= 0
+        assert on_ray["feedback"]["pending"] == 10 and on_ray["feedback"]["labelled"] == 90
+        assert_agree({k: on_ray[k] for k in ("step", "metrics", "feedback")},
+                     {k: alone[k] for k in ("step", "metrics", "feedback")})  # fmt: skip
+        from_ray = OnlineLogisticRegression.load(
+            io.BytesIO(admin.get("/v1/models/fb/export").content)
+        )
+        reference = OnlineLogisticRegression.load(
+            io.BytesIO(single.get("/v1/models/fb/export").content)
+        )
+        assert from_ray.step == reference.step == 90
+        np.testing.assert_allclose(from_ray.table, reference.table, rtol=0, atol=1e-9)
+        assert list(from_ray.feedback.pending) == list(reference.feedback.pending)
+        assert list(reference.feedback.pending) == [ids[k] for k in sorted(order[90:])]
+        scraped = learning_samples(admin.get("/metrics").text, "fb")
+        expected = learning_samples(single.get("/metrics").text, "fb")
+        assert scraped.keys() == expected.keys(), (scraped, expected)
+        assert len(scraped) >= 10  # rows pending, resolved, the join rate, served metrics, ...
+        for key, value in expected.items():
+            assert scraped[key] == pytest.approx(value, rel=0, abs=1e-9), key
 
 
 def test_restarting_the_service_on_the_same_cluster_recovers_every_model(

@@ -98,3 +98,39 @@ def test_replicas_count_in_their_nodes_budget_and_answer_within_the_staleness_bo
     assert (info["state"], info["rows_behind"], info["node"]) == ("ready", bound, "b")
     copy.step = 1_000 - bound - 1
     assert made.cluster()["replicas"]["x"][0]["state"] == "behind"
+
+
+def test_pending_rows_count_in_their_nodes_budget_beside_the_other_models(tmp_path) -> None:
+    """A host remembers rows predicted with ids only while its model and them fit in the node's
+    budget beside the bytes the ingress placed there for others: else 429 too_many_pending,
+    nothing remembered. The ingress tells it those bytes (its views of the node's others)."""
+    import asyncio
+
+    from optim import Batch, OnlineLogisticRegression
+    from service.cluster.host import Failure, ModelHost
+    from service.engine.errors import TooManyPending
+
+    config = {"dim": 64, "feedback": {"ttl_seconds": 60}}
+    model_bytes = OnlineLogisticRegression(**config).memory_bytes  # type: ignore[arg-type]
+    settings = Settings(data_dir=tmp_path, memory_budget_bytes=model_bytes + 30 * 1024)
+    row = Batch.from_arrays([0, 2], [1, 5], [1.0, 0.5], dim=64)
+    made = registry(tmp_path)
+    place(made, "other", "a", 20 * 1024)
+    place(made, "m", "a", model_bytes)
+    place(made, "far", "b", 40 * 1024)
+    assert made.placed_elsewhere(made.models["m"]) == 20 * 1024  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        host = ModelHost("m", settings)
+        await host.registry.create("m", config)
+        try:
+            assert not isinstance(await host.remember(row, ["a"], 0), Failure)
+            refused = await host.remember(row, ["b"], 30 * 1024)
+            assert isinstance(refused, Failure) and isinstance(refused.error, TooManyPending)
+            assert "memory budget" in refused.error.detail
+            assert not isinstance(await host.remember(row, ["c"], 20 * 1024), Failure)
+            assert list(host.managed.model.feedback.pending) == ["a", "c"]
+        finally:
+            await host.close()
+
+    asyncio.run(scenario())
