@@ -24,15 +24,16 @@ from optim.formats._scan import (
     FULL_NAMES,
     NAMES_FULL,
     SMALL_ROW,
-    UNUSED,
     Reader,
     Rows,
     canon_row,
     counters,
     cross_row,
     label_of,
-    name_slot,
+    named,
     names_full,
+    note_feature_name,
+    note_name,
     parse_count,
     parse_float,
     store,
@@ -150,12 +151,13 @@ def read_rows(
                 continue
             indices[n] = int_index[col]
             values[n] = np.log1p(x) if x >= 0 else -np.log1p(-x)
-            row = name_slot(names, int_keys[col])
-            if row == NAMES_FULL:
-                err = FULL_NAMES
-                break
-            if row >= 0:
-                note_criteo_name(names.spans, row, indices[n], -1 - col, 0, 0)
+            if not named(names, int_keys[col], indices[n]):
+                row = note_name(names, int_keys[col], indices[n])
+                if row == NAMES_FULL:
+                    err = FULL_NAMES
+                    break
+                if row >= 0:
+                    note_feature_name(names.spans, row, -1 - col, 0, 0, 0)
             if crossing:
                 f = n - row_start
                 letters[f] = 73
@@ -189,12 +191,13 @@ def read_rows(
             h = _murmur3_32(scratch, 0, key_len, seed)
             indices[n] = np.int64(h % udim)
             values[n] = 1.0
-            row = name_slot(names, h)
-            if row == NAMES_FULL:
-                err = FULL_NAMES
-                break
-            if row >= 0:
-                note_criteo_name(names.spans, row, indices[n], -14 - col, fs, fe)
+            if not named(names, h, indices[n]):
+                row = note_name(names, h, indices[n])
+                if row == NAMES_FULL:
+                    err = FULL_NAMES
+                    break
+                if row >= 0:
+                    note_feature_name(names.spans, row, -14 - col, 0, fs, fe)
             if crossing:
                 f = n - row_start
                 letters[f] = 67
@@ -230,19 +233,6 @@ def read_rows(
             err = FULL_NAMES
             break
     store(state, p, lines, rows, n, labeled, weighted, nfix, canon, err, es, ee, extra)
-
-
-@nb.njit(inline="always")
-def note_criteo_name(
-    spans: np.ndarray, row: int, coordinate: int, prefix: int, start: int, stop: int
-) -> None:
-    spans[row, 0] = coordinate
-    spans[row, 1] = prefix
-    spans[row, 2] = 0
-    spans[row, 3] = start
-    spans[row, 4] = stop
-    spans[row, 5] = UNUSED
-    spans[row, 9] = UNUSED
 
 
 # the names' prefixes: "I1".."I13", then "C1=".."C26=" (a length, then the bytes)

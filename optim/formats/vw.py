@@ -34,7 +34,6 @@ from optim.formats._scan import (
     NAMES_FULL,
     POW10,
     SMALL_ROW,
-    UNUSED,
     Reader,
     Rows,
     canon_row,
@@ -42,9 +41,11 @@ from optim.formats._scan import (
     cross_row,
     digits_value,
     label_of,
-    name_slot,
+    named,
     names_full,
+    note_feature_name,
     note_fixup,
+    note_name,
     parse_float,
     plain_decimal,
     skip_line,
@@ -270,19 +271,13 @@ def read_rows(
                     break
                 indices[n] = np.int64(h % udim)
                 values[n] = v
-                row = name_slot(names, h)
-                if row == NAMES_FULL:
-                    err = FULL_NAMES
-                    break
-                if row >= 0:
-                    spans = names.spans
-                    spans[row, 0] = indices[n]
-                    spans[row, 1] = ns_s
-                    spans[row, 2] = ns_e
-                    spans[row, 3] = ts
-                    spans[row, 4] = name_e
-                    spans[row, 5] = UNUSED
-                    spans[row, 9] = UNUSED
+                if not named(names, h, indices[n]):
+                    row = note_name(names, h, indices[n])
+                    if row == NAMES_FULL:
+                        err = FULL_NAMES
+                        break
+                    if row >= 0:
+                        note_feature_name(names.spans, row, ns_s, ns_e, ts, name_e)
                 if crossing:
                     f = n - row_start
                     letters[f] = letter
