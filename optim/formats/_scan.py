@@ -569,19 +569,6 @@ def _set_slot(keys: np.ndarray, entry: np.uint64, mask: np.uint64) -> int:
 
 
 @nb.njit(inline="always")
-def note_feature_name(
-    spans: np.ndarray, row: int, ns_start: int, ns_stop: int, start: int, stop: int
-) -> None:
-    """A feature's name (one part: no cross) in its spans row."""
-    spans[row, 1] = ns_start
-    spans[row, 2] = ns_stop
-    spans[row, 3] = start
-    spans[row, 4] = stop
-    spans[row, 5] = UNUSED
-    spans[row, 9] = UNUSED
-
-
-@nb.njit(inline="always")
 def names_full(names: Names) -> bool:
     """Whether to stop after this row so the driver grows the set or the spans."""
     _, keys, spans, count = names
@@ -781,6 +768,47 @@ def cross_row(
     return w
 
 
+@nb.njit(nogil=True, cache=True)
+def name_and_cross_row(
+    indices: np.ndarray,
+    values: np.ndarray,
+    row_start: int,
+    n: int,
+    letters: np.ndarray,
+    parts: np.ndarray,
+    keys: np.ndarray,
+    interactions: np.ndarray,
+    dim: int,
+    names: Names,
+) -> int:
+    """After a row's own features ``[row_start, n)`` are read (their namespaces' first bytes,
+    name parts and hash keys in ``letters``, ``parts`` and ``keys``): their new names recorded,
+    then their crosses appended (:func:`cross_row`); the row's new end, -1 when ``indices`` is
+    full, or :data:`NAMES_FULL`.
+
+    Recording a row at a time keeps the kernels' loop over a line's bytes free of it, and lets
+    the row's lookups of ``owner`` (one load each, most of them cache misses) overlap."""
+    owner = names.owner
+    if owner.shape[0]:
+        for f in range(n - row_start):
+            coordinate = indices[row_start + f]
+            if owner[coordinate & SLOT_MASK] == fingerprint(keys[f]):
+                continue
+            row = note_name(names, keys[f], coordinate)
+            if row == NAMES_FULL:
+                return NAMES_FULL
+            if row >= 0:
+                spans = names.spans
+                spans[row, 1:5] = parts[f]
+                spans[row, 5] = UNUSED
+                spans[row, 9] = UNUSED
+    if interactions.shape[0]:
+        return cross_row(
+            indices, values, row_start, n, letters, parts, keys, interactions, dim, names
+        )
+    return n
+
+
 # -- the Python side of a format -----------------------------------------------------------------
 
 
@@ -828,9 +856,9 @@ class Reader:
     def row_scratch(
         self, stop: int, state: np.ndarray, features: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Room for one row's own features (namespace byte, name parts, hash key), to cross
-        them: at most ``features`` a line, or one per two bytes of a line."""
-        if not self.interactions.shape[0]:
+        """Room for one row's own features (namespace byte, name parts, hash key), to record
+        their names and cross them: at most ``features`` a line, or one per two bytes of a line."""
+        if not self.interactions.shape[0] and not self.name_set.owner.shape[0]:
             return self._letters, self._parts, self._keys
         size = features or min(stop - int(state[0]["pos"]), self.max_line_bytes) // 2 + 2
         if self._letters.shape[0] < size:

@@ -28,12 +28,9 @@ from optim.formats._scan import (
     Rows,
     canon_row,
     counters,
-    cross_row,
     label_of,
-    named,
+    name_and_cross_row,
     names_full,
-    note_feature_name,
-    note_name,
     parse_count,
     parse_float,
     store,
@@ -71,7 +68,7 @@ def read_rows(
     keys_of,
     state,
 ):
-    crossing = interactions.shape[0] > 0
+    per_row = interactions.shape[0] > 0 or names.owner.shape[0] > 0  # name_and_cross_row
     keep_i = keep[73] != 0  # namespace 'I'
     keep_c = keep[67] != 0  # namespace 'C'
     indptr, indices, values, labels = out.indptr, out.indices, out.values, out.labels
@@ -151,14 +148,7 @@ def read_rows(
                 continue
             indices[n] = int_index[col]
             values[n] = np.log1p(x) if x >= 0 else -np.log1p(-x)
-            if not named(names, int_keys[col], indices[n]):
-                row = note_name(names, int_keys[col], indices[n])
-                if row == NAMES_FULL:
-                    err = FULL_NAMES
-                    break
-                if row >= 0:
-                    note_feature_name(names.spans, row, -1 - col, 0, 0, 0)
-            if crossing:
+            if per_row:
                 f = n - row_start
                 letters[f] = 73
                 keys_of[f] = int_keys[col]
@@ -168,9 +158,6 @@ def read_rows(
                 parts[f, 3] = 0
             n += 1
         if err != 0:
-            if err == FULL_NAMES:  # roll the row back: it is read again once they have grown
-                p = line_start
-                lines -= 1
             n = row_start
             break
         for col in range(26):
@@ -191,14 +178,7 @@ def read_rows(
             h = _murmur3_32(scratch, 0, key_len, seed)
             indices[n] = np.int64(h % udim)
             values[n] = 1.0
-            if not named(names, h, indices[n]):
-                row = note_name(names, h, indices[n])
-                if row == NAMES_FULL:
-                    err = FULL_NAMES
-                    break
-                if row >= 0:
-                    note_feature_name(names.spans, row, -14 - col, 0, fs, fe)
-            if crossing:
+            if per_row:
                 f = n - row_start
                 letters[f] = 67
                 keys_of[f] = h
@@ -207,13 +187,8 @@ def read_rows(
                 parts[f, 2] = fs
                 parts[f, 3] = fe
             n += 1
-        if err != 0:  # FULL_NAMES
-            n = row_start
-            p = line_start
-            lines -= 1
-            break
-        if crossing:
-            end = cross_row(
+        if per_row:
+            end = name_and_cross_row(
                 indices, values, row_start, n, letters, parts, keys_of, interactions, dim, names
             )
             if end < 0:  # full: roll the row back

@@ -38,14 +38,11 @@ from optim.formats._scan import (
     Rows,
     canon_row,
     counters,
-    cross_row,
     digits_value,
     label_of,
-    named,
+    name_and_cross_row,
     names_full,
-    note_feature_name,
     note_fixup,
-    note_name,
     parse_float,
     plain_decimal,
     skip_line,
@@ -113,7 +110,7 @@ def read_rows(
     state,
 ):
     indptr, indices, values, labels, weights, fixes, _ = out
-    crossing = interactions.shape[0] > 0
+    per_row = interactions.shape[0] > 0 or names.owner.shape[0] > 0  # name_and_cross_row
     p, lines, rows, n, labeled, weighted, nfix, canon = counters(state)
     max_rows = indptr.shape[0] - 1
     keys = np.empty(SMALL_ROW, dtype=np.int64)
@@ -271,14 +268,7 @@ def read_rows(
                     break
                 indices[n] = np.int64(h % udim)
                 values[n] = v
-                if not named(names, h, indices[n]):
-                    row = note_name(names, h, indices[n])
-                    if row == NAMES_FULL:
-                        err = FULL_NAMES
-                        break
-                    if row >= 0:
-                        note_feature_name(names.spans, row, ns_s, ns_e, ts, name_e)
-                if crossing:
+                if per_row:
                     f = n - row_start
                     letters[f] = letter
                     keys_of[f] = h
@@ -293,8 +283,8 @@ def read_rows(
                     note_fixup(out, nfix, n, vs, i, scale, lines + 1)
                     nfix += 1
                 n += 1
-        if err == 0 and crossing:
-            end = cross_row(
+        if err == 0 and per_row:
+            end = name_and_cross_row(
                 indices, values, row_start, n, letters, parts, keys_of, interactions, dim, names
             )
             if end < 0:
