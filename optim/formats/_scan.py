@@ -891,5 +891,5 @@ class Reader:
 
     @property
     def names_missed(self) -> int:
-        """Occurrences of names not recorded because the parser's set of names is full."""
+        """Occurrences of names not recorded because the parser recorded ``max_names``."""
         return int(self.name_set.count[2])
