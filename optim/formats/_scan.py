@@ -471,10 +471,12 @@ NAME_COLUMNS = 1 + 4 * NAME_PARTS  # coordinate, then (ns start, ns stop, start,
 UNUSED = -(1 << 40)  # a part a name does not have
 FNV_PRIME = np.uint64(16777619)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-# owner slots: one per coordinate up to 2**22 (16 MiB); a larger dim shares each slot among the
-# coordinates equal modulo 2**22 (a key determines its coordinate, so a differing fingerprint
-# there is still another name, told apart exactly by the set)
-MAX_OWNER_SLOTS = 1 << 22
+# owner slots: one per coordinate up to 2**20 (4 MiB, zeroed as touched: a short stream pays
+# for the pages it touches, ~50 us for 20 rows; 16 MiB cost a short stream 5x that); a larger
+# dim shares each slot among the coordinates equal modulo 2**20 (a key determines its
+# coordinate, so a differing fingerprint there is still another name, told apart exactly by
+# the set)
+MAX_OWNER_SLOTS = 1 << 20
 SLOT_MASK = MAX_OWNER_SLOTS - 1
 SHARED = np.uint32(1)  # owner of a slot where two names were seen (0: no name yet)
 

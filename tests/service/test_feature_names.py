@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from optim import ConfigError, FeatureHasher, OnlineLogisticRegression
 from optim.formats import StreamParser, parse_bytes
+from optim.formats._scan import MAX_OWNER_SLOTS
 from optim.hashing import coordinates_of, murmurhash3_32
 from service.app import create_app
 from service.settings import Settings
@@ -105,7 +106,7 @@ def test_many_names_recorded_once_whatever_the_chunks() -> None:
 
 
 def test_names_of_coordinates_sharing_an_owner_slot_are_both_recorded() -> None:
-    """Past 2**22 coordinates, coordinates equal modulo 2**22 share the parser's owner slot:
+    """Past 2**20 coordinates, coordinates equal modulo 2**20 share the parser's owner slot:
     two names there are two names (each recorded once, at its own coordinate), not a collision."""
     dim = 1 << 23
     hasher = FeatureHasher(dim)
@@ -113,7 +114,7 @@ def test_names_of_coordinates_sharing_an_owner_slot_are_both_recorded() -> None:
     by_slot: dict[int, str] = {}
     pair = None
     for name, index in zip(candidates, hasher.indices(candidates).tolist(), strict=True):
-        other = by_slot.setdefault(index % (1 << 22), name)
+        other = by_slot.setdefault(index % MAX_OWNER_SLOTS, name)
         if other != name and hasher.index(other) != index:
             pair = (other, name)
             break
