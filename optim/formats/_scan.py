@@ -451,114 +451,150 @@ def canon_all(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray) -> in
 
 # -- feature names and crosses -------------------------------------------------------------------
 #
-# A kernel that hashes named features records each name the first time its key (the feature's
-# hash before the modulo) appears in the stream, in a :class:`Names`: an open-addressing set of
-# keys, and the spans of the bytes each new name is made of (read back by :func:`gather_names`
-# while the buffer still holds them). A name is up to three *parts* joined by ``*`` (a crossed
-# feature); a part is a namespace span and a feature span (``ns^f``; ``f`` alone when the
-# namespace span is empty), or a prefix of the reader's (its row ``-1 - start``) and a span.
+# A kernel that hashes named features records the first name seen at each coordinate, and every
+# further name seen at a coordinate that already has one (a hash collision: the model counts such
+# coordinates), in a :class:`Names`. Most features are at a coordinate already named by the same
+# name, so the test that comes first and costs one load is per coordinate: ``owner[coordinate]``
+# holds the fingerprint (the 32-bit fold) of the key (the feature's hash before the modulo) of the
+# first name seen there. Only when it differs does the kernel call :func:`note_name`, off the hot
+# loop: a free coordinate takes the name; a coordinate whose owner differs becomes *shared*, and
+# from then on the names seen there are told apart by an exact set of (slot, fingerprint) pairs.
+# Each new name's bytes are noted as spans (read back by :func:`gather_names` while the buffer
+# still holds them). A name is up to three *parts* joined by ``*`` (a crossed feature); a part is
+# a namespace span and a feature span (``ns^f``; ``f`` alone when the namespace span is empty), or
+# a prefix of the reader's (its row ``-1 - start``) and a span.
 
-FULL_NAMES = -4  # the kernel stopped: the names set or spans are to grow (see name_slot)
+FULL_NAMES = -4  # the kernel stopped: the names set or spans are to grow (see note_name)
 NAMES_FULL = -2
 NAME_PARTS = 3
 NAME_COLUMNS = 1 + 4 * NAME_PARTS  # coordinate, then (ns start, ns stop, start, stop) per part
 UNUSED = -(1 << 40)  # a part a name does not have
 FNV_PRIME = np.uint64(16777619)
-RECENT = 1 << 12
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+# owner slots: one per coordinate up to 2**20 (4 MiB, zeroed as touched: a short stream pays
+# for the pages it touches, ~50 us for 20 rows; 16 MiB cost a short stream 5x that); a larger
+# dim shares each slot among the coordinates equal modulo 2**20 (a key determines its
+# coordinate, so a differing fingerprint there is still another name, told apart exactly by
+# the set)
+MAX_OWNER_SLOTS = 1 << 20
+SLOT_MASK = MAX_OWNER_SLOTS - 1
+SHARED = np.uint32(1)  # owner of a slot where two names were seen (0: no name yet)
 
 
 class Names(NamedTuple):
-    """``keys``: the set of keys seen (key + 1; 0 is an empty slot; a power-of-two size);
-    ``spans``: the new names of the batch being read; ``count``: [spans written, keys held, names
-    not recorded because the set reached its bound, the bound, names of crosses held, their bound
-    (half the bound: crosses, far more numerous, leave room for the names of features)];
-    ``recent``: the keys last looked
-    up, direct-mapped (a small table the frequent features of a stream find in the L1 cache
-    before the set, which may not fit in any)."""
+    """``owner``: the fingerprint of the first name's key per coordinate (:func:`fingerprint`;
+    0 none, :data:`SHARED` two or more; empty when names are not recorded); ``keys``: the set of
+    names seen at shared slots, as ``(slot << 32 | fingerprint) + 1`` (0 is an empty slot; a
+    power-of-two size); ``spans``: the new names of the batch being read; ``count``: [spans
+    written, names recorded, names not recorded because the bound was reached, the bound, names
+    of crosses recorded, their bound (half the bound: crosses, far more numerous, leave room for
+    the names of features), entries of ``keys``]."""
 
+    owner: np.ndarray
     keys: np.ndarray
     spans: np.ndarray
     count: np.ndarray
-    recent: np.ndarray
 
 
-def new_names(bound: int) -> Names:
-    count = np.zeros(6, dtype=np.int64)
+def new_names(bound: int, dim: int) -> Names:
+    count = np.zeros(7, dtype=np.int64)
     count[3] = bound
     count[5] = bound // 2
     return Names(
-        np.zeros(1 << 12, dtype=np.uint64),
+        np.zeros(min(dim, MAX_OWNER_SLOTS) if bound else 0, dtype=np.uint32),
+        np.zeros(1 << 6, dtype=np.uint64),
         np.empty((1 << 10, NAME_COLUMNS), dtype=np.int64),
         count,
-        np.zeros(RECENT, dtype=np.uint64),
     )
 
 
 @nb.njit(inline="always")
-def name_slot(names: Names, key: np.uint64) -> int:
-    """The spans row to write the name of ``key`` into; -1 when it is known (or the set is at
-    its bound: a name missed); :data:`NAMES_FULL` when the spans or the set must grow first (the
-    kernel rolls the row back and stops with :data:`FULL_NAMES`)."""
-    keys, spans, count, recent = names
-    if count[3] == 0:  # names not recorded (max_names=0)
-        return -1
-    stored = key + np.uint64(1)
-    mixed = (stored ^ (stored >> np.uint64(29))) * _MIX
-    line = mixed >> np.uint64(52)  # RECENT entries: the top 12 bits
-    if recent[line] == stored:
+def fingerprint(key: np.uint64) -> np.uint32:
+    """A key folded to 32 bits (itself for the 32-bit keys of features), never 0 or SHARED."""
+    folded = (key ^ (key >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+    return np.uint32(folded + np.uint64(2) if folded < np.uint64(2) else folded)
+
+
+@nb.njit(inline="always")
+def named(names: Names, key: np.uint64, coordinate: int) -> bool:
+    """Whether the name of ``key`` needs no recording: names are off, or the first name seen at
+    ``coordinate`` was this one (the hot path: one load, no hashing)."""
+    owner = names.owner
+    return owner.shape[0] == 0 or owner[coordinate & SLOT_MASK] == fingerprint(key)
+
+
+@nb.njit(nogil=True, cache=True)
+def note_name(names: Names, key: np.uint64, coordinate: int) -> int:
+    """The spans row to write the name of ``key`` into (its coordinate noted there) if it is new;
+    -1 when it is known (or a name missed: the bound is reached); :data:`NAMES_FULL` when the
+    spans or the set must grow first (the kernel rolls the row back and stops with
+    :data:`FULL_NAMES`). Called when :func:`named` is false."""
+    owner, keys, spans, count = names
+    slot = coordinate & SLOT_MASK
+    fp = fingerprint(key)
+    holder = owner[slot]
+    if holder == fp:
         return -1
     mask = np.uint64(keys.shape[0] - 1)
-    slot = mixed & mask
-    while keys[slot] != 0:
-        if keys[slot] == stored:
-            recent[line] = stored
-            return -1
-        slot = (slot + np.uint64(1)) & mask
-    if count[1] >= count[3] or (
-        4 * count[1] >= 3 * keys.shape[0] and 3 * keys.shape[0] >= 4 * count[3]
-    ):
+    entry = ((np.uint64(slot) << np.uint64(32)) | np.uint64(fp)) + np.uint64(1)
+    if holder == SHARED and keys[_set_slot(keys, entry, mask)] == entry:
+        return -1
+    if count[1] >= count[3]:
         count[2] += 1
         return -1
-    if count[0] == spans.shape[0] or 4 * count[1] >= 3 * keys.shape[0]:
+    if count[0] == spans.shape[0] or 4 * (count[6] + 2) > 3 * keys.shape[0]:
         return NAMES_FULL
-    keys[slot] = stored
-    recent[line] = stored
+    if holder == 0:
+        owner[slot] = fp
+    else:
+        if holder != SHARED:  # the first collision here: the owner's name joins the set
+            owner[slot] = SHARED
+            first = ((np.uint64(slot) << np.uint64(32)) | np.uint64(holder)) + np.uint64(1)
+            keys[_set_slot(keys, first, mask)] = first
+            count[6] += 1
+        keys[_set_slot(keys, entry, mask)] = entry
+        count[6] += 1
     count[1] += 1
     row = count[0]
     count[0] += 1
+    spans[row, 0] = coordinate
     return row
+
+
+@nb.njit(inline="always")
+def _set_slot(keys: np.ndarray, entry: np.uint64, mask: np.uint64) -> int:
+    """Where ``entry`` is in the open-addressing set, or the empty slot where it goes."""
+    slot = ((entry ^ (entry >> np.uint64(29))) * _MIX) & mask
+    while keys[slot] != 0 and keys[slot] != entry:
+        slot = (slot + np.uint64(1)) & mask
+    return slot
 
 
 @nb.njit(inline="always")
 def names_full(names: Names) -> bool:
     """Whether to stop after this row so the driver grows the set or the spans."""
-    keys, spans, count, _ = names
-    grows = 2 * count[1] > keys.shape[0] and 3 * keys.shape[0] < 4 * count[3]
-    return grows or 2 * count[0] > spans.shape[0]
+    _, keys, spans, count = names
+    return 2 * count[6] > keys.shape[0] or 2 * count[0] > spans.shape[0]
 
 
 def grow_names(names: Names) -> Names:
-    """A :class:`Names` with room again: the set doubled (rehashed) while under its bound, the
+    """A :class:`Names` with room again: the set doubled (rehashed) when over half full, the
     spans doubled when over half full."""
-    keys, spans, count, recent = names
-    if 2 * count[1] > keys.shape[0] and 3 * keys.shape[0] < 4 * count[3]:
+    owner, keys, spans, count = names
+    if 2 * (count[6] + 2) > keys.shape[0]:
         keys = _rehashed(keys)
-    if 2 * count[0] > spans.shape[0]:
+    if 2 * count[0] >= spans.shape[0]:
         spans = np.concatenate([spans, np.empty_like(spans)])
-    return Names(keys, spans, count, recent)
+    return Names(owner, keys, spans, count)
 
 
 @nb.njit(nogil=True, cache=True)
 def _rehashed(keys: np.ndarray) -> np.ndarray:
     out = np.zeros(2 * keys.shape[0], dtype=np.uint64)
     mask = np.uint64(out.shape[0] - 1)
-    for stored in keys:
-        if stored != 0:
-            slot = ((stored ^ (stored >> np.uint64(29))) * _MIX) & mask
-            while out[slot] != 0:
-                slot = (slot + np.uint64(1)) & mask
-            out[slot] = stored
+    for entry in keys:
+        if entry != 0:
+            out[_set_slot(out, entry, mask)] = entry
     return out
 
 
@@ -696,13 +732,14 @@ def cross_row(
                         return -1
                     indices[w] = np.int64(h2 % udim)
                     values[w] = v2
-                    row = name_slot(names, key2) if record else -1
+                    row = -1
+                    if record and not named(names, key2, indices[w]):
+                        row = note_name(names, key2, indices[w])
                     if row == NAMES_FULL:
                         return NAMES_FULL
                     if row >= 0:
                         names.count[4] += 1
                         spans = names.spans
-                        spans[row, 0] = indices[w]
                         spans[row, 1:5] = parts[x]
                         spans[row, 5:9] = parts[y]
                         spans[row, 9] = UNUSED
@@ -717,18 +754,61 @@ def cross_row(
                     h3 = hxy ^ np.uint64(indices[row_start + z])
                     indices[w] = np.int64(h3 % udim)
                     values[w] = v2 * values[row_start + z]
-                    row = name_slot(names, (key2 * _MIX) ^ keys[z]) if record else -1
+                    key3 = (key2 * _MIX) ^ keys[z]
+                    row = -1
+                    if record and not named(names, key3, indices[w]):
+                        row = note_name(names, key3, indices[w])
                     if row == NAMES_FULL:
                         return NAMES_FULL
                     if row >= 0:
                         names.count[4] += 1
                         spans = names.spans
-                        spans[row, 0] = indices[w]
                         spans[row, 1:5] = parts[x]
                         spans[row, 5:9] = parts[y]
                         spans[row, 9:13] = parts[z]
                     w += 1
     return w
+
+
+@nb.njit(nogil=True, cache=True)
+def name_and_cross_row(
+    indices: np.ndarray,
+    values: np.ndarray,
+    row_start: int,
+    n: int,
+    letters: np.ndarray,
+    parts: np.ndarray,
+    keys: np.ndarray,
+    interactions: np.ndarray,
+    dim: int,
+    names: Names,
+) -> int:
+    """After a row's own features ``[row_start, n)`` are read (their namespaces' first bytes,
+    name parts and hash keys in ``letters``, ``parts`` and ``keys``): their new names recorded,
+    then their crosses appended (:func:`cross_row`); the row's new end, -1 when ``indices`` is
+    full, or :data:`NAMES_FULL`.
+
+    Recording a row at a time keeps the kernels' loop over a line's bytes free of it, and lets
+    the row's lookups of ``owner`` (one load each, most of them cache misses) overlap."""
+    owner = names.owner
+    if owner.shape[0]:
+        for f in range(n - row_start):
+            coordinate = indices[row_start + f]
+            if owner[coordinate & SLOT_MASK] == fingerprint(keys[f]):
+                continue
+            row = note_name(names, keys[f], coordinate)
+            if row == NAMES_FULL:
+                return NAMES_FULL
+            if row >= 0:
+                spans = names.spans
+                spans[row, 1:5] = parts[f]
+                spans[row, 5] = UNUSED
+                spans[row, 9] = UNUSED
+    if interactions.shape[0]:
+        return cross_row(
+            indices, values, row_start, n, letters, parts, keys, interactions, dim, names
+        )
+    return n
 
 
 # -- the Python side of a format -----------------------------------------------------------------
@@ -762,7 +842,7 @@ class Reader:
         self.features = features or FeatureOptions()
         self.keep = self.features.keep_table()
         self.interactions = self.features.interaction_array()
-        self.name_set = new_names(max_names)
+        self.name_set = new_names(max_names, hasher.dim)
         self._scratch = np.empty(0, dtype=np.uint8)
         self._letters = np.empty(0, dtype=np.int64)
         self._parts = np.empty((0, 4), dtype=np.int64)
@@ -778,9 +858,9 @@ class Reader:
     def row_scratch(
         self, stop: int, state: np.ndarray, features: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Room for one row's own features (namespace byte, name parts, hash key), to cross
-        them: at most ``features`` a line, or one per two bytes of a line."""
-        if not self.interactions.shape[0]:
+        """Room for one row's own features (namespace byte, name parts, hash key), to record
+        their names and cross them: at most ``features`` a line, or one per two bytes of a line."""
+        if not self.interactions.shape[0] and not self.name_set.owner.shape[0]:
             return self._letters, self._parts, self._keys
         size = features or min(stop - int(state[0]["pos"]), self.max_line_bytes) // 2 + 2
         if self._letters.shape[0] < size:
@@ -813,5 +893,5 @@ class Reader:
 
     @property
     def names_missed(self) -> int:
-        """Occurrences of names not recorded because the parser's set of names is full."""
+        """Occurrences of names not recorded because the parser recorded ``max_names``."""
         return int(self.name_set.count[2])

@@ -24,14 +24,12 @@ from optim.formats._scan import (
     FULL_NAMES,
     NAMES_FULL,
     SMALL_ROW,
-    UNUSED,
     Reader,
     Rows,
     canon_row,
     counters,
-    cross_row,
     label_of,
-    name_slot,
+    name_and_cross_row,
     names_full,
     parse_count,
     parse_float,
@@ -70,7 +68,7 @@ def read_rows(
     keys_of,
     state,
 ):
-    crossing = interactions.shape[0] > 0
+    per_row = interactions.shape[0] > 0 or names.owner.shape[0] > 0  # name_and_cross_row
     keep_i = keep[73] != 0  # namespace 'I'
     keep_c = keep[67] != 0  # namespace 'C'
     indptr, indices, values, labels = out.indptr, out.indices, out.values, out.labels
@@ -150,13 +148,7 @@ def read_rows(
                 continue
             indices[n] = int_index[col]
             values[n] = np.log1p(x) if x >= 0 else -np.log1p(-x)
-            row = name_slot(names, int_keys[col])
-            if row == NAMES_FULL:
-                err = FULL_NAMES
-                break
-            if row >= 0:
-                note_criteo_name(names.spans, row, indices[n], -1 - col, 0, 0)
-            if crossing:
+            if per_row:
                 f = n - row_start
                 letters[f] = 73
                 keys_of[f] = int_keys[col]
@@ -166,9 +158,6 @@ def read_rows(
                 parts[f, 3] = 0
             n += 1
         if err != 0:
-            if err == FULL_NAMES:  # roll the row back: it is read again once they have grown
-                p = line_start
-                lines -= 1
             n = row_start
             break
         for col in range(26):
@@ -189,13 +178,7 @@ def read_rows(
             h = _murmur3_32(scratch, 0, key_len, seed)
             indices[n] = np.int64(h % udim)
             values[n] = 1.0
-            row = name_slot(names, h)
-            if row == NAMES_FULL:
-                err = FULL_NAMES
-                break
-            if row >= 0:
-                note_criteo_name(names.spans, row, indices[n], -14 - col, fs, fe)
-            if crossing:
+            if per_row:
                 f = n - row_start
                 letters[f] = 67
                 keys_of[f] = h
@@ -204,13 +187,8 @@ def read_rows(
                 parts[f, 2] = fs
                 parts[f, 3] = fe
             n += 1
-        if err != 0:  # FULL_NAMES
-            n = row_start
-            p = line_start
-            lines -= 1
-            break
-        if crossing:
-            end = cross_row(
+        if per_row:
+            end = name_and_cross_row(
                 indices, values, row_start, n, letters, parts, keys_of, interactions, dim, names
             )
             if end < 0:  # full: roll the row back
@@ -230,19 +208,6 @@ def read_rows(
             err = FULL_NAMES
             break
     store(state, p, lines, rows, n, labeled, weighted, nfix, canon, err, es, ee, extra)
-
-
-@nb.njit(inline="always")
-def note_criteo_name(
-    spans: np.ndarray, row: int, coordinate: int, prefix: int, start: int, stop: int
-) -> None:
-    spans[row, 0] = coordinate
-    spans[row, 1] = prefix
-    spans[row, 2] = 0
-    spans[row, 3] = start
-    spans[row, 4] = stop
-    spans[row, 5] = UNUSED
-    spans[row, 9] = UNUSED
 
 
 # the names' prefixes: "I1".."I13", then "C1=".."C26=" (a length, then the bytes)

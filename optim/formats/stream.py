@@ -78,8 +78,9 @@ class StreamParser:
     """Parse a stream of text rows fed in chunks of bytes into validated batches.
 
     ``features``: namespaces left out and crosses added (:mod:`optim.features`). The batches
-    carry the feature names first seen in them (``Batch.feature_names``), at most ``max_names``
-    in all (0: none recorded, the parser's fastest).
+    carry the feature names first seen in them (``Batch.feature_names``: the first name seen at
+    each coordinate, and once each other name seen at a coordinate that had one), at most
+    ``max_names`` in all (0: none recorded, the parser's fastest).
     """
 
     def __init__(

@@ -34,15 +34,13 @@ from optim.formats._scan import (
     NAMES_FULL,
     POW10,
     SMALL_ROW,
-    UNUSED,
     Reader,
     Rows,
     canon_row,
     counters,
-    cross_row,
     digits_value,
     label_of,
-    name_slot,
+    name_and_cross_row,
     names_full,
     note_fixup,
     parse_float,
@@ -112,7 +110,7 @@ def read_rows(
     state,
 ):
     indptr, indices, values, labels, weights, fixes, _ = out
-    crossing = interactions.shape[0] > 0
+    per_row = interactions.shape[0] > 0 or names.owner.shape[0] > 0  # name_and_cross_row
     p, lines, rows, n, labeled, weighted, nfix, canon = counters(state)
     max_rows = indptr.shape[0] - 1
     keys = np.empty(SMALL_ROW, dtype=np.int64)
@@ -270,20 +268,7 @@ def read_rows(
                     break
                 indices[n] = np.int64(h % udim)
                 values[n] = v
-                row = name_slot(names, h)
-                if row == NAMES_FULL:
-                    err = FULL_NAMES
-                    break
-                if row >= 0:
-                    spans = names.spans
-                    spans[row, 0] = indices[n]
-                    spans[row, 1] = ns_s
-                    spans[row, 2] = ns_e
-                    spans[row, 3] = ts
-                    spans[row, 4] = name_e
-                    spans[row, 5] = UNUSED
-                    spans[row, 9] = UNUSED
-                if crossing:
+                if per_row:
                     f = n - row_start
                     letters[f] = letter
                     keys_of[f] = h
@@ -298,8 +283,8 @@ def read_rows(
                     note_fixup(out, nfix, n, vs, i, scale, lines + 1)
                     nfix += 1
                 n += 1
-        if err == 0 and crossing:
-            end = cross_row(
+        if err == 0 and per_row:
+            end = name_and_cross_row(
                 indices, values, row_start, n, letters, parts, keys_of, interactions, dim, names
             )
             if end < 0:

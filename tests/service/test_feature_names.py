@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from optim import ConfigError, FeatureHasher, OnlineLogisticRegression
 from optim.formats import StreamParser, parse_bytes
+from optim.formats._scan import MAX_OWNER_SLOTS
 from optim.hashing import coordinates_of, murmurhash3_32
 from service.app import create_app
 from service.settings import Settings
@@ -102,6 +103,38 @@ def test_many_names_recorded_once_whatever_the_chunks() -> None:
             assert not set(batch.feature_names or {}) & set(names)  # new names only
             names.update(batch.feature_names or {})
     assert names == whole.feature_names
+
+
+def test_names_of_coordinates_sharing_an_owner_slot_are_both_recorded() -> None:
+    """Past 2**20 coordinates, coordinates equal modulo 2**20 share the parser's owner slot:
+    two names there are two names (each recorded once, at its own coordinate), not a collision."""
+    dim = 1 << 23
+    hasher = FeatureHasher(dim)
+    candidates = [f"x{k}" for k in range(20_000)]
+    by_slot: dict[int, str] = {}
+    pair = None
+    for name, index in zip(candidates, hasher.indices(candidates).tolist(), strict=True):
+        other = by_slot.setdefault(index % MAX_OWNER_SLOTS, name)
+        if other != name and hasher.index(other) != index:
+            pair = (other, name)
+            break
+    assert pair is not None
+    a, b = pair
+    parser = StreamParser("vw", dim=dim)
+    batches = parser.feed(f"1 | {a} {b}\n0 | {b} {a} {b}\n1 | {a}\n".encode()) + parser.finish()
+    names = [n for batch in batches for n in (batch.feature_names or {}).items()]
+    assert sorted(names) == sorted([(a, hasher.index(a)), (b, hasher.index(b))])
+    model = OnlineLogisticRegression("adagrad", dim=dim)
+    for batch in batches:
+        model.learn(batch)
+    assert model.name_collisions == set()
+
+
+def test_every_name_at_a_shared_coordinate_is_recorded_once() -> None:
+    parser = StreamParser("vw", dim=1)
+    batches = parser.feed(b"1 | a b c\n0 | c a d\n1 | d b e a\n") + parser.finish()
+    names = [n for batch in batches for n in (batch.feature_names or {})]
+    assert sorted(names) == ["a", "b", "c", "d", "e"]
 
 
 def test_names_are_bounded_per_parser() -> None:
