@@ -60,7 +60,10 @@ MODEL_FILE = "application/x-adaserve-model"
 JSON = {"Content-Type": "application/json"}
 TMPFS_SIZE = 256 << 20
 PAGE = 4096
-FIRST_ACK_TIMEOUT = 5.0  # a full disk may refuse every write of a round
+# How long a round waits for its first acknowledged rows before the kill clock starts anyway:
+# short when the disk is full (it may refuse every write of the round), long otherwise (a server
+# compiling a kernel for a new source tree took over 5 s to acknowledge its first update).
+FIRST_ACK_TIMEOUT = {"disk full": 5.0, "disk free": 120.0}
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # The server's settings for these rounds: snapshots (and new logs) every few hundred rows, so
 # fallbacks to the previous snapshot and logs that span snapshots are exercised.
@@ -901,9 +904,9 @@ def traffic(
 ) -> None:  # fmt: skip
     """Clients on every name and bad input until a kill -9 at a random moment."""
     tally.faults["kill -9"] += 1
-    mix = plan.mix
+    mix, disk_state = plan.mix, "disk free"
     if rng.random() < plan.full_disk_chance:
-        mix = {**plan.mix, **plan.full_disk_mix}
+        mix, disk_state = {**plan.mix, **plan.full_disk_mix}, "disk full"
         tally.faults["full disk"] += 1
         log(f"disk full: {disk.fill(server.proc.pid, rng.choice([8192, 32768, 131072]))}")
     stop, dead, learning = threading.Event(), threading.Event(), threading.Event()
@@ -918,7 +921,7 @@ def traffic(
         thread.start()
     # The clock starts at the first acknowledged rows: a server still loading its kernels
     # (the warm-up is off) is not killed before it learned anything.
-    learning.wait(FIRST_ACK_TIMEOUT)
+    learning.wait(FIRST_ACK_TIMEOUT[disk_state])
     time.sleep(rng.uniform(*plan.kill_after))
     kill9(server)
     stop.set()
