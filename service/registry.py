@@ -81,6 +81,7 @@ def state_bytes_needed(config: Mapping[str, Any]) -> int:
             config.get("optimizer", "adagrad"), dim,
             config.get("dtype", "float64"), config.get("recent_window", 10_000),
             config.get("normalized", False) is True, config.get("feedback") is not None,
+            config.get("holdout_every", 0),
         )  # fmt: skip
     except ConfigError:
         return 0
