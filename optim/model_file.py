@@ -236,29 +236,29 @@ class Layout:
             "holdout_ring": (np.float64, _Shape(up_to=self.recent_window, tail=(6,))),
             "holdout_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
             "holdout_block": (np.float64, _Shape(((4,),))),
-            **(self._feedback_rules() if self.feedback is not None else {}),
+            **(feedback_rules(self.recent_window) if self.feedback is not None else {}),
         }
 
-    def _feedback_rules(self) -> dict[str, tuple[Any, _Shape]]:
-        """The feedback members' dtypes and shapes; how their sizes agree with each other is
-        :func:`optim.feedback.check_feedback_state`'s."""
-        any_rows = _Shape(up_to=MAX_PENDING)
-        window = self.recent_window
-        return {
-            "feedback_ids": (_STRING, any_rows),
-            "feedback_times": (np.float64, any_rows),
-            "feedback_margins": (np.float64, any_rows),
-            "feedback_indptr": (np.int64, any_rows),
-            "feedback_indices": (np.int64, any_rows),
-            "feedback_values": (np.float64, any_rows),
-            "feedback_counts": (np.float64, _Shape(((6,),))),
-            "feedback_delays": (np.float64, _Shape(up_to=window)),
-            "feedback_metrics_rows": (np.int64, _Shape(((),))),
-            "feedback_metrics_totals": (np.float64, _Shape(((4,),))),
-            "feedback_metrics_ring": (np.float64, _Shape(up_to=window, tail=(6,))),
-            "feedback_metrics_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
-            "feedback_metrics_block": (np.float64, _Shape(((4,),))),
-        }
+
+def feedback_rules(window: int) -> dict[str, tuple[Any, _Shape]]:
+    """The feedback members' dtypes and shapes (a ``window``-row recent window); how their
+    sizes agree with each other is :func:`optim.feedback.check_feedback_state`'s."""
+    any_rows = _Shape(up_to=MAX_PENDING)
+    return {
+        "feedback_ids": (_STRING, any_rows),
+        "feedback_times": (np.float64, any_rows),
+        "feedback_margins": (np.float64, any_rows),
+        "feedback_indptr": (np.int64, any_rows),
+        "feedback_indices": (np.int64, any_rows),
+        "feedback_values": (np.float64, any_rows),
+        "feedback_counts": (np.float64, _Shape(((6,),))),
+        "feedback_delays": (np.float64, _Shape(up_to=window)),
+        "feedback_metrics_rows": (np.int64, _Shape(((),))),
+        "feedback_metrics_totals": (np.float64, _Shape(((4,),))),
+        "feedback_metrics_ring": (np.float64, _Shape(up_to=window, tail=(6,))),
+        "feedback_metrics_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
+        "feedback_metrics_block": (np.float64, _Shape(((4,),))),
+    }
 
 
 def check_arrays(arrays: Mapping[str, Any]) -> Layout:

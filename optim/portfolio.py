@@ -48,6 +48,10 @@ takes a step and the mixture's weights and combination do not move, so the portf
 one never given them. The mixture's loss on them goes to :attr:`holdout_metrics` (each
 member's to its own).
 
+With ``feedback`` the portfolio keeps one :class:`~optim.feedback.Feedback` table of its own:
+rows predicted with an id are served the mixture's margin, and a label (or an expiry) learns
+the row as any update does, by every member and the mixture.
+
 The margin reported is ``log p - log(1 - p)``, computed in logs. The *leader*, shown by the
 leaderboard and read by inspection (rates, coordinates), is the active member of highest weight
 ``a_k``; each member's recent loss (its weighted progressive log-loss discounted by
@@ -80,6 +84,8 @@ from optim._cache import CACHE_KEY, COMPILED_DIRECTORY
 from optim._loop import HELD_OUT
 from optim.batch import Batch
 from optim.errors import ConfigError, ModelFileError, NonFiniteUpdate
+from optim.feedback import MEMBERS as FEEDBACK_MEMBERS
+from optim.feedback import ROW_OVERHEAD_BYTES, Feedback, FeedbackPolicy, check_feedback_state
 from optim.hashing import FeatureHasher
 from optim.metrics import ProgressiveMetrics, probabilities, score
 from optim.model import (
@@ -88,7 +94,7 @@ from optim.model import (
     OnlineLogisticRegression,
     save_file_arrays,
 )
-from optim.model_file import check_metrics_arrays, json_depth
+from optim.model_file import check_member, check_metrics_arrays, feedback_rules, json_depth
 from optim.optimizers import OptimizerSpec
 
 if TYPE_CHECKING:
@@ -127,10 +133,9 @@ _SHARED = (
     "dim", "hash_bits", "lazy", "fit_intercept", "dtype", "hash_seed", "max_feature_names",
     "interactions", "ignore", "keep", "holdout_every",
 )  # fmt: skip
-# Model options a portfolio does not take as a whole: the update form is each member's own, and
-# pending predictions are not kept by a portfolio (yet). Given at their defaults (as a
-# configuration spelled out in full has them) they are ignored.
-_NOT_SHARED = {"normalized": False, "invariant": False, "feedback": None}
+# Model options a portfolio does not take as a whole: the update form is each member's own.
+# Given at their defaults (as a configuration spelled out in full has them) they are ignored.
+_NOT_SHARED = {"normalized": False, "invariant": False}
 
 
 def is_auto(optimizer: object) -> bool:
@@ -197,6 +202,7 @@ def memory_bytes_for(
         )
         + metrics
         + (metrics if holdout_every else ProgressiveMetrics().nbytes)  # the mixture's holdout
+        + (Feedback.fixed_bytes(recent_window) if feedback else 0)
         + 3 * 8 * (len(members) + 1)
     )  # recent losses, the mixture's weights and combination
 
@@ -452,12 +458,8 @@ class PortfolioLogisticRegression:
             raise ConfigError(f"must be a positive integer, got {window!r}", field="window")
         for key, default in _NOT_SHARED.items():
             if key in settings and settings.pop(key) != default:
-                where = (
-                    "a setting of each member"
-                    if key in ("normalized", "invariant")
-                    else ("not available")
-                )
-                raise ConfigError(f"is {where} with optimizer auto", field=key)
+                raise ConfigError("is a setting of each member with optimizer auto", field=key)
+        feedback = settings.pop("feedback", None)
         unknown = sorted(set(settings) - set(_SHARED))
         if unknown:
             raise ConfigError(
@@ -494,6 +496,12 @@ class PortfolioLogisticRegression:
         self.step = 0
         self.metrics = ProgressiveMetrics(recent_window)
         self.holdout_metrics = ProgressiveMetrics(recent_window)  # the mixture's, held-out rows
+        # Pending predictions (the mixture's margins served), learned when labelled as any row
+        self.feedback = (
+            None
+            if feedback is None
+            else Feedback(FeedbackPolicy.from_config(feedback), recent_window, self.dim)
+        )
 
     # ----------------------------------------------------------------- members
     @property
@@ -546,11 +554,6 @@ class PortfolioLogisticRegression:
     @property
     def features(self) -> FeatureOptions:
         return self.leader_model.features
-
-    @property
-    def feedback(self) -> None:
-        """No pending predictions: ``"feedback"`` is not available with optimizer auto."""
-        return None
 
     @property
     def holdout_every(self) -> int:
@@ -621,6 +624,7 @@ class PortfolioLogisticRegression:
             },
             **shared,
             "recent_window": self.metrics.window,
+            **({} if self.feedback is None else {"feedback": self.feedback.policy.to_config()}),
         }
 
     @property
@@ -642,6 +646,7 @@ class PortfolioLogisticRegression:
             else self.holdout_metrics.nbytes
         )
         own = ProgressiveMetrics.nbytes_for(window) + holdout + 3 * self._recent.nbytes
+        own += 0 if self.feedback is None else self.feedback.memory_bytes
         return sum(m.memory_bytes for m in self._models) + own
 
     # ----------------------------------------------------------------- learning
@@ -862,6 +867,7 @@ class PortfolioLogisticRegression:
             "portfolio": np.array(json.dumps(state)),
             **self.metrics.state(),
             **self.holdout_metrics.state("holdout"),
+            **(self.feedback.state() if self.feedback is not None else {}),  # copies
         }
         for k, model in enumerate(self._models):
             arrays[f"member_{k}"] = np.frombuffer(model.to_bytes(), dtype=np.uint8)
@@ -906,8 +912,9 @@ class PortfolioLogisticRegression:
                 needed = memory_bytes_for(
                     config.get("optimizer"), dim, config.get("dtype", "float64"),
                     config.get("recent_window", 10_000),
+                    feedback=config.get("feedback") is not None,
                     holdout_every=config.get("holdout_every", 0),
-                )  # fmt: skip
+                ) + _pending_bytes(entries)  # fmt: skip
                 if reserve is not None:
                     reserve(needed)
                 if config.get("hash_bits") is not None:
@@ -925,7 +932,8 @@ class PortfolioLogisticRegression:
     ) -> None:
         k_members = len(self._models)
         expected = {
-            "portfolio", *_METRICS, *_HOLDOUT_METRICS, *(f"member_{k}" for k in range(k_members))
+            "portfolio", *_METRICS, *_HOLDOUT_METRICS, *(f"member_{k}" for k in range(k_members)),
+            *(FEEDBACK_MEMBERS if self.feedback is not None else ()),
         }  # fmt: skip
         stray = sorted(set(entries) - expected)
         if stray:
@@ -957,6 +965,8 @@ class PortfolioLogisticRegression:
                 )
             self._models[k] = self.members[self.member_configs[k].name] = loaded
         self._restore_choice(state)
+        if self.feedback is not None:
+            self.feedback = _feedback_of(archive, entries, self.feedback.policy, window, self.dim)
         self.metrics = ProgressiveMetrics.from_state(metrics, window)
         if holdout is not None:
             self.holdout_metrics = ProgressiveMetrics.from_state(holdout, window, "holdout")
@@ -1030,7 +1040,7 @@ _STATE_KEYS = _STATE_KEYS_V1 | {"combination", "log_weights"}
 
 def _stored_entries(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     infos = archive.infolist()
-    if len(infos) > MAX_MEMBERS + 1 + len(_METRICS) + len(_HOLDOUT_METRICS):
+    if len(infos) > MAX_MEMBERS + 1 + len(_METRICS) + len(_HOLDOUT_METRICS) + len(FEEDBACK_MEMBERS):
         raise ModelFileError(f"has {len(infos)} members, more than a portfolio file's")
     entries: dict[str, zipfile.ZipInfo] = {}
     for info in infos:
@@ -1134,3 +1144,27 @@ def _mixture_of(state: dict[str, Any], active: np.ndarray) -> tuple[np.ndarray, 
             member="portfolio",
         )
     return shares, np.array(log_weights, dtype=np.float64)
+
+
+def _pending_bytes(entries: dict[str, zipfile.ZipInfo]) -> int:
+    """The bytes a portfolio file's pending rows will hold, from their members' stored sizes
+    (as :meth:`OnlineLogisticRegression.load` counts them)."""
+    stored = sum(entries[name].file_size for name in FEEDBACK_MEMBERS if name in entries)
+    times = entries.get("feedback_times")
+    return stored + (0 if times is None else ROW_OVERHEAD_BYTES * (times.file_size // 8))
+
+
+def _feedback_of(
+    archive: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], policy: FeedbackPolicy,
+    window: int, dim: int,
+) -> Feedback:  # fmt: skip
+    """A portfolio file's pending rows and served metrics, checked as a single model's (all the
+    feedback members or none: a file written before the portfolio took feedback has none)."""
+    if not any(name in entries for name in FEEDBACK_MEMBERS):
+        return Feedback(policy, window, dim)
+    arrays = {name: _read_member(archive, entries, name, None) for name in FEEDBACK_MEMBERS}
+    rules = feedback_rules(window)
+    for name, value in arrays.items():
+        check_member(name, value.dtype, value.shape, rules)
+    check_feedback_state(arrays, dim, window)
+    return Feedback.from_state(policy, window, dim, arrays)

@@ -140,3 +140,42 @@ def test_a_damaged_portfolio_file_is_refused() -> None:
     buffer = io.BytesIO(model.to_bytes())
     PortfolioLogisticRegression.load(buffer, reserve=reserved.append)
     assert reserved == [model.memory_bytes]
+
+
+def test_a_portfolio_file_keeps_its_pending_rows_and_refuses_bad_ones() -> None:
+    """feedback with optimizer auto: the pending rows and served metrics are saved with the
+    portfolio, counted by ``reserve`` as they will be held, and checked as a single model's."""
+    X, y = stream()
+    model = PortfolioLogisticRegression(dim=DIM, feedback={"ttl_seconds": 60})
+    model.learn(X[:100], y[:100])
+    batch = model.to_batch(X[100:110])
+    model.feedback.remember(
+        [f"r{k}" for k in range(10)], batch, model.decision_function(batch), 5.0
+    )
+    reserved: list[int] = []
+    copy = PortfolioLogisticRegression.load(io.BytesIO(model.to_bytes()), reserve=reserved.append)
+    # (as a single model's load: the feedback members' stored bytes, headers and all, an
+    # upper bound)
+    assert model.memory_bytes <= reserved[0] <= model.memory_bytes + 16_384
+    assert copy.feedback is not None and list(copy.feedback.pending) == list(model.feedback.pending)
+    assert copy.feedback.summary() == model.feedback.summary()
+    assert copy.config == model.config and copy.config["feedback"]["ttl_seconds"] == 60
+    arrays = model.file_arrays()
+    for changed, member in (
+        ({"feedback_indices": np.full_like(arrays["feedback_indices"], DIM)}, "feedback_indices"),
+        ({"feedback_times": arrays["feedback_times"][:-1]}, "feedback_times"),
+        ({"feedback_counts": np.zeros(3)}, "feedback_counts"),
+    ):
+        buffer = io.BytesIO()
+        save_file_arrays(buffer, {**arrays, **changed})
+        buffer.seek(0)
+        with pytest.raises(ModelFileError) as error:
+            PortfolioLogisticRegression.load(buffer)
+        assert error.value.member == member, error.value
+    plain = PortfolioLogisticRegression(dim=DIM).file_arrays()
+    buffer = io.BytesIO()
+    save_file_arrays(buffer, {**plain, "feedback_ids": arrays["feedback_ids"]})
+    buffer.seek(0)
+    with pytest.raises(ModelFileError) as error:  # pending rows without a feedback setting
+        PortfolioLogisticRegression.load(buffer)
+    assert error.value.member == "feedback_ids"
