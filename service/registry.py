@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from optim import ConfigError, OnlineLogisticRegression
-from optim.portfolio import memory_bytes_for, new_model
+from optim.portfolio import is_auto, memory_bytes_for, new_model
 from service.engine.errors import (
     EngineError,
     ModelDeleted,
@@ -334,7 +334,14 @@ class ModelRegistry:
             )
         with self.holding_new(name):
             needed = state_bytes_needed(config)
-            with self.reservation(model=name) as claim:
+            what = "the model"
+            if is_auto(config.get("optimizer")):  # say why it is several models' size
+                what = (
+                    "the model (optimizer auto: its members side by side, each a model of this "
+                    "dim, ~6x one model with the default members; give a smaller dim or "
+                    "hash_bits, or a single optimizer such as adagrad)"
+                )
+            with self.reservation(model=name, what=what) as claim:
                 if needed:
                     claim(needed)
                 # Registered by the worker thread itself: a request cancelled meanwhile leaves a

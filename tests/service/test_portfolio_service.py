@@ -179,3 +179,19 @@ def test_a_portfolio_file_keeps_its_pending_rows_and_refuses_bad_ones() -> None:
     with pytest.raises(ModelFileError) as error:  # pending rows without a feedback setting
         PortfolioLogisticRegression.load(buffer)
     assert error.value.member == "feedback_ids"
+
+
+def test_an_auto_model_over_the_memory_budget_is_refused_saying_why(tmp_path: Path) -> None:
+    """The budget counts every member; the refusal says so and what to do instead."""
+    settings = Settings(data_dir=tmp_path, warm_kernels=False, memory_budget_bytes=64 << 20)
+    with TestClient(create_app(settings)) as client:
+        body = {"name": "big", "hash_bits": 20, "optimizer": "auto"}
+        response = client.post("/v1/models", json=body)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "over_memory_budget"
+        detail = response.json()["detail"]
+        assert "optimizer auto" in detail and "members side by side" in detail, detail
+        needed = PortfolioLogisticRegression(hash_bits=20).memory_bytes
+        assert f"{needed:,} bytes" in detail
+        body["optimizer"] = "adagrad"  # one model of that size fits
+        assert client.post("/v1/models", json=body).status_code == 201
