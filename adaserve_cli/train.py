@@ -112,9 +112,9 @@ def _add_train(commands: Any) -> None:
     train.add_argument("--format", required=True, choices=INPUT_FORMATS, help="input format")
     train.add_argument(
         "--optimizer",
-        default="adagrad",
-        help="optimizer name (default adagrad), or auto: a portfolio predicting with the "
-        "mixture of its members",
+        default=None,
+        help="optimizer name, or auto (the default): a portfolio predicting with the mixture "
+        "of its members; --lr and --param need a name",
     )
     train.add_argument("--lr", type=float, help="learning rate (same as --param lr=...)")
     train.add_argument(
@@ -669,8 +669,13 @@ def run_train(args: Any) -> int:
     import optim.formats  # noqa: F401 - timed as imports: the model and the readers' modules
 
     imported = time.perf_counter()
+    if args.optimizer is None and (args.lr is not None or args.param):
+        raise CommandError(
+            "--lr and --param set one optimizer's hyperparameters: give --optimizer too (the "
+            "default, auto, has none to set)"
+        )
     model = build_model(
-        args.optimizer,
+        args.optimizer or "auto",
         args.param,
         lr=args.lr,
         dim=args.dim,

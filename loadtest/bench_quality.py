@@ -972,17 +972,16 @@ def render(info: dict[str, Any]) -> str:
             if "VW default" in s["results"]
         )  # fmt: skip
         lines.append(
-            "Decision: `auto` meets section 3's bar on every data set here, and it now takes "
-            "`feedback` and `holdout_every` like a single model (nothing a model created with "
-            "no optimizer may ask for is refused by it), but the default stays AdaGrad lr 0.01 "
-            "for now: switching the service's, client's and command line's default is not done "
-            "yet (the tests that rely on the AdaGrad default are to be sorted first); it costs "
-            "K models' memory and time, and K models' work per prediction (below); and "
-            f"its narrowest margin, {gap:.2g} nats a row on {where}, is a tie rather than a "
+            "Decision: `auto` meets section 3's bar on every data set here and takes "
+            "`feedback` and `holdout_every` like a single model, so it is the default: a model "
+            "created with no optimizer through the REST API, the Python client or `adaserve "
+            "train` is `auto`. In process, `OnlineLogisticRegression()` is one model and stays "
+            "AdaGrad lr 0.01 (the library's one-model class cannot be a portfolio: "
+            "`new_model('auto', ...)` or `PortfolioLogisticRegression` is the default's class). "
+            "Its price: K models' memory and time, and K models' work per prediction (below). "
+            f"Its narrowest margin, {gap:.2g} nats a row on {where}, is a tie rather than a "
             "win (the mixture's rate and priors were chosen on these same six sets: there is "
-            "no held-out set). Next step: `auto` as the default of the service, the client and "
-            "`adaserve train`; the library's `OnlineLogisticRegression()` stays AdaGrad (one "
-            "model; the portfolio is `new_model()` / `PortfolioLogisticRegression`)."
+            "no held-out set)."
         )
     else:
         lines.append(

@@ -78,7 +78,7 @@ def state_bytes_needed(config: Mapping[str, Any]) -> int:
         return 0
     try:  # a portfolio (``"optimizer": "auto"``) counts every member
         return memory_bytes_for(
-            config.get("optimizer", "adagrad"), dim,
+            config.get("optimizer", "auto"), dim,
             config.get("dtype", "float64"), config.get("recent_window", 10_000),
             config.get("normalized", False) is True, config.get("feedback") is not None,
             config.get("holdout_every", 0),

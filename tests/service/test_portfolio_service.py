@@ -72,8 +72,18 @@ def test_auto_model_learns_predicts_and_shows_its_leaderboard(client: TestClient
     assert unknown.status_code == 422 and unknown.json()["where"]["field"] == "member"
 
 
+def test_a_model_created_with_no_optimizer_is_auto(client: TestClient) -> None:
+    """The service's default optimizer is the portfolio (README: the default)."""
+    assert client.post("/v1/models", json={"name": "d", "dim": DIM}).status_code == 201
+    info = client.get("/v1/models/d").json()
+    assert info["config"]["optimizer"]["name"] == "auto"
+    assert [m["name"] for m in info["config"]["optimizer"]["members"]] == [m.name for m in MEMBERS]
+    assert info["portfolio"]["leader"] == MEMBERS[0].name
+
+
 def test_a_plain_model_has_no_members(client: TestClient) -> None:
-    assert client.post("/v1/models", json={"name": "p", "dim": DIM}).status_code == 201
+    body = {"name": "p", "dim": DIM, "optimizer": "adagrad"}
+    assert client.post("/v1/models", json=body).status_code == 201
     assert client.get("/v1/models/p").json()["portfolio"] is None
     refused = client.get("/v1/models/p/learning-rates?indices=0&member=adam")
     assert refused.status_code == 422 and refused.json()["where"]["field"] == "member"
