@@ -63,7 +63,8 @@ class CommandError(Exception):
 INPUT_FORMATS = FORMATS + COLUMNAR_FORMATS  # and the columnar files of adaserve_cli.columnar
 TRAIN_EPILOG = """\
 examples:
-  adaserve train clicks.libsvm.gz --format libsvm --hash-bits 20 --lr 0.1 --output clicks.npz
+  adaserve train clicks.libsvm.gz --format libsvm --hash-bits 20 --output clicks.npz  # auto
+  adaserve train clicks.libsvm.gz --format libsvm --hash-bits 20 --optimizer adagrad --lr 0.1
   zcat day*.gz | adaserve train - --format criteo --hash-bits 22 --optimizer ftrl \\
       --param alpha=0.05 --param l1=1 --output clicks.npz
   adaserve train a.vw --format vw --hash-bits 18 --optimizer adam --param betas=0.9,0.999 \\
