@@ -63,7 +63,8 @@ class CommandError(Exception):
 INPUT_FORMATS = FORMATS + COLUMNAR_FORMATS  # and the columnar files of adaserve_cli.columnar
 TRAIN_EPILOG = """\
 examples:
-  adaserve train clicks.libsvm.gz --format libsvm --hash-bits 20 --lr 0.1 --output clicks.npz
+  adaserve train clicks.libsvm.gz --format libsvm --hash-bits 20 --output clicks.npz  # auto
+  adaserve train clicks.libsvm.gz --format libsvm --hash-bits 20 --optimizer adagrad --lr 0.1
   zcat day*.gz | adaserve train - --format criteo --hash-bits 22 --optimizer ftrl \\
       --param alpha=0.05 --param l1=1 --output clicks.npz
   adaserve train a.vw --format vw --hash-bits 18 --optimizer adam --param betas=0.9,0.999 \\
@@ -112,9 +113,9 @@ def _add_train(commands: Any) -> None:
     train.add_argument("--format", required=True, choices=INPUT_FORMATS, help="input format")
     train.add_argument(
         "--optimizer",
-        default="adagrad",
-        help="optimizer name (default adagrad), or auto: a portfolio predicting with the "
-        "mixture of its members",
+        default=None,
+        help="optimizer name, or auto (the default): a portfolio predicting with the mixture "
+        "of its members; --lr and --param need a name",
     )
     train.add_argument("--lr", type=float, help="learning rate (same as --param lr=...)")
     train.add_argument(
@@ -669,8 +670,13 @@ def run_train(args: Any) -> int:
     import optim.formats  # noqa: F401 - timed as imports: the model and the readers' modules
 
     imported = time.perf_counter()
+    if args.optimizer is None and (args.lr is not None or args.param):
+        raise CommandError(
+            "--lr and --param set one optimizer's hyperparameters: give --optimizer too (the "
+            "default, auto, has none to set)"
+        )
     model = build_model(
-        args.optimizer,
+        args.optimizer or "auto",
         args.param,
         lr=args.lr,
         dim=args.dim,

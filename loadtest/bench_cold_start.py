@@ -73,7 +73,9 @@ def one_run(wait_all: bool) -> dict[str, object]:
                 time.sleep(0.05)
             marks["ready"] = time.monotonic() - start
             marks["ready, server CPU s"] = cpu_seconds(process.pid)
-            http.post("/v1/models", json={"name": "iq", "hash_bits": 18}).raise_for_status()
+            http.post(
+                "/v1/models", json={"name": "iq", "hash_bits": 18, "optimizer": "adagrad"}
+            ).raise_for_status()
             http.post("/v1/models/iq/updates", json=ROWS).raise_for_status()
             marks["first update"] = time.monotonic() - start
             marks["first update, server CPU s"] = cpu_seconds(process.pid)

@@ -1515,7 +1515,12 @@ def feedback_bench(args: argparse.Namespace, argv: list[str]) -> int:
             with httpx.Client(base_url=f"http://{HOST}:{server.port}", timeout=300) as http:
                 r = http.post(
                     "/v1/models",
-                    json={"name": "fb", "hash_bits": 20, "feedback": {"ttl_seconds": 3600}},
+                    json={
+                        "name": "fb",
+                        "hash_bits": 20,
+                        "optimizer": "adagrad",
+                        "feedback": {"ttl_seconds": 3600},
+                    },
                 )
                 r.raise_for_status()
                 # first use compiles what the routes need: not measured

@@ -142,6 +142,8 @@ def run_adaserve(path: Path, size: list[str], work: Path, fmt: str = "libsvm") -
         "--format",
         fmt,
         *size,
+        "--optimizer",
+        "adagrad",
         "--lr",
         str(LR),
         "--quiet",

@@ -236,29 +236,29 @@ class Layout:
             "holdout_ring": (np.float64, _Shape(up_to=self.recent_window, tail=(6,))),
             "holdout_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
             "holdout_block": (np.float64, _Shape(((4,),))),
-            **(self._feedback_rules() if self.feedback is not None else {}),
+            **(feedback_rules(self.recent_window) if self.feedback is not None else {}),
         }
 
-    def _feedback_rules(self) -> dict[str, tuple[Any, _Shape]]:
-        """The feedback members' dtypes and shapes; how their sizes agree with each other is
-        :func:`optim.feedback.check_feedback_state`'s."""
-        any_rows = _Shape(up_to=MAX_PENDING)
-        window = self.recent_window
-        return {
-            "feedback_ids": (_STRING, any_rows),
-            "feedback_times": (np.float64, any_rows),
-            "feedback_margins": (np.float64, any_rows),
-            "feedback_indptr": (np.int64, any_rows),
-            "feedback_indices": (np.int64, any_rows),
-            "feedback_values": (np.float64, any_rows),
-            "feedback_counts": (np.float64, _Shape(((6,),))),
-            "feedback_delays": (np.float64, _Shape(up_to=window)),
-            "feedback_metrics_rows": (np.int64, _Shape(((),))),
-            "feedback_metrics_totals": (np.float64, _Shape(((4,),))),
-            "feedback_metrics_ring": (np.float64, _Shape(up_to=window, tail=(6,))),
-            "feedback_metrics_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
-            "feedback_metrics_block": (np.float64, _Shape(((4,),))),
-        }
+
+def feedback_rules(window: int) -> dict[str, tuple[Any, _Shape]]:
+    """The feedback members' dtypes and shapes (a ``window``-row recent window); how their
+    sizes agree with each other is :func:`optim.feedback.check_feedback_state`'s."""
+    any_rows = _Shape(up_to=MAX_PENDING)
+    return {
+        "feedback_ids": (_STRING, any_rows),
+        "feedback_times": (np.float64, any_rows),
+        "feedback_margins": (np.float64, any_rows),
+        "feedback_indptr": (np.int64, any_rows),
+        "feedback_indices": (np.int64, any_rows),
+        "feedback_values": (np.float64, any_rows),
+        "feedback_counts": (np.float64, _Shape(((6,),))),
+        "feedback_delays": (np.float64, _Shape(up_to=window)),
+        "feedback_metrics_rows": (np.int64, _Shape(((),))),
+        "feedback_metrics_totals": (np.float64, _Shape(((4,),))),
+        "feedback_metrics_ring": (np.float64, _Shape(up_to=window, tail=(6,))),
+        "feedback_metrics_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
+        "feedback_metrics_block": (np.float64, _Shape(((4,),))),
+    }
 
 
 def check_arrays(arrays: Mapping[str, Any]) -> Layout:
@@ -298,29 +298,33 @@ METRICS_MEMBERS = ("metrics_rows", "metrics_totals", "metrics_ring", "metrics_cu
                    "metrics_block")  # fmt: skip
 
 
-def check_metrics_arrays(arrays: Mapping[str, Any], window: int) -> None:
-    """The progressive metrics' arrays (:meth:`ProgressiveMetrics.state`) of a model with a
-    ``window``-row recent window, checked as in a model file: dtypes, shapes, finite values."""
-    missing = [name for name in METRICS_MEMBERS if name not in arrays]
+def check_metrics_arrays(arrays: Mapping[str, Any], window: int, prefix: str = "metrics") -> None:
+    """The progressive metrics' arrays (:meth:`ProgressiveMetrics.state` with ``prefix``) of a
+    model with a ``window``-row recent window, checked as in a model file: dtypes, shapes,
+    finite values."""
+    names = [name.replace("metrics", prefix, 1) for name in METRICS_MEMBERS]
+    missing = [name for name in names if name not in arrays]
     if missing:
         raise ModelFileError(f"is missing (the file lacks {missing})", member=missing[0])
-    rows = np.asarray(arrays["metrics_rows"])
-    check_member("metrics_rows", rows.dtype, rows.shape, _SMALL_RULES)
+    rows = np.asarray(arrays[f"{prefix}_rows"])
+    check_member(
+        f"{prefix}_rows", rows.dtype, rows.shape, {f"{prefix}_rows": _SMALL_RULES["metrics_rows"]}
+    )
     if int(rows) < 0:
-        raise ModelFileError(f"is negative: {int(rows)}", member="metrics_rows")
+        raise ModelFileError(f"is negative: {int(rows)}", member=f"{prefix}_rows")
     rules = {
-        "metrics_totals": (np.float64, _Shape(((4,),))),
-        "metrics_ring": (np.float64, _Shape(((min(int(rows), window), 6), (window, 6)))),
-        "metrics_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
-        "metrics_block": (np.float64, _Shape(((4,),))),
+        f"{prefix}_totals": (np.float64, _Shape(((4,),))),
+        f"{prefix}_ring": (np.float64, _Shape(((min(int(rows), window), 6), (window, 6)))),
+        f"{prefix}_curve": (np.float64, _Shape(up_to=MAX_CURVE_POINTS, tail=(3,))),
+        f"{prefix}_block": (np.float64, _Shape(((4,),))),
     }
     for name in rules:
         value = np.asarray(arrays[name])
         check_member(name, value.dtype, value.shape, rules)
         if not np.isfinite(value).all():
             raise ModelFileError("holds non-finite values", member=name)
-    if arrays["metrics_block"][0] < 1:
-        raise ModelFileError("holds a block of fewer than one row", member="metrics_block")
+    if arrays[f"{prefix}_block"][0] < 1:
+        raise ModelFileError("holds a block of fewer than one row", member=f"{prefix}_block")
 
 
 def check_state(

@@ -42,6 +42,16 @@ Row ``i`` is predicted from rows ``0..i-1`` only, with member ``k``'s probabilit
   (1 - COMBINATION_PRIOR))`` and the combination's plus ``ln(1 / COMBINATION_PRIOR)``: a few
   nats over the whole stream, whatever the data.
 
+Held-out rows (``holdout_every``, shared by every member, or a batch's own ``holdout`` mask)
+are scored by every member as it stands and by the mixture, and learned by none: no member
+takes a step and the mixture's weights and combination do not move, so the portfolio equals
+one never given them. The mixture's loss on them goes to :attr:`holdout_metrics` (each
+member's to its own).
+
+With ``feedback`` the portfolio keeps one :class:`~optim.feedback.Feedback` table of its own:
+rows predicted with an id are served the mixture's margin, and a label (or an expiry) learns
+the row as any update does, by every member and the mixture.
+
 The margin reported is ``log p - log(1 - p)``, computed in logs. The *leader*, shown by the
 leaderboard and read by inspection (rates, coordinates), is the active member of highest weight
 ``a_k``; each member's recent loss (its weighted progressive log-loss discounted by
@@ -54,6 +64,7 @@ times a single model's), inspection reads one member.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -70,8 +81,11 @@ import numba as nb
 import numpy as np
 
 from optim._cache import CACHE_KEY, COMPILED_DIRECTORY
+from optim._loop import HELD_OUT
 from optim.batch import Batch
 from optim.errors import ConfigError, ModelFileError, NonFiniteUpdate
+from optim.feedback import MEMBERS as FEEDBACK_MEMBERS
+from optim.feedback import ROW_OVERHEAD_BYTES, Feedback, FeedbackPolicy, check_feedback_state
 from optim.hashing import FeatureHasher
 from optim.metrics import ProgressiveMetrics, probabilities, score
 from optim.model import (
@@ -80,7 +94,7 @@ from optim.model import (
     OnlineLogisticRegression,
     save_file_arrays,
 )
-from optim.model_file import check_metrics_arrays, json_depth
+from optim.model_file import check_member, check_metrics_arrays, feedback_rules, json_depth
 from optim.optimizers import OptimizerSpec
 
 if TYPE_CHECKING:
@@ -117,12 +131,11 @@ FORMAT_V1 = "adaserve-portfolio-v1"  # the leader predicted alone; read, the mix
 _STATE_BYTES = 1 << 20  # the portfolio.npy member (JSON: settings, leader, retired members)
 _SHARED = (
     "dim", "hash_bits", "lazy", "fit_intercept", "dtype", "hash_seed", "max_feature_names",
-    "interactions", "ignore", "keep",
+    "interactions", "ignore", "keep", "holdout_every",
 )  # fmt: skip
-# Model options a portfolio does not take as a whole: the update form is each member's own, and
-# held-out rows and pending predictions are not kept by a portfolio (yet). Given at their
-# defaults (as a configuration spelled out in full has them) they are ignored.
-_NOT_SHARED = {"normalized": False, "invariant": False, "holdout_every": 0, "feedback": None}
+# Model options a portfolio does not take as a whole: the update form is each member's own.
+# Given at their defaults (as a configuration spelled out in full has them) they are ignored.
+_NOT_SHARED = {"normalized": False, "invariant": False}
 
 
 def is_auto(optimizer: object) -> bool:
@@ -166,13 +179,15 @@ def new_model(
 def memory_bytes_for(
     optimizer: str | Mapping[str, Any], dim: int, dtype: str = "float64",
     recent_window: int = 10_000, normalized: bool = False, feedback: bool = False,
+    holdout_every: object = 0,
 ) -> int:  # fmt: skip
     """:attr:`memory_bytes` of a new model of this configuration, portfolio or not."""
     if not is_auto(optimizer):
         return OnlineLogisticRegression.memory_bytes_for(
-            optimizer, dim, dtype, recent_window, normalized, feedback
+            optimizer, dim, dtype, recent_window, normalized, feedback, holdout_every
         )
     members = members_of(optimizer if isinstance(optimizer, Mapping) else {})
+    metrics = ProgressiveMetrics.nbytes_for(recent_window)
     return (
         sum(
             OnlineLogisticRegression.memory_bytes_for(
@@ -181,10 +196,13 @@ def memory_bytes_for(
                 dtype,
                 recent_window,
                 m.settings.get("normalized", False) is True,
+                holdout_every=holdout_every,
             )
             for m in members
         )
-        + ProgressiveMetrics.nbytes_for(recent_window)
+        + metrics
+        + (metrics if holdout_every else ProgressiveMetrics().nbytes)  # the mixture's holdout
+        + (Feedback.fixed_bytes(recent_window) if feedback else 0)
         + 3 * 8 * (len(members) + 1)
     )  # recent losses, the mixture's weights and combination
 
@@ -340,7 +358,7 @@ def _renormalized(combination, active):
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
 def mix_rows(
-    margins, labels, weights, bounds, accepted, active, combination, log_weights, recent,
+    margins, labels, weights, bounds, held, accepted, active, combination, log_weights, recent,
     leader, decay, rate, out_margin,
 ):  # fmt: skip
     """Every row's mixture margin from the rows before it (NaN in a refused batch), updating
@@ -351,7 +369,8 @@ def mix_rows(
     lead changed hands.
 
     ``margins[k, i]``: member ``k``'s progressive margin of row ``i``; ``accepted[k, b]``:
-    member ``k`` learned batch ``b``; ``log_weights``: the members' and then the combination's
+    member ``k`` learned batch ``b``; ``held[i]``: row ``i`` was held out, only scored (the
+    mixture does not learn from it); ``log_weights``: the members' and then the combination's
     log prior minus their weighted cumulative log-loss."""
     n_members = margins.shape[0]
     switches = 0
@@ -371,6 +390,8 @@ def mix_rows(
         _renormalized(combination, active)
         for i in range(bounds[b], bounds[b + 1]):
             out_margin[i] = mixed_margin(margins[:, i], active, combination, log_weights, logs)
+            if held[i]:
+                continue
             y, h = labels[i], weights[i]
             recent[n_members] = decay * recent[n_members] + h
             top = -np.inf
@@ -437,12 +458,8 @@ class PortfolioLogisticRegression:
             raise ConfigError(f"must be a positive integer, got {window!r}", field="window")
         for key, default in _NOT_SHARED.items():
             if key in settings and settings.pop(key) != default:
-                where = (
-                    "a setting of each member"
-                    if key in ("normalized", "invariant")
-                    else ("not available")
-                )
-                raise ConfigError(f"is {where} with optimizer auto", field=key)
+                raise ConfigError("is a setting of each member with optimizer auto", field=key)
+        feedback = settings.pop("feedback", None)
         unknown = sorted(set(settings) - set(_SHARED))
         if unknown:
             raise ConfigError(
@@ -478,6 +495,13 @@ class PortfolioLogisticRegression:
         self.switches = 0
         self.step = 0
         self.metrics = ProgressiveMetrics(recent_window)
+        self.holdout_metrics = ProgressiveMetrics(recent_window)  # the mixture's, held-out rows
+        # Pending predictions (the mixture's margins served), learned when labelled as any row
+        self.feedback = (
+            None
+            if feedback is None
+            else Feedback(FeedbackPolicy.from_config(feedback), recent_window, self.dim)
+        )
 
     # ----------------------------------------------------------------- members
     @property
@@ -532,22 +556,14 @@ class PortfolioLogisticRegression:
         return self.leader_model.features
 
     @property
-    def feedback(self) -> None:
-        """No pending predictions: ``"feedback"`` is not available with optimizer auto."""
-        return None
-
-    @property
     def holdout_every(self) -> int:
-        return 0
-
-    @property
-    def holdout_metrics(self) -> ProgressiveMetrics:
-        return self.leader_model.holdout_metrics
+        """Every how many rows one is held out (0: none), by every member alike."""
+        return self.leader_model.holdout_every
 
     @property
     def rows_seen(self) -> int:
-        """Rows learned (a portfolio holds none out)."""
-        return self.step
+        """Rows the portfolio has been given: learned (its step) or held out."""
+        return self.step + self.holdout_metrics.rows
 
     @property
     def lazy(self) -> str:
@@ -608,6 +624,7 @@ class PortfolioLogisticRegression:
             },
             **shared,
             "recent_window": self.metrics.window,
+            **({} if self.feedback is None else {"feedback": self.feedback.policy.to_config()}),
         }
 
     @property
@@ -622,7 +639,14 @@ class PortfolioLogisticRegression:
     def memory_bytes(self) -> int:
         """Every member's :attr:`~optim.model.OnlineLogisticRegression.memory_bytes` and the
         portfolio's own metrics."""
-        own = ProgressiveMetrics.nbytes_for(self.metrics.window) + 3 * self._recent.nbytes
+        window = self.metrics.window
+        holdout = (
+            ProgressiveMetrics.nbytes_for(window)
+            if self.holdout_every
+            else self.holdout_metrics.nbytes
+        )
+        own = ProgressiveMetrics.nbytes_for(window) + holdout + 3 * self._recent.nbytes
+        own += 0 if self.feedback is None else self.feedback.memory_bytes
         return sum(m.memory_bytes for m in self._models) + own
 
     # ----------------------------------------------------------------- learning
@@ -676,15 +700,36 @@ class PortfolioLogisticRegression:
             for b, outcome in enumerate(outcomes[k] or ()):
                 accepted[k, b] = isinstance(outcome, LearnResult)
         was_active = self._active.copy()
+        held = self._held_rows(batches, calls, bounds, accepted)
         margins = np.empty(whole.n_rows)
         self._leader, switches = mix_rows(
             np.stack([call.margins for call in calls]), whole.labels, calls[0].weights, bounds,
-            accepted, self._active, self._combination, self._log_weights, self._recent,
+            held, accepted, self._active, self._combination, self._log_weights, self._recent,
             self._leader, self._decay, MIXING_RATE, margins,
         )  # fmt: skip
         self.switches += switches
         self._note_retired(was_active, outcomes)
-        return self._outcomes(batches, calls, outcomes, margins)
+        return self._outcomes(batches, calls, outcomes, margins, held)
+
+    def _held_rows(
+        self, batches: Sequence[Batch], calls: list[LearnCall], bounds: np.ndarray,
+        accepted: np.ndarray,
+    ) -> np.ndarray:  # fmt: skip
+        """Which rows the members held out (as their kernels decided: a batch's own mask, else
+        their ``holdout_every``, counted over the rows they were given). Every member active
+        through a batch was given the same rows before it, so decided alike; a batch every
+        active member refused is refused by the portfolio (its rows: none held)."""
+        held = np.zeros(bounds[-1], dtype=np.bool_)
+        if not self.holdout_every and all(batch.holdout is None for batch in batches):
+            return held
+        alive = self._active.copy()
+        for b in range(bounds.shape[0] - 1):
+            if not (alive & accepted[:, b]).any():
+                continue
+            alive &= accepted[:, b]
+            rows = slice(int(bounds[b]), int(bounds[b + 1]))
+            held[rows] = calls[int(np.flatnonzero(alive)[0])].holdout[rows] == HELD_OUT
+        return held
 
     def _note_retired(self, was_active: np.ndarray, outcomes: list[Any]) -> None:
         for k in np.flatnonzero(was_active & ~self._active):
@@ -693,10 +738,11 @@ class PortfolioLogisticRegression:
 
     def _outcomes(
         self, batches: Sequence[Batch], calls: list[LearnCall], outcomes: list[Any],
-        mixed: np.ndarray,
+        mixed: np.ndarray, held: np.ndarray,
     ) -> list[LearnResult | NonFiniteUpdate]:  # fmt: skip
-        """The mixture's predictions as each learned batch's result; a batch every member
-        refused (its margins NaN) gets the first active member's refusal."""
+        """The mixture's predictions as each learned batch's result, its held-out rows'
+        losses going to :attr:`holdout_metrics`; a batch every member refused (its margins
+        NaN) gets the first active member's refusal."""
         whole, bounds = calls[0].whole, calls[0].bounds
         refused = {
             b: next(o[b] for o in outcomes if o is not None)
@@ -712,15 +758,34 @@ class PortfolioLogisticRegression:
         weights = None if whole.weights is None else whole.weights[rows]
         kept_bounds = np.cumsum([0, *(batches[b].n_rows for b in kept)], dtype=np.int64)
         probs, losses = score(margins, labels)
-        means = self.metrics.update(losses, probs, labels, weights, kept_bounds)
+        kept_held = held[rows]
+        if not kept_held.any():
+            steps, holdout_means = kept_bounds, None
+            means = self.metrics.update(losses, probs, labels, weights, kept_bounds)
+        else:
+            kept_whole = (
+                whole
+                if len(kept) == len(batches)
+                else Batch.concatenated([batches[b] for b in kept])
+            )
+            steps = np.concatenate([[0], np.cumsum(~kept_held)])[kept_bounds]
+            update_rows = OnlineLogisticRegression._update_rows
+            means = update_rows(self.metrics, ~kept_held, losses, probs, kept_whole, kept_bounds)
+            holdout_means = update_rows(
+                self.holdout_metrics, kept_held, losses, probs, kept_whole, kept_bounds
+            )
         learned = {}
         for position, b in enumerate(kept):
             part = slice(int(kept_bounds[position]), int(kept_bounds[position + 1]))
-            self.step += part.stop - part.start
-            learned[b] = LearnResult(
+            self.step += int(steps[position + 1] - steps[position])
+            result = LearnResult(
                 part.stop - part.start, self.step, margins[part], probs[part], losses[part],
                 float(means[position]),
             )  # fmt: skip
+            if holdout_means is not None and steps[position + 1] - steps[position] < result.rows:
+                holdout = (kept_held[part], float(holdout_means[position]))
+                result = dataclasses.replace(result, holdout=holdout)
+            learned[b] = result
         return [refused[b] if b in refused else learned[b] for b in range(len(batches))]
 
     # ----------------------------------------------------------------- prediction
@@ -798,7 +863,12 @@ class PortfolioLogisticRegression:
             "combination": self._combination.tolist(),
             "log_weights": self._log_weights.tolist(),
         }
-        arrays = {"portfolio": np.array(json.dumps(state)), **self.metrics.state()}
+        arrays = {
+            "portfolio": np.array(json.dumps(state)),
+            **self.metrics.state(),
+            **self.holdout_metrics.state("holdout"),
+            **(self.feedback.state() if self.feedback is not None else {}),  # copies
+        }
         for k, model in enumerate(self._models):
             arrays[f"member_{k}"] = np.frombuffer(model.to_bytes(), dtype=np.uint8)
         return arrays
@@ -842,7 +912,9 @@ class PortfolioLogisticRegression:
                 needed = memory_bytes_for(
                     config.get("optimizer"), dim, config.get("dtype", "float64"),
                     config.get("recent_window", 10_000),
-                )  # fmt: skip
+                    feedback=config.get("feedback") is not None,
+                    holdout_every=config.get("holdout_every", 0),
+                ) + _pending_bytes(entries)  # fmt: skip
                 if reserve is not None:
                     reserve(needed)
                 if config.get("hash_bits") is not None:
@@ -859,7 +931,10 @@ class PortfolioLogisticRegression:
         self, archive: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], state: dict
     ) -> None:
         k_members = len(self._models)
-        expected = {"portfolio", *_METRICS, *(f"member_{k}" for k in range(k_members))}
+        expected = {
+            "portfolio", *_METRICS, *_HOLDOUT_METRICS, *(f"member_{k}" for k in range(k_members)),
+            *(FEEDBACK_MEMBERS if self.feedback is not None else ()),
+        }  # fmt: skip
         stray = sorted(set(entries) - expected)
         if stray:
             raise ModelFileError("is not a member of a portfolio file", member=stray[0])
@@ -867,6 +942,12 @@ class PortfolioLogisticRegression:
         ring_bytes = window * 6 * 8 + 4096
         metrics = {name: _read_member(archive, entries, name, ring_bytes) for name in _METRICS}
         check_metrics_arrays(metrics, window)
+        holdout = None  # a file written before portfolios held rows out has none
+        if any(name in entries for name in _HOLDOUT_METRICS):
+            holdout = {
+                name: _read_member(archive, entries, name, ring_bytes) for name in _HOLDOUT_METRICS
+            }
+            check_metrics_arrays(holdout, window, "holdout")
         for k, model in enumerate(self._models):
             name = f"member_{k}"
             raw = _read_member(archive, entries, name, None)
@@ -884,7 +965,11 @@ class PortfolioLogisticRegression:
                 )
             self._models[k] = self.members[self.member_configs[k].name] = loaded
         self._restore_choice(state)
+        if self.feedback is not None:
+            self.feedback = _feedback_of(archive, entries, self.feedback.policy, window, self.dim)
         self.metrics = ProgressiveMetrics.from_state(metrics, window)
+        if holdout is not None:
+            self.holdout_metrics = ProgressiveMetrics.from_state(holdout, window, "holdout")
 
     def _restore_choice(self, state: dict) -> None:
         k_members = len(self._models)
@@ -948,13 +1033,14 @@ class PortfolioLogisticRegression:
 
 
 _METRICS = ("metrics_rows", "metrics_totals", "metrics_ring", "metrics_curve", "metrics_block")
+_HOLDOUT_METRICS = tuple(name.replace("metrics", "holdout", 1) for name in _METRICS)
 _STATE_KEYS_V1 = {"format", "config", "step", "leader", "switches", "retired", "recent", "active"}
 _STATE_KEYS = _STATE_KEYS_V1 | {"combination", "log_weights"}
 
 
 def _stored_entries(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     infos = archive.infolist()
-    if len(infos) > MAX_MEMBERS + 1 + len(_METRICS):
+    if len(infos) > MAX_MEMBERS + 1 + len(_METRICS) + len(_HOLDOUT_METRICS) + len(FEEDBACK_MEMBERS):
         raise ModelFileError(f"has {len(infos)} members, more than a portfolio file's")
     entries: dict[str, zipfile.ZipInfo] = {}
     for info in infos:
@@ -1058,3 +1144,27 @@ def _mixture_of(state: dict[str, Any], active: np.ndarray) -> tuple[np.ndarray, 
             member="portfolio",
         )
     return shares, np.array(log_weights, dtype=np.float64)
+
+
+def _pending_bytes(entries: dict[str, zipfile.ZipInfo]) -> int:
+    """The bytes a portfolio file's pending rows will hold, from their members' stored sizes
+    (as :meth:`OnlineLogisticRegression.load` counts them)."""
+    stored = sum(entries[name].file_size for name in FEEDBACK_MEMBERS if name in entries)
+    times = entries.get("feedback_times")
+    return stored + (0 if times is None else ROW_OVERHEAD_BYTES * (times.file_size // 8))
+
+
+def _feedback_of(
+    archive: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], policy: FeedbackPolicy,
+    window: int, dim: int,
+) -> Feedback:  # fmt: skip
+    """A portfolio file's pending rows and served metrics, checked as a single model's (all the
+    feedback members or none: a file written before the portfolio took feedback has none)."""
+    if not any(name in entries for name in FEEDBACK_MEMBERS):
+        return Feedback(policy, window, dim)
+    arrays = {name: _read_member(archive, entries, name, None) for name in FEEDBACK_MEMBERS}
+    rules = feedback_rules(window)
+    for name, value in arrays.items():
+        check_member(name, value.dtype, value.shape, rules)
+    check_feedback_state(arrays, dim, window)
+    return Feedback.from_state(policy, window, dim, arrays)

@@ -128,7 +128,7 @@ class AdaserveClient:
 
     # ------------------------------------------------------------------ models
     def create_model(
-        self, name: str, optimizer: str | Mapping[str, Any] = "adagrad", **config: Any
+        self, name: str, optimizer: str | Mapping[str, Any] = "auto", **config: Any
     ) -> dict[str, Any]:
         """``config``: dim or hash_bits, lazy, fit_intercept, dtype, hash_seed, recent_window,
         normalized, invariant, feedback (``{"ttl_seconds": 3600, "on_expiry": "negative"}``:

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from optim import ConfigError, OnlineLogisticRegression
-from optim.portfolio import memory_bytes_for, new_model
+from optim.portfolio import is_auto, memory_bytes_for, new_model
 from service.engine.errors import (
     EngineError,
     ModelDeleted,
@@ -78,9 +78,10 @@ def state_bytes_needed(config: Mapping[str, Any]) -> int:
         return 0
     try:  # a portfolio (``"optimizer": "auto"``) counts every member
         return memory_bytes_for(
-            config.get("optimizer", "adagrad"), dim,
+            config.get("optimizer", "auto"), dim,
             config.get("dtype", "float64"), config.get("recent_window", 10_000),
             config.get("normalized", False) is True, config.get("feedback") is not None,
+            config.get("holdout_every", 0),
         )  # fmt: skip
     except ConfigError:
         return 0
@@ -337,7 +338,14 @@ class ModelRegistry:
             )
         with self.holding_new(name):
             needed = state_bytes_needed(config)
-            with self.reservation(model=name) as claim:
+            what = "the model"
+            if is_auto(config.get("optimizer")):  # say why it is several models' size
+                what = (
+                    "the model (optimizer auto: its members side by side, each a model of this "
+                    "dim, ~6x one model with the default members; give a smaller dim or "
+                    "hash_bits, or a single optimizer such as adagrad)"
+                )
+            with self.reservation(model=name, what=what) as claim:
                 if needed:
                     claim(needed)
                 # Registered by the worker thread itself: a request cancelled meanwhile leaves a

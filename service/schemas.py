@@ -44,7 +44,9 @@ class CreateModel(BaseModel):
     name: str = Field(description="model name, [A-Za-z0-9_.-]{1,64}")
     dim: int | None = Field(None, description="number of coordinates (or give hash_bits)")
     hash_bits: int | None = Field(None, description="dim = 2**hash_bits")
-    optimizer: OptimizerConfig | str = Field("adagrad", description="name or {name, ...}")
+    optimizer: OptimizerConfig | str = Field(
+        "auto", description='name or {name, ...}; default "auto" (the portfolio, README)'
+    )
     lazy: Literal["exact", "frozen"] = Field(
         "exact", description="exact: the dense algorithm; frozen: absent coordinates keep state"
     )

@@ -241,9 +241,13 @@ def test_a_bad_setting_exits_2_before_reading(tmp_path: Path, capsys) -> None:
     data = tiny_libsvm(tmp_path / "tiny.libsvm")
     out = tmp_path / "never.npz"
     for extra, message in [
-        (["--param", "lrr=0.1"], "unknown hyperparameter(s) ['lrr'] for adagrad"),
+        (
+            ["--optimizer", "adagrad", "--param", "lrr=0.1"],
+            "unknown hyperparameter(s) ['lrr'] for adagrad",
+        ),
         (["--optimizer", "adamw"], "unknown optimizer 'adamw'"),
-        (["--param", "lr=-1"], "'optimizer.lr': must be in (0, inf)"),
+        (["--optimizer", "adagrad", "--param", "lr=-1"], "'optimizer.lr': must be in (0, inf)"),
+        (["--lr", "0.1"], "give --optimizer too (the default, auto, has none to set)"),
     ]:
         argv = ["train", str(data), "--format", "libsvm", "--dim", "16", "-o", str(out), *extra]
         assert main(argv) == 2

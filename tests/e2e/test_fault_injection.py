@@ -87,7 +87,9 @@ def test_an_import_to_a_lower_step_survives_kill_9(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     port = free_port()
     with killed_at_exit(tmp_path, port) as (url, _):
-        created = httpx.post(f"{url}/v1/models", json={"name": "m", "dim": 64}, timeout=60)
+        created = httpx.post(
+            f"{url}/v1/models", json={"name": "m", "dim": 64, "optimizer": "adagrad"}, timeout=60
+        )
         assert created.status_code == 201
         assert _update(url, 50, rng) == 50
         assert httpx.post(f"{url}/v1/models/m/snapshot", timeout=60).status_code == 200
@@ -105,7 +107,9 @@ def test_an_import_refused_by_a_full_disk_changes_nothing(tmp_path: Path) -> Non
     rng = np.random.default_rng(1)
     port = free_port()
     with killed_at_exit(tmp_path, port) as (url, pid):
-        created = httpx.post(f"{url}/v1/models", json={"name": "m", "dim": 64}, timeout=60)
+        created = httpx.post(
+            f"{url}/v1/models", json={"name": "m", "dim": 64, "optimizer": "adagrad"}, timeout=60
+        )
         assert created.status_code == 201
         assert _update(url, 5, rng) == 5
         imported = OnlineLogisticRegression("adagrad", dim=64)

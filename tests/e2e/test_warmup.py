@@ -145,7 +145,12 @@ def test_readyz_reports_pieces_and_requests_avoid_the_cold_json_reader(
         assert response.json()["pending"] == ["reads/adagrad", JSON_READER, "predict/adagrad"]
         # Not ready yet, but answering: a read of a model whose loops are not warm yet runs
         # in a thread (were it compiling, the event loop would wait with it).
-        assert client.post("/v1/models", json={"name": "early", "dim": 64}).status_code == 201
+        assert (
+            client.post(
+                "/v1/models", json={"name": "early", "dim": 64, "optimizer": "adagrad"}
+            ).status_code
+            == 201
+        )
         inline_reads: list[bool] = []
         real_read = ManagedModel.read
 
@@ -163,7 +168,12 @@ def test_readyz_reports_pieces_and_requests_avoid_the_cold_json_reader(
         body = client.get("/readyz").json()
         assert body["warm"] == ["learn/adagrad", "reads/adagrad"]
         assert body["compiling"] == JSON_READER
-        assert client.post("/v1/models", json={"name": "m", "dim": 64}).status_code == 201
+        assert (
+            client.post(
+                "/v1/models", json={"name": "m", "dim": 64, "optimizer": "adagrad"}
+            ).status_code
+            == 201
+        )
 
         # While the one-call predict is not warm, predict takes the general path.
         def no_fast_path(*args: object, **kwargs: object) -> None:
@@ -235,7 +245,11 @@ def test_cold_server_compiles_the_models_optimizer_first_and_waiting_requests_su
         # Sent before the server is ready: waits for the kernels, then is acknowledged.
         response = httpx.post(f"{url}/v1/models/f/updates", json=ROWS, timeout=600)
         assert response.status_code == 200 and response.json()["rows"] == 1
-        created = httpx.post(f"{url}/v1/models", json={"name": "a", "hash_bits": 8}, timeout=600)
+        created = httpx.post(
+            f"{url}/v1/models",
+            json={"name": "a", "hash_bits": 8, "optimizer": "adagrad"},
+            timeout=600,
+        )
         assert created.status_code == 201
         response = httpx.post(f"{url}/v1/models/a/updates", json=ROWS, timeout=600)
         assert response.status_code == 200 and response.json()["rows"] == 1

@@ -59,7 +59,12 @@ def settings(tmp_path) -> Settings:
 def client(client: TestClient) -> TestClient:
     """The shared client with a model ``m`` and an experiment ``e`` to call routes on."""
     admin = {"Authorization": f"Bearer {TOKENS['admin']}"}
-    assert client.post("/v1/models", json={"name": "m", "dim": 8}, headers=admin).status_code == 201
+    assert (
+        client.post(
+            "/v1/models", json={"name": "m", "dim": 8, "optimizer": "adagrad"}, headers=admin
+        ).status_code
+        == 201
+    )
     experiment = {"name": "e", "dim": 8, "models": [{"optimizer": "adagrad"}]}
     assert client.post("/v1/experiments", json=experiment, headers=admin).status_code == 201
     return client

@@ -312,7 +312,8 @@ def test_train_and_predict_read_compressed_files(
     compress = COMPRESS["gzip" if suffix == ".gz" else "zstd"]
     source.write_bytes(compress(text[:20_000]) + compress(text[20_000:]))
     out = tmp_path / "model.npz"
-    argv = ["train", str(source), "--format", "libsvm", "--dim", str(DIM), "--lr", "0.1"]
+    argv = ["train", str(source), "--format", "libsvm", "--dim", str(DIM),
+            "--optimizer", "adagrad", "--lr", "0.1"]  # fmt: skip
     assert main([*argv, "-o", str(out), "-q"]) == 0
     assert same_model(OnlineLogisticRegression.load(out), expected_model(text))
     scores = tmp_path / "scores.txt"
@@ -329,7 +330,8 @@ def test_train_stops_at_a_truncated_gzip_file_after_its_complete_lines(
     source = tmp_path / "cut.libsvm.gz"
     source.write_bytes(body[: len(body) // 2])
     out = tmp_path / "model.npz"
-    argv = ["train", str(source), "--format", "libsvm", "--dim", str(DIM), "--lr", "0.1"]
+    argv = ["train", str(source), "--format", "libsvm", "--dim", str(DIM),
+            "--optimizer", "adagrad", "--lr", "0.1"]  # fmt: skip
     assert main([*argv, "-o", str(out), "-q", "--save-partial"]) == 2
     err = capsys.readouterr().err
     assert f"{source}: the gzip stream ends in the middle" in err

@@ -14,12 +14,16 @@ import scipy.sparse as sp
 from fastapi.testclient import TestClient
 
 from optim import ModelFileError, OnlineLogisticRegression
+from optim.portfolio import PortfolioLogisticRegression, load_model, new_model
 from service.app import create_app
 from service.settings import Settings
 from service.storage import ModelStorage
 
 DIM = 64
 OPTIMIZER = {"name": "adam", "lr": 0.05}
+# A single model and the portfolio (optimizer auto: it serves its mixture's margins; a label
+# makes every member and the mixture learn the row)
+OPTIMIZERS = [pytest.param(OPTIMIZER, id="adam"), pytest.param("auto", id="auto")]
 
 
 def rows(seed: int, n: int) -> sp.csr_array:
@@ -36,23 +40,47 @@ def client_for(tmp_path: Any, **settings: Any) -> TestClient:
     return TestClient(create_app(Settings(data_dir=tmp_path, warm_kernels=False, **settings)))
 
 
-def create(client: TestClient, name: str = "m", ttl: float = 3600, on_expiry: str = "negative"):
+def create(
+    client: TestClient, name: str = "m", ttl: float = 3600, on_expiry: str = "negative",
+    optimizer: object = OPTIMIZER,
+):  # fmt: skip
     r = client.post(
         "/v1/models",
-        json={"name": name, "dim": DIM, "optimizer": OPTIMIZER,
+        json={"name": name, "dim": DIM, "optimizer": optimizer,
               "feedback": {"ttl_seconds": ttl, "on_expiry": on_expiry}},
     )  # fmt: skip
     assert r.status_code == 201, r.text
     return r.json()
 
 
-def exported(client: TestClient, name: str = "m") -> OnlineLogisticRegression:
+def exported(
+    client: TestClient, name: str = "m"
+) -> OnlineLogisticRegression | PortfolioLogisticRegression:
     r = client.get(f"/v1/models/{name}/export")
     assert r.status_code == 200
-    return OnlineLogisticRegression.load(io.BytesIO(r.content))
+    return load_model(io.BytesIO(r.content))
 
 
-def test_labels_for_80_of_100_rows_in_a_shuffled_order_learn_them_in_that_order(tmp_path) -> None:
+def assert_same_state(model: Any, expected: Any) -> None:
+    """The same learned state (1e-12): a portfolio's every member and its mixture."""
+    pairs = [(model, expected)]
+    if isinstance(expected, PortfolioLogisticRegression):
+        pairs = [(model.member(name), m) for name, m in expected.members.items()]
+        np.testing.assert_allclose(
+            model.mixture_weights(), expected.mixture_weights(), rtol=0, atol=1e-12
+        )
+        np.testing.assert_allclose(model._combination, expected._combination, rtol=0, atol=1e-12)
+        assert model.metrics.to_dict() == expected.metrics.to_dict()
+    for mine, theirs in pairs:
+        np.testing.assert_allclose(mine.table, theirs.table, rtol=0, atol=1e-12)
+        assert mine.counters.tobytes() == theirs.counters.tobytes()
+        assert mine.step == theirs.step
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_labels_for_80_of_100_rows_in_a_shuffled_order_learn_them_in_that_order(
+    tmp_path, optimizer: object
+) -> None:
     X = rows(0, 100)
     ids = [f"imp-{k}" for k in range(100)]
     rng = np.random.default_rng(1)
@@ -60,7 +88,7 @@ def test_labels_for_80_of_100_rows_in_a_shuffled_order_learn_them_in_that_order(
     weights = rng.uniform(0.5, 2.0, 100)
     order = rng.permutation(100)[:80]
     with client_for(tmp_path) as client:
-        info = create(client)
+        info = create(client, optimizer=optimizer)
         assert info["config"]["feedback"] == {"ttl_seconds": 3600.0, "on_expiry": "negative"}
         assert info["feedback"]["pending"] == 0
         r = client.post("/v1/models/m/predict", json=csr(X, ids=ids))
@@ -95,14 +123,14 @@ def test_labels_for_80_of_100_rows_in_a_shuffled_order_learn_them_in_that_order(
         model = exported(client)
         info = client.get("/v1/models/m").json()
 
-    expected = OnlineLogisticRegression(OPTIMIZER, dim=DIM)
+    expected = new_model(optimizer, dim=DIM)
+    np.testing.assert_allclose(served, expected.predict_proba(X)[:, 1], rtol=0, atol=1e-12)
     w = np.ones(100)
     w[parts[1]] = weights[parts[1]]
     w[parts[2]] = weights[parts[2]]
     for part in parts:
         expected.learn(X[part], labels[part], w[part])
-    np.testing.assert_allclose(model.table, expected.table, rtol=0, atol=1e-12)
-    assert model.counters.tobytes() == expected.counters.tobytes()
+    assert_same_state(model, expected)
     assert model.step == expected.step == 80
 
     feedback = info["feedback"]
@@ -171,11 +199,14 @@ def test_duplicate_unknown_and_labelled_ids_are_refused_and_change_nothing(tmp_p
         assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("on_expiry", ["negative", "drop"])
-def test_rows_expire_after_the_ttl_by_policy_in_prediction_order(tmp_path, on_expiry) -> None:
+def test_rows_expire_after_the_ttl_by_policy_in_prediction_order(
+    tmp_path, on_expiry, optimizer: object
+) -> None:
     X = rows(3, 6)
     with client_for(tmp_path) as client:
-        create(client, ttl=1, on_expiry=on_expiry)
+        create(client, ttl=1, on_expiry=on_expiry, optimizer=optimizer)
         assert client.post("/v1/models/m/predict", json=csr(X[:3], ids=["a", "b", "c"])).is_success
         assert client.post("/v1/models/m/predict", json=csr(X[3:4], ids=["d"])).is_success
         time.sleep(1.2)
@@ -187,14 +218,14 @@ def test_rows_expire_after_the_ttl_by_policy_in_prediction_order(tmp_path, on_ex
         assert r.status_code == 200, r.text
         info = client.get("/v1/models/m").json()["feedback"]
         model = exported(client)
-    expected = OnlineLogisticRegression(OPTIMIZER, dim=DIM)
+    expected = new_model(optimizer, dim=DIM)
     if on_expiry == "negative":
         expected.learn(X[:4], np.zeros(4))  # oldest first, one batch
         assert (info["expired"], info["dropped"]) == (4, 0)
     else:
         assert (info["expired"], info["dropped"]) == (0, 4)
     expected.learn(X[4:5], [1])
-    assert model.table.tobytes() == expected.table.tobytes()
+    assert_same_state(model, expected)
     assert info["pending"] == 1 and info["labelled"] == 1
     assert info["join_rate"] == pytest.approx(1 / 5)
     # the log replays the expiries exactly (the snapshot written at exit removed)
@@ -202,7 +233,7 @@ def test_rows_expire_after_the_ttl_by_policy_in_prediction_order(tmp_path, on_ex
     (directory / f"snapshot-{model.step}.npz").unlink()
     recovered = ModelStorage(directory).recover()
     assert recovered.snapshot_step == 0 and recovered.dropped == []
-    assert recovered.model.table.tobytes() == expected.table.tobytes()
+    assert_same_state(recovered.model, expected)
     assert recovered.model.feedback.summary() == model.feedback.summary()
 
 
@@ -241,11 +272,14 @@ def test_pending_rows_count_in_the_memory_budget(tmp_path) -> None:
         assert r.status_code == 200, r.text
 
 
-def test_pending_rows_survive_a_restart_and_are_exported_and_imported(tmp_path) -> None:
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_pending_rows_survive_a_restart_and_are_exported_and_imported(
+    tmp_path, optimizer: object
+) -> None:
     X = rows(5, 10)
     ids = [f"i{k}" for k in range(10)]
     with client_for(tmp_path / "a") as client:
-        create(client)
+        create(client, optimizer=optimizer)
         assert client.post("/v1/models/m/predict", json=csr(X, ids=ids)).is_success
         assert client.post("/v1/models/m/feedback", json={"ids": ids[:3], "labels": [1, 0, 1]})
         r = client.post("/v1/models/m/snapshot")
@@ -262,8 +296,12 @@ def test_pending_rows_survive_a_restart_and_are_exported_and_imported(tmp_path) 
     recovered = storage.recover().model
     storage.close()
     assert sorted(recovered.feedback.pending) == sorted([*ids[5:], "late"])
+    expected = new_model(optimizer, dim=DIM)  # the labelled rows, learned when labelled
+    expected.learn(X[:3], [1, 0, 1])
+    expected.learn(X[3:5], [0, 1])
+    assert_same_state(recovered, expected)
     with client_for(tmp_path / "b") as client:
-        create(client, "copy")
+        create(client, "copy", optimizer=optimizer)
         r = client.post(
             "/v1/models/copy/import", content=file,
             headers={"content-type": "application/x-adaserve-model"},

@@ -21,12 +21,16 @@ from servers import free_port, start_server
 from optim import Batch, OnlineLogisticRegression
 from optim.formats import parse_bytes
 from optim.metrics import auc
+from optim.portfolio import load_model, new_model
 from service.app import create_app
 from service.cli import main
 from service.settings import Settings
 
 DIM = 64
 OPTIMIZER = {"name": "adam", "lr": 0.05}
+# A single model and the portfolio (optimizer auto: its mixture scores held-out rows, no member
+# learns them)
+OPTIMIZERS = [pytest.param(OPTIMIZER, id="adam"), pytest.param("auto", id="auto")]
 
 
 def libsvm(count: int, seed: int) -> bytes:
@@ -68,9 +72,10 @@ def create(client: TestClient, **config: object) -> None:
     assert response.status_code == 201, response.text
 
 
-def test_the_model_counts_its_rows_across_requests(client: TestClient) -> None:
-    create(client, holdout_every=4)
-    local = OnlineLogisticRegression(OPTIMIZER, dim=DIM, holdout_every=4)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_the_model_counts_its_rows_across_requests(client: TestClient, optimizer: object) -> None:
+    create(client, holdout_every=4, optimizer=optimizer)
+    local = new_model(optimizer, dim=DIM, holdout_every=4)
     for size, seed in ((3, 1), (10, 2), (1, 3), (30, 4)):  # rows 4, 8, 12, ... of the model
         batch = parse_bytes(libsvm(size, seed), "libsvm", dim=DIM)
         expected = local.learn_batch(batch)
@@ -88,8 +93,11 @@ def test_the_model_counts_its_rows_across_requests(client: TestClient) -> None:
     assert info["metrics"]["rows"] == 33
 
 
-def test_a_stream_counts_its_own_rows_and_reports_them(client: TestClient) -> None:
-    create(client, holdout_every=4)  # the stream's own period overrides it
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_a_stream_counts_its_own_rows_and_reports_them(
+    client: TestClient, optimizer: object
+) -> None:
+    create(client, holdout_every=4, optimizer=optimizer)  # the stream's own period overrides it
     client.post(
         "/v1/models/m/updates",
         json={"indptr": [0, 1], "indices": [0], "values": [1.0], "labels": [1]},
@@ -97,7 +105,7 @@ def test_a_stream_counts_its_own_rows_and_reports_them(client: TestClient) -> No
     text = libsvm(200, 5)
     lines = stream(client, text, holdout_every=5)
     summary = lines[-1]
-    local = OnlineLogisticRegression(OPTIMIZER, dim=DIM, holdout_every=4)
+    local = new_model(optimizer, dim=DIM, holdout_every=4)
     local.learn(parse_bytes(b"1 0:1\n", "libsvm", dim=DIM))
     batch = parse_bytes(text, "libsvm", dim=DIM)
     result = local.learn_batch(held_every(batch, 5))
@@ -141,7 +149,8 @@ def test_a_bad_model_holdout_every_is_refused(client: TestClient, bad: object) -
     assert response.json()["where"]["field"] == "holdout_every"
 
 
-def test_held_out_rows_survive_kill_minus_nine(tmp_path: Path) -> None:
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_held_out_rows_survive_kill_minus_nine(tmp_path: Path, optimizer: object) -> None:
     """Model-decided and stream-decided holdout rows, a snapshot between (the second stream holds
     out every row: the step stays, the rows seen move on), then kill -9: the restarted server
     replays the log to the same state and the same holdout metrics."""
@@ -149,9 +158,9 @@ def test_held_out_rows_survive_kill_minus_nine(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     process = start_server(tmp_path, port, "--fsync", "always", quiet=True)
     try:
-        local = OnlineLogisticRegression(OPTIMIZER, dim=DIM, holdout_every=3)
+        local = new_model(optimizer, dim=DIM, holdout_every=3)
         with httpx.Client(base_url=url, timeout=120) as http:
-            body = {"name": "m", "dim": DIM, "optimizer": OPTIMIZER, "holdout_every": 3}
+            body = {"name": "m", "dim": DIM, "optimizer": optimizer, "holdout_every": 3}
             assert http.post("/v1/models", json=body).status_code == 201
             texts = [(libsvm(50, 7), {}), (libsvm(30, 8), {"holdout_every": 1})]
             texts += [(libsvm(40, 9), {"holdout_every": 7}), (libsvm(25, 10), {})]
@@ -170,16 +179,13 @@ def test_held_out_rows_survive_kill_minus_nine(tmp_path: Path) -> None:
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
         process = start_server(tmp_path, port, quiet=True)
-        served = OnlineLogisticRegression.load(
-            io.BytesIO(httpx.get(f"{url}/v1/models/m/export").content)
-        )
+        served = load_model(io.BytesIO(httpx.get(f"{url}/v1/models/m/export").content))
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
     assert served.step == local.step and served.rows_seen == local.rows_seen == 145
-    assert served.table.tobytes() == local.table.tobytes()
-    assert served.counters.tobytes() == local.counters.tobytes()
+    assert served.to_bytes() == local.to_bytes()  # every member's state too, and the mixture
     for name, array in local.holdout_metrics.state("holdout").items():
         np.testing.assert_array_equal(served.holdout_metrics.state("holdout")[name], array)
     assert served.metrics.to_dict() == local.metrics.to_dict()
@@ -205,3 +211,15 @@ def test_train_holds_out_and_reports_it(tmp_path: Path, capsys: pytest.CaptureFi
     )
     assert main([*args, "--holdout-every", "-2", "-o", str(out)]) != 0
     assert "holdout_every" in capsys.readouterr().err
+
+    # optimizer auto: the mixture's holdout metrics, no member learning the held-out rows
+    args[args.index("adam")] = "auto"
+    assert main([*args, "--holdout-every", "10", "-o", str(out)]) == 0
+    expected = new_model("auto", dim=DIM, holdout_every=10)
+    expected.learn_batch(parse_bytes(data.read_bytes(), "libsvm", dim=DIM))
+    trained = load_model(out)
+    assert trained.to_bytes() == expected.to_bytes()
+    assert trained.step == 270 and trained.holdout_metrics.rows == 30
+    holdout = expected.holdout_metrics.to_dict()
+    line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("holdout"))
+    assert line.startswith(f"holdout     30 rows, log-loss {holdout['overall']['log_loss']:.6f}")

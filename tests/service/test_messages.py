@@ -23,8 +23,15 @@ def test_readable_bytes(count: int, text: str) -> None:
 def test_memory_budget_refusal_speaks_mib_and_gib(tmp_path) -> None:
     settings = Settings(data_dir=tmp_path, warm_kernels=False, memory_budget_bytes=1 << 30)
     with TestClient(create_app(settings)) as client:
-        assert client.post("/v1/models", json={"name": "a", "hash_bits": 20}).status_code == 201
-        response = client.post("/v1/models", json={"name": "b", "hash_bits": 26})
+        assert (
+            client.post(
+                "/v1/models", json={"name": "a", "hash_bits": 20, "optimizer": "adagrad"}
+            ).status_code
+            == 201
+        )
+        response = client.post(
+            "/v1/models", json={"name": "b", "hash_bits": 26, "optimizer": "adagrad"}
+        )
     assert response.status_code == 422 and response.json()["error"] == "over_memory_budget"
     detail = response.json()["detail"]
     assert detail.startswith("the model needs 2.0 GiB ("), detail

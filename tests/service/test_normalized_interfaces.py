@@ -34,7 +34,18 @@ def test_rest_refuses_invariant_adam(client: TestClient) -> None:
 def test_train_normalized_invariant_equals_in_process_run(tmp_path: Path) -> None:
     data = tiny_libsvm(tmp_path / "tiny.libsvm")
     out = tmp_path / "n.npz"
-    argv = ["train", str(data), "--format", "libsvm", "--dim", "16", "--lr", "0.5"]
+    argv = [
+        "train",
+        str(data),
+        "--format",
+        "libsvm",
+        "--dim",
+        "16",
+        "--optimizer",
+        "adagrad",
+        "--lr",
+        "0.5",
+    ]
     assert main([*argv, "--normalized", "--invariant", "--quiet", "-o", str(out)]) == 0
     expected = reference(
         [data], "libsvm", optimizer={"name": "adagrad", "lr": 0.5}, dim=16, normalized=True,

@@ -72,8 +72,18 @@ def test_auto_model_learns_predicts_and_shows_its_leaderboard(client: TestClient
     assert unknown.status_code == 422 and unknown.json()["where"]["field"] == "member"
 
 
+def test_a_model_created_with_no_optimizer_is_auto(client: TestClient) -> None:
+    """The service's default optimizer is the portfolio (README: the default)."""
+    assert client.post("/v1/models", json={"name": "d", "dim": DIM}).status_code == 201
+    info = client.get("/v1/models/d").json()
+    assert info["config"]["optimizer"]["name"] == "auto"
+    assert [m["name"] for m in info["config"]["optimizer"]["members"]] == [m.name for m in MEMBERS]
+    assert info["portfolio"]["leader"] == MEMBERS[0].name
+
+
 def test_a_plain_model_has_no_members(client: TestClient) -> None:
-    assert client.post("/v1/models", json={"name": "p", "dim": DIM}).status_code == 201
+    body = {"name": "p", "dim": DIM, "optimizer": "adagrad"}
+    assert client.post("/v1/models", json=body).status_code == 201
     assert client.get("/v1/models/p").json()["portfolio"] is None
     refused = client.get("/v1/models/p/learning-rates?indices=0&member=adam")
     assert refused.status_code == 422 and refused.json()["where"]["field"] == "member"
@@ -140,3 +150,58 @@ def test_a_damaged_portfolio_file_is_refused() -> None:
     buffer = io.BytesIO(model.to_bytes())
     PortfolioLogisticRegression.load(buffer, reserve=reserved.append)
     assert reserved == [model.memory_bytes]
+
+
+def test_a_portfolio_file_keeps_its_pending_rows_and_refuses_bad_ones() -> None:
+    """feedback with optimizer auto: the pending rows and served metrics are saved with the
+    portfolio, counted by ``reserve`` as they will be held, and checked as a single model's."""
+    X, y = stream()
+    model = PortfolioLogisticRegression(dim=DIM, feedback={"ttl_seconds": 60})
+    model.learn(X[:100], y[:100])
+    batch = model.to_batch(X[100:110])
+    model.feedback.remember(
+        [f"r{k}" for k in range(10)], batch, model.decision_function(batch), 5.0
+    )
+    reserved: list[int] = []
+    copy = PortfolioLogisticRegression.load(io.BytesIO(model.to_bytes()), reserve=reserved.append)
+    # (as a single model's load: the feedback members' stored bytes, headers and all, an
+    # upper bound)
+    assert model.memory_bytes <= reserved[0] <= model.memory_bytes + 16_384
+    assert copy.feedback is not None and list(copy.feedback.pending) == list(model.feedback.pending)
+    assert copy.feedback.summary() == model.feedback.summary()
+    assert copy.config == model.config and copy.config["feedback"]["ttl_seconds"] == 60
+    arrays = model.file_arrays()
+    for changed, member in (
+        ({"feedback_indices": np.full_like(arrays["feedback_indices"], DIM)}, "feedback_indices"),
+        ({"feedback_times": arrays["feedback_times"][:-1]}, "feedback_times"),
+        ({"feedback_counts": np.zeros(3)}, "feedback_counts"),
+    ):
+        buffer = io.BytesIO()
+        save_file_arrays(buffer, {**arrays, **changed})
+        buffer.seek(0)
+        with pytest.raises(ModelFileError) as error:
+            PortfolioLogisticRegression.load(buffer)
+        assert error.value.member == member, error.value
+    plain = PortfolioLogisticRegression(dim=DIM).file_arrays()
+    buffer = io.BytesIO()
+    save_file_arrays(buffer, {**plain, "feedback_ids": arrays["feedback_ids"]})
+    buffer.seek(0)
+    with pytest.raises(ModelFileError) as error:  # pending rows without a feedback setting
+        PortfolioLogisticRegression.load(buffer)
+    assert error.value.member == "feedback_ids"
+
+
+def test_an_auto_model_over_the_memory_budget_is_refused_saying_why(tmp_path: Path) -> None:
+    """The budget counts every member; the refusal says so and what to do instead."""
+    settings = Settings(data_dir=tmp_path, warm_kernels=False, memory_budget_bytes=64 << 20)
+    with TestClient(create_app(settings)) as client:
+        body = {"name": "big", "hash_bits": 20, "optimizer": "auto"}
+        response = client.post("/v1/models", json=body)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "over_memory_budget"
+        detail = response.json()["detail"]
+        assert "optimizer auto" in detail and "members side by side" in detail, detail
+        needed = PortfolioLogisticRegression(hash_bits=20).memory_bytes
+        assert f"{needed:,} bytes" in detail
+        body["optimizer"] = "adagrad"  # one model of that size fits
+        assert client.post("/v1/models", json=body).status_code == 201

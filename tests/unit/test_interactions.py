@@ -290,6 +290,7 @@ def test_adaserve_train_interactions(tmp_path: Path) -> None:
     data.write_text("\n".join(NAMED_ROWS) + "\n")
     out = tmp_path / "model.npz"
     argv = ["train", str(data), "--format", "vw", "--hash-bits", "18", "--quiet", "-o", str(out),
+            "--optimizer", "adagrad",
             "--interactions", "ua", "--interactions", "uu", "--ignore", "s"]  # fmt: skip
     assert main(argv) == 0
     trained = OnlineLogisticRegression.load(out)

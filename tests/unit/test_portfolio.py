@@ -30,6 +30,7 @@ from optim.portfolio import (
 from service.cli import main
 
 DIM = 16
+MEMBERS_NAMES = [m.name for m in MEMBERS]
 
 
 def stream(seed: int = 3) -> tuple[sp.csr_array, np.ndarray, np.ndarray]:
@@ -268,3 +269,123 @@ def test_a_version_1_file_loads_and_its_mixture_starts_afresh() -> None:
             archive.writestr(name, data)
     with pytest.raises(ModelFileError, match="unknown format"):
         load_model(io.BytesIO(written.getvalue()))
+
+
+def _assert_same_portfolio(
+    held: PortfolioLogisticRegression, plain: PortfolioLogisticRegression
+) -> None:
+    """Every member's state and progressive metrics, and the mixture, equal (1e-12)."""
+    for name, model in plain.members.items():
+        mine = held.member(name)
+        np.testing.assert_allclose(mine.table, model.table, rtol=0, atol=1e-12, err_msg=name)
+        np.testing.assert_array_equal(mine.counters, model.counters)
+        assert mine.step == model.step
+        assert mine.metrics.to_dict()["overall"] == model.metrics.to_dict()["overall"]
+    for mine, theirs in (
+        (held._combination, plain._combination),
+        (held._log_weights, plain._log_weights),
+        (held._recent, plain._recent),
+        (held.mixture_weights(), plain.mixture_weights()),
+    ):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-12)
+    assert (held.leader, held.switches, held.step) == (plain.leader, plain.switches, plain.step)
+    assert held.metrics.to_dict()["overall"] == plain.metrics.to_dict()["overall"]
+
+
+@pytest.mark.parametrize("lazy", ["exact", "frozen"])
+def test_held_out_rows_are_scored_by_the_mixture_and_learned_by_no_one(lazy: str) -> None:
+    """holdout_every k: the portfolio equals one fed only the other rows (every member's state,
+    the mixture), each held-out row is scored by the mixture and by every member as they stand,
+    and the holdout metrics are those of the mixture's margins on the held-out rows."""
+    X, y, w = stream(11)
+    k = 7
+    auto = PortfolioLogisticRegression(dim=DIM, lazy=lazy, window=50, holdout_every=k)
+    plain = PortfolioLogisticRegression(dim=DIM, lazy=lazy, window=50)
+    held = (np.arange(1, 601) % k) == 0
+    margins = []
+    for start, stop in ((0, 1), (1, 200), (200, 201), (201, 600)):  # uneven batches
+        part = slice(start, stop)
+        kept = np.flatnonzero(~held[part]) + start
+        result = auto.learn(X[part], y[part], w[part])
+        chosen = held[part]
+        assert result.held_out is not None or not chosen.any()
+        if result.held_out is not None:
+            np.testing.assert_array_equal(result.held_out, chosen)
+        if kept.size:
+            plain.learn(X[kept], y[kept], w[kept])
+        margins.append(result.margins)
+    _assert_same_portfolio(auto, plain)
+    assert auto.rows_seen == 600 and auto.step == 600 - int(held.sum())
+    margins = np.concatenate(margins)
+    # the holdout metrics, by hand from the mixture's margins of the held-out rows
+    losses = log_losses(margins[held], y[held])
+    summary = auto.holdout_metrics.to_dict()["overall"]
+    assert auto.holdout_metrics.rows == int(held.sum())
+    assert summary["log_loss"] == pytest.approx(np.sum(w[held] * losses) / np.sum(w[held]))
+    from sklearn.metrics import roc_auc_score
+
+    assert auto.holdout_metrics.to_dict()["recent"]["auc"] == pytest.approx(
+        roc_auc_score(y[held], margins[held]),
+        abs=1e-9,  # (the recent AUC is unweighted)
+    )
+    # every member scored the held-out rows too, and holds them in its own holdout metrics
+    for model in auto.members.values():
+        assert model.holdout_metrics.rows == int(held.sum())
+    # saved and loaded, it goes on holding out the same rows
+    copy = load_model(io.BytesIO(auto.to_bytes()))
+    assert isinstance(copy, PortfolioLogisticRegression)
+    assert copy.holdout_every == k and copy.rows_seen == 600
+    assert copy.holdout_metrics.to_dict() == auto.holdout_metrics.to_dict()
+    X2, y2, w2 = stream(12)
+    a = auto.learn(X2[:100], y2[:100], w2[:100])
+    b = copy.learn(X2[:100], y2[:100], w2[:100])
+    np.testing.assert_array_equal(a.margins, b.margins)
+    np.testing.assert_array_equal(a.held_out, b.held_out)
+    _assert_same_portfolio(copy, auto)
+
+
+def test_a_batch_mask_holds_rows_out_of_a_portfolio() -> None:
+    """A batch's own ``holdout`` mask (a stream's holdout_every) decides for its rows."""
+    import dataclasses
+
+    X, y, w = stream(13)
+    auto = PortfolioLogisticRegression(dim=DIM)
+    plain = PortfolioLogisticRegression(dim=DIM)
+    mask = np.zeros(600, dtype=bool)
+    mask[::5] = True
+    batch = dataclasses.replace(auto.to_batch(X, y, w, require_labels=True), holdout=mask)
+    result = auto.learn_batch(batch)
+    np.testing.assert_array_equal(result.held_out, mask)
+    plain.learn(X[np.flatnonzero(~mask)], y[~mask], w[~mask])
+    _assert_same_portfolio(auto, plain)
+    assert auto.holdout_metrics.rows == 120 and auto.holdout_every == 0
+
+
+def test_a_held_out_row_is_scored_on_the_portfolio_as_it_stands() -> None:
+    """Row by row: a held-out row's margin is the mixture's prediction then, and each member's
+    holdout loss is its own prediction's then."""
+    X, y, w = stream(14)
+    auto = PortfolioLogisticRegression(dim=DIM, holdout_every=3)
+    plain = PortfolioLogisticRegression(dim=DIM)
+    member_losses: dict[str, list[float]] = {name: [] for name in MEMBERS_NAMES}
+    for i in range(60):
+        row = X[[i]]
+        if (i + 1) % 3:
+            auto.learn(row, y[i : i + 1], w[i : i + 1])
+            plain.learn(row, y[i : i + 1], w[i : i + 1])
+            continue
+        expected = plain.decision_function(row)
+        for name, model in plain.members.items():
+            member_losses[name].append(
+                float(log_losses(model.decision_function(row), y[i : i + 1])[0])
+            )
+        result = auto.learn(row, y[i : i + 1], w[i : i + 1])
+        assert result.held_out is not None and result.held_out.tolist() == [True]
+        np.testing.assert_allclose(result.margins, expected, rtol=0, atol=1e-12)
+    held_weights = w[2:60:3]
+    for name, model in auto.members.items():
+        assert model.holdout_metrics.rows == 20
+        assert model.holdout_metrics.to_dict()["overall"]["log_loss"] == pytest.approx(
+            np.sum(held_weights * member_losses[name]) / np.sum(held_weights), rel=1e-12
+        )
+    _assert_same_portfolio(auto, plain)

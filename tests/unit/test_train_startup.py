@@ -19,6 +19,7 @@ import pytest
 from adaserve_cli.train import ProgressTable, read_ahead
 from optim import OnlineLogisticRegression
 from optim.formats import iter_file_batches
+from optim.portfolio import load_model
 from service.cli import main
 
 DIM = 4096
@@ -52,7 +53,7 @@ def test_the_text_path_imports_no_scipy_fastapi_or_other_format(tmp_path: Path) 
                           check=True)  # fmt: skip
     loaded = json.loads(done.stdout.splitlines()[-1])
     assert loaded == {"code": 0, "scipy": [], "web": [], "formats": []}, loaded
-    assert OnlineLogisticRegression.load(tmp_path / "m.npz").step == 500
+    assert load_model(tmp_path / "m.npz").step == 500  # the default: auto
     # the breakdown: every part measured, and they add up to the total
     line = next(x for x in done.stderr.splitlines() if x.startswith("start-up"))
     numbers = [float(x) for x in re.findall(r"\d+\.\d+", line)]
@@ -63,7 +64,8 @@ def test_the_text_path_imports_no_scipy_fastapi_or_other_format(tmp_path: Path) 
 def test_the_reader_thread_learns_the_serial_model_bit_for_bit(tmp_path: Path) -> None:
     source = libsvm_file(tmp_path / "rows.libsvm", 6_000)
     out = tmp_path / "threaded.npz"
-    argv = ["train", str(source), "--format", "libsvm", "--dim", str(DIM), "--lr", "0.2"]
+    argv = ["train", str(source), "--format", "libsvm", "--dim", str(DIM),
+            "--optimizer", "adagrad", "--lr", "0.2"]  # fmt: skip
     assert main([*argv, "-q", "-o", str(out)]) == 0
     serial = OnlineLogisticRegression({"name": "adagrad", "lr": 0.2}, DIM)
     for batch in iter_file_batches(source, "libsvm", dim=DIM):
