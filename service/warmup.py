@@ -3,10 +3,12 @@
 On a fresh install nothing is in numba's cache and compiling everything takes a minute or more
 on two cores (the JSON readers alone ~20-30 s, each optimizer's loops ~2-4 s). A server is ready
 (``/readyz`` 200) once the pieces marked ``needed`` are warm: the learn loops of the optimizers
-of the models on disk, then of the default optimizer (AdaGrad), and the path of a small JSON
-update (reading the body into a batch, hashing named rows, its log record's checksum). The other
-pieces (their read loops, the text parsers, the other optimizers, the JSON reader, the one-call
-predict of each optimizer) compile after that in the same background thread.
+of the models on disk, then AdaGrad's, and the path of a small JSON update (reading the body into
+a batch, hashing named rows, its log record's checksum). Next come the loops of ``"auto"``, the
+optimizer of a model created with none (its members' update forms and its driver: about 10-20 s
+more cold, not waited for by ``/readyz``, so a new AdaGrad model learns meanwhile), then the other
+pieces (read loops, the text parsers, the other optimizers, the JSON reader, the one-call
+predict of each optimizer) in the same background thread.
 
 A request needing a piece still compiling waits for it rather than failing: numba compiles a
 function under one process-wide lock and looks for a compiled version again once it holds it,
@@ -28,7 +30,9 @@ import numpy as np
 from optim import REGISTRY, Batch, OnlineLogisticRegression, PortfolioLogisticRegression
 
 log = logging.getLogger("adaserve")
-DEFAULT_OPTIMIZER = "adagrad"
+# The single-model optimizer warmed first (the in-process class's default, the members of
+# "auto" use it too) and the one the small-update path runs.
+FIRST_OPTIMIZER = "adagrad"
 JSON_READER = "json-reader"
 # One valid Criteo line: label, 13 integer and 26 categorical columns.
 CRITEO_LINE = b"\t".join([b"1", *[b"1"] * 13, *[b"a"] * 26]) + b"\n"
@@ -57,7 +61,8 @@ def learn_loop(optimizer: str) -> None:
 
 
 def portfolio_loop() -> None:
-    """The compiled driver of ``"optimizer": "auto"`` (its members' loops are warmed as theirs)."""
+    """``"optimizer": "auto"``: its members' loops in their update forms (normalized,
+    invariant: each form is its own compiled module) and the portfolio's driver."""
     PortfolioLogisticRegression(dim=2).learn_batch(_tiny_batch())
 
 
@@ -84,7 +89,7 @@ def small_update_path() -> None:
     from service.settings import Settings
     from service.storage import encode_batch, record_body
 
-    model = OnlineLogisticRegression(DEFAULT_OPTIMIZER, hash_bits=4)
+    model = OnlineLogisticRegression(FIRST_OPTIMIZER, hash_bits=4)
     settings = Settings()
     for body in (SMALL_CSR_BODY, SMALL_ROWS_BODY):
         batch = batch_from_body(body, model, settings, require_labels=True)
@@ -132,17 +137,18 @@ def text_parser(fmt: str, line: bytes) -> Callable[[], None]:
 
 
 def plan(optimizers_in_use: Iterable[str] = ()) -> list[Piece]:
-    """Every piece, in the order compiled: the learn loops of the optimizers in use and of the
-    default one, and the small-update path (needed); then their read loops, the text parsers,
-    the Arrow reader (pyarrow's import), the other optimizers' loops, the driver of optimizer
-    "auto", the JSON reader (~20-70 s cold: until it is warm, requests that could use it take
-    the orjson path or a parser thread, see :meth:`Warmup.is_warm`) and the one-call
-    predicts."""
-    first = list(dict.fromkeys([*optimizers_in_use, DEFAULT_OPTIMIZER]))
+    """Every piece, in the order compiled: the learn loops of the optimizers in use and
+    AdaGrad's, and the small-update path (needed); then optimizer "auto" (the service's
+    default: its members' update forms and driver), their read loops, the text parsers, the
+    Arrow reader (pyarrow's import), the other optimizers' loops, the JSON reader (~20-70 s
+    cold: until it is warm, requests that could use it take the orjson path or a parser
+    thread, see :meth:`Warmup.is_warm`) and the one-call predicts."""
+    first = list(dict.fromkeys([*optimizers_in_use, FIRST_OPTIMIZER]))
     rest = [name for name in REGISTRY if name not in first]
     return [
         *(Piece(f"learn/{name}", lambda n=name: learn_loop(n), True) for name in first),
         Piece("update-path", small_update_path, True),
+        Piece("learn/auto", portfolio_loop),
         *(Piece(f"reads/{name}", lambda n=name: read_loops(n)) for name in first),
         Piece("parser/vw", text_parser("vw", b"1 | a\n")),
         Piece("parser/libsvm", text_parser("libsvm", b"1 0:1\n")),
@@ -153,7 +159,6 @@ def plan(optimizers_in_use: Iterable[str] = ()) -> list[Piece]:
             for name in rest
             for kind, loop in (("learn", learn_loop), ("reads", read_loops))
         ),
-        Piece("learn/auto", portfolio_loop),
         Piece(JSON_READER, json_reader),
         *(Piece(f"predict/{name}", lambda n=name: one_call_predict(n)) for name in [*first, *rest]),
         Piece("parser/ndjson", text_parser("ndjson", NDJSON_LINE)),
