@@ -411,9 +411,24 @@ def vw_form_agreement(data: DataSet, bits: tuple[int, ...]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- cost of auto
+def timed(function: Callable[..., Any], seconds: list[float]) -> Callable[..., Any]:
+    """``function``, appending each call's duration to ``seconds``."""
+
+    def call(*args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            seconds.append(time.perf_counter() - start)
+
+    return call
+
+
 def auto_cost(data: DataSet, bits: int, repeat: int) -> dict[str, Any]:
     """rows/s (median of ``repeat`` fresh passes, interleaved so all see the same machine load)
-    and memory of the default model, of ``auto``, and of each of auto's members alone."""
+    and memory of the default model, of ``auto``, and of each of auto's members alone; and how
+    much of auto's time is its members' one compiled learning call (``learn_batches`` makes it
+    once a pass), the rest being the mixture and each member's accounting of its rows."""
     batch, parts = read_ours(data, bits, 10_000)
     members = PortfolioLogisticRegression(dim=2).member_configs
     makers: dict[str, Callable[[], Any]] = {
@@ -425,10 +440,13 @@ def auto_cost(data: DataSet, bits: int, repeat: int) -> dict[str, Any]:
             **m.settings, hash_bits=bits
         )
     times: dict[str, list[float]] = {name: [] for name in makers}
+    in_members: list[float] = []  # of auto's time, in the one compiled call of its members
     memory: dict[str, int] = {}
     for _ in range(repeat):
         for name, make in makers.items():
             model = make()
+            if name == "auto":
+                model._driver = timed(model._driver, in_members)
             start = time.perf_counter()
             model.learn_batches(parts)
             times[name].append(time.perf_counter() - start)
@@ -443,6 +461,7 @@ def auto_cost(data: DataSet, bits: int, repeat: int) -> dict[str, Any]:
         "seconds": seconds,
         "memory_bytes": memory,
         "members_seconds": sum(seconds[name] for name in alone),
+        "auto_members_pass_seconds": statistics.median(in_members),
         "members_memory_bytes": sum(memory[name] for name in alone),
         "largest_member_memory_bytes": max(memory[name] for name in alone),
     }
@@ -1040,10 +1059,22 @@ def render(info: dict[str, Any]) -> str:
             "",
             f"- time: auto takes {seconds['auto'] / seconds['default']:.2f}x the default's "
             f"(K = {k}), {seconds['auto'] / cost['members_seconds']:.2f}x its members' own "
-            "passes added up (mixing their predictions and keeping their losses is small "
-            "beside their learning; below 1 is the machine's load between passes) and "
+            "passes added up (each alone in its own update form: the normalized and invariant "
+            "forms cost more than plain AdaGrad, the default) and "
             f"{seconds['auto'] / (k * slowest):.2f}x "
             "K times its slowest member.",
+            *(
+                [
+                    f"- of auto's time, {cost['auto_members_pass_seconds'] / seconds['auto']:.0%} "
+                    f"is its members learning (one compiled call of the {k} update kernels, "
+                    f"{cost['auto_members_pass_seconds'] / cost['members_seconds']:.0%} of the "
+                    "members' passes alone added up); the rest is the mixture's update "
+                    "(`mix_rows`, compiled) and each member's accounting of its rows "
+                    "(progressive metrics, feature names), which a member alone does too."
+                ]
+                if "auto_members_pass_seconds" in cost
+                else []
+            ),
             f"- memory: {memory['auto'] / memory['default']:.2f}x the default's, "
             f"{memory['auto'] / cost['members_memory_bytes']:.3f}x the members' added up, "
             f"{memory['auto'] / (k * cost['largest_member_memory_bytes']):.2f}x K times the "
