@@ -110,7 +110,7 @@ def test_pending_rows_count_in_their_nodes_budget_beside_the_other_models(tmp_pa
     from service.cluster.host import Failure, ModelHost
     from service.engine.errors import TooManyPending
 
-    config = {"dim": 64, "feedback": {"ttl_seconds": 60}}
+    config = {"optimizer": "adagrad", "dim": 64, "feedback": {"ttl_seconds": 60}}
     model_bytes = OnlineLogisticRegression(**config).memory_bytes  # type: ignore[arg-type]
     settings = Settings(data_dir=tmp_path, memory_budget_bytes=model_bytes + 30 * 1024)
     row = Batch.from_arrays([0, 2], [1, 5], [1.0, 0.5], dim=64)
