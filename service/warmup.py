@@ -4,11 +4,12 @@ On a fresh install nothing is in numba's cache and compiling everything takes a 
 on two cores (the JSON readers alone ~20-30 s, each optimizer's loops ~2-4 s). A server is ready
 (``/readyz`` 200) once the pieces marked ``needed`` are warm: the learn loops of the optimizers
 of the models on disk, then AdaGrad's, and the path of a small JSON update (reading the body into
-a batch, hashing named rows, its log record's checksum). Next come the loops of ``"auto"``, the
-optimizer of a model created with none (its members' update forms and its driver: about 10-20 s
-more cold, not waited for by ``/readyz``, so a new AdaGrad model learns meanwhile), then the other
-pieces (read loops, the text parsers, the other optimizers, the JSON reader, the one-call
-predict of each optimizer) in the same background thread.
+a batch, hashing named rows, its log record's checksum). Next come their read loops
+(predictions, rate lookups), then the loops of ``"auto"``, the optimizer of a model created with
+none (its members' update forms and its driver: 13-16 s more cold, not waited for by ``/readyz``,
+so a new AdaGrad model learns and answers meanwhile), then the other pieces (the text parsers, the
+other optimizers, the JSON reader, the one-call predict of each optimizer) in the same background
+thread.
 
 A request needing a piece still compiling waits for it rather than failing: numba compiles a
 function under one process-wide lock and looks for a compiled version again once it holds it,
@@ -138,8 +139,8 @@ def text_parser(fmt: str, line: bytes) -> Callable[[], None]:
 
 def plan(optimizers_in_use: Iterable[str] = ()) -> list[Piece]:
     """Every piece, in the order compiled: the learn loops of the optimizers in use and
-    AdaGrad's, and the small-update path (needed); then optimizer "auto" (the service's
-    default: its members' update forms and driver), their read loops, the text parsers, the
+    AdaGrad's, and the small-update path (needed); then their read loops, optimizer "auto"
+    (the service's default: its members' update forms and driver), the text parsers, the
     Arrow reader (pyarrow's import), the other optimizers' loops, the JSON reader (~20-70 s
     cold: until it is warm, requests that could use it take the orjson path or a parser
     thread, see :meth:`Warmup.is_warm`) and the one-call predicts."""
@@ -148,8 +149,8 @@ def plan(optimizers_in_use: Iterable[str] = ()) -> list[Piece]:
     return [
         *(Piece(f"learn/{name}", lambda n=name: learn_loop(n), True) for name in first),
         Piece("update-path", small_update_path, True),
-        Piece("learn/auto", portfolio_loop),
         *(Piece(f"reads/{name}", lambda n=name: read_loops(n)) for name in first),
+        Piece("learn/auto", portfolio_loop),
         Piece("parser/vw", text_parser("vw", b"1 | a\n")),
         Piece("parser/libsvm", text_parser("libsvm", b"1 0:1\n")),
         Piece("parser/criteo", text_parser("criteo", CRITEO_LINE)),

@@ -48,9 +48,9 @@ def test_plan_puts_models_optimizers_then_the_default_first_and_covers_every_opt
         names
     )
     assert [p.name for p in plan() if p.needed] == ["learn/adagrad", "update-path"]
-    # then the default optimizer "auto" (not waited for), and the first reads of the models in use
-    assert names[len(needed)] == "learn/auto"
-    assert names[len(needed) + 1 : len(needed) + 4] == ["reads/ftrl", "reads/adam", "reads/adagrad"]
+    # then the first reads of the models in use, then the default optimizer "auto" (not waited for)
+    assert names[len(needed) : len(needed) + 3] == ["reads/ftrl", "reads/adam", "reads/adagrad"]
+    assert names[len(needed) + 3] == "learn/auto"
 
 
 def test_ready_once_the_needed_pieces_are_settled_and_the_rest_follows(caplog) -> None:
