@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -15,6 +18,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ADASERVE_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 MAKE_CLICKS = SHARED / "tools" / "make_clicks.py"
+
+
+def loadtest_script(name: str, *, needs_make_clicks: bool = True) -> ModuleType:
+    """``loadtest/<name>.py`` imported as module ``name`` (registered in ``sys.modules``, where its
+    dataclasses look themselves up); the test is skipped when it needs the click generator of
+    ../shared and that is absent."""
+    if needs_make_clicks and not MAKE_CLICKS.is_file():
+        pytest.skip(f"{MAKE_CLICKS} is absent (../shared lives beside the repo, not in it)")
+    spec = importlib.util.spec_from_file_location(name, REPO / "loadtest" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_file(*parts: str) -> Path:

@@ -8,27 +8,16 @@ generator beside the repo).
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from types import ModuleType
 
 import pytest
-from datasets import MAKE_CLICKS, REPO
-
-BENCH = REPO / "loadtest" / "bench_arrow.py"
+from datasets import loadtest_script
 
 
 def load_bench() -> ModuleType:
     pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install '.[arrow]')")
-    if not MAKE_CLICKS.is_file():
-        pytest.skip(f"{MAKE_CLICKS} is absent (../shared lives beside the repo, not in it)")
-    spec = importlib.util.spec_from_file_location("bench_arrow", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return loadtest_script("bench_arrow")
 
 
 def number(text: str) -> float:

@@ -9,27 +9,15 @@ is absent.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-from datasets import REPO, SHARED
-
-BENCH = REPO / "loadtest" / "bench_durability.py"
+from datasets import loadtest_script
 
 
 def load_bench() -> ModuleType:
-    if not (SHARED / "tools" / "make_clicks.py").is_file():
-        pytest.skip(f"{SHARED}/tools/make_clicks.py is absent (../shared lives beside the repo)")
-    spec = importlib.util.spec_from_file_location("bench_durability", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return loadtest_script("bench_durability")
 
 
 def test_smoke_no_acknowledged_row_lost_and_every_mode_learns(tmp_path: Path) -> None:

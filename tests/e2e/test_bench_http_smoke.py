@@ -7,27 +7,16 @@ subprocesses on 127.0.0.1): 2,000 rows, 1 s per scenario, well under a minute. S
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from datasets import REPO, SHARED
-
-BENCH = REPO / "loadtest" / "bench_http.py"
+from datasets import loadtest_script
 
 
 def load_bench() -> ModuleType:
-    if not (SHARED / "tools" / "make_clicks.py").is_file():
-        pytest.skip(f"{SHARED}/tools/make_clicks.py is absent (../shared lives beside the repo)")
-    spec = importlib.util.spec_from_file_location("bench_http", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return loadtest_script("bench_http")
 
 
 def test_smoke_every_scenario_answers_without_errors(tmp_path: Path) -> None:

@@ -6,28 +6,16 @@ absent."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-from datasets import REPO, SHARED
-
-BENCH = REPO / "loadtest" / "bench_quality.py"
+from datasets import SHARED, loadtest_script
 
 
 def load_bench() -> ModuleType:
-    if not (SHARED / "tools" / "make_clicks.py").is_file():
-        pytest.skip(f"{SHARED} has no tools/make_clicks.py (../shared lives beside the repo)")
-    spec = importlib.util.spec_from_file_location("bench_quality", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return loadtest_script("bench_quality")
 
 
 def table_row(report: str, label: str) -> list[str]:

@@ -7,7 +7,6 @@ Skipped when ../shared (the click-stream generator beside the repo) is absent.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
@@ -15,22 +14,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from datasets import MAKE_CLICKS, REPO
+from datasets import loadtest_script
 
-BENCH = REPO / "loadtest" / "bench_learners.py"
 PEER_MODULES = ("vowpalwabbit", "river", "sklearn", "torch")
 OURS = ("ours adagrad", "ours ftrl", "ours adam exact")
 
 
 def load_bench() -> ModuleType:
-    if not MAKE_CLICKS.is_file():
-        pytest.skip(f"{MAKE_CLICKS} is absent (../shared lives beside the repo, not in it)")
-    spec = importlib.util.spec_from_file_location("bench_learners", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return loadtest_script("bench_learners")
 
 
 def our_rates(report: str) -> dict[str, float]:

@@ -7,27 +7,16 @@ is skipped without ``vowpalwabbit``, and the second test runs without VW as a CI
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from datasets import REPO, SHARED
-
-BENCH = REPO / "loadtest" / "bench_train.py"
+from datasets import loadtest_script
 
 
 def load_bench() -> ModuleType:
-    if not (SHARED / "tools" / "make_clicks.py").is_file():
-        pytest.skip(f"{SHARED}/tools/make_clicks.py is absent (../shared lives beside the repo)")
-    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return loadtest_script("bench_train")
 
 
 def test_smoke_against_vw(tmp_path: Path) -> None:

@@ -11,11 +11,9 @@ timing, the choices on the seed), ``ADASERVE_FAULT_ROUNDS`` runs more rounds.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import os
 import resource
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -23,21 +21,14 @@ from types import ModuleType
 import httpx
 import numpy as np
 import orjson
-from datasets import REPO
+from datasets import loadtest_script
 from servers import free_port, start_server
 
 from optim import Batch, OnlineLogisticRegression
 
 
 def load_fault_rounds() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "fault_rounds", REPO / "loadtest" / "fault_rounds.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return loadtest_script("fault_rounds", needs_make_clicks=False)
 
 
 def test_random_faults_lose_nothing_acknowledged(tmp_path: Path) -> None:
