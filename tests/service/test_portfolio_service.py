@@ -126,26 +126,30 @@ def test_auto_model_survives_a_restart_and_round_trips_its_file(settings: Settin
     assert isinstance(model, PortfolioLogisticRegression) and model.step == 400
 
 
+def assert_refused(arrays: dict, changed: dict, member: str) -> None:
+    """A portfolio file of ``arrays`` with ``changed`` is refused, naming ``member``."""
+    buffer = io.BytesIO()
+    save_file_arrays(buffer, {**arrays, **changed})
+    buffer.seek(0)
+    with pytest.raises(ModelFileError) as error:
+        PortfolioLogisticRegression.load(buffer)
+    assert error.value.member == member, error.value
+
+
 def test_a_damaged_portfolio_file_is_refused() -> None:
     X, y = stream()
     model = PortfolioLogisticRegression(dim=DIM)
     model.learn(X, y)
     arrays = model.file_arrays()
 
-    def refused(changed: dict, member: str) -> None:
-        buffer = io.BytesIO()
-        save_file_arrays(buffer, {**arrays, **changed})
-        buffer.seek(0)
-        with pytest.raises(ModelFileError) as error:
-            PortfolioLogisticRegression.load(buffer)
-        assert error.value.member == member, error.value
-
     state = str(arrays["portfolio"])
-    refused({"portfolio": np.array(state.replace('"leader": ', '"leader": 9'))}, "portfolio")
-    refused({"member_1": arrays["member_0"]}, "member_1")  # another member's configuration
-    refused({"member_2": arrays["member_2"][:-100]}, "member_2")  # truncated member file
-    refused({"metrics_totals": np.array([1.0, np.nan, 0, 0])}, "metrics_totals")
-    refused({"stray": np.zeros(3)}, "stray")
+    bad_leader = np.array(state.replace('"leader": ', '"leader": 9'))
+    assert_refused(arrays, {"portfolio": bad_leader}, "portfolio")
+    # another member's configuration, then a truncated member file
+    assert_refused(arrays, {"member_1": arrays["member_0"]}, "member_1")
+    assert_refused(arrays, {"member_2": arrays["member_2"][:-100]}, "member_2")
+    assert_refused(arrays, {"metrics_totals": np.array([1.0, np.nan, 0, 0])}, "metrics_totals")
+    assert_refused(arrays, {"stray": np.zeros(3)}, "stray")
     reserved = []
     buffer = io.BytesIO(model.to_bytes())
     PortfolioLogisticRegression.load(buffer, reserve=reserved.append)
@@ -176,12 +180,7 @@ def test_a_portfolio_file_keeps_its_pending_rows_and_refuses_bad_ones() -> None:
         ({"feedback_times": arrays["feedback_times"][:-1]}, "feedback_times"),
         ({"feedback_counts": np.zeros(3)}, "feedback_counts"),
     ):
-        buffer = io.BytesIO()
-        save_file_arrays(buffer, {**arrays, **changed})
-        buffer.seek(0)
-        with pytest.raises(ModelFileError) as error:
-            PortfolioLogisticRegression.load(buffer)
-        assert error.value.member == member, error.value
+        assert_refused(arrays, changed, member)
     plain = PortfolioLogisticRegression(dim=DIM).file_arrays()
     buffer = io.BytesIO()
     save_file_arrays(buffer, {**plain, "feedback_ids": arrays["feedback_ids"]})
