@@ -62,6 +62,16 @@ def mixture_by_rule(margins: np.ndarray, labels: np.ndarray, weights: np.ndarray
     return np.array(mixed), np.array(leaders)
 
 
+def zipped(members: dict[str, bytes]) -> io.BytesIO:
+    """A model file of these members (as ``to_bytes`` writes them, uncompressed)."""
+    written = io.BytesIO()
+    with zipfile.ZipFile(written, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    written.seek(0)
+    return written
+
+
 @pytest.mark.parametrize("lazy", ["exact", "frozen"])
 def test_members_equal_standalone_models_and_predictions_are_the_mixture(lazy: str) -> None:
     X, y, w = stream()
@@ -249,11 +259,7 @@ def test_a_version_1_file_loads_and_its_mixture_starts_afresh() -> None:
     old = io.BytesIO()
     np.save(old, np.array(json.dumps(state)))
     members["portfolio.npy"] = old.getvalue()
-    written = io.BytesIO()
-    with zipfile.ZipFile(written, "w", zipfile.ZIP_STORED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    loaded = load_model(io.BytesIO(written.getvalue()))
+    loaded = load_model(zipped(members))
     assert isinstance(loaded, PortfolioLogisticRegression)
     assert loaded.leader == auto.leader and loaded.step == auto.step
     for name, model in auto.members.items():
@@ -263,12 +269,8 @@ def test_a_version_1_file_loads_and_its_mixture_starts_afresh() -> None:
     bad = io.BytesIO()
     np.save(bad, np.array(json.dumps(state)))
     members["portfolio.npy"] = bad.getvalue()
-    written = io.BytesIO()
-    with zipfile.ZipFile(written, "w", zipfile.ZIP_STORED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
     with pytest.raises(ModelFileError, match="unknown format"):
-        load_model(io.BytesIO(written.getvalue()))
+        load_model(zipped(members))
 
 
 def _assert_same_portfolio(
